@@ -1,0 +1,3 @@
+from ttsnn_cli.cli import main
+
+main()

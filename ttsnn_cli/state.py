@@ -1,0 +1,76 @@
+"""Explicit spiking state: reset it, and tell time-aware layers how time is laid out.
+
+Why our own reset: `snntorch.utils.reset` scans only top-level children and then resets every live
+neuron of that class in the whole process (snntorch issue 438). We walk `model.modules()` instead, so
+nested neurons are reset and other models are left alone.
+
+Two layouts of time exist in this project:
+- per step: a module is called once per timestep with [B, ...]; a layer that depends on the timestep
+  (an HTT layer) counts its calls since the last reset;
+- folded: stateless layers run once over all T steps with time folded into the batch, [T*B, ...],
+  time-major. `time_folded(model, T)` tells every time-aware layer that its input is laid out so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+try:  # snntorch is a hard dependency, but keep this module importable on its own for tooling
+    from snntorch._neurons.neurons import SpikingNeuron
+except ImportError:  # pragma: no cover
+    SpikingNeuron = ()  # type: ignore[assignment]
+
+
+class TimeAware:
+    """Mixin for layers whose computation depends on the timestep (HTT).
+
+    `step` counts per-step calls since the last reset; `folded_timesteps` is set while the input
+    carries T steps folded into the batch. Neither is persisted: they are runtime state, like a
+    neuron's membrane.
+    """
+
+    step: int = 0
+    folded_timesteps: int | None = None
+
+    def reset_time(self) -> None:
+        self.step = 0
+
+
+def is_neuron(module: nn.Module) -> bool:
+    """True for snntorch neurons (anything with a membrane that persists between calls)."""
+    return isinstance(module, SpikingNeuron) if SpikingNeuron else False
+
+
+def reset_states(model: nn.Module) -> None:
+    """Reset every neuron membrane and every timestep counter found anywhere in `model`.
+
+    A snntorch neuron keeps its membrane in non-persistent buffers (`mem`, and `syn` etc. for other
+    neuron types); an empty tensor makes the neuron re-initialise to zeros of the next input's shape,
+    which also survives a change of batch size or device.
+    """
+    for module in model.modules():
+        if isinstance(module, TimeAware):
+            module.reset_time()
+        if is_neuron(module):
+            for state_name in ("mem", "syn", "spk", "cur"):
+                value = getattr(module, state_name, None)
+                if isinstance(value, torch.Tensor):
+                    setattr(module, state_name, torch.zeros(0, device=value.device, dtype=value.dtype))
+
+
+@contextlib.contextmanager
+def time_folded(model: nn.Module, timesteps: int) -> Iterator[None]:
+    """Within the block, time-aware layers of `model` read their input as [T*B, ...], time-major."""
+    layers = [m for m in model.modules() if isinstance(m, TimeAware)]
+    previous = [m.folded_timesteps for m in layers]
+    for layer in layers:
+        layer.folded_timesteps = timesteps
+    try:
+        yield
+    finally:
+        for layer, value in zip(layers, previous):
+            layer.folded_timesteps = value

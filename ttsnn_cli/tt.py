@@ -1,0 +1,165 @@
+"""Pure tensor-train maths on conv kernels: TT-SVD, reconstruction, and the PTT cross fit.
+
+No modules here, only tensors in and tensors out, so each function is tested alone (tensorly's
+split of `decomposition/_tt.py` from the class wrapping it).
+
+Shapes (paper.md): a kernel W (Cout, Cin, kh, kw) is permuted to (Cin, kh, kw, Cout) and split into
+G1 (1, Cin, r1), G2 (r1, kh, r2), G3 (r2, kw, r3), G4 (r3, Cout, 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tensorly as tl
+import torch
+from tensorly.decomposition import tensor_train
+
+Ranks = tuple[int, int, int]
+
+
+def max_tt_ranks(kernel_shape: tuple[int, ...]) -> Ranks:
+    """The largest meaningful TT ranks of a (Cout, Cin, kh, kw) kernel: the unfolding sizes.
+
+    TT-SVD caps r_k at min(prod(dims[:k]), prod(dims[k:])) of the (Cin, kh, kw, Cout) tensor, and
+    tensorly does so silently: we compute the caps ourselves to report effective ranks.
+    """
+    cout, cin, kh, kw = kernel_shape
+    dims = (cin, kh, kw, cout)
+    caps = []
+    for k in range(1, 4):
+        left = math.prod(dims[:k])
+        right = math.prod(dims[k:])
+        caps.append(min(left, right))
+    return caps[0], caps[1], caps[2]
+
+
+def tt_param_count(kernel_shape: tuple[int, ...], ranks: Ranks) -> int:
+    """Weights of the four cores: Cin*r1 + kh*r1*r2 + kw*r2*r3 + r3*Cout (bias not included)."""
+    cout, cin, kh, kw = kernel_shape
+    r1, r2, r3 = ranks
+    return cin * r1 + kh * r1 * r2 + kw * r2 * r3 + r3 * cout
+
+
+@dataclass(frozen=True)
+class TTCores:
+    """The four cores as the convolutions use them (float64 while fitting).
+
+    first (r1, Cin), vertical (kh, r2, r1) as [tap, out, in], horizontal (kw, r3, r2), last (Cout, r3).
+    """
+
+    first: torch.Tensor
+    vertical: torch.Tensor
+    horizontal: torch.Tensor
+    last: torch.Tensor
+
+    @property
+    def ranks(self) -> Ranks:
+        return (self.first.shape[0], self.vertical.shape[1], self.horizontal.shape[1])
+
+
+def tt_svd(weight: torch.Tensor, ranks: Ranks, svd: str = "truncated_svd") -> TTCores:
+    """TT-SVD of a conv kernel with tensorly, in float64, at ranks no larger than `max_tt_ranks`.
+
+    The caller caps the ranks first (tensorly would cap silently and we must report the truth).
+    tensorly's backend is switched only inside `tl.backend_context`, so importing or calling ttsnn
+    never changes a user's global tensorly backend.
+    """
+    caps = max_tt_ranks(tuple(weight.shape))
+    if any(r > c for r, c in zip(ranks, caps)):
+        raise ValueError(f"ranks {ranks} exceed the kernel's TT ranks {caps}")
+    tensor = weight.detach().to(torch.float64).cpu().permute(1, 2, 3, 0).contiguous()
+    with tl.backend_context("pytorch"):
+        factors = tensor_train(tensor, rank=[1, *ranks, 1], svd=svd).factors
+    g1, g2, g3, g4 = (f.detach() for f in factors)
+    return TTCores(
+        first=g1[0].T.contiguous(),  # (Cin, r1) -> (r1, Cin)
+        vertical=g2.permute(1, 2, 0).contiguous(),  # (r1, kh, r2) -> (kh, r2, r1)
+        horizontal=g3.permute(1, 2, 0).contiguous(),  # (r2, kw, r3) -> (kw, r3, r2)
+        last=g4[:, :, 0].T.contiguous(),  # (r3, Cout) -> (Cout, r3)
+    )
+
+
+def stt_kernel(cores: TTCores) -> torch.Tensor:
+    """The dense kernel (Cout, Cin, kh, kw) the sequential chain computes: the TT reconstruction."""
+    return torch.einsum("or,bsr,aqp,pi->oiab", cores.last, cores.horizontal, cores.vertical, cores.first)
+
+
+def cross_kernel(cores: TTCores, kernel_size: tuple[int, int]) -> torch.Tensor:
+    """The effective kernel of PTT: Y = G4 ((G2 A + G3 A) / 2), a centre column plus a centre row.
+
+    The vertical (kh x 1) branch stands at column `centre_tap(kw)`, the horizontal (1 x kw) branch at
+    row `centre_tap(kh)`; the centre tap gets half of each.
+    """
+    kh, kw = kernel_size
+    ac, bc = centre_tap(kh), centre_tap(kw)
+    cout, cin = cores.last.shape[0], cores.first.shape[1]
+    dtype = cores.first.dtype
+    kernel = torch.zeros(cout, cin, kh, kw, dtype=dtype)
+    column = torch.einsum("or,arp,pi->oia", cores.last, cores.vertical, cores.first)
+    row = torch.einsum("or,brp,pi->oib", cores.last, cores.horizontal, cores.first)
+    kernel[:, :, :, bc] += column / 2
+    kernel[:, :, ac, :] += row / 2
+    return kernel
+
+
+def reduced_kernel(cores: TTCores) -> torch.Tensor:
+    """The (Cout, Cin) matrix of HTT's reduced steps: G4 G1 (1x1 -> 1x1, no spatial cores)."""
+    return cores.last @ cores.first
+
+
+def centre_tap(size: int) -> int:
+    """The tap a 1-wide branch stands for: the middle, or the left of the two middles when even."""
+    return (size - 1) // 2
+
+
+def relative_error(approx: torch.Tensor, target: torch.Tensor) -> float:
+    """||approx - target|| / ||target|| in float64 (0 for an all-zero target matched exactly)."""
+    target = target.detach().to(torch.float64).cpu()
+    diff = torch.linalg.norm(approx.detach().to(torch.float64).cpu() - target)
+    norm = torch.linalg.norm(target)
+    if norm == 0:
+        return float(diff)
+    return float(diff / norm)
+
+
+def fit_cross_cores(weight: torch.Tensor, start: TTCores, iterations: int = 25) -> TTCores:
+    """Least-squares PTT cores for a dense kernel, starting from the TT-SVD cores.
+
+    PTT's kernel is zero off the centre row and column, so the best it can do is match the cross
+    slices S_j = W[:, :, a, b] for (a, b) on the cross. With shared G1 (r x Cin) and G4 (Cout x r),
+    that is a Tucker-2 problem S_j ~ G4 M_j G1, solved by higher-order orthogonal iteration (HOOI)
+    from the TT-SVD subspaces; M_j then maps back to the branch taps (the centre is shared equally).
+    Requires r1 = r2 = r3 = r <= min(Cin, Cout).
+    """
+    cout, cin, kh, kw = weight.shape
+    rank = start.first.shape[0]
+    if start.ranks != (rank, rank, rank):
+        raise ValueError(f"PTT needs equal ranks, got {start.ranks}")
+    ac, bc = centre_tap(kh), centre_tap(kw)
+    w = weight.detach().to(torch.float64).cpu()
+    taps = [(a, bc) for a in range(kh)] + [(ac, b) for b in range(kw) if b != bc]
+    slices = torch.stack([w[:, :, a, b] for a, b in taps])  # (n, Cout, Cin)
+
+    # Start from the TT-SVD subspaces: orthonormal bases of G1's rows and G4's columns.
+    u_out = torch.linalg.qr(start.last.to(torch.float64))[0][:, :rank]  # (Cout, r)
+    u_in = torch.linalg.qr(start.first.to(torch.float64).T)[0][:, :rank]  # (Cin, r)
+    for _ in range(iterations):
+        projected_in = torch.einsum("noi,ir->nor", slices, u_in)  # (n, Cout, r)
+        u_out = torch.linalg.svd(projected_in.permute(1, 0, 2).reshape(cout, -1), full_matrices=False)[0][:, :rank]
+        projected_out = torch.einsum("noi,or->nri", slices, u_out)  # (n, r, Cin)
+        u_in = torch.linalg.svd(projected_out.permute(2, 0, 1).reshape(cin, -1), full_matrices=False)[0][:, :rank]
+    middle = torch.einsum("noi,or,is->nrs", slices, u_out, u_in)  # (n, r_out, r_in)
+
+    vertical = torch.zeros(kh, rank, rank, dtype=torch.float64)
+    horizontal = torch.zeros(kw, rank, rank, dtype=torch.float64)
+    for (a, b), m in zip(taps, middle):
+        if (a, b) == (ac, bc):
+            vertical[a] = m
+            horizontal[b] = m
+        elif b == bc:
+            vertical[a] = 2 * m
+        else:
+            horizontal[b] = 2 * m
+    return TTCores(first=u_in.T.contiguous(), vertical=vertical, horizontal=horizontal, last=u_out.contiguous())
