@@ -1,0 +1,284 @@
+"""Layer workloads: the shapes the accelerator model works on, independent of torch.
+
+A :class:`LayerWorkload` is one convolution (or linear layer, a 1x1 conv on a 1x1 map) as the
+accelerator sees it. A TT layer is four workloads tagged with their ``branch`` (``tt_first`` 1x1
+C->r1, ``tt_h`` kh x 1 r1->r2, ``tt_w`` 1 x kw r2->r3, ``tt_last`` 1x1 r3->K) and a common ``group``
+(the dense layer they replace), so schedules can run PTT's two middle cores concurrently and HTT's
+reduced steps can skip them (reference/paper.md, "The three modes").
+
+Per layer and timestep it derives the three BPTT GEMMs (reference/hw.md, "What the hw model should
+cover") as ``(M, N, K)`` = (output rows, output columns, reduction length) of ``A[M,K] @ B[K,N]``:
+
+- FP (forward):        M = Ho*Wo (ofmap pixels), N = K (filters),  K = R*S*C (window);
+- BP (input gradient): M = IH*IW (ifmap pixels), N = C (channels), K = R*S*K (transposed window);
+- WG (weight gradient): M = R*S*C (weight rows), N = K (filters),  K = Ho*Wo (ofmap pixels).
+
+Their MAC counts are hw.md's SATA counts: FP and WG C*R*S*K*E^2, BP C*R*S*K*H^2 (per timestep).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+Kind = Literal["conv", "linear"]
+Branch = Literal["dense", "tt_first", "tt_h", "tt_w", "tt_last"]
+ActiveSteps = Literal["all", "first_half"]
+Phase = Literal["fp", "bp", "wg"]
+
+BRANCHES: tuple[str, ...] = ("dense", "tt_first", "tt_h", "tt_w", "tt_last")
+MIDDLE_BRANCHES: tuple[str, ...] = ("tt_h", "tt_w")
+PHASES: tuple[str, ...] = ("fp", "bp", "wg")
+CSV_COLUMNS: tuple[str, ...] = (
+    "name", "ifmap_h", "ifmap_w", "filter_h", "filter_w", "channels", "num_filter", "stride",
+)
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One GEMM ``A[m, k] @ B[k, n]``: ``m * n`` outputs, each a length-``k`` reduction."""
+
+    m: int
+    n: int
+    k: int
+
+    @property
+    def macs(self) -> int:
+        return self.m * self.n * self.k
+
+
+@dataclass(frozen=True)
+class LayerWorkload:
+    """One conv/linear layer (or TT core) as the accelerator sees it.
+
+    ``ih, iw`` input map, ``r, s`` kernel, ``c`` input channels, ``k`` filters. ``spike_input`` says
+    whether the forward operands are binary spikes (accumulates, ACs) or real values (MACs): only a
+    TT layer's first core sees spikes; cores 2-4 take real values (hw.md, Horowitz preset).
+    ``active_steps``: ``"first_half"`` runs only for t < ceil(T/2) (HTT's middle cores).
+    ``group`` names the dense layer a TT core belongs to ("" for dense layers).
+    """
+
+    name: str
+    ih: int
+    iw: int
+    r: int
+    s: int
+    c: int
+    k: int
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    kind: Kind = "conv"
+    branch: Branch = "dense"
+    spike_input: bool = True
+    active_steps: ActiveSteps = "all"
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        dims = {"ih": self.ih, "iw": self.iw, "r": self.r, "s": self.s, "c": self.c, "k": self.k}
+        bad = [f"{key}={val}" for key, val in dims.items() if not isinstance(val, int) or val < 1]
+        bad += [f"stride={self.stride}"] if min(self.stride) < 1 else []
+        bad += [f"padding={self.padding}"] if min(self.padding) < 0 else []
+        if self.branch not in BRANCHES:
+            bad.append(f"branch={self.branch!r} (allowed: {', '.join(BRANCHES)})")
+        if self.active_steps not in ("all", "first_half"):
+            bad.append(f"active_steps={self.active_steps!r} (allowed: all, first_half)")
+        if not bad and (self.ih + 2 * self.padding[0] < self.r or self.iw + 2 * self.padding[1] < self.s):
+            bad.append("kernel larger than the padded input")
+        if bad:
+            raise ValueError(f"layer {self.name!r}: invalid " + ", ".join(bad))
+
+    # --- shapes -------------------------------------------------------------------------------
+    @property
+    def ho(self) -> int:
+        """Output height, Ho = (IH + 2p - R) // stride + 1."""
+        return (self.ih + 2 * self.padding[0] - self.r) // self.stride[0] + 1
+
+    @property
+    def wo(self) -> int:
+        """Output width, Wo = (IW + 2p - S) // stride + 1."""
+        return (self.iw + 2 * self.padding[1] - self.s) // self.stride[1] + 1
+
+    @property
+    def out_pixels(self) -> int:
+        """E^2 in hw.md: Ho * Wo."""
+        return self.ho * self.wo
+
+    @property
+    def in_pixels(self) -> int:
+        """H^2 in hw.md: IH * IW (unpadded input)."""
+        return self.ih * self.iw
+
+    @property
+    def window(self) -> int:
+        """R * S * C: one output's reduction length."""
+        return self.r * self.s * self.c
+
+    @property
+    def weights(self) -> int:
+        """K * C * R * S."""
+        return self.k * self.window
+
+    @property
+    def macs_per_step(self) -> int:
+        """Forward MACs per timestep, C*R*S*K*E^2."""
+        return self.weights * self.out_pixels
+
+    @property
+    def has_neuron(self) -> bool:
+        """Whether a LIF neuron follows (dense layers and a TT layer's last core only)."""
+        return self.branch in ("dense", "tt_last")
+
+    def steps(self, timesteps: int) -> int:
+        """Timesteps this layer runs: T, or ceil(T/2) for HTT's middle cores."""
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        return timesteps if self.active_steps == "all" else math.ceil(timesteps / 2)
+
+    def gemm(self, phase: Phase) -> Gemm:
+        """The per-timestep GEMM of one training phase (see the module docstring)."""
+        if phase == "fp":
+            return Gemm(self.out_pixels, self.k, self.window)
+        if phase == "bp":
+            return Gemm(self.in_pixels, self.c, self.r * self.s * self.k)
+        if phase == "wg":
+            return Gemm(self.window, self.k, self.out_pixels)
+        raise ValueError(f"unknown phase {phase!r} (allowed: {', '.join(PHASES)})")
+
+    def element_ops(self) -> int:
+        """LIF (forward) or PGU (backward) ops per timestep: K*E^2 when a neuron follows, else 0."""
+        return self.k * self.out_pixels if self.has_neuron else 0
+
+
+def from_csv(path: str | Path, *, first_layer_spikes: bool = False, group_tt: bool = True) -> list[LayerWorkload]:
+    """Read a SATA_Sim/SCALE-Sim topology CSV (``name,ifmap_h,ifmap_w,filter_h,filter_w,channels,
+    num_filter,stride``) into workloads, sizes as given (SATA_Sim gave unpadded sizes).
+
+    With ``group_tt``, four consecutive rows named ``<X>a, <X>b, <X>c, <X>d`` become the TT cores
+    ``tt_first, tt_h, tt_w, tt_last`` of group ``<X>`` (SATA_Sim's naming). Rows named ``FC...``
+    are linear layers. The first row's input is analog unless ``first_layer_spikes``.
+    """
+    path = Path(path)
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh, skipinitialspace=True)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [col for col in CSV_COLUMNS if col not in header]
+        if missing:
+            raise ValueError(f"{path}: missing CSV columns {', '.join(missing)}")
+        rows = [{key.strip(): (val or "").strip() for key, val in row.items() if key} for row in reader]
+    layers: list[LayerWorkload] = []
+    for i, row in enumerate(rows):
+        try:
+            dims = [int(row[col]) for col in CSV_COLUMNS[1:]]
+        except ValueError as exc:
+            raise ValueError(f"{path}: row {i + 2}: {exc}") from None
+        ih, iw, r, s, c, k, st = dims
+        name = row["name"]
+        kind: Kind = "linear" if name.upper().startswith("FC") else "conv"
+        layers.append(LayerWorkload(name, ih, iw, r, s, c, k, stride=(st, st), kind=kind,
+                                    spike_input=first_layer_spikes or i > 0))
+    return tag_tt_groups(layers) if group_tt else layers
+
+
+_TT_SUFFIX = re.compile(r"^(.*?)([abcd])$")
+
+
+def tag_tt_groups(layers: list[LayerWorkload]) -> list[LayerWorkload]:
+    """Tag runs of four layers named ``<X>a..<X>d`` as one TT layer's cores (group ``<X>``).
+
+    Cores 2-4 take real values (the first core's output), so they lose ``spike_input``.
+    """
+    out = list(layers)
+    i = 0
+    while i + 4 <= len(out):
+        matches = [_TT_SUFFIX.match(layer.name) for layer in out[i:i + 4]]
+        if all(matches) and [m.group(2) for m in matches] == list("abcd") \
+                and len({m.group(1) for m in matches}) == 1:
+            group = matches[0].group(1)
+            for j, branch in enumerate(("tt_first", "tt_h", "tt_w", "tt_last")):
+                layer = out[i + j]
+                out[i + j] = replace(layer, branch=branch, group=group,
+                                     spike_input=layer.spike_input and j == 0)
+            i += 4
+        else:
+            i += 1
+    return out
+
+
+def tt_cores(layer: LayerWorkload, ranks: tuple[int, int, int]) -> list[LayerWorkload]:
+    """Split a dense conv into its four TT cores as the exact strided chain runs them
+    (reference/paper.md: 1x1 C->r1, kh x 1 r1->r2 stride (sh,1) padding (ph,0), 1 x kw r2->r3
+    stride (1,sw) padding (0,pw), 1x1 r3->K)."""
+    r1, r2, r3 = ranks
+    (sh, sw), (ph, pw) = layer.stride, layer.padding
+    g = layer.name
+    first = replace(layer, name=f"{g}.tt_first", r=1, s=1, k=r1, stride=(1, 1), padding=(0, 0),
+                    branch="tt_first", group=g)
+    h = LayerWorkload(f"{g}.tt_h", layer.ih, layer.iw, layer.r, 1, r1, r2, stride=(sh, 1),
+                      padding=(ph, 0), branch="tt_h", spike_input=False, group=g)
+    w = LayerWorkload(f"{g}.tt_w", h.ho, h.wo, 1, layer.s, r2, r3, stride=(1, sw), padding=(0, pw),
+                      branch="tt_w", spike_input=False, group=g)
+    last = LayerWorkload(f"{g}.tt_last", w.ho, w.wo, 1, 1, r3, layer.k, branch="tt_last",
+                         spike_input=False, group=g)
+    return [first, h, w, last]
+
+
+def dense_equivalent(layers: list[LayerWorkload]) -> list[LayerWorkload]:
+    """Merge each TT group back into the dense conv it replaces (C from the first core, K from the
+    last, R from ``tt_h``, S from ``tt_w``, input size of the first core); dense layers pass through.
+    Used to build the dense baseline of a TT workload (e.g. dense ResNet34 from SATA_Sim's STT CSV)."""
+    out: list[LayerWorkload] = []
+    cores: dict[str, dict[str, LayerWorkload]] = {}
+    for layer in layers:
+        if layer.branch == "dense":
+            out.append(layer)
+            continue
+        parts = cores.setdefault(layer.group, {})
+        parts[layer.branch] = layer
+        if len(parts) == 4:
+            f, h, w = parts["tt_first"], parts["tt_h"], parts["tt_w"]
+            out.append(LayerWorkload(layer.group, f.ih, f.iw, h.r, w.s, f.c, parts["tt_last"].k,
+                                     stride=(h.stride[0], w.stride[1]),
+                                     padding=(h.padding[0], w.padding[1]), spike_input=f.spike_input))
+    incomplete = [g for g, parts in cores.items() if len(parts) != 4]
+    if incomplete:
+        raise ValueError(f"incomplete TT groups (need tt_first, tt_h, tt_w, tt_last): {incomplete}")
+    return out
+
+
+def ptt_view(layers: list[LayerWorkload]) -> list[LayerWorkload]:
+    """The PTT form of a TT workload: both middle cores read the first core's output A_t and produce
+    the block's output, so ``tt_w`` takes ``tt_h``'s input size and both take the combined stride
+    (paper.md: Y_t = G4 * ((G2 * A_t + G3 * A_t) / 2)). Stride-1 layers keep their shapes' costs."""
+    h_of = {layer.group: layer for layer in layers if layer.branch == "tt_h"}
+    w_of = {layer.group: layer for layer in layers if layer.branch == "tt_w"}
+    out: list[LayerWorkload] = []
+    for layer in layers:
+        if layer.branch in MIDDLE_BRANCHES and layer.group in h_of and layer.group in w_of:
+            h, w = h_of[layer.group], w_of[layer.group]
+            stride = (h.stride[0], w.stride[1])
+            layer = replace(layer, ih=h.ih, iw=h.iw, stride=stride)
+        out.append(layer)
+    return out
+
+
+def htt_view(layers: list[LayerWorkload]) -> list[LayerWorkload]:
+    """The HTT form: PTT for t < ceil(T/2), then first and last cores only (middle cores skipped)."""
+    return [replace(layer, active_steps="first_half") if layer.branch in MIDDLE_BRANCHES else layer
+            for layer in ptt_view(layers)]
+
+
+def workload_names() -> list[str]:
+    """Names of the shipped workload CSVs (``hw/workloads/*.csv``): SATA_Sim's TT-SNN runs."""
+    return sorted(p.stem for p in (Path(__file__).parent / "workloads").glob("*.csv"))
+
+
+def workload_path(name: str) -> Path:
+    """Path of a shipped workload CSV by name (e.g. ``sata_res34_stt_T6``)."""
+    path = Path(__file__).parent / "workloads" / f"{name}.csv"
+    if not path.is_file():
+        raise ValueError(f"unknown workload {name!r} (shipped: {', '.join(workload_names())})")
+    return path
