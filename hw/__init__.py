@@ -9,7 +9,7 @@ from hw.config import AcceleratorConfig, AcceleratorConfigError, load_accelerato
 from hw.cycles import gemm_cycles, sata_inference_cycles, sata_layer_cycles
 from hw.energy import ENERGY_PRESETS, EnergyModel, energy_preset, training_energy
 from hw.schedule import SCHEDULES, compare_schedules, simulate_schedules
-from hw.workload import Gemm, LayerWorkload, dense_equivalent, from_csv, tt_cores
+from hw.workload import Gemm, LayerWorkload, dense_equivalent, from_csv, tt_cores, workload_path
 
 __all__ = [
     "AcceleratorConfig",
@@ -31,4 +31,5 @@ __all__ = [
     "simulate_schedules",
     "training_energy",
     "tt_cores",
+    "workload_path",
 ]

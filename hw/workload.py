@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
+import operator
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -78,8 +79,19 @@ class LayerWorkload:
     group: str = ""
 
     def __post_init__(self) -> None:
+        # accept numpy/torch integers and int stride/padding; store plain ints and pairs
+        for key in ("ih", "iw", "r", "s", "c", "k"):
+            value = getattr(self, key)
+            if not isinstance(value, bool) and hasattr(value, "__index__"):
+                object.__setattr__(self, key, operator.index(value))
+        for key in ("stride", "padding"):
+            value = getattr(self, key)
+            pair = (value, value) if hasattr(value, "__index__") else tuple(value)
+            object.__setattr__(self, key, tuple(operator.index(v) for v in pair))
         dims = {"ih": self.ih, "iw": self.iw, "r": self.r, "s": self.s, "c": self.c, "k": self.k}
-        bad = [f"{key}={val}" for key, val in dims.items() if not isinstance(val, int) or val < 1]
+        bad = [f"{key}={val!r}" for key, val in dims.items()
+               if isinstance(val, bool) or not isinstance(val, int) or val < 1]
+        bad += ["stride/padding must be pairs"] if len(self.stride) != 2 or len(self.padding) != 2 else []
         bad += [f"stride={self.stride}"] if min(self.stride) < 1 else []
         bad += [f"padding={self.padding}"] if min(self.padding) < 0 else []
         if self.branch not in BRANCHES:
@@ -154,8 +166,9 @@ class LayerWorkload:
 
 
 def from_csv(path: str | Path, *, first_layer_spikes: bool = False, group_tt: bool = True) -> list[LayerWorkload]:
-    """Read a SATA_Sim/SCALE-Sim topology CSV (``name,ifmap_h,ifmap_w,filter_h,filter_w,channels,
-    num_filter,stride``) into workloads, sizes as given (SATA_Sim gave unpadded sizes).
+    """Read a SATA_Sim topology CSV (``name,ifmap_h,ifmap_w,filter_h,filter_w,channels,num_filter,
+    stride``; SCALE-Sim's own ``Layer name, IFMAP Height, ..., Strides,`` header works too) into
+    workloads, sizes as given (SATA_Sim gave unpadded sizes).
 
     With ``group_tt``, four consecutive rows named ``<X>a, <X>b, <X>c, <X>d`` become the TT cores
     ``tt_first, tt_h, tt_w, tt_last`` of group ``<X>`` (SATA_Sim's naming). Rows named ``FC...``
@@ -164,11 +177,12 @@ def from_csv(path: str | Path, *, first_layer_spikes: bool = False, group_tt: bo
     path = Path(path)
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh, skipinitialspace=True)
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        header = [_column(h) for h in (reader.fieldnames or []) if h and h.strip()]
         missing = [col for col in CSV_COLUMNS if col not in header]
         if missing:
             raise ValueError(f"{path}: missing CSV columns {', '.join(missing)}")
-        rows = [{key.strip(): (val or "").strip() for key, val in row.items() if key} for row in reader]
+        rows = [{_column(key): (val or "").strip() for key, val in row.items() if key and key.strip()}
+                for row in reader if any((v or "").strip() for v in row.values() if isinstance(v, str))]
     layers: list[LayerWorkload] = []
     for i, row in enumerate(rows):
         try:
@@ -181,6 +195,19 @@ def from_csv(path: str | Path, *, first_layer_spikes: bool = False, group_tt: bo
         layers.append(LayerWorkload(name, ih, iw, r, s, c, k, stride=(st, st), kind=kind,
                                     spike_input=first_layer_spikes or i > 0))
     return tag_tt_groups(layers) if group_tt else layers
+
+
+#: SCALE-Sim's own topology header names -> SATA_Sim's.
+_SCALESIM_HEADER = {
+    "layer name": "name", "ifmap height": "ifmap_h", "ifmap width": "ifmap_w",
+    "filter height": "filter_h", "filter width": "filter_w", "channels": "channels",
+    "num filter": "num_filter", "strides": "stride",
+}
+
+
+def _column(header: str) -> str:
+    key = header.strip()
+    return _SCALESIM_HEADER.get(key.lower(), key)
 
 
 _TT_SUFFIX = re.compile(r"^(.*?)([abcd])$")

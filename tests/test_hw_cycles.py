@@ -155,3 +155,27 @@ def test_htt_middle_cores_run_first_half_only():
     assert [layer.steps(t) for t in (1, 4, 5, 6)] == [1, 2, 3, 3]
     assert sata_layer_cycles(layer, 5) - sata_layer_cycles(layer, 6) == 0
     assert math.ceil(5 / 2) == layer.steps(5)
+
+
+def test_from_csv_reads_scalesim_header(tmp_path):
+    topo = tmp_path / "topo.csv"
+    topo.write_text("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, Strides,\n"
+                    "Conv1, 32, 32, 3, 3, 64, 64, 1,\n\n")
+    (layer,) = from_csv(topo)
+    assert (layer.name, layer.ih, layer.r, layer.c, layer.k) == ("Conv1", 32, 3, 64, 64)
+    assert sata_layer_cycles(layer, 1) > gemm_cycles(conv_gemm(32, 32, 3, 3, 64, 64), rows=16, cols=8, version=2)
+
+
+def test_integer_like_dims_are_normalised():
+    class Index:  # stands in for numpy / torch integers
+        def __init__(self, v):
+            self.v = v
+
+        def __index__(self):
+            return self.v
+
+    layer = LayerWorkload("c", Index(8), 8, 3, 3, 4, 4, stride=2, padding=Index(1))
+    assert layer.ih == 8 and layer.stride == (2, 2) and layer.padding == (1, 1)
+    assert layer == LayerWorkload("c", 8, 8, 3, 3, 4, 4, stride=(2, 2), padding=(1, 1))
+    with pytest.raises(ValueError, match="invalid"):
+        LayerWorkload("c", 8.5, 8, 3, 3, 4, 4)  # type: ignore[arg-type]
