@@ -1,0 +1,74 @@
+"""The paper's LIF as snntorch neurons (paper.md, Architecture) and the multistep wrapper."""
+
+import pickle
+
+import torch
+
+from ttsnn_cli.neurons import MultiStepLIF, paper_lif, rectangular
+from ttsnn_cli.state import reset_states, time_folded
+
+
+def reference_lif(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """u_t = 0.25 u_{t-1} (1 - s_{t-1}) + x_t, s_t = [u_t > 0.5]; x [T, ...]."""
+    u = torch.zeros_like(x[0])
+    s = torch.zeros_like(x[0])
+    spikes, mems = [], []
+    for t in range(x.shape[0]):
+        u = 0.25 * u * (1 - s) + x[t]
+        s = (u > 0.5).float()
+        spikes.append(s)
+        mems.append(u)
+    return torch.stack(spikes), torch.stack(mems)
+
+
+def test_snntorch_zero_reset_is_the_paper_equation():
+    torch.manual_seed(0)
+    x = torch.rand(12, 5, 7) * 0.9
+    lif = paper_lif()
+    mem = torch.zeros_like(x[0])
+    spikes, mems = [], []
+    for t in range(x.shape[0]):
+        spk, mem = lif(x[t], mem)
+        spikes.append(spk)
+        mems.append(mem)
+    want_s, want_u = reference_lif(x)
+    assert torch.equal(torch.stack(spikes), want_s)
+    assert torch.allclose(torch.stack(mems), want_u)
+    assert want_s.sum() > 0 and want_s.sum() < want_s.numel()  # the test exercises both cases
+
+
+def test_rectangular_surrogate_gradient():
+    u = torch.tensor([-0.6, -0.49, -0.1, 0.0, 0.2, 0.49, 0.51, 1.0], requires_grad=True)
+    s = rectangular(u)
+    assert torch.equal(s, (u > 0).float())
+    s.sum().backward()
+    assert torch.equal(u.grad, torch.tensor([0.0, 1, 1, 1, 1, 1, 0, 0]))
+
+
+def test_neurons_pickle_without_closures():
+    lif = paper_lif()
+    clone = pickle.loads(pickle.dumps(MultiStepLIF(lif)))
+    assert clone.lif.spike_grad is rectangular
+    assert set(lif.state_dict()) == {"beta", "threshold", "graded_spikes_factor", "reset_mechanism_val"}
+
+
+def test_multistep_layouts_agree():
+    torch.manual_seed(1)
+    x = torch.rand(4, 3, 2, 5)
+    want, _ = reference_lif(x)
+    m = MultiStepLIF()
+    assert torch.equal(m(x, sequence=True), want)
+    assert torch.equal(m(x.flatten(0, 1), timesteps=4).unflatten(0, (4, 3)), want)
+    with time_folded(m, 4):
+        assert torch.equal(m(x.flatten(0, 1)).unflatten(0, (4, 3)), want)
+    reset_states(m)
+    per_step = torch.stack([m(x[t]) for t in range(4)])  # no T known: membrane kept between calls
+    assert torch.equal(per_step, want)
+    reset_states(m)
+    assert torch.equal(m(x[0]), want[0])
+
+
+def test_multistep_gradient_flows_through_time():
+    x = (torch.rand(4, 2, 3) * 0.8).requires_grad_()
+    MultiStepLIF()(x, sequence=True).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

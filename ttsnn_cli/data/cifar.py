@@ -1,0 +1,137 @@
+"""`cifar10:DIR` / `cifar100:DIR`: the standard "python version" pickle batches read from disk.
+
+DIR is laid out as torchvision does (`DIR/cifar-10-batches-py/data_batch_1..5, test_batch`;
+`DIR/cifar-100-python/train, test`) or is the batches folder itself. Each file is a pickled dict with
+`data` (uint8 N x 3072, row-major R, G, B planes of 32x32) and `labels` (CIFAR-10) or `fine_labels`
+(CIFAR-100). The pickles are read with an unpickler that admits only numpy arrays and builtins, so a
+doctored file cannot run code.
+
+Frames are normalised per channel; training frames get the paper's augmentation, random crop 32 with
+4 pixels of zero padding plus horizontal flip, done in torch with the global torch RNG (reproducible
+with the engine's seed, restored on resume).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from ttsnn_cli.data import DataBundle, register_dataset
+from ttsnn_cli.errors import BadInputError
+
+MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
+STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
+LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100),
+}
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):  # type: ignore[override]
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [N, 3, 32, 32], labels int64 [N]) of one pickle batch; BadInputError if malformed."""
+    try:
+        raw = _SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+        batch = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+        images = data.reshape(-1, 3, 32, 32)
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, AttributeError, TypeError) as error:
+        raise BadInputError(f"{path}: not a CIFAR python batch ({type(error).__name__}: {error})") from None
+    if len(images) != len(labels):
+        raise BadInputError(f"{path}: {len(images)} images but {len(labels)} labels")
+    return images, labels
+
+
+def find_batches(root: Path, name: str) -> Path:
+    folder_name, train_files, _, _, _ = LAYOUT[name]
+    for candidate in (root / folder_name, root):
+        if (candidate / train_files[0]).is_file():
+            return candidate
+    raise BadInputError(f"no {name} batches under {root} (looked for {folder_name}/{train_files[0]} and {train_files[0]})")
+
+
+class CifarDataset(Dataset):
+    """Normalised frames [3, 32, 32] and labels; `augment` adds crop-with-padding and flip."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, name: str, augment: bool) -> None:
+        mean = torch.tensor(MEAN[name]).view(3, 1, 1)
+        std = torch.tensor(STD[name]).view(3, 1, 1)
+        self.images = (torch.from_numpy(images).float() / 255.0 - mean) / std
+        self.labels = torch.from_numpy(labels)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        if self.augment:
+            image = random_crop_flip(image)
+        return image, self.labels[index]
+
+
+def random_crop_flip(image: torch.Tensor, padding: int = 4) -> torch.Tensor:
+    """The paper's augmentation on one [C, H, W] frame: random crop with zero padding, random h-flip."""
+    _, height, width = image.shape
+    padded = F.pad(image, (padding, padding, padding, padding))
+    top, left = (int(v) for v in torch.randint(0, 2 * padding + 1, (2,)))
+    image = padded[:, top : top + height, left : left + width]
+    if bool(torch.rand(()) < 0.5):
+        image = image.flip(-1)
+    return image
+
+
+def _load(name: str, argument: str | None, augment: bool) -> DataBundle:
+    root = Path(argument or ".").expanduser()
+    if not root.is_dir():
+        raise BadInputError(f"{name} folder not found: {root}")
+    folder = find_batches(root, name)
+    _, train_files, test_files, label_key, classes = LAYOUT[name]
+    parts = {}
+    for split, files in (("train", train_files), ("test", test_files)):
+        missing = [f for f in files if not (folder / f).is_file()]
+        if missing:
+            raise BadInputError(f"{name} under {folder} lacks {', '.join(missing)}")
+        loaded = [read_batch(folder / f, label_key) for f in files]
+        parts[split] = (np.concatenate([a for a, _ in loaded]), np.concatenate([b for _, b in loaded]))
+    for split, (_, labels) in parts.items():
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            raise BadInputError(f"{name} {split} labels outside 0..{classes - 1} under {folder}")
+    return DataBundle(
+        name,
+        CifarDataset(*parts["train"], name, augment),
+        CifarDataset(*parts["test"], name, False),
+        (3, 32, 32),
+        classes,
+    )
+
+
+@register_dataset("cifar10", needs_dir=True)
+def load_cifar10(argument: str | None, timesteps: int, augment: bool) -> DataBundle:
+    return _load("cifar10", argument, augment)
+
+
+@register_dataset("cifar100", needs_dir=True)
+def load_cifar100(argument: str | None, timesteps: int, augment: bool) -> DataBundle:
+    return _load("cifar100", argument, augment)

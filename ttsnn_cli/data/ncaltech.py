@@ -1,0 +1,117 @@
+"""`ncaltech101:DIR`: N-Caltech101 event recordings, 5-byte `.bin` events binned into frames.
+
+DIR holds `Caltech101/<class>/*.bin` (or is a folder above one named `NCALTECH101` holding that).
+Event format (ecosystem.md): byte0 = x, byte1 = y, byte2 bit 7 = polarity, timestamp bits 22..0 =
+(byte2 & 0x7F) << 16 | byte3 << 8 | byte4 (microseconds). An event with y == 240 is a timestamp
+overflow marker: 2**13 is added to every later timestamp, and the marker itself is dropped.
+
+Frames (paper.md): each recording's events are split into T slices of equal event count (as
+spikingjelly's `split_by="number"`), counted per polarity on the 240x180 sensor, and resized to 48x48
+(area interpolation): items [T, 2, 48, 48]. Split: per class, files in sorted order, the first 90 %
+train and the rest test (reproducible, unlike the reference code's directory order). Frames are
+decoded lazily and cached in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from ttsnn_cli.data import DataBundle, register_dataset
+from ttsnn_cli.errors import BadInputError
+
+SENSOR = (180, 240)  # H, W (x < 240, y < 180)
+SIZE = 48
+TRAIN_FRACTION = 0.9
+OVERFLOW_Y = 240
+
+
+def read_events(path: Path) -> dict[str, np.ndarray]:
+    """Events of one `.bin` file: x, y, polarity (0/1), t (microseconds, overflow-corrected)."""
+    try:
+        raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    except OSError as error:
+        raise BadInputError(f"cannot read {path}: {error.strerror}") from None
+    if raw.size % 5:
+        raise BadInputError(f"{path}: {raw.size} bytes is not a whole number of 5-byte events")
+    ev = raw.reshape(-1, 5).astype(np.int64)
+    x, y = ev[:, 0], ev[:, 1]
+    polarity = ev[:, 2] >> 7
+    t = ((ev[:, 2] & 0x7F) << 16) | (ev[:, 3] << 8) | ev[:, 4]
+    overflow = y == OVERFLOW_Y
+    t = t + np.cumsum(overflow) * (1 << 13)
+    keep = ~overflow
+    return {"x": x[keep], "y": y[keep], "p": polarity[keep], "t": t[keep]}
+
+
+def events_to_frames(events: dict[str, np.ndarray], timesteps: int, size: int = SIZE) -> torch.Tensor:
+    """[T, 2, size, size] event counts: T slices of equal event count, resized by area averaging."""
+    height, width = SENSOR
+    frames = np.zeros((timesteps, 2, height, width), dtype=np.float32)
+    count = len(events["t"])
+    if count:
+        order = np.argsort(events["t"], kind="stable")
+        x = np.clip(events["x"][order], 0, width - 1)
+        y = np.clip(events["y"][order], 0, height - 1)
+        p = events["p"][order]
+        step = (np.arange(count) * timesteps) // count
+        np.add.at(frames, (step, p, y, x), 1.0)
+    return F.interpolate(torch.from_numpy(frames), size=(size, size), mode="area")
+
+
+class EventFrames(Dataset):
+    """Items ([T, 2, 48, 48] float, label) from a list of (.bin path, label)."""
+
+    def __init__(self, samples: list[tuple[Path, int]], timesteps: int) -> None:
+        self.samples = samples
+        self.timesteps = timesteps
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index not in self._cache:
+            self._cache[index] = events_to_frames(read_events(self.samples[index][0]), self.timesteps)
+        return self._cache[index], torch.tensor(self.samples[index][1])
+
+
+def find_root(root: Path) -> Path:
+    for candidate in (root / "Caltech101", root / "NCALTECH101" / "Caltech101", root):
+        if candidate.is_dir() and any(child.is_dir() and any(child.glob("*.bin")) for child in candidate.iterdir()):
+            return candidate
+    raise BadInputError(f"no N-Caltech101 events under {root} (expected Caltech101/<class>/*.bin)")
+
+
+def split_files(classes_root: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]], list[str]]:
+    """Sorted classes; per class sorted files, first 90 % (at least one) train, the rest test."""
+    classes = sorted(d.name for d in classes_root.iterdir() if d.is_dir() and any(d.glob("*.bin")))
+    train, test = [], []
+    for label, name in enumerate(classes):
+        files = sorted((classes_root / name).glob("*.bin"))
+        cut = max(1, math.floor(TRAIN_FRACTION * len(files)))
+        train += [(f, label) for f in files[:cut]]
+        test += [(f, label) for f in files[cut:]]
+    return train, test, classes
+
+
+@register_dataset("ncaltech101", needs_dir=True)
+def load_ncaltech101(argument: str | None, timesteps: int, augment: bool) -> DataBundle:
+    root = Path(argument or ".").expanduser()
+    if not root.is_dir():
+        raise BadInputError(f"ncaltech101 folder not found: {root}")
+    train, test, classes = split_files(find_root(root))
+    return DataBundle(
+        "ncaltech101",
+        EventFrames(train, timesteps),
+        EventFrames(test, timesteps),
+        (2, SIZE, SIZE),
+        len(classes),
+        temporal=True,
+        timesteps=timesteps,
+    )

@@ -1,0 +1,388 @@
+"""One training engine for `train` (dense) and `finetune` (TT): surrogate-gradient BPTT over T steps.
+
+`fit(model, data, config, output)` trains `model` in place and returns a JSON-ready result. Per epoch:
+shuffle (seeded by seed + epoch), forward every batch through `runner.run_timesteps` (stateless layers
+folded over T*B, neurons looped over time; models with their own time loop driven as they are), loss
+on the output sequence, backward, optimiser step, cosine schedule step; then evaluate on the test
+split, append one JSON line to `<output>.metrics.jsonl`, write the resume state
+`<output>.resume.pt` (model, optimiser, scheduler, epoch, every RNG, history) atomically, and call
+`config`'s `on_epoch` so the caller can save its bundle. `resume=True` continues from the resume
+state and ends with exactly the weights an uninterrupted run with the same seed would have.
+
+Losses (on the output sequence [T, B, classes]):
+  ce        cross-entropy of the time-averaged output (the paper's)
+  ce_rate   snntorch.functional.ce_rate_loss (cross-entropy at every step)
+  ce_count  snntorch.functional.ce_count_loss
+  mse_count snntorch.functional.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)
+
+Distributed: under torchrun (WORLD_SIZE > 1) the process group is initialised with gloo on CPU and
+nccl on CUDA, the model is wrapped in DistributedDataParallel, each rank reads its shard of every
+epoch's permutation, metrics are all-reduced, and only rank 0 writes files or reports progress.
+The library never prints: progress goes to the `progress` callback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from ttsnn_cli.data import DataBundle, Encoding, encode
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.fileio import atomic_torch_save, atomic_write_text
+from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.runner import run_timesteps
+
+OPTIMIZERS = ("sgd", "adam")
+LOSSES = ("ce", "ce_rate", "ce_count", "mse_count")
+TRAINABLE = ("all", "cores")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    timesteps: int = 4
+    lr: float = 0.1
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "constant"] = "cosine"
+    seed: int = 0
+    device: str = "auto"
+    train: Literal["all", "cores"] = "all"
+    loss: str = "ce"
+    encoding: Encoding = "direct"
+
+    def validate(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.timesteps < 1:
+            problems.append(f"--timesteps must be >= 1, got {self.timesteps}")
+        if not self.lr > 0:
+            problems.append(f"--lr must be > 0, got {self.lr}")
+        for option, value, allowed in (
+            ("--optimizer", self.optimizer, OPTIMIZERS),
+            ("--loss", self.loss, LOSSES),
+            ("--train", self.train, TRAINABLE),
+            ("--schedule", self.schedule, SCHEDULES),
+        ):
+            if value not in allowed:
+                problems.append(f"{option} {value!r} is not one of {', '.join(allowed)}")
+        if problems:
+            raise BadInputError("; ".join(problems))
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+# --------------------------------------------------------------------------------------- helpers
+def resolve_device(name: str, dist_info: Distributed | None = None) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_info.local_rank if dist_info else 0)
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInputError(f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda asked for, but no CUDA device is available")
+    return device
+
+
+def init_distributed() -> Distributed:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1), else one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def trainable_parameters(model: nn.Module, which: str) -> list[nn.Parameter]:
+    """`all`: every parameter; `cores`: only the TT cores (everything else frozen)."""
+    if which == "all":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return list(model.parameters())
+    core_ids = {id(p) for m in model.modules() if isinstance(m, TTConv2d) for p in m.parameters()}
+    if not core_ids:
+        raise BadInputError("--train cores: the model has no TT layers (compress it first, or use --train all)")
+    chosen = []
+    for p in model.parameters():
+        p.requires_grad_(id(p) in core_ids)
+        if id(p) in core_ids:
+            chosen.append(p)
+    return chosen
+
+
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(
+        params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay
+    )
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if name == "ce":
+        return lambda out, y: F.cross_entropy(out.mean(0), y)
+    import snntorch.functional as SF
+
+    factory = {
+        "ce_rate": SF.ce_rate_loss,
+        "ce_count": SF.ce_count_loss,
+        "mse_count": lambda: SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2),
+    }[name]
+    return factory()
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys).astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def side_paths(output: str | Path) -> tuple[Path, Path]:
+    """(metrics log, resume state) written beside `output`."""
+    output = Path(output)
+    return output.with_name(output.name + ".metrics.jsonl"), output.with_name(output.name + ".resume.pt")
+
+
+class _Sequence(nn.Module):
+    """Adapter giving every model style one forward [T, B, ...] -> [T, B, ...], so DDP can wrap it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return run_timesteps(self.model, inputs, fold=True)
+
+
+def _epoch_order(size: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(size, generator=generator).tolist()
+
+
+def _batches(dataset, order: list[int], batch_size: int, dist_info: Distributed) -> DataLoader:
+    # every rank takes the same number of samples (DDP needs matching step counts): drop the tail
+    per_rank = len(order) // dist_info.world
+    shard = order[dist_info.rank * per_rank : (dist_info.rank + 1) * per_rank] if dist_info.world > 1 else order
+    return DataLoader(Subset(dataset, shard), batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+def _all_sum(values: list[float], dist_info: Distributed, device: torch.device) -> list[float]:
+    if dist_info.world == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, device: torch.device,
+             dist_info: Distributed | None = None) -> float:
+    """Test accuracy in percent: argmax of the time-averaged output."""
+    dist_info = dist_info or Distributed()
+    was_training = model.training
+    model.eval()
+    indices = list(range(len(data.test)))[dist_info.rank :: dist_info.world]
+    correct = total = 0
+    for x, y in DataLoader(Subset(data.test, indices), batch_size=max(config.batch_size, 64), num_workers=0):
+        inputs = encode(x.to(device), config.timesteps, config.encoding, data.temporal)
+        out = run_timesteps(model, inputs, fold=True)
+        correct += int((out.mean(0).argmax(-1) == y.to(device)).sum())
+        total += len(y)
+    model.train(was_training)
+    correct, total = _all_sum([correct, total], dist_info, device)
+    return 100.0 * correct / max(total, 1)
+
+
+# --------------------------------------------------------------------------------------- fit
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainConfig,
+    output: str | Path,
+    resume: bool = False,
+    progress: Progress | None = None,
+    on_epoch: Callable[[nn.Module, list[dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
+    """Train `model` in place; see the module docstring. Returns `epochs`, `train_loss`,
+    `test_accuracy` (percent, last epoch), `best_test_accuracy`, `history`, `output`, ..."""
+    config.validate()
+    if data.temporal and data.timesteps != config.timesteps:
+        raise BadInputError(f"the event frames were binned for T={data.timesteps}, the run asks T={config.timesteps}")
+    dist_info = init_distributed()
+    device = resolve_device(config.device, dist_info)
+    report = progress if (progress is not None and dist_info.main) else (lambda event: None)
+    metrics_path, state_path = side_paths(output)
+
+    set_seed(config.seed)
+    model.to(device)
+    params = trainable_parameters(model, config.train)
+    per_rank = len(data.train) // dist_info.world
+    batches_per_epoch = math.ceil(per_rank / config.batch_size)
+    if batches_per_epoch == 0:
+        raise BadInputError(f"the training split has {len(data.train)} samples: too few for {dist_info.world} processes")
+    optimizer = make_optimizer(params, config)
+    scheduler = make_scheduler(optimizer, config, config.epochs * batches_per_epoch)
+    loss_fn = loss_function(config.loss)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+
+    if resume:
+        if not state_path.is_file():
+            raise BadInputError(f"--resume: no resume state {state_path} (was the run started with -o {output}?)")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("config") != _config_key(config):
+            raise BadInputError(f"--resume: {state_path} was written with other options: {json.dumps(state.get('config'))}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+
+    runner: nn.Module = _Sequence(model)
+    if dist_info.world > 1:
+        runner = nn.parallel.DistributedDataParallel(
+            runner, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        order = _epoch_order(len(data.train), config.seed, epoch)
+        loader = _batches(data.train, order, config.batch_size, dist_info)
+        report({"kind": "epoch_start", "epoch": epoch + 1, "epochs": config.epochs, "batches": len(loader)})
+        loss_sum = correct = seen = 0.0
+        epoch_start = time.perf_counter()
+        for index, (x, y) in enumerate(loader):
+            x, y = x.to(device), y.to(device)
+            inputs = encode(x, config.timesteps, config.encoding, data.temporal)
+            out = runner(inputs)
+            loss = loss_fn(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += float((out.detach().mean(0).argmax(-1) == y).sum())
+            seen += len(y)
+            elapsed = time.perf_counter() - epoch_start
+            report({"kind": "batch", "epoch": epoch + 1, "batch": index + 1, "batches": len(loader),
+                    "loss": loss_sum / seen, "samples_per_s": seen * dist_info.world / max(elapsed, 1e-9)})
+        loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], dist_info, device)
+        seconds = time.perf_counter() - epoch_start
+        accuracy = evaluate(model, data, config, device, dist_info)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": 100.0 * correct / max(seen, 1),
+            "test_accuracy": accuracy,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "samples_per_s": seen / max(seconds, 1e-9),
+        }
+        history.append(record)
+        if dist_info.main:
+            atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+            if on_epoch is not None:
+                on_epoch(model, history)
+            atomic_torch_save(state_path, {
+                "epoch": epoch + 1,
+                "config": _config_key(config),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "history": history,
+            })
+        report({"kind": "epoch_end", **record, "epochs": config.epochs})
+    if dist_info.world > 1:
+        dist.barrier()
+    last = history[-1] if history else {}
+    return {
+        "epochs": config.epochs,
+        "train_loss": last.get("train_loss"),
+        "train_accuracy": last.get("train_accuracy"),
+        "test_accuracy": last.get("test_accuracy"),
+        "best_test_accuracy": max((r["test_accuracy"] for r in history), default=None),
+        "history": history,
+        "seconds": time.perf_counter() - started,
+        "device": str(device),
+        "world_size": dist_info.world,
+        "resumed_from_epoch": start_epoch if resume else None,
+        "config": asdict(config),
+        "output": str(output),
+        "metrics_log": str(metrics_path),
+        "resume_state": str(state_path),
+    }
+
+
+def _config_key(config: TrainConfig) -> dict[str, Any]:
+    """The options a resumed run must share with the original (device may differ)."""
+    key = asdict(config)
+    key.pop("device")
+    return key

@@ -1,0 +1,97 @@
+"""The paper's LIF neuron as snntorch neurons, and a multistep wrapper that loops one over time.
+
+LIF (paper.md, "Architecture"):
+    u_t = 0.25 * u_{t-1} * (1 - s_{t-1}) + x_t,    s_t = [u_t > 0.5]      (hard reset, reset detached)
+snntorch 1.0.0 computes exactly this with `Leaky(beta=0.25, threshold=0.5, reset_mechanism="zero")` and
+its default `reset_delay=True`: the reset of step t-1 is applied to the membrane at the start of step t
+(`mem = (1 - reset) * mem; mem = beta * mem + x`), and the reset signal is detached. Tests check it.
+
+Surrogate gradient: rectangular, ds/du = 1 where |u - thr| < 0.5 (snntorch passes `mem - thr`, so
+|mem_shift| < 0.5). `rectangular` is a module-level function backed by an autograd.Function, so a
+neuron holding it pickles by reference: no closure is stored on any module (snntorch issue 420).
+"""
+
+from __future__ import annotations
+
+import torch
+from snntorch import Leaky
+from torch import nn
+
+from ttsnn_cli.state import TimeAware
+
+BETA = 0.25
+THRESHOLD = 0.5
+SURROGATE_WIDTH = 0.5  # half-width of the rectangle around the threshold
+
+
+class _Rectangular(torch.autograd.Function):
+    """Heaviside forward; gradient 1 inside |x| < 0.5, 0 outside (x = u - threshold)."""
+
+    @staticmethod
+    def forward(ctx, mem_shift: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(mem_shift)
+        return (mem_shift > 0).to(mem_shift.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (mem_shift,) = ctx.saved_tensors
+        return grad_output * (mem_shift.abs() < SURROGATE_WIDTH).to(grad_output.dtype)
+
+
+def rectangular(mem_shift: torch.Tensor) -> torch.Tensor:
+    """Spike of `mem_shift = u - threshold` with the rectangular surrogate gradient (picklable)."""
+    return _Rectangular.apply(mem_shift)
+
+
+def paper_lif(init_hidden: bool = False, output: bool = False) -> Leaky:
+    """The paper's LIF as a snntorch Leaky: decay 0.25, threshold 0.5, hard reset, rectangular surrogate."""
+    return Leaky(
+        beta=BETA,
+        threshold=THRESHOLD,
+        reset_mechanism="zero",
+        spike_grad=rectangular,
+        init_hidden=init_hidden,
+        output=output,
+    )
+
+
+class MultiStepLIF(TimeAware, nn.Module):
+    """Loops one snntorch Leaky over time for layers that run folded.
+
+    Input layouts (output spikes in the same layout):
+    - folded [T*B, ...], time-major, when T is known: from `state.time_folded` (`folded_timesteps`),
+      or from the `timesteps` argument of `forward`;
+    - a sequence [T, B, ...] with `forward(x, sequence=True)`;
+    - one step [B, ...] when no T is known at all: the membrane is then kept between calls (per-step
+      execution, the reference the folded path is checked against); `state.reset_states` clears it.
+    In the folded and sequence layouts every call is a whole sequence starting from a zero membrane.
+    """
+
+    def __init__(self, neuron: Leaky | None = None) -> None:
+        super().__init__()
+        self.lif = neuron if neuron is not None else paper_lif()
+        if getattr(self.lif, "init_hidden", False):
+            raise ValueError("MultiStepLIF drives the membrane itself: wrap a neuron with init_hidden=False")
+
+    def forward(self, x: torch.Tensor, timesteps: int | None = None, sequence: bool = False) -> torch.Tensor:
+        if sequence:
+            return self._loop(x)
+        steps = timesteps if timesteps is not None else self.folded_timesteps
+        if steps is None:
+            mem = self.lif.mem if self.lif.mem.shape == x.shape else torch.zeros_like(x)
+            spk, mem = self.lif(x, mem)
+            self.lif.mem = mem
+            return spk
+        if x.shape[0] % steps:
+            raise ValueError(f"folded input of {x.shape[0]} samples is not a multiple of T={steps}")
+        return self._loop(x.unflatten(0, (steps, -1))).flatten(0, 1)
+
+    def _loop(self, seq: torch.Tensor) -> torch.Tensor:
+        mem = torch.zeros_like(seq[0])
+        spikes = []
+        for t in range(seq.shape[0]):
+            spk, mem = self.lif(seq[t], mem)
+            spikes.append(spk)
+        self.lif.mem = torch.zeros(0, device=seq.device, dtype=seq.dtype)  # keep no graph alive
+        self.lif.reset = self.lif.mem
+        return torch.stack(spikes)

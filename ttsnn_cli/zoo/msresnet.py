@@ -1,0 +1,116 @@
+"""The paper's MS-ResNets ("membrane shortcut"), `ms_resnet18` and `ms_resnet34` (paper.md, Architecture).
+
+- Channels 64, 64, 128, 256, 512. Stem `stem.conv` 3x3 stride 1, Cin -> 64, + `stem.bn`; no max-pool.
+- Stages `layer1..layer4`, strides 1, 2, 2, 2; blocks [2,2,2,2] (18) or [3,4,6,3] (34).
+- BasicBlock: out = residual(x) + shortcut(x),
+      residual = lif1 -> conv1 (3x3, stride s) -> bn1 -> lif2 -> conv2 (3x3) -> bn2,
+      shortcut = identity, or `shortcut.conv` 1x1 (stride s) + `shortcut.bn` on the real-valued x.
+  No activation after the addition: the next block starts with its LIF (the membrane shortcut).
+  conv1/conv2 are plain nn.Conv2d attributes: the decomposer swaps them by name.
+- Head: lif -> global average pool -> fc Linear(512, classes). The paper takes the mean over T before
+  the Linear; the Linear commutes with the mean, so we return per-step logits [T, B, classes] whose
+  mean over T is exactly the paper's output (and the per-step logits stay available to rate losses).
+- BatchNorm over B*T samples (time folded into the batch); gamma initialised to 0.5 (stem, shortcut,
+  first BN of a block) and 0.1 (second BN of a block).
+- LIF: decay 0.25, threshold 0.5, hard reset, rectangular surrogate (`neurons.paper_lif`).
+
+forward: [T, B, C, H, W] -> [T, B, classes]; `forward_step` runs one timestep [B, C, H, W] -> [B,
+classes] with membranes kept between calls (per-step execution; reset with `state.reset_states`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ttsnn_cli.neurons import MultiStepLIF
+from ttsnn_cli.state import time_folded
+from ttsnn_cli.zoo import register
+
+CHANNELS = (64, 128, 256, 512)
+STRIDES = (1, 2, 2, 2)
+DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+
+
+def _bn(channels: int, gamma: float) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(channels)
+    nn.init.constant_(bn.weight, gamma)
+    return bn
+
+
+class MSBlock(nn.Module):
+    """Membrane-shortcut basic block; input and output are real-valued membranes [N, C, H, W]."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.lif1 = MultiStepLIF()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = _bn(out_channels, 0.5)
+        self.lif2 = MultiStepLIF()
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = _bn(out_channels, 0.1)
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut: nn.Module = nn.Sequential(
+                OrderedDict(conv=nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), bn=_bn(out_channels, 0.5))
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.bn2(self.conv2(self.lif2(self.bn1(self.conv1(self.lif1(x))))))
+        return residual + self.shortcut(x)
+
+
+class MSResNet(nn.Module):
+    """See the module docstring."""
+
+    multistep = True
+
+    def __init__(self, depths: tuple[int, ...], in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            OrderedDict(conv=nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), bn=_bn(64, 0.5))
+        )
+        cin = 64
+        for index, (cout, stride, depth) in enumerate(zip(CHANNELS, STRIDES, depths), start=1):
+            blocks = []
+            for b in range(depth):
+                blocks.append(MSBlock(cin, cout, stride if b == 0 else 1))
+                cin = cout
+            self.add_module(f"layer{index}", nn.Sequential(*blocks))
+        self.lif = MultiStepLIF()
+        self.fc = nn.Linear(512, num_classes)
+
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        y = self.layer4(self.layer3(self.layer2(self.layer1(y))))
+        return self.fc(self.lif(y).mean((2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps, batch = x.shape[:2]
+        with time_folded(self, steps):
+            y = self._body(x.flatten(0, 1))
+        return y.unflatten(0, (steps, batch))
+
+    def forward_step(self, x: torch.Tensor) -> torch.Tensor:
+        with time_folded(self, None):  # type: ignore[arg-type]
+            return self._body(x)
+
+
+def _shape(kw: dict) -> tuple[int, int, int]:
+    cin = kw.get("in_channels", 3)
+    return (cin, 48, 48) if cin == 2 else (cin, 32, 32)
+
+
+@register("ms_resnet18", input_shape=_shape, timesteps=4, data=None,
+          description="MS-ResNet18 (paper's ResNet19-type, CIFAR): kwargs in_channels, num_classes")
+def ms_resnet18(in_channels: int = 3, num_classes: int = 10) -> MSResNet:
+    return MSResNet(DEPTHS[18], in_channels, num_classes)
+
+
+@register("ms_resnet34", input_shape=_shape, timesteps=6, data=None,
+          description="MS-ResNet34 (paper's N-Caltech101 model): kwargs in_channels, num_classes")
+def ms_resnet34(in_channels: int = 3, num_classes: int = 10) -> MSResNet:
+    return MSResNet(DEPTHS[34], in_channels, num_classes)
