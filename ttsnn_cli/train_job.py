@@ -1,0 +1,124 @@
+"""The train and finetune stages end to end: model + data + engine -> bundle written every epoch.
+
+Shared by `ttsnn train`, `ttsnn finetune` and the recipe pipeline, so all behave the same. Every input
+is validated before any work (output path, options, data, whether the model can eat the data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ttsnn_cli.arch import build_arch
+from ttsnn_cli.bundle import ModelIO, get_meta, save_bundle
+from ttsnn_cli.checkpoint import load_checkpoint
+from ttsnn_cli.data import DataBundle, encode, load_data
+from ttsnn_cli.engine import Progress, TrainConfig, fit, set_seed
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.fileio import check_output_path
+from ttsnn_cli.runner import run_timesteps
+from ttsnn_cli.zoo import zoo_entry
+
+
+@dataclass
+class TrainJob:
+    stage: Literal["train", "finetune"]
+    output: Path
+    config: TrainConfig = field(default_factory=TrainConfig)
+    data: str | None = None
+    arch: str | None = None  # train: the architecture to build; finetune: overrides the bundle's
+    arch_kwargs: dict[str, Any] | None = None
+    checkpoint: Path | None = None  # finetune: the model to start from
+    timesteps: int | None = None  # None: from the bundle / zoo entry / 4
+    resume: bool = False
+    force: bool = False
+    trust_pickle: bool = False
+
+
+def _zoo_io(arch: str | None, kwargs: dict[str, Any] | None) -> ModelIO:
+    if not arch or not arch.startswith("zoo:"):
+        return ModelIO()
+    try:
+        entry = zoo_entry(arch[4:])
+    except KeyError as error:
+        raise BadInputError(str(error.args[0])) from None
+    return ModelIO(tuple(entry.input_shape(dict(kwargs or {}))), entry.timesteps, entry.data)
+
+
+def build_model(job: TrainJob) -> nn.Module:
+    """train: a fresh model (seeded); finetune: the checkpoint, with its recorded metadata."""
+    if job.stage == "train":
+        if not job.arch:
+            raise BadInputError("train needs --arch zoo:NAME or --arch MODULE:FACTORY")
+        set_seed(job.config.seed)
+        model = build_arch(job.arch, job.arch_kwargs)
+        meta = get_meta(model)
+        meta.arch, meta.arch_kwargs = job.arch, dict(job.arch_kwargs or {})
+    else:
+        if job.checkpoint is None:
+            raise BadInputError("finetune needs a MODEL (a ttsnn bundle, or a state_dict with --arch)")
+        model = load_checkpoint(job.checkpoint, job.arch, job.arch_kwargs, job.trust_pickle)
+        meta = get_meta(model)
+    meta.io = _zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io)
+    return model
+
+
+def check_compatible(model: nn.Module, data: DataBundle, timesteps: int, spec: str) -> None:
+    """One sample through the model (eval, no grad): a model that cannot eat the data is bad input."""
+    x, _ = data.test[0] if len(data.test) else data.train[0]
+    inputs = encode(x.unsqueeze(0), timesteps, "direct", data.temporal)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = run_timesteps(model, inputs)
+    except (RuntimeError, ValueError) as error:
+        first = (str(error).splitlines() or [""])[0][:200]
+        raise BadInputError(f"the model cannot consume --data {spec} (frames {list(data.input_shape)}): {first}") from None
+    finally:
+        model.train(was_training)
+    if out.shape[-1] != data.num_classes:
+        raise BadInputError(
+            f"the model has {out.shape[-1]} outputs but --data {spec} has {data.num_classes} classes"
+            " (set num_classes in --arch-kwargs)"
+        )
+
+
+def run_train_job(job: TrainJob, progress: Progress | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Validate, train (or fine-tune), write the bundle every epoch; the contract's result dict."""
+    job.config.validate()
+    check_output_path(job.output, [job.checkpoint], job.force or job.resume)
+    model = build_model(job)
+    meta = get_meta(model)
+    spec = job.data or meta.io.data
+    if not spec:
+        raise BadInputError(f"{job.stage} needs --data SPEC (digits, cifar10:DIR, cifar100:DIR, ncaltech101:DIR)")
+    timesteps = job.timesteps or meta.io.timesteps or 4
+    job.config.timesteps = timesteps
+    data = load_data(spec, timesteps=timesteps, augment=True)
+    check_compatible(model, data, timesteps, spec)
+    meta.io = ModelIO(tuple(data.input_shape), timesteps, spec)
+    base_history = list(meta.history)
+
+    def save(trained: nn.Module, history: list[dict[str, Any]]) -> None:
+        last = history[-1]
+        meta.history = base_history + [{
+            "stage": job.stage,
+            "data": spec,
+            "epochs": last["epoch"],
+            "of_epochs": job.config.epochs,
+            "test_accuracy": last["test_accuracy"],
+            "train_loss": last["train_loss"],
+            "options": {k: v for k, v in vars(job.config).items() if k != "device"},
+        }]
+        save_bundle(job.output, trained, meta)
+
+    result = fit(model, data, job.config, job.output, resume=job.resume, progress=progress, on_epoch=save)
+    result["data"] = spec
+    result["timesteps"] = timesteps
+    result["stage"] = job.stage
+    return model, result
