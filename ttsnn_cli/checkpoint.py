@@ -107,8 +107,8 @@ def load_checkpoint(
 ) -> nn.Module:
     """The model in `path`, with `ttsnn_meta` (arch, io, history, source) attached.
 
-    For a bundle, `arch` / `arch_kwargs` override what it records (rarely wanted); for a state_dict
-    they are required.
+    A bundle's own arch and kwargs win unless `arch` names a different architecture (a deliberate
+    override); for a state_dict `arch` is required.
     """
     obj = read_checkpoint(path, trust_pickle)
     if isinstance(obj, nn.Module):
@@ -133,8 +133,10 @@ def _load_bundle(obj: Mapping[str, Any], path: str | Path, arch: str | None, arc
     if obj.get("format_version", 0) > FORMAT_VERSION:
         raise BadInputError(f"{path} was written by a newer ttsnn (bundle format {obj['format_version']}); upgrade ttsnn")
     try:
-        spec = arch or obj["arch"]["spec"]
-        kwargs = arch_kwargs if arch_kwargs is not None else dict(obj["arch"]["kwargs"])
+        recorded = obj["arch"]["spec"]
+        override = arch is not None and arch != recorded
+        spec = arch if override else recorded
+        kwargs = dict(arch_kwargs or {}) if override else dict(obj["arch"]["kwargs"])
         state = obj["state_dict"]
         if state_checksum(state) != obj["state_sha256"]:
             raise BadInputError(f"bundle {path} is corrupt: its weights do not match their checksum")

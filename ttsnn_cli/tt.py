@@ -83,7 +83,7 @@ def tt_svd(weight: torch.Tensor, ranks: Ranks, svd: str = "truncated_svd") -> TT
 
 def stt_kernel(cores: TTCores) -> torch.Tensor:
     """The dense kernel (Cout, Cin, kh, kw) the sequential chain computes: the TT reconstruction."""
-    return torch.einsum("or,bsr,aqp,pi->oiab", cores.last, cores.horizontal, cores.vertical, cores.first)
+    return torch.einsum("or,brs,asp,pi->oiab", cores.last, cores.horizontal, cores.vertical, cores.first)
 
 
 def cross_kernel(cores: TTCores, kernel_size: tuple[int, int]) -> torch.Tensor:

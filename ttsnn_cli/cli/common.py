@@ -29,7 +29,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def err_console() -> Console:
     """A fresh stderr console (fresh so CliRunner's swapped streams are honoured)."""
-    return Console(stderr=True, soft_wrap=True, highlight=False)
+    # Off a terminal (CI logs, pipes) rich would squeeze tables into 80 columns: give them room.
+    return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 
 def fail(message: str, code: int) -> typer.Exit:

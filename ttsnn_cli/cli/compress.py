@@ -1,0 +1,93 @@
+"""`ttsnn compress`: a dense checkpoint (or a zoo model, for planning) -> a TT bundle."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ttsnn_cli.arch import parse_arch_kwargs
+from ttsnn_cli.bundle import ModelIO
+from ttsnn_cli.cli import app
+from ttsnn_cli.cli.common import guarded, print_json, warn
+from ttsnn_cli.cli.render import compress_table
+from ttsnn_cli.compress_job import CompressJob, run_compress
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.recipe import load_recipe, resolve_data_spec, resolve_path
+
+
+class ModeChoice(str, Enum):
+    stt = "stt"
+    ptt = "ptt"
+    htt = "htt"
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise BadInputError(f"--input-shape takes C,H,W as whole numbers, got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise BadInputError(f"--input-shape takes positive sizes, got {text!r}")
+    return shape
+
+
+@app.command()
+@guarded
+def compress(
+    checkpoint: Optional[Path] = typer.Argument(None, help="Dense state_dict or ttsnn bundle (omit with --arch zoo:NAME to plan)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The TT bundle to write."),
+    arch: Optional[str] = typer.Option(None, help="zoo:NAME or MODULE:FACTORY building the dense model."),
+    arch_kwargs: Optional[str] = typer.Option(None, help="JSON kwargs for the factory."),
+    ranks: Optional[str] = typer.Option(None, help="r (r1 = r2 = r3) or r1,r2,r3."),
+    rank_method: Optional[str] = typer.Option(None, help="fixed (default), vbmf, energy:F or budget:X."),
+    mode: Optional[ModeChoice] = typer.Option(None, help="stt (exact chain), ptt (parallel), htt (half)."),
+    include: list[str] = typer.Option([], help="Regex over module names to decompose (repeatable)."),
+    exclude: list[str] = typer.Option([], help="Regex over module names to keep dense (repeatable)."),
+    recipe: Optional[Path] = typer.Option(None, help="Recipe whose model and compress sections fill unset options."),
+    timesteps: Optional[int] = typer.Option(None, min=1, help="Timesteps T (needed by HTT when the model does not say)."),
+    input_shape: Optional[str] = typer.Option(None, help="Per-step input shape C,H,W, recorded in the bundle."),
+    svd: str = typer.Option("truncated_svd", help="tensorly SVD: truncated_svd, symeig_svd or randomized_svd."),
+    seed: int = typer.Option(0, help="Seed for initialising a zoo model when no checkpoint is given."),
+    force: bool = typer.Option(False, help="Overwrite OUTPUT, even when it is the input."),
+    trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Decompose every eligible Conv2d into four TT cores (TT-SVD) and write a TT bundle."""
+    job = CompressJob(output=output, checkpoint=checkpoint, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs),
+                      ranks=ranks, rank_method=rank_method, mode=mode.value if mode else "stt", include=list(include),
+                      exclude=list(exclude), io=ModelIO(parse_input_shape(input_shape), timesteps, None), svd=svd,
+                      seed=seed, force=force, trust_pickle=trust_pickle)
+    if recipe is not None:
+        _fill_from_recipe(job, recipe, mode is not None, arch_kwargs is not None)
+    _, document = run_compress(job)
+    for message in document["warnings"]:
+        warn(message)
+    if json_output:
+        print_json(document)
+    else:
+        compress_table(document)
+
+
+def _fill_from_recipe(job: CompressJob, recipe_path: Path, mode_given: bool, kwargs_given: bool) -> None:
+    """Recipe values for every option the command line left unset (the command line wins)."""
+    recipe, base = load_recipe(recipe_path)
+    model, section = recipe.model, recipe.compress
+    job.arch = job.arch or model.arch
+    if not kwargs_given:
+        job.arch_kwargs = dict(model.kwargs)
+    job.checkpoint = job.checkpoint or resolve_path(base, model.checkpoint)
+    job.io = ModelIO(tuple(model.input_shape) if model.input_shape else None, model.timesteps,
+                     resolve_data_spec(base, recipe.data)).merged(job.io)
+    if section is not None:
+        if job.ranks is None and job.rank_method is None:
+            job.ranks, job.rank_method = section.ranks, section.rank_method
+        job.mode = job.mode if mode_given else section.mode
+        job.include = job.include or list(section.include)
+        job.exclude = job.exclude or list(section.exclude)
+        job.overrides = dict(section.layers)
+        job.svd = section.svd if job.svd == "truncated_svd" else job.svd

@@ -1,0 +1,69 @@
+"""`ttsnn run RECIPE`: run the pipeline a recipe describes; `ttsnn schema`: its JSON Schema."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ttsnn_cli.cli import app
+from ttsnn_cli.cli.common import err_console, guarded, print_json
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.pipeline import RunContext, planned_stages, run_recipe
+from ttsnn_cli.recipe import load_recipe, schema_json
+
+
+@app.command()
+@guarded
+def run(
+    recipe: Path = typer.Argument(..., help="The recipe (YAML)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for every output (default: runs/<recipe name>)."),
+    force: bool = typer.Option(False, help="Overwrite outputs of an earlier run in the same folder."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object per stage on stdout."),
+) -> None:
+    """Run the stages of RECIPE in order: train, compress, finetune, report, export."""
+    parsed, base = load_recipe(recipe)
+    stages = planned_stages(parsed)
+    if not stages:
+        raise BadInputError(f"recipe {recipe} names no stage that can run (add a compress, train, ... section)")
+    name = parsed.name or recipe.stem
+    out_dir = out or Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise BadInputError(f"output folder {out_dir} is not empty; pass --force to overwrite, or choose --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    console = err_console()
+    console.print(f"[bold]ttsnn run[/] {recipe}: stages {', '.join(s.name for s in stages)} -> {out_dir}")
+
+    def on_event(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "stage_start":
+            console.print(f"[bold cyan]== {fields['stage']}[/]")
+        elif kind == "stage_end":
+            console.print(f"   {fields['stage']} done: {_summary(fields['result'])}")
+        elif kind == "message":
+            console.print(f"   {fields.get('text', '')}")
+
+    context = RunContext(out_dir=out_dir.resolve(), base_dir=base, force=force, on_event=on_event)
+    results = run_recipe(parsed, context)
+    if json_output:
+        print_json(results)
+
+
+def _summary(result: dict[str, Any]) -> str:
+    keys = ("test_accuracy", "totals", "verified", "output")
+    parts = []
+    for key in keys:
+        if key in result:
+            value = result[key]
+            if key == "totals" and isinstance(value, dict):
+                value = f"params {value.get('params_before'):,} -> {value.get('params_after'):,} ({value.get('param_ratio', 0):.2f}x)"
+            parts.append(f"{key} {value}")
+    return "; ".join(parts)
+
+
+@app.command()
+@guarded
+def schema() -> None:
+    """Print the recipe JSON Schema (generated from the validator) on stdout."""
+    typer.echo(schema_json())

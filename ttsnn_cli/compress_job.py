@@ -1,0 +1,96 @@
+"""The compress stage end to end: load a checkpoint (or build a zoo model), decompose, save a bundle.
+
+Shared by `ttsnn compress` and the recipe pipeline, so both behave the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ttsnn_cli.arch import build_arch
+from ttsnn_cli.bundle import ModelIO, get_meta, save_bundle
+from ttsnn_cli.checkpoint import load_checkpoint
+from ttsnn_cli.decompose import CompressConfig, compress_model
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.fileio import check_output_path
+from ttsnn_cli.ranks import RankSpecError, parse_rank_spec
+from ttsnn_cli.zoo import zoo_entry
+
+
+@dataclass
+class CompressJob:
+    output: Path
+    checkpoint: Path | None = None
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] | None = None
+    ranks: Any = None
+    rank_method: str | None = None
+    mode: str = "stt"
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    io: ModelIO = field(default_factory=ModelIO)
+    svd: str = "truncated_svd"
+    seed: int = 0
+    force: bool = False
+    trust_pickle: bool = False
+
+
+def zoo_io(arch: str | None, kwargs: dict[str, Any] | None) -> ModelIO:
+    """The input shape and T a zoo model declares (nothing for user architectures)."""
+    if not arch or not arch.startswith("zoo:"):
+        return ModelIO()
+    try:
+        entry = zoo_entry(arch[4:])
+    except KeyError as error:
+        raise BadInputError(str(error.args[0])) from None
+    return ModelIO(tuple(entry.input_shape(dict(kwargs or {}))), entry.timesteps, entry.data)
+
+
+def load_source(job: CompressJob) -> nn.Module:
+    """The dense model to compress: the checkpoint, or a freshly initialised zoo model (planning)."""
+    if job.checkpoint is not None:
+        model = load_checkpoint(job.checkpoint, job.arch, job.arch_kwargs, job.trust_pickle)
+    elif job.arch and job.arch.startswith("zoo:"):
+        torch.manual_seed(job.seed)
+        model = build_arch(job.arch, job.arch_kwargs)
+        meta = get_meta(model)
+        meta.arch, meta.arch_kwargs = job.arch, dict(job.arch_kwargs or {})
+        meta.history.append({"stage": "init", "note": f"freshly initialised (seed {job.seed}): planning, no trained weights"})
+    else:
+        raise BadInputError("compress needs a CHECKPOINT, or --arch zoo:NAME to plan on a freshly initialised model")
+    meta = get_meta(model)
+    meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io).merged(job.io)
+    return model
+
+
+def run_compress(job: CompressJob) -> tuple[nn.Module, dict[str, Any]]:
+    """Validate everything first, then decompose and write the bundle; returns the contract's dict."""
+    check_output_path(job.output, [job.checkpoint], job.force)
+    try:
+        spec = parse_rank_spec(job.ranks, job.rank_method, per_layer=bool(job.overrides))
+    except RankSpecError as error:
+        raise BadInputError(str(error)) from None
+    model = load_source(job)
+    meta = get_meta(model)
+    config = CompressConfig(
+        ranks=spec,
+        mode=job.mode,  # type: ignore[arg-type]
+        include=list(job.include),
+        exclude=list(job.exclude),
+        overrides=dict(job.overrides),
+        timesteps=meta.io.timesteps,
+        svd=job.svd,
+    )
+    model, result = compress_model(model, config)
+    meta.history.append({"stage": "compress", "mode": job.mode, "rank_method": result.rank_method,
+                         "totals": result.totals})
+    save_bundle(job.output, model, meta)
+    document = result.to_dict()
+    document["output"] = str(job.output)
+    return model, document

@@ -1,0 +1,110 @@
+"""Recipes: YAML data validated at the edge with pydantic; the JSON Schema is generated from here.
+
+A recipe names the model and data and the stages to run. Each stage owns one section; a section
+that is absent is a stage that does not run. Unknown keys are errors, all reported at once with
+their key paths. Components are named from closed choices (zoo names, modes, methods), so a YAML
+file cannot make ttsnn import arbitrary code, except the model architecture, which the user names.
+Relative paths resolve against the recipe's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ttsnn_cli.errors import BadInputError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(Section):
+    """The dense model: architecture, weights (optional for zoo models: planning), and its inputs."""
+
+    arch: str = Field(description="zoo:NAME or MODULE:FACTORY")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
+    checkpoint: str | None = Field(None, description="state_dict or bundle; relative to the recipe's folder")
+    input_shape: list[int] | None = Field(None, description="per-step input shape C,H,W")
+    timesteps: int | None = Field(None, ge=1, description="timesteps T")
+
+
+class CompressSection(Section):
+    """TT decomposition: ranks (or a method choosing them), mode, which layers, per-layer ranks."""
+
+    ranks: int | str | list[int] | None = Field(None, description="r, 'r1,r2,r3' or [r1, r2, r3]")
+    rank_method: str = Field("fixed", description="fixed, vbmf, energy:F or budget:X")
+    mode: Literal["stt", "ptt", "htt"] = "stt"
+    include: list[str] = Field(default_factory=list, description="regexes over module names to decompose")
+    exclude: list[str] = Field(default_factory=list, description="regexes over module names to keep dense")
+    layers: dict[str, int | str | list[int]] = Field(
+        default_factory=dict, description="per-layer ranks by module name (or a regex matching whole names)"
+    )
+    svd: Literal["truncated_svd", "symeig_svd", "randomized_svd"] = "truncated_svd"
+
+
+class Recipe(Section):
+    name: str | None = None
+    description: str | None = None
+    data: str | None = Field(None, description="data spec: digits, cifar10:DIR, cifar100:DIR, ncaltech101:DIR")
+    model: ModelSection
+    compress: CompressSection | None = None
+
+
+def recipe_schema() -> dict[str, Any]:
+    return Recipe.model_json_schema()
+
+
+def _format_errors(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        parts.append(f"{path}: {message}")
+    return "; ".join(parts)
+
+
+def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise BadInputError(f"{source}: a recipe is a YAML mapping with at least a 'model' section")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        raise BadInputError(f"{source}: {_format_errors(error)}") from None
+
+
+def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
+    """The validated recipe and the folder its relative paths resolve against."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BadInputError(f"recipe {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BadInputError(f"recipe {path} is not valid YAML: {first}") from None
+    return parse_recipe(data, str(path)), path.parent.resolve()
+
+
+def resolve_path(base: Path, value: str | None) -> Path | None:
+    """A recipe path resolved against the recipe's folder (absolute paths kept)."""
+    if value is None:
+        return None
+    candidate = Path(value).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+def resolve_data_spec(base: Path, spec: str | None) -> str | None:
+    """`cifar10:DIR` with DIR relative to the recipe's folder becomes absolute; `digits` stays."""
+    if spec is None or ":" not in spec:
+        return spec
+    kind, _, folder = spec.partition(":")
+    return f"{kind}:{resolve_path(base, folder)}"
+
+
+def schema_json() -> str:
+    return json.dumps(recipe_schema(), indent=2)

@@ -1,0 +1,37 @@
+"""The recipe stages owned by the foundation: compress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ttsnn_cli.bundle import ModelIO
+from ttsnn_cli.compress_job import CompressJob, run_compress
+from ttsnn_cli.pipeline import RunContext, register_stage
+from ttsnn_cli.recipe import Recipe, resolve_path
+
+
+@register_stage("compress")
+def compress_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
+    section = recipe.compress
+    assert section is not None
+    checkpoint = context.model_path or resolve_path(context.base_dir, recipe.model.checkpoint)
+    output = context.out_dir / "compressed.tt"
+    job = CompressJob(
+        output=output,
+        checkpoint=checkpoint,
+        arch=recipe.model.arch,
+        arch_kwargs=recipe.model.kwargs,
+        ranks=section.ranks,
+        rank_method=section.rank_method,
+        mode=section.mode,
+        include=section.include,
+        exclude=section.exclude,
+        overrides=section.layers,
+        io=ModelIO(tuple(recipe.model.input_shape) if recipe.model.input_shape else None, recipe.model.timesteps, recipe.data),
+        svd=section.svd,
+        force=context.force,
+    )
+    _, result = run_compress(job)
+    context.dense_path = context.dense_path or checkpoint
+    context.model_path = output
+    return result
