@@ -49,8 +49,8 @@ def read_events(path: Path) -> dict[str, np.ndarray]:
     return {"x": x[keep], "y": y[keep], "p": polarity[keep], "t": t[keep]}
 
 
-def events_to_frames(events: dict[str, np.ndarray], timesteps: int, size: int = SIZE) -> torch.Tensor:
-    """[T, 2, size, size] event counts: T slices of equal event count, resized by area averaging."""
+def bin_events(events: dict[str, np.ndarray], timesteps: int) -> np.ndarray:
+    """[T, 2, 180, 240] event counts: T slices of equal event count (time order), per polarity."""
     height, width = SENSOR
     frames = np.zeros((timesteps, 2, height, width), dtype=np.float32)
     count = len(events["t"])
@@ -61,7 +61,12 @@ def events_to_frames(events: dict[str, np.ndarray], timesteps: int, size: int = 
         p = events["p"][order]
         step = (np.arange(count) * timesteps) // count
         np.add.at(frames, (step, p, y, x), 1.0)
-    return F.interpolate(torch.from_numpy(frames), size=(size, size), mode="area")
+    return frames
+
+
+def events_to_frames(events: dict[str, np.ndarray], timesteps: int, size: int = SIZE) -> torch.Tensor:
+    """[T, 2, size, size]: `bin_events` resized by area averaging."""
+    return F.interpolate(torch.from_numpy(bin_events(events, timesteps)), size=(size, size), mode="area")
 
 
 class EventFrames(Dataset):
