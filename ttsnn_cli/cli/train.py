@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,11 @@ def _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, dev
 
 
 def _run(job: TrainJob, json_out: bool) -> None:
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     with ProgressView(quiet=False) as view:
-        _, result = run_train_job(job, progress=view)
+        _, result = run_train_job(job, progress=view if main_process else None)
+    if not main_process:
+        return
     if json_out:
         print_json(result)
     else:

@@ -1,0 +1,104 @@
+"""`ttsnn train` / `ttsnn finetune` through CliRunner, and once as a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ttsnn_cli.bundle import get_meta, save_bundle
+from ttsnn_cli.checkpoint import load_checkpoint
+from ttsnn_cli.cli import app
+from ttsnn_cli.decompose import CompressConfig, compress_model
+from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.ranks import parse_rank_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--epochs", "1", "--timesteps", "2", "--batch-size", "128", "--arch-kwargs", '{"width": 4}']
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "dense.tt"
+    result = invoke("train", "--arch", "zoo:digits_csnn", "--data", "digits", "-o", out, *FAST, "--json")
+    assert result.exit_code == 0, result.stderr
+    return out, json.loads(result.stdout)
+
+
+def test_train_writes_a_dense_bundle(dense):
+    out, doc = dense
+    for key in ("epochs", "train_loss", "test_accuracy", "output"):
+        assert key in doc
+    assert doc["epochs"] == 1 and doc["output"] == str(out) and 0 <= doc["test_accuracy"] <= 100
+    model = load_checkpoint(out)
+    meta = get_meta(model)
+    assert meta.arch == "zoo:digits_csnn" and meta.arch_kwargs == {"width": 4}
+    assert meta.io.to_dict() == {"input_shape": [1, 16, 16], "timesteps": 2, "data": "digits"}
+    assert meta.history[-1]["stage"] == "train"
+    assert out.with_name("dense.tt.metrics.jsonl").is_file()
+
+
+def test_finetune_a_tt_bundle(dense, tmp_path):
+    out, _ = dense
+    model = load_checkpoint(out)
+    model, _ = compress_model(model, CompressConfig(ranks=parse_rank_spec(2, None), mode="htt",
+                                                    exclude=[r"stem\.conv"], timesteps=2))
+    compressed = tmp_path / "tt.tt"
+    save_bundle(compressed, model, get_meta(model))
+    tuned = tmp_path / "tuned.tt"
+    result = invoke("finetune", compressed, "-o", tuned, "--epochs", "1", "--lr", "0.01", "--train", "cores", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["data"] == "digits" and doc["timesteps"] == 2  # from the bundle
+    loaded = load_checkpoint(tuned)
+    assert any(isinstance(m, TTConv2d) and m.mode == "htt" for m in loaded.modules())
+    assert [h["stage"] for h in get_meta(loaded).history] == ["train", "finetune"]
+
+
+def test_human_output_goes_to_stderr(dense, tmp_path):
+    out, _ = dense
+    result = invoke("finetune", out, "-o", tmp_path / "x.tt", "--epochs", "1", "--batch-size", "256")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "" and "test acc" in result.stderr
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--data", "cifar10:/nope"], "not found"),
+    (["--data", "digits", "--epochs", "0"], "--epochs"),
+    (["--data", "digits", "--optimizer", "lbfgs"], "--optimizer"),
+    (["--data", "digits", "--arch-kwargs", '{"num_classes": 3, "width": 4}'], "3 outputs"),
+    (["--data", "digits", "--arch-kwargs", '{"in_channels": 3, "width": 4}'], "cannot consume"),
+    (["--data", "digits", "--resume"], "no resume state"),
+])
+def test_bad_input_exits_3(tmp_path, args, match):
+    result = invoke("train", "--arch", "zoo:digits_csnn", "-o", tmp_path / "o.tt", "--timesteps", "2", *args)
+    assert result.exit_code == 3, (result.stdout, result.stderr)
+    assert match in result.stderr and "Traceback" not in result.stderr
+
+
+def test_existing_output_needs_force(dense):
+    out, _ = dense
+    result = invoke("finetune", out, "-o", out)
+    assert result.exit_code == 3 and "input" in result.stderr
+
+
+def test_subprocess_json_is_the_only_stdout(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "s.tt"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ttsnn_cli", "train", "--arch", "zoo:digits_csnn", "--data", "digits", "-o", str(out),
+         *FAST, "--json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["output"] == str(out) and out.is_file()
+    assert torch.load(out, weights_only=True)["io"]["data"] == "digits"
