@@ -1,0 +1,40 @@
+"""Shared fixtures: the user-style networks importable as `user_nets`, small checkpoints on disk."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TESTS = Path(__file__).parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+import user_nets  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def seq_checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "seq.pt"
+    torch.save(user_nets.sequential_net().state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def loop_checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "loop.pt"
+    torch.save({"model_state_dict": user_nets.loop_net().state_dict(), "epoch": 3}, path)
+    return path
+
+
+@pytest.fixture
+def tests_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `user_nets` importable for subprocesses too."""
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
