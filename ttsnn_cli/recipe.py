@@ -47,12 +47,39 @@ class CompressSection(Section):
     svd: Literal["truncated_svd", "symeig_svd", "randomized_svd"] = "truncated_svd"
 
 
+class TrainSection(Section):
+    """Training options of the `train` (dense) and `finetune` (TT) stages; the CLI's TRAINING OPTIONS."""
+
+    data: str | None = Field(None, description="data spec for this stage (default: the recipe's `data`)")
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    timesteps: int | None = Field(None, ge=1, description="T (default: model.timesteps, the bundle's, or 4)")
+    lr: float = Field(0.1, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    seed: int = 0
+    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
+    train: Literal["all", "cores"] = Field("all", description="all parameters, or only the TT cores")
+    loss: Literal["ce", "ce_rate", "ce_count", "mse_count"] = Field("ce", description="ce: on the time-averaged output")
+    encoding: Literal["direct", "rate"] = "direct"
+
+
+class FinetuneSection(TrainSection):
+    """Fine-tuning after compress: same options, a smaller default learning rate."""
+
+    lr: float = Field(0.01, gt=0)
+
+
 class Recipe(Section):
     name: str | None = None
     description: str | None = None
     data: str | None = Field(None, description="data spec: digits, cifar10:DIR, cifar100:DIR, ncaltech101:DIR")
     model: ModelSection
+    train: TrainSection | None = None
     compress: CompressSection | None = None
+    finetune: FinetuneSection | None = None
 
 
 def recipe_schema() -> dict[str, Any]:

@@ -1,0 +1,60 @@
+"""The recipe stages owned by the engine: `train` (dense, before compress) and `finetune` (after)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ttsnn_cli.engine import TrainConfig
+from ttsnn_cli.pipeline import RunContext, register_stage
+from ttsnn_cli.recipe import Recipe, TrainSection, resolve_data_spec, resolve_path
+from ttsnn_cli.train_job import TrainJob, run_train_job
+
+
+def _config(section: TrainSection) -> TrainConfig:
+    return TrainConfig(
+        epochs=section.epochs, batch_size=section.batch_size, lr=section.lr, optimizer=section.optimizer,
+        momentum=section.momentum, weight_decay=section.weight_decay, schedule=section.schedule, seed=section.seed,
+        device=section.device, train=section.train, loss=section.loss, encoding=section.encoding,
+    )
+
+
+def _progress(context: RunContext, stage: str):
+    def report(event: dict[str, Any]) -> None:
+        if event["kind"] == "epoch_end":
+            context.emit("message", text=(
+                f"{stage} epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f}, "
+                f"test acc {event['test_accuracy']:.2f} % ({event['seconds']:.1f} s)"))
+    return report
+
+
+def _data(recipe: Recipe, context: RunContext, section: TrainSection) -> str | None:
+    return resolve_data_spec(context.base_dir, section.data or recipe.data)
+
+
+@register_stage("train")
+def train_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
+    section = recipe.train
+    assert section is not None
+    output = context.out_dir / "dense.tt"
+    job = TrainJob("train", output, _config(section), data=_data(recipe, context, section), arch=recipe.model.arch,
+                   arch_kwargs=recipe.model.kwargs, timesteps=section.timesteps or recipe.model.timesteps,
+                   force=context.force)
+    _, result = run_train_job(job, progress=_progress(context, "train"))
+    context.model_path = output
+    context.dense_path = output
+    return result
+
+
+@register_stage("finetune")
+def finetune_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
+    section = recipe.finetune
+    assert section is not None
+    checkpoint = context.model_path or resolve_path(context.base_dir, recipe.model.checkpoint)
+    output = context.out_dir / "finetuned.tt"
+    arch = None if context.model_path else recipe.model.arch  # a bundle knows its architecture
+    job = TrainJob("finetune", output, _config(section), data=_data(recipe, context, section), arch=arch,
+                   arch_kwargs=recipe.model.kwargs if arch else None, checkpoint=checkpoint,
+                   timesteps=section.timesteps or recipe.model.timesteps, force=context.force)
+    _, result = run_train_job(job, progress=_progress(context, "finetune"))
+    context.model_path = output
+    return result
