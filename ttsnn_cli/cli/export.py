@@ -1,0 +1,59 @@
+"""`ttsnn export MODEL --onnx OUT [--nir OUT]`: ONNX (unrolled or step) verified with onnxruntime, NIR."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ttsnn_cli.arch import parse_arch_kwargs
+from ttsnn_cli.bundle import ModelIO
+from ttsnn_cli.cli import app
+from ttsnn_cli.cli.common import err_console, guarded, print_json
+from ttsnn_cli.cli.compress import parse_input_shape
+from ttsnn_cli.export import ExportJob, run_export
+
+
+class LayoutChoice(str, Enum):
+    unrolled = "unrolled"
+    step = "step"
+
+
+@app.command()
+@guarded
+def export(
+    model: Path = typer.Argument(..., help="Bundle (TT or dense) or state_dict (with --arch)."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX file to write."),
+    mode: LayoutChoice = typer.Option(LayoutChoice.unrolled, help="unrolled: x[T,B,...] -> y[T,B,...]; step: one timestep, membranes as inputs/outputs."),
+    timesteps: Optional[int] = typer.Option(None, min=1, help="Timesteps T, when the model does not say."),
+    input_shape: Optional[str] = typer.Option(None, help="Per-step input shape C,H,W, when the model does not say."),
+    batch: int = typer.Option(2, min=1, help="Batch size for tracing and verification (the graph's batch is dynamic)."),
+    reconstruct_dense: bool = typer.Option(False, help="Fold every TT layer back into dense conv kernels."),
+    verify: bool = typer.Option(False, help="onnx.checker + onnxruntime against torch (exit 5 on a mismatch)."),
+    nir: Optional[Path] = typer.Option(None, "--nir", help="NIR graph file to write (nir 1.0.8, HDF5)."),
+    arch: Optional[str] = typer.Option(None, help="zoo:NAME or MODULE:FACTORY, for a plain state_dict."),
+    arch_kwargs: Optional[str] = typer.Option(None, help="JSON kwargs for the factory."),
+    force: bool = typer.Option(False, help="Overwrite existing output files."),
+    trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Export a model to ONNX (and NIR); --verify checks the graph against torch in onnxruntime."""
+    job = ExportJob(model=model, onnx=onnx, mode=mode.value, io=ModelIO(parse_input_shape(input_shape), timesteps, None),
+                    batch=batch, reconstruct_dense=reconstruct_dense, verify=verify, nir=nir, arch=arch,
+                    arch_kwargs=parse_arch_kwargs(arch_kwargs), force=force, trust_pickle=trust_pickle)
+    document = run_export(job)
+    if json_output:
+        print_json(document)
+        return
+    console = err_console()
+    if document["onnx"]:
+        console.print(f"onnx: {document['onnx']} ({document['mode']}, T={document['timesteps']}, opset {document['opset']}, "
+                      f"{document['onnx_bytes']} bytes)")
+    if verify:
+        agreement = document["spike_agreement"]
+        console.print(f"verified: max_abs_diff {document['max_abs_diff']:.3g}, spike agreement "
+                      f"{'n/a' if agreement is None else f'{agreement:.6f}'} over {document['spikes_compared']} spikes")
+    if document["nir"]:
+        console.print(f"nir: {document['nir']} ({document['nir_nodes']} nodes)")

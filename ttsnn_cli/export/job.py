@@ -1,0 +1,91 @@
+"""One export job: load the model, resolve T and the input shape, write ONNX (and NIR), verify.
+
+Shared by `ttsnn export` and the recipe's export stage. Every path is validated before any work;
+every file is written atomically. Returns the contract's JSON-ready dict (DESIGN.md: `onnx`,
+`verified`, `max_abs_diff`, `nir`, plus `mode`, `timesteps`, `input_shape`, `batch`, `opset`,
+`onnx_bytes`, `spike_agreement`, `reconstruct_dense`, `tt`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ttsnn_cli.bundle import ModelIO, get_meta, tt_config
+from ttsnn_cli.checkpoint import load_checkpoint
+from ttsnn_cli.compress_job import zoo_io
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.fileio import check_output_path
+
+MODES = ("unrolled", "step")
+
+
+@dataclass
+class ExportJob:
+    model: Path
+    onnx: Path | None
+    mode: str = "unrolled"
+    io: ModelIO = field(default_factory=ModelIO)
+    batch: int = 2
+    reconstruct_dense: bool = False
+    verify: bool = False
+    nir: Path | None = None
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    force: bool = False
+    trust_pickle: bool = False
+
+
+def resolve_io(model: nn.Module, io: ModelIO) -> tuple[int, tuple[int, ...]]:
+    """T and the per-step input shape: options over the bundle over the zoo's defaults."""
+    meta = get_meta(model)
+    merged = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io).merged(io)
+    if merged.timesteps is None:
+        raise BadInputError("the number of timesteps is unknown: pass --timesteps T")
+    if merged.input_shape is None:
+        raise BadInputError("the per-step input shape is unknown: pass --input-shape C,H,W")
+    return int(merged.timesteps), tuple(merged.input_shape)
+
+
+def run_export(job: ExportJob) -> dict[str, Any]:
+    from ttsnn_cli.export.onnx import export_onnx
+
+    if job.mode not in MODES:
+        raise BadInputError(f"unknown export mode {job.mode!r}; choose unrolled or step")
+    if job.batch < 1:
+        raise BadInputError(f"--batch must be at least 1, got {job.batch}")
+    if job.onnx is None and job.nir is None:
+        raise BadInputError("nothing to export: give --onnx OUT and/or --nir OUT")
+    if job.onnx is not None and job.nir is not None and Path(job.onnx).resolve() == Path(job.nir).resolve():
+        raise BadInputError("--onnx and --nir name the same file")
+    for output in (job.onnx, job.nir):
+        if output is not None:
+            check_output_path(output, [job.model], job.force)
+    model = load_checkpoint(job.model, job.arch, job.arch_kwargs or None, job.trust_pickle).eval()
+    timesteps, input_shape = resolve_io(model, job.io)
+    config = tt_config(model)
+    document: dict[str, Any] = {
+        "onnx": str(job.onnx) if job.onnx else None, "verified": False, "max_abs_diff": None,
+        "nir": None, "mode": job.mode, "timesteps": timesteps, "input_shape": list(input_shape),
+        "batch": job.batch, "reconstruct_dense": job.reconstruct_dense, "opset": None, "onnx_bytes": None,
+        "spike_agreement": None, "spikes_compared": 0, "neurons": None,
+        "tt": {"mode": config["mode"], "layers": {k: v["ranks"] for k, v in config["layers"].items()}} if config else None,
+    }
+    if job.onnx is not None:
+        info = export_onnx(model, job.onnx, timesteps, input_shape, job.mode, job.batch,  # type: ignore[arg-type]
+                           job.reconstruct_dense)
+        document.update(opset=info.opset, onnx_bytes=Path(job.onnx).stat().st_size, neurons=info.neurons,
+                        static_input=info.static_input, inputs=info.input_names, outputs=info.output_names)
+        if job.verify:
+            from ttsnn_cli.export.verify import verify_onnx
+
+            document.update(verify_onnx(model, info).to_dict())
+    if job.nir is not None:
+        from ttsnn_cli.export.nir import export_nir
+
+        document["nir"] = str(job.nir)
+        document["nir_nodes"] = export_nir(model, job.nir, timesteps, input_shape)
+    return document

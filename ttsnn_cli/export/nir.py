@@ -1,0 +1,335 @@
+"""NIR 1.0.8 export: the network as a chain of NIR nodes (Input -> ... -> Output), written atomically.
+
+Which networks: those whose layer order is a chain we can read off the model: an nn.Sequential
+(user style B, nested Sequentials flattened) and the zoo's `digits_csnn`. Refused with the reason
+(exit 3): own-loop classes (their order lives in python code), MS-ResNets (the membrane shortcut adds
+real-valued membranes across blocks; this exporter writes chains only), HTT layers (their path
+changes at t = ceil(T/2); a NIR graph is time-invariant), max pooling, non-zero padding modes and
+asymmetric padding (NIR's Conv2d takes one symmetric padding), anything else not listed below.
+
+Mapping:
+- Conv2d (+ a following BatchNorm2d folded into weight and bias, eval statistics) -> Conv2d.
+- TTConv2d (STT/PTT) -> three Conv2d nodes `<name>.core1` (1x1, Cin -> r1), `<name>.core23`
+  (kh x kw, r1 -> r3, the layer's stride, padding and dilation) and `<name>.core4` (1x1, r3 -> Cout,
+  bias and any following BatchNorm folded in). The middle node merges the two middle cores, which
+  is exact: STT's kh x 1 then 1 x kw chain is the kh x kw kernel W[c, a, i, j] = sum_b G3[c, b, j]
+  G2[b, a, i]; PTT's cross is the kernel with G2/2 in the centre column and G3/2 in the centre row.
+  Merging also sidesteps NIR's shape inference, which takes the kernel height for both dimensions
+  (a kh x 1 / 1 x kw pair would get wrong shapes). Every Conv2d's input_shape is set from torch's
+  shapes (nir 1.0.8's writer cannot store an unset one, and its reader type-checks the graph). Any
+  other non-square kh x kw kernel is zero-embedded in a square max(kh, kw) kernel with the padding
+  widened to match, which is exact when |kh - kw| is even (else exit 3).
+- snntorch Leaky / MultiStepLIF -> LIF with snntorch's mapping: dt = 1e-4, tau = dt / (1 - beta),
+  r = tau / dt, v_leak = 0, v_threshold = threshold, v_reset = 0. NIR's LIF resets to v_reset, so a
+  subtract-reset Leaky is not expressible: refused. NIR also has no reset delay; snntorch's delayed
+  reset (the reset of step t applied at t + 1) is recorded in the node metadata.
+- Linear -> Affine (Linear when bias-free); AvgPool2d -> AvgPool2d; Flatten -> Flatten (dims
+  without the batch); digits_csnn's global average pool -> AvgPool2d over the whole map + Flatten.
+Graph metadata: the TT mode and each layer's ranks, T, and the LIF mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ttsnn_cli.bundle import tt_config
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.neurons import MultiStepLIF
+from ttsnn_cli.runner import execution_style
+from ttsnn_cli.state import is_neuron
+from ttsnn_cli.tt import centre_tap
+
+DT = 1e-4
+_SKIP = (nn.Identity, nn.Dropout)
+
+
+class GlobalAvgPool(nn.Module):
+    """Marker for `x.mean((2, 3))` in a layer chain."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's layers in execution order, or BadInputError saying why there is no such chain."""
+    name = type(model).__name__
+    if isinstance(model, nn.Sequential):
+        return _flatten_sequential(model, "")
+    if name == "DigitsCSNN":
+        names = ["stem.conv", "stem.bn", "stem.lif", "conv1", "bn1", "lif1", "pool1", "conv2", "bn2", "lif2", "pool2",
+                 "conv3", "bn3", "lif3"]
+        return [(n, model.get_submodule(n)) for n in names] + [("gap", GlobalAvgPool()), ("fc", model.fc)]
+    if name == "MSResNet":
+        raise BadInputError(
+            "NIR export of MS-ResNet: its membrane shortcut adds real-valued membranes across blocks and this exporter "
+            "writes layer chains only; export ONNX instead"
+        )
+    if execution_style(model) == "own_loop":
+        raise BadInputError(
+            f"NIR export of {name}: it runs its own time loop, so its layer order lives in python code ttsnn cannot "
+            "read; write it as an nn.Sequential with init_hidden=True neurons, or export ONNX"
+        )
+    raise BadInputError(f"NIR export of {name}: its layer order is not known to ttsnn (supported: nn.Sequential, digits_csnn)")
+
+
+def _flatten_sequential(seq: nn.Sequential, prefix: str) -> list[tuple[str, nn.Module]]:
+    chain: list[tuple[str, nn.Module]] = []
+    for child_name, child in seq.named_children():
+        full = f"{prefix}{child_name}"
+        chain += _flatten_sequential(child, full + ".") if isinstance(child, nn.Sequential) else [(full, child)]
+    return chain
+
+
+def _np(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().to(torch.float32).numpy()
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval BatchNorm as y = scale * x + shift (float64)."""
+    var = bn.running_var.double() if bn.running_var is not None else torch.ones(bn.num_features, dtype=torch.float64)
+    mean = bn.running_mean.double() if bn.running_mean is not None else torch.zeros(bn.num_features, dtype=torch.float64)
+    weight = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
+    bias = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
+    scale = weight / torch.sqrt(var + bn.eps)
+    return scale, bias - mean * scale
+
+
+def _symmetric_padding(name: str, pads: tuple[int, int, int, int], padding_mode: str) -> tuple[int, int]:
+    left, right, top, bottom = pads
+    if padding_mode != "zeros":
+        raise BadInputError(f"layer {name}: padding_mode {padding_mode!r} has no NIR equivalent (zeros only)")
+    if left != right or top != bottom:
+        raise BadInputError(f"layer {name}: asymmetric padding {pads} has no NIR equivalent (Conv2d takes one symmetric padding)")
+    return (top, left)
+
+
+def _conv_node(name: str, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any, padding: Any, dilation: Any, groups: int,
+               hw: tuple[int, int], metadata: dict[str, Any] | None = None) -> Any:
+    import nir
+
+    bias_np = _np(bias) if bias is not None else np.zeros(weight.shape[0], dtype=np.float32)
+    padding, dilation = list(padding), tuple(dilation)
+    kh, kw = weight.shape[2], weight.shape[3]
+    if kh != kw:  # NIR infers shapes from kh alone: embed the kernel in a square one (exact)
+        if (kh - kw) % 2:
+            raise BadInputError(f"layer {name}: a {kh}x{kw} kernel cannot be embedded in a square kernel symmetrically "
+                                "(NIR's Conv2d shape inference assumes square kernels)")
+        axis, extra = (3, (kh - kw) // 2) if kh > kw else (2, (kw - kh) // 2)
+        pad = (extra, extra, 0, 0) if axis == 3 else (0, 0, extra, extra)
+        weight = torch.nn.functional.pad(weight, pad)
+        padding[axis - 2] += extra * dilation[axis - 2]  # the zero taps shift the origin by extra dilated taps
+    node = nir.Conv2d(input_shape=tuple(hw), weight=_np(weight), stride=tuple(stride), padding=tuple(padding),
+                      dilation=dilation, groups=groups, bias=bias_np, metadata=metadata or {})
+    return node
+
+
+def _fold(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if bn is None:
+        return weight, bias
+    scale, shift = _bn_affine(bn)
+    base = bias.double() if bias is not None else torch.zeros_like(shift)
+    return weight.double() * scale[:, None, None, None], base * scale + shift
+
+
+def tt_middle_kernel(layer: TTConv2d) -> torch.Tensor:
+    """The merged middle cores (r3, r1, kh, kw), float64: STT chain or PTT cross (module docstring)."""
+    w2 = layer.core2.weight.detach().double()[:, :, :, 0]  # (r2, r1, kh)
+    w3 = layer.core3.weight.detach().double()[:, :, 0, :]  # (r3, r2, kw)
+    kh, kw = layer.kernel_size
+    if layer.mode == "stt":
+        return torch.einsum("cbj,bai->caij", w3, w2)
+    kernel = torch.zeros(w3.shape[0], w2.shape[1], kh, kw, dtype=torch.float64)
+    kernel[:, :, :, centre_tap(kw)] += w2.permute(0, 1, 2) / 2
+    kernel[:, :, centre_tap(kh), :] += w3 / 2
+    return kernel
+
+
+def _lif_node(name: str, neuron: nn.Module, shape: tuple[int, ...]) -> Any:
+    import nir
+
+    if isinstance(neuron, MultiStepLIF):
+        neuron = neuron.lif
+    if type(neuron).__name__ != "Leaky":
+        raise BadInputError(f"neuron {name} is a {type(neuron).__name__}: NIR export maps snntorch Leaky only")
+    mechanism = getattr(neuron, "reset_mechanism", "subtract")
+    if mechanism != "zero":
+        raise BadInputError(
+            f"neuron {name}: reset_mechanism {mechanism!r} has no NIR LIF equivalent (NIR resets the membrane to v_reset); "
+            "only reset_mechanism='zero' exports exactly"
+        )
+    beta = torch.as_tensor(neuron.beta, dtype=torch.float64).clamp(0, 1)
+    if bool(torch.any(beta >= 1)):
+        raise BadInputError(f"neuron {name}: beta = 1 (no leak) maps to an infinite NIR time constant")
+    threshold = torch.as_tensor(neuron.threshold, dtype=torch.float64)
+    ones = np.ones(shape, dtype=np.float64)
+    tau = ones * (DT / (1 - beta.numpy()))
+    return nir.LIF(tau=tau.astype(np.float32), r=(tau / DT).astype(np.float32), v_leak=np.zeros(shape, np.float32),
+                   v_threshold=(ones * threshold.numpy()).astype(np.float32), v_reset=np.zeros(shape, np.float32),
+                   metadata={"source": name, "beta": float(beta.flatten()[0]), "reset_mechanism": mechanism,
+                             "reset_delay": bool(getattr(neuron, "reset_delay", True)), "dt": DT})
+
+
+def build_nir_graph(model: nn.Module, timesteps: int, input_shape: tuple[int, ...]) -> Any:
+    """The NIR graph of `model` (a chain); see the module docstring for the mapping."""
+    import nir
+
+    chain = layer_chain(model)
+    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(input_shape)})}
+    order = ["input"]
+    x = torch.zeros(1, *input_shape)
+    index = 0
+    with torch.no_grad():
+        while index < len(chain):
+            name, module = chain[index]
+            following = chain[index + 1][1] if index + 1 < len(chain) else None
+            bn = following if isinstance(following, nn.BatchNorm2d) else None
+            consumed = 2 if bn is not None and isinstance(module, (nn.Conv2d, TTConv2d)) else 1
+            new_nodes, x = _convert(name, module, bn if consumed == 2 else None, x)
+            for node_name, node in new_nodes:
+                nodes[node_name] = node
+                order.append(node_name)
+            index += consumed
+    nodes["output"] = nir.Output(output_type={"output": np.array(x.shape[1:])})
+    order.append("output")
+    edges = list(zip(order[:-1], order[1:]))
+    config = tt_config(model)
+    metadata = {
+        "producer": "ttsnn",
+        "timesteps": int(timesteps),
+        "lif_mapping": "snntorch: dt=1e-4, tau=dt/(1-beta), r=tau/dt, v_leak=0, v_reset=0",
+        "tt_mode": config["mode"] if config else "dense",
+        "tt_ranks": json.dumps({k: v["ranks"] for k, v in config["layers"].items()}) if config else "{}",
+    }
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=False)
+
+
+def _convert(name: str, module: nn.Module, bn: nn.BatchNorm2d | None, x: torch.Tensor) -> tuple[list[tuple[str, Any]], torch.Tensor]:
+    import nir
+
+    hw = (int(x.shape[2]), int(x.shape[3])) if x.dim() == 4 else (0, 0)
+    if isinstance(module, TTConv2d):
+        if module.mode == "htt":
+            raise BadInputError(f"layer {name}: HTT switches path at t = ceil(T/2) and a NIR graph is time-invariant; "
+                                "export ONNX, or re-compress in stt/ptt for NIR")
+        padding = _symmetric_padding(name, module.padding, module.padding_mode)
+        meta = {"tt_layer": name, "tt_mode": module.mode, "tt_ranks": list(module.ranks)}
+        first = _conv_node(name, module.core1.weight.detach(), None, (1, 1), (0, 0), (1, 1), 1, hw, {**meta, "tt_core": "G1"})
+        a = module.core1(x)
+        middle_kernel = tt_middle_kernel(module)
+        middle = _conv_node(name, middle_kernel, None, module.stride, padding, module.dilation, 1, hw, {**meta, "tt_core": "G2G3"})
+        a = torch.nn.functional.conv2d(a.double(), middle_kernel, None, module.stride, padding, module.dilation).float()
+        weight, bias = _fold(module.core4.weight.detach(), module.core4.bias, bn)
+        last = _conv_node(name, weight, bias, (1, 1), (0, 0), (1, 1), 1, (int(a.shape[2]), int(a.shape[3])), {**meta, "tt_core": "G4"})
+        y = module(x)
+        y = bn(y) if bn is not None else y
+        return [(f"{name}.core1", first), (f"{name}.core23", middle), (f"{name}.core4", last)], y
+    if isinstance(module, nn.Conv2d):
+        if isinstance(module.padding, str):
+            raise BadInputError(f"layer {name}: string padding {module.padding!r} is not exported; give explicit padding")
+        padding = _symmetric_padding(name, (module.padding[1], module.padding[1], module.padding[0], module.padding[0]),
+                                     module.padding_mode)
+        weight, bias = _fold(module.weight.detach(), module.bias, bn)
+        node = _conv_node(name, weight, bias, module.stride, padding, module.dilation, module.groups, hw)
+        y = module(x)
+        return [(name, node)], (bn(y) if bn is not None else y)
+    if isinstance(module, MultiStepLIF) or is_neuron(module):
+        return [(name, _lif_node(name, module, tuple(x.shape[1:])))], x
+    if isinstance(module, nn.AvgPool2d):
+        if module.ceil_mode or not module.count_include_pad and module.padding:
+            raise BadInputError(f"layer {name}: AvgPool2d with ceil_mode or count_include_pad=False is not exported")
+        pair = lambda v: np.array(v if isinstance(v, (tuple, list)) else (v, v))  # noqa: E731
+        node = nir.AvgPool2d(kernel_size=pair(module.kernel_size), stride=pair(module.stride or module.kernel_size),
+                             padding=pair(module.padding))
+        return [(name, node)], module(x)
+    if isinstance(module, GlobalAvgPool):
+        h, w = hw
+        pool = nir.AvgPool2d(kernel_size=np.array([h, w]), stride=np.array([h, w]), padding=np.array([0, 0]))
+        flat = nir.Flatten(input_type={"input": np.array([x.shape[1], 1, 1])}, start_dim=0, end_dim=-1)
+        return [(f"{name}.pool", pool), (f"{name}.flatten", flat)], module(x)
+    if isinstance(module, nn.Flatten):
+        start = module.start_dim - 1 if module.start_dim > 0 else module.start_dim
+        end = module.end_dim - 1 if module.end_dim > 0 else module.end_dim
+        node = nir.Flatten(input_type={"input": np.array(x.shape[1:])}, start_dim=start, end_dim=end)
+        return [(name, node)], module(x)
+    if isinstance(module, nn.Linear):
+        node = (nir.Affine(weight=_np(module.weight), bias=_np(module.bias)) if module.bias is not None
+                else nir.Linear(weight=_np(module.weight)))
+        return [(name, node)], module(x)
+    if isinstance(module, _SKIP):
+        return [], module(x)
+    if isinstance(module, nn.BatchNorm2d):
+        raise BadInputError(f"layer {name}: a BatchNorm2d not directly after a conv cannot be folded into NIR weights")
+    raise BadInputError(f"layer {name} ({type(module).__name__}) has no NIR mapping in ttsnn")
+
+
+def export_nir(model: nn.Module, path: str | Path, timesteps: int, input_shape: tuple[int, ...]) -> int:
+    """Write the NIR graph of `model` to `path` atomically; returns the number of nodes."""
+    import nir
+
+    graph = build_nir_graph(model.eval(), timesteps, input_shape)
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(descriptor)
+    try:
+        nir.write(temporary, graph)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return len(graph.nodes)
+
+
+def run_nir_chain(graph: Any, x: torch.Tensor) -> torch.Tensor:
+    """Simulate a chain NIR graph in discrete time (dt = 1e-4), x [T, B, ...] -> [T, B, ...].
+
+    LIF: beta = 1 - dt / tau, u_t = beta * ((1 - h(u_{t-1})) * u_{t-1}) + r (dt / tau) x_t, s = h(u_t),
+    i.e. snntorch's zero-reset Leaky with its delayed reset. For tests: the stored weights alone
+    reproduce the model.
+    """
+    import nir
+
+    order, node = [], "input"
+    successors = dict(graph.edges)
+    while node in successors:
+        node = successors[node]
+        if node != "output":
+            order.append(node)
+    mems: dict[str, torch.Tensor | None] = {n: None for n in order}
+    outputs = []
+    for t in range(x.shape[0]):
+        y = x[t]
+        for name in order:
+            n = graph.nodes[name]
+            if isinstance(n, nir.Conv2d):
+                y = torch.nn.functional.conv2d(y, torch.from_numpy(n.weight), torch.from_numpy(n.bias), tuple(n.stride),
+                                               tuple(n.padding), tuple(n.dilation), n.groups)
+            elif isinstance(n, nir.LIF):
+                tau, r = torch.from_numpy(n.tau), torch.from_numpy(n.r)
+                beta, gain = 1 - DT / tau, r * DT / tau
+                thr = torch.from_numpy(n.v_threshold)
+                u = mems[name]
+                u = gain * y if u is None else beta * ((1 - (u - thr > 0).float()) * u) + gain * y
+                mems[name] = u
+                y = (u - thr > 0).float()
+            elif isinstance(n, nir.AvgPool2d):
+                y = torch.nn.functional.avg_pool2d(y, tuple(int(k) for k in n.kernel_size), tuple(int(s) for s in n.stride),
+                                                   tuple(int(p) for p in n.padding))
+            elif isinstance(n, nir.Flatten):
+                y = y.flatten(n.start_dim + 1, n.end_dim if n.end_dim < 0 else n.end_dim + 1)
+            elif isinstance(n, nir.Affine):
+                y = y @ torch.from_numpy(n.weight).T + torch.from_numpy(n.bias)
+            elif isinstance(n, nir.Linear):
+                y = y @ torch.from_numpy(n.weight).T
+            else:
+                raise TypeError(f"run_nir_chain does not simulate {type(n).__name__}")
+        outputs.append(y)
+    return torch.stack(outputs)

@@ -1,0 +1,181 @@
+"""ONNX export with the new exporter (`torch.onnx.export(..., dynamo=True)`, onnxscript).
+
+Two graph layouts (DESIGN.md, "export"):
+- unrolled (default): input `x` [T, B, *input_shape] (B dynamic, T baked in), output `y` = the
+  network's first output over T, [T, B, ...]. Every step is traced through `functional.Unrolled`.
+- step: one timestep, for streaming. Inputs `x` [B, *input_shape], then `t` (int64 scalar, the
+  timestep 0..T-1) only when the model has HTT layers, then one membrane per neuron named
+  `mem_in.<neuron>`; outputs `y` and `mem_out.<neuron>` in the same order. Start from zero
+  membranes and feed each `mem_out` back as the next `mem_in`. HTT uses one graph with `t` as an
+  input (both paths computed, `Where` selects), not two graphs: one file, one loop for the caller.
+The graph's metadata (`metadata_props`) records the layout, T, the neuron order and the TT config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ttsnn_cli.bundle import tt_config
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.export.functional import ExportCopy, Stepper, Unrolled, prepare_export_copy
+from ttsnn_cli.fileio import atomic_write_bytes
+from ttsnn_cli.runner import execution_style, run_timesteps
+
+ExportMode = Literal["unrolled", "step"]
+
+
+@dataclass
+class OnnxGraphInfo:
+    """What was exported, for verification and the JSON report."""
+
+    path: Path
+    mode: ExportMode
+    timesteps: int
+    input_shape: tuple[int, ...]
+    batch: int
+    static_input: bool
+    opset: int
+    input_names: list[str]
+    output_names: list[str]
+    neurons: list[str]
+    state_shapes: dict[str, list[int]] = field(default_factory=dict)
+    takes_step: bool = False
+    reconstruct_dense: bool = False
+    copy: ExportCopy | None = None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
+
+
+def sample_input(timesteps: int, batch: int, input_shape: tuple[int, ...], static: bool = False, seed: int = 0) -> torch.Tensor:
+    """Random input [T, B, *shape] in [0, 1) (the same frame repeated when `static`)."""
+    generator = torch.Generator().manual_seed(seed)
+    if static:
+        return torch.rand(1, batch, *input_shape, generator=generator).expand(timesteps, -1, *([-1] * len(input_shape))).contiguous()
+    return torch.rand(timesteps, batch, *input_shape, generator=generator)
+
+
+def _probe_static(model: nn.Module, wrapper: Unrolled, x: torch.Tensor, timesteps: int) -> bool:
+    """Own-loop models: does forward take the sequence [T, B, ...] or one static frame [B, ...]?"""
+    problems = []
+    for static in (False, True):
+        wrapper.static_input = static
+        try:
+            y = wrapper(x)
+        except Exception as error:  # noqa: BLE001 - a model rejecting one layout is the probe's answer
+            problems.append(_first_line(error))
+            continue
+        if y.shape[0] != timesteps:
+            raise BadInputError(
+                f"{type(model).__name__} runs its own time loop and returned {y.shape[0]} steps, not T={timesteps}: "
+                f"pass --timesteps {y.shape[0]}"
+            )
+        return static
+    raise BadInputError(f"{type(model).__name__} accepts neither x[T, B, ...] nor x[B, ...]: {problems[-1]}")
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    timesteps: int,
+    input_shape: tuple[int, ...],
+    mode: ExportMode = "unrolled",
+    batch: int = 2,
+    reconstruct_dense: bool = False,
+) -> OnnxGraphInfo:
+    """Write `model` as ONNX to `path` (atomically); the caller validated `path` beforehand."""
+    model = model.eval()
+    trace_batch = max(2, batch)  # torch.export specialises a dimension traced with size 1
+    x = sample_input(timesteps, trace_batch, input_shape)
+    with torch.no_grad():
+        if execution_style(model) != "own_loop":  # own-loop models are probed below, in both layouts
+            try:
+                run_timesteps(model, x)
+            except Exception as error:  # noqa: BLE001 - the model rejects the input shape
+                raise BadInputError(
+                    f"the model does not run on input [T={timesteps}, B, {', '.join(map(str, input_shape))}]: "
+                    f"{_first_line(error)}"
+                ) from None
+        copy_ = prepare_export_copy(model, reconstruct_dense)
+        unrolled = Unrolled(copy_, timesteps)
+        static = _probe_static(model, unrolled, x, timesteps) if copy_.style == "own_loop" else False
+        unrolled.static_input = static
+        batch_dim = torch.export.Dim("batch", min=1, max=1 << 20)
+        info = OnnxGraphInfo(Path(path), mode, timesteps, tuple(input_shape), batch, static, 0, ["x"], ["y"],
+                             list(copy_.neurons), takes_step=copy_.htt and mode == "step",
+                             reconstruct_dense=reconstruct_dense, copy=copy_)
+        if mode == "unrolled":
+            wrapper: nn.Module = unrolled
+            args: tuple[Any, ...] = (x,)
+            dynamic: tuple[Any, ...] = ({1: batch_dim},)
+        else:
+            stepper = Stepper(copy_)
+            outputs = stepper(x[0])  # from empty membranes: learn each state's shape
+            states = [o.detach() for o in outputs[1:]]
+            info.state_shapes = {n: list(s.shape[1:]) for n, s in zip(copy_.neurons, states)}
+            extra: list[torch.Tensor] = ([torch.tensor(0, dtype=torch.int64)] if info.takes_step else [])
+            extra += [torch.zeros_like(s) for s in states]
+            wrapper, args = stepper, (x[0], *extra)
+            # forward(x, *extra): torch.export reads the varargs as one tuple argument
+            dynamic = ({0: batch_dim}, (*([None] if info.takes_step else []), *({0: batch_dim} for _ in states)))
+            info.input_names = ["x"] + (["t"] if info.takes_step else []) + [f"mem_in.{n}" for n in copy_.neurons]
+            info.output_names = ["y"] + [f"mem_out.{n}" for n in copy_.neurons]
+        program = _dynamo_export(wrapper, args, dynamic, info)
+    proto = program.model_proto
+    info.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    _add_metadata(proto, model, info)
+    atomic_write_bytes(path, proto.SerializeToString())
+    return info
+
+
+def _dynamo_export(wrapper: nn.Module, args: tuple[Any, ...], dynamic: tuple[Any, ...], info: OnnxGraphInfo) -> Any:
+    """torch.onnx.export(dynamo=True), its progress chatter kept off stdout (the --json contract)."""
+    chatter = io.StringIO()
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed", on every export
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+            warnings.simplefilter("ignore")
+            return torch.onnx.export(
+                wrapper, args, dynamo=True, dynamic_shapes=dynamic, input_names=info.input_names,
+                output_names=info.output_names, verbose=False, optimize=True,
+            )
+    except Exception as error:  # noqa: BLE001 - what the exporter cannot trace is an unsupported model
+        sys.stderr.write(chatter.getvalue()[-2000:])
+        raise BadInputError(f"torch.onnx (dynamo) cannot export this model: {_first_line(error)}") from None
+    finally:
+        onnx_logger.setLevel(level)
+
+
+def _add_metadata(proto: Any, model: nn.Module, info: OnnxGraphInfo) -> None:
+    config = tt_config(model)
+    entries = {
+        "ttsnn.layout": info.mode,
+        "ttsnn.timesteps": str(info.timesteps),
+        "ttsnn.input_shape": json.dumps(list(info.input_shape)),
+        "ttsnn.static_input": str(info.static_input).lower(),
+        "ttsnn.neurons": json.dumps(info.neurons),
+        "ttsnn.reconstruct_dense": str(info.reconstruct_dense).lower(),
+        "ttsnn.tt": json.dumps({"mode": config["mode"], "ranks": {k: v["ranks"] for k, v in config["layers"].items()}}
+                               if config else None),
+    }
+    if info.mode == "step":
+        entries["ttsnn.step"] = ("inputs x, [t if HTT], mem_in.<neuron>...; outputs y, mem_out.<neuron>...; "
+                                 "start from zero membranes, feed mem_out back as mem_in")
+    for key, value in entries.items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value
