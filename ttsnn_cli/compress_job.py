@@ -35,7 +35,7 @@ class CompressJob:
     exclude: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
     io: ModelIO = field(default_factory=ModelIO)
-    svd: str = "truncated_svd"
+    svd: str = "qr_svd"
     seed: int = 0
     force: bool = False
     trust_pickle: bool = False

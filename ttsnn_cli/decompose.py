@@ -16,7 +16,7 @@ from torch import nn
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.layers import MODES, Mode, TTConv2d
 from ttsnn_cli.ranks import RankSpec, RankSpecError, ResolvedRanks, budget_ranks, cap_ranks, parse_ranks, resolve_layer_ranks
-from ttsnn_cli.tt import relative_error
+from ttsnn_cli.tt import SVD_METHODS, relative_error
 
 
 @dataclass
@@ -30,7 +30,7 @@ class CompressConfig:
     exclude: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
     timesteps: int | None = None
-    svd: str = "truncated_svd"
+    svd: str = "qr_svd"
 
 
 @dataclass
@@ -177,6 +177,8 @@ def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module,
     """Decompose every eligible Conv2d of `model` in place; return it with the per-layer report."""
     if config.mode not in MODES:
         raise BadInputError(f"unknown mode {config.mode!r}; choose one of {', '.join(MODES)}")
+    if config.svd not in SVD_METHODS:
+        raise BadInputError(f"unknown SVD method {config.svd!r}; choose one of {', '.join(SVD_METHODS)}")
     if config.mode == "htt" and not config.timesteps:
         raise BadInputError("HTT needs the number of timesteps: pass --timesteps T (or set model.timesteps in the recipe)")
     params_total_before = _params(model)

@@ -134,7 +134,7 @@ class TTConv2d(TimeAware, nn.Module):
         ranks: tuple[int, int, int],
         mode: Mode = "stt",
         timesteps: int | None = None,
-        svd: str = "truncated_svd",
+        svd: str = "qr_svd",
     ) -> TTConv2d:
         """Decompose a dense conv (TT-SVD, float64) and load the cores (float32) into a new layer.
 

@@ -44,7 +44,7 @@ class CompressSection(Section):
     layers: dict[str, int | str | list[int]] = Field(
         default_factory=dict, description="per-layer ranks by module name (or a regex matching whole names)"
     )
-    svd: Literal["truncated_svd", "symeig_svd", "randomized_svd"] = "truncated_svd"
+    svd: Literal["qr_svd", "truncated_svd", "symeig_svd", "randomized_svd"] = "qr_svd"
 
 
 class TrainSection(Section):
@@ -72,6 +72,37 @@ class FinetuneSection(TrainSection):
     lr: float = Field(0.01, gt=0)
 
 
+class ReportGates(Section):
+    """CI gates of the report stage (any failed gate fails the run with exit 4)."""
+
+    min_param_reduction: float | None = Field(None, gt=0, description="dense/TT conv+linear weights at least this")
+    min_mac_reduction: float | None = Field(None, gt=0, description="dense/TT MACs per timestep at least this")
+    max_energy_ratio: float | None = Field(None, gt=0, description="hw training energy TT/dense at most this")
+    max_acc_drop: float | None = Field(None, ge=0, description="dense minus TT test accuracy, points (needs data)")
+
+
+class ReportSection(Section):
+    """The report stage: costs of the model against its dense baseline, hw simulation, gates."""
+
+    hw: bool = Field(False, description="run the accelerator model (hw/) on every schedule")
+    accel: str = Field("sata", description="accelerator preset (sata, tt-accel) or YAML file")
+    data: bool = Field(False, description="measure spike rates (and accuracy for max_acc_drop) on the recipe's data")
+    baseline: str | None = Field(None, description="dense baseline checkpoint (default: the arch rebuilt dense)")
+    plot: str | None = Field(None, description="PNG to write, relative to the run folder")
+    gates: ReportGates = Field(default_factory=ReportGates)
+
+
+class ExportSection(Section):
+    """The export stage: ONNX (and NIR) of the pipeline's current model, written in the run folder."""
+
+    onnx: str = Field("model.onnx", description="ONNX file name, relative to the run folder")
+    mode: Literal["unrolled", "step"] = Field("unrolled", description="unrolled over T, or one step with membranes")
+    verify: bool = Field(True, description="onnx.checker + onnxruntime against torch (the run fails with exit 5 if not)")
+    nir: str | None = Field(None, description="NIR file name (relative to the run folder), or none")
+    reconstruct_dense: bool = Field(False, description="fold every TT layer back into dense conv kernels")
+    batch: int = Field(2, ge=1, description="batch size for tracing and verification (the graph's batch is dynamic)")
+
+
 class Recipe(Section):
     name: str | None = None
     description: str | None = None
@@ -79,7 +110,9 @@ class Recipe(Section):
     model: ModelSection
     train: TrainSection | None = None
     compress: CompressSection | None = None
+    report: ReportSection | None = None
     finetune: FinetuneSection | None = None
+    export: ExportSection | None = None
 
 
 def recipe_schema() -> dict[str, Any]:
@@ -105,10 +138,17 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
-    """The validated recipe and the folder its relative paths resolve against."""
+    """The validated recipe and the folder its relative paths resolve against.
+
+    A bare name (`quickstart-digits`) that is not a file here names a recipe shipped with ttsnn.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise BadInputError(f"recipe {path} does not exist")
+        shipped = shipped_recipe(str(path))
+        if shipped is None:
+            known = ", ".join(shipped_recipe_names())
+            raise BadInputError(f"recipe {path} does not exist (recipes shipped with ttsnn: {known})")
+        path = shipped
     try:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
@@ -135,3 +175,19 @@ def resolve_data_spec(base: Path, spec: str | None) -> str | None:
 
 def schema_json() -> str:
     return json.dumps(recipe_schema(), indent=2)
+
+
+def _shipped_folder() -> Path:
+    return Path(__file__).parent / "recipes"
+
+
+def shipped_recipe_names() -> list[str]:
+    return sorted(p.stem for p in _shipped_folder().glob("*.yaml"))
+
+
+def shipped_recipe(name: str) -> Path | None:
+    """The packaged recipe called `name` (with or without .yaml), if there is one."""
+    if "/" in name or "\\" in name:
+        return None
+    candidate = _shipped_folder() / (name if name.endswith(".yaml") else f"{name}.yaml")
+    return candidate if candidate.is_file() else None

@@ -59,7 +59,32 @@ class TTCores:
         return (self.first.shape[0], self.vertical.shape[1], self.horizontal.shape[1])
 
 
-def tt_svd(weight: torch.Tensor, ranks: Ranks, svd: str = "truncated_svd") -> TTCores:
+def qr_truncated_svd(matrix: torch.Tensor, n_eigenvecs: int | None = None, **_: object) -> tuple[torch.Tensor, ...]:
+    """Truncated SVD for tensorly's TT-SVD, through a QR of the long side first.
+
+    A conv kernel's first TT unfolding is wide (Cin x kh*kw*Cout, e.g. 512 x 4608); LAPACK's SVD
+    of it costs several times a QR of its transpose followed by the SVD of the small square R.
+    Same factorisation up to float64 rounding; tensorly still does the TT-SVD and the sign flips.
+    """
+    rows, cols = matrix.shape
+    if rows * 2 <= cols:
+        q, r = torch.linalg.qr(matrix.T)
+        u, s, vt = torch.linalg.svd(r.T)
+        vt = vt @ q.T
+    elif cols * 2 <= rows:
+        q, r = torch.linalg.qr(matrix)
+        u, s, vt = torch.linalg.svd(r)
+        u = q @ u
+    else:
+        u, s, vt = torch.linalg.svd(matrix, full_matrices=False)
+    keep = min(rows, cols) if n_eigenvecs is None else n_eigenvecs
+    return u[:, :keep], s[:keep], vt[:keep]
+
+
+SVD_METHODS = ("qr_svd", "truncated_svd", "symeig_svd", "randomized_svd")
+
+
+def tt_svd(weight: torch.Tensor, ranks: Ranks, svd: str = "qr_svd") -> TTCores:
     """TT-SVD of a conv kernel with tensorly, in float64, at ranks no larger than `max_tt_ranks`.
 
     The caller caps the ranks first (tensorly would cap silently and we must report the truth).
@@ -67,11 +92,14 @@ def tt_svd(weight: torch.Tensor, ranks: Ranks, svd: str = "truncated_svd") -> TT
     never changes a user's global tensorly backend.
     """
     caps = max_tt_ranks(tuple(weight.shape))
+    if svd not in SVD_METHODS:
+        raise ValueError(f"unknown SVD method {svd!r}; choose one of {', '.join(SVD_METHODS)}")
     if any(r > c for r, c in zip(ranks, caps)):
         raise ValueError(f"ranks {ranks} exceed the kernel's TT ranks {caps}")
     tensor = weight.detach().to(torch.float64).cpu().permute(1, 2, 3, 0).contiguous()
     with tl.backend_context("pytorch"):
-        factors = tensor_train(tensor, rank=[1, *ranks, 1], svd=svd).factors
+        method = qr_truncated_svd if svd == "qr_svd" else svd
+        factors = tensor_train(tensor, rank=[1, *ranks, 1], svd=method).factors
     g1, g2, g3, g4 = (f.detach() for f in factors)
     return TTCores(
         first=g1[0].T.contiguous(),  # (Cin, r1) -> (r1, Cin)

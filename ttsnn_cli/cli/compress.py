@@ -51,7 +51,7 @@ def compress(
     recipe: Optional[Path] = typer.Option(None, help="Recipe whose model and compress sections fill unset options."),
     timesteps: Optional[int] = typer.Option(None, min=1, help="Timesteps T (needed by HTT when the model does not say)."),
     input_shape: Optional[str] = typer.Option(None, help="Per-step input shape C,H,W, recorded in the bundle."),
-    svd: str = typer.Option("truncated_svd", help="tensorly SVD: truncated_svd, symeig_svd or randomized_svd."),
+    svd: str = typer.Option("qr_svd", help="SVD inside tensorly's TT-SVD: qr_svd (default), truncated_svd, symeig_svd, randomized_svd."),
     seed: int = typer.Option(0, help="Seed for initialising a zoo model when no checkpoint is given."),
     force: bool = typer.Option(False, help="Overwrite OUTPUT, even when it is the input."),
     trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
@@ -90,4 +90,4 @@ def _fill_from_recipe(job: CompressJob, recipe_path: Path, mode_given: bool, kwa
         job.include = job.include or list(section.include)
         job.exclude = job.exclude or list(section.exclude)
         job.overrides = dict(section.layers)
-        job.svd = section.svd if job.svd == "truncated_svd" else job.svd
+        job.svd = section.svd if job.svd == "qr_svd" else job.svd
