@@ -127,3 +127,17 @@ def test_subprocess_export_verify_json(tmp_path: Path) -> None:
     assert document["timesteps"] == 3 and document["mode"] == "unrolled" and document["opset"] >= 18
     assert 0.999 <= document["spike_agreement"] <= 1 and document["onnx_bytes"] == (tmp_path / "m.onnx").stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nir", "m.onnx", "seq.pt"]
+
+
+@pytest.mark.slow
+def test_recipe_export_stage_runs_on_the_pipeline_model(tmp_path: Path) -> None:
+    """`ttsnn run` with only a model (a TT bundle) and an export section: ONNX verified + NIR in the run folder."""
+    _digits_bundle(tmp_path / "d.tt", "ptt")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  arch: zoo:digits_csnn\n  kwargs: {width: 4}\n  checkpoint: d.tt\n"
+                      "export:\n  onnx: m.onnx\n  nir: m.nir\n  verify: true\n")
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)["export"]
+    assert document["verified"] is True and document["onnx"] == str(tmp_path / "out" / "m.onnx")
+    assert (tmp_path / "out" / "m.nir").exists() and document["tt"]["mode"] == "ptt"

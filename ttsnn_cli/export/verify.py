@@ -8,6 +8,9 @@ of the graph (the file is untouched) and matched, in order, with the Heavisides 
 Step graphs: the spikes are read off the membranes both sides return (h = [u - thr > 0]).
 A float32 rounding difference can flip a neuron sitting exactly on its threshold, so spikes are
 compared statistically: `spike_agreement` is the fraction equal, and must be >= `min_agreement`.
+When spikes did flip, the outputs downstream of a flip legitimately differ by more than 1e-4: the
+check then asks `output_agreement` (the fraction of output elements within 1e-4) >= 0.99 instead.
+Without any flip, every output must be within 1e-4.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ttsnn_cli.runner import run_timesteps
 
 TOLERANCE = 1e-4
 MIN_AGREEMENT = 0.999
+MIN_OUTPUT_AGREEMENT = 0.99
 
 
 @dataclass
@@ -35,6 +39,7 @@ class VerifyResult:
     spike_agreement: float | None
     spikes_compared: int
     checker: str
+    output_agreement: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +48,7 @@ class VerifyResult:
             "spike_agreement": self.spike_agreement,
             "spikes_compared": self.spikes_compared,
             "checker": self.checker,
+            "output_agreement": self.output_agreement,
         }
 
 
@@ -73,15 +79,21 @@ def verify_onnx(model: nn.Module, info: OnnxGraphInfo, seed: int = 1, tolerance:
         got, agreement, compared = _run_step(proto, info, x)
     if got.shape != reference.shape:
         raise ExportVerificationError(f"onnxruntime output shape {list(got.shape)} != torch {list(reference.shape)}")
-    diff = float(np.max(np.abs(got.astype(np.float64) - reference.astype(np.float64)))) if got.size else 0.0
-    result = VerifyResult(True, diff, agreement, compared, "ok")
+    errors = np.abs(got.astype(np.float64) - reference.astype(np.float64))
+    diff = float(errors.max()) if got.size else 0.0
+    within = float(np.mean(errors <= tolerance)) if got.size else 1.0
+    result = VerifyResult(True, diff, agreement, compared, "ok", within)
     spikes_ok = agreement is None or agreement >= min_agreement
-    if not (diff <= tolerance and spikes_ok):
+    # A threshold flip (agreement < 1) legitimately moves the outputs downstream of it: then the
+    # outputs must still agree almost everywhere (>= MIN_OUTPUT_AGREEMENT of the elements).
+    flipped = agreement is not None and agreement < 1
+    outputs_ok = diff <= tolerance or (flipped and within >= MIN_OUTPUT_AGREEMENT)
+    if not (outputs_ok and spikes_ok):
         result.verified = False
         agree = "n/a" if agreement is None else f"{agreement:.6f}"
         raise ExportVerificationError(
-            f"onnxruntime does not reproduce torch: max_abs_diff {diff:.3g} (limit {tolerance:g}), "
-            f"spike agreement {agree} (limit {min_agreement}) over {compared} spikes"
+            f"onnxruntime does not reproduce torch: max_abs_diff {diff:.3g} (limit {tolerance:g}; "
+            f"{within:.2%} of outputs within it), spike agreement {agree} (limit {min_agreement}) over {compared} spikes"
         )
     return result
 
