@@ -102,3 +102,31 @@ def test_subprocess_json_is_the_only_stdout(tmp_path):
     doc = json.loads(proc.stdout)
     assert doc["output"] == str(out) and out.is_file()
     assert torch.load(out, weights_only=True)["io"]["data"] == "digits"
+
+
+def test_run_recipe_train_compress_finetune(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        "name: tiny\ndata: digits\nmodel:\n  arch: zoo:digits_csnn\n  kwargs: {width: 4}\n  timesteps: 2\n"
+        "train: {epochs: 1, batch_size: 128}\n"
+        "compress: {ranks: 2, mode: ptt, exclude: ['stem\\.conv']}\n"
+        "finetune: {epochs: 1, batch_size: 128, train: cores}\n"
+    )
+    result = invoke("run", recipe, "--out", tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert {"train", "compress", "finetune"} <= set(doc)
+    for stage in ("train", "finetune"):
+        assert {"epochs", "train_loss", "test_accuracy", "output"} <= set(doc[stage])
+    assert doc["finetune"]["output"].endswith("finetuned.tt")
+    tuned = load_checkpoint(doc["finetune"]["output"])
+    assert [h["stage"] for h in get_meta(tuned).history] == ["train", "compress", "finetune"]
+    assert get_meta(tuned).io.timesteps == 2
+
+
+def test_recipe_training_sections_are_validated(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("data: digits\nmodel: {arch: zoo:digits_csnn}\ntrain: {epochs: 0, optimiser: sgd}\n")
+    result = invoke("run", recipe, "--out", tmp_path / "r")
+    assert result.exit_code == 3
+    assert "train.epochs" in result.stderr and "train.optimiser" in result.stderr and "unknown key" in result.stderr

@@ -29,13 +29,13 @@ class _Rectangular(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, mem_shift: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(mem_shift)
+        ctx.save_for_backward(mem_shift.abs() < SURROGATE_WIDTH)  # a bool mask: 1 byte per neuron, not 4
         return (mem_shift > 0).to(mem_shift.dtype)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (mem_shift,) = ctx.saved_tensors
-        return grad_output * (mem_shift.abs() < SURROGATE_WIDTH).to(grad_output.dtype)
+        (inside,) = ctx.saved_tensors
+        return grad_output * inside.to(grad_output.dtype)
 
 
 def rectangular(mem_shift: torch.Tensor) -> torch.Tensor:
