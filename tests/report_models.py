@@ -16,8 +16,9 @@ R18_RANKS = [int(r) for r in "24,27,25,29,37,45,43,41,65,74,70,63,104,153,186,14
 
 
 def block_convs(model: nn.Module) -> list[str]:
+    """Every 3x3 conv but the stem (the residual convs of the MS-ResNets, conv1..3 of digits_csnn)."""
     return [n for n, m in model.named_modules()
-            if isinstance(m, nn.Conv2d) and n.startswith("layer") and n.rsplit(".", 1)[1] in ("conv1", "conv2")]
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and not n.startswith("stem")]
 
 
 def dense_model(name: str, **kwargs) -> nn.Module:
