@@ -152,13 +152,21 @@ def relative_error(approx: torch.Tensor, target: torch.Tensor) -> float:
     return float(diff / norm)
 
 
-def fit_cross_cores(weight: torch.Tensor, start: TTCores, iterations: int = 25) -> TTCores:
+def _top_eigenvectors(gram: torch.Tensor, count: int) -> torch.Tensor:
+    """The `count` leading eigenvectors of a symmetric PSD matrix (= leading left singular vectors)."""
+    _, vectors = torch.linalg.eigh(gram)
+    return vectors[:, -count:].flip(-1)
+
+
+def fit_cross_cores(weight: torch.Tensor, start: TTCores, iterations: int = 10, tolerance: float = 1e-5) -> TTCores:
     """Least-squares PTT cores for a dense kernel, starting from the TT-SVD cores.
 
     PTT's kernel is zero off the centre row and column, so the best it can do is match the cross
     slices S_j = W[:, :, a, b] for (a, b) on the cross. With shared G1 (r x Cin) and G4 (Cout x r),
     that is a Tucker-2 problem S_j ~ G4 M_j G1, solved by higher-order orthogonal iteration (HOOI)
     from the TT-SVD subspaces; M_j then maps back to the branch taps (the centre is shared equally).
+    Each HOOI half-step takes the leading eigenvectors of a small Gram matrix (Cout x Cout or
+    Cin x Cin), and the iteration stops once the fitted energy stops growing.
     Requires r1 = r2 = r3 = r <= min(Cin, Cout).
     """
     cout, cin, kh, kw = weight.shape
@@ -173,11 +181,17 @@ def fit_cross_cores(weight: torch.Tensor, start: TTCores, iterations: int = 25) 
     # Start from the TT-SVD subspaces: orthonormal bases of G1's rows and G4's columns.
     u_out = torch.linalg.qr(start.last.to(torch.float64))[0][:, :rank]  # (Cout, r)
     u_in = torch.linalg.qr(start.first.to(torch.float64).T)[0][:, :rank]  # (Cin, r)
+    captured = 0.0
     for _ in range(iterations):
-        projected_in = torch.einsum("noi,ir->nor", slices, u_in)  # (n, Cout, r)
-        u_out = torch.linalg.svd(projected_in.permute(1, 0, 2).reshape(cout, -1), full_matrices=False)[0][:, :rank]
-        projected_out = torch.einsum("noi,or->nri", slices, u_out)  # (n, r, Cin)
-        u_in = torch.linalg.svd(projected_out.permute(2, 0, 1).reshape(cin, -1), full_matrices=False)[0][:, :rank]
+        projected_in = slices @ u_in  # (n, Cout, r)
+        u_out = _top_eigenvectors(torch.einsum("nor,npr->op", projected_in, projected_in), rank)
+        projected_out = u_out.T @ slices  # (n, r, Cin)
+        gram_in = torch.einsum("nri,nrj->ij", projected_out, projected_out)
+        u_in = _top_eigenvectors(gram_in, rank)
+        now = float(torch.einsum("ij,ir,jr->", gram_in, u_in, u_in))  # ||core||^2, the energy fitted
+        if now - captured <= tolerance * max(now, 1e-300):
+            break
+        captured = now
     middle = torch.einsum("noi,or,is->nrs", slices, u_out, u_in)  # (n, r_out, r_in)
 
     vertical = torch.zeros(kh, rank, rank, dtype=torch.float64)
