@@ -27,7 +27,7 @@ class ProgressView:
         self.bar = Progress(
             TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} samples/s"),
+            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.1f} %  {task.fields[rate]:.0f} samples/s"),
             TimeElapsedColumn(),
             console=self.console,
             transient=True,
@@ -46,9 +46,9 @@ class ProgressView:
         if kind == "epoch_start":
             if self.task is not None:
                 self.bar.remove_task(self.task)
-            self.task = self.bar.add_task("", total=event["batches"], epoch=event["epoch"], epochs=event["epochs"], loss=0.0, rate=0.0)
+            self.task = self.bar.add_task("", total=event["batches"], epoch=event["epoch"], epochs=event["epochs"], loss=0.0, acc=0.0, rate=0.0)
         elif kind == "batch" and self.task is not None:
-            self.bar.update(self.task, completed=event["batch"], loss=event["loss"], rate=event["samples_per_s"])
+            self.bar.update(self.task, completed=event["batch"], loss=event["loss"], acc=event["accuracy"], rate=event["samples_per_s"])
         elif kind == "epoch_end" and not self.quiet:
             self.bar.console.print(
                 f"epoch {event['epoch']}/{event['epochs']}: train loss {event['train_loss']:.4f}, "

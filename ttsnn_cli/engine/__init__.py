@@ -332,7 +332,8 @@ def fit(
             seen += len(y)
             elapsed = time.perf_counter() - epoch_start
             report({"kind": "batch", "epoch": epoch + 1, "batch": index + 1, "batches": len(loader),
-                    "loss": loss_sum / seen, "samples_per_s": seen * dist_info.world / max(elapsed, 1e-9)})
+                    "loss": loss_sum / seen, "accuracy": 100.0 * correct / seen,
+                    "samples_per_s": seen * dist_info.world / max(elapsed, 1e-9)})
         loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], dist_info, device)
         seconds = time.perf_counter() - epoch_start
         accuracy = evaluate(model, data, config, device, dist_info)
