@@ -241,3 +241,17 @@ def test_own_loop_model_exports_unrolled(tmp_path: Path) -> None:
     info = export_onnx(model, tmp_path / "loop.onnx", T, (1, 8, 8))
     assert info.static_input
     assert verify_onnx(model, info).verified
+
+
+@pytest.mark.slow
+def test_ms_resnet18_ptt_exports_and_verifies(tmp_path: Path) -> None:
+    """The paper's MS-ResNet (membrane shortcut) with PTT layers: unrolled graph verified (T=2, 3x8x8 to keep it quick)."""
+    torch.manual_seed(0)
+    model = zoo_entry("ms_resnet18").factory().eval()
+    for name in ("layer1.0.conv1", "layer2.0.conv1", "layer4.1.conv2"):
+        conv = model.get_submodule(name)
+        model.set_submodule(name, TTConv2d(conv.in_channels, conv.out_channels, 3, (8, 8, 8), "ptt", conv.stride, 1,
+                                           bias=False, timesteps=2))
+    info = export_onnx(model.eval(), tmp_path / "r18.onnx", 2, (3, 8, 8), "unrolled", batch=2)
+    result = verify_onnx(model, info)
+    assert result.verified and result.spikes_compared > 0
