@@ -117,3 +117,14 @@ def test_bad_options_are_bad_input(tmp_path, small_digits):
     for bad in (dict(epochs=0), dict(optimizer="rmsprop"), dict(loss="hinge"), dict(device="tpu")):
         with pytest.raises(BadInputError):
             fit(tiny_model(), small_digits, config(**bad), tmp_path / "x.tt")
+
+
+def test_trains_a_user_sequential_snntorch_model(tmp_path, small_digits):
+    """User style B (nn.Sequential + snn.Leaky(init_hidden=True)) runs folded through the runner."""
+    from user_nets import sequential_net
+
+    torch.manual_seed(0)
+    model = sequential_net()
+    result = fit(model, small_digits, config(epochs=1), tmp_path / "u.tt")
+    assert result["train_loss"] > 0 and 0 <= result["test_accuracy"] <= 100
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
