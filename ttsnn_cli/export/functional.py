@@ -61,12 +61,14 @@ class StepContext:
     heavisides: dict[str, torch.Tensor | None] = field(default_factory=dict)
     step: int | torch.Tensor = 0
     calls: dict[str, int] = field(default_factory=dict)
+    last_out: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
     record: list[torch.Tensor] | None = None
 
     def clear(self) -> None:
         self.mems = {k: None for k in self.mems}
         self.heavisides = {k: None for k in self.heavisides}
         self.calls = {}
+        self.last_out = {}
         self.step = 0
 
 
@@ -114,8 +116,9 @@ class LeakySlot(nn.Module):
             self.context.record.append(h)
         return h
 
-    def step(self, x: torch.Tensor, mem: torch.Tensor | None, reset: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One LIF update -> (spikes, membrane, heaviside of the membrane)."""
+    def step(self, x: torch.Tensor, mem: torch.Tensor | None,
+             reset: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One LIF update -> (spikes, membrane, H(membrane) when it is the next step's reset, else None)."""
         if mem is None and self.positive_threshold:
             new = x  # from a zero membrane every reset mechanism gives exactly x (0 * beta + x)
         else:
@@ -138,7 +141,7 @@ class LeakySlot(nn.Module):
                 new = new - do_reset * self.threshold
             elif self.reset_mechanism == 1:
                 new = new - do_reset * new
-            h = self._heaviside(new)
+            return spk, new, None  # the next step computes H of the reset membrane if it needs it
         return spk, new, h
 
     def forward(self, x: torch.Tensor, mem: torch.Tensor | None = None, *_: Any, **__: Any) -> Any:
@@ -149,11 +152,16 @@ class LeakySlot(nn.Module):
             reset = self.context.heavisides.get(self.slot_name) if stored is not None else None
             spk, new, h = self.step(x, stored, reset)
             self.context.mems[self.slot_name] = new
-            self.context.heavisides[self.slot_name] = h if self.reset_delay else None
+            self.context.heavisides[self.slot_name] = h  # the next reset (None: computed then, if needed)
             return (spk, new) if self.output else spk
         if mem is not None and mem.shape != x.shape:
             mem = None  # snntorch's init_leaky() gives an empty membrane: zeros of the input's shape
-        spk, new, _ = self.step(x, mem, None)
+        # The membrane handed back is usually the one we returned last step: reuse its Heaviside as
+        # the reset rather than computing the same comparison twice.
+        last = self.context.last_out.get(self.slot_name)
+        reset = last[1] if last is not None and mem is not None and last[0] is mem else None
+        spk, new, h = self.step(x, mem, reset)
+        self.context.last_out[self.slot_name] = (new, h)
         return spk, new
 
 

@@ -78,6 +78,9 @@ def _probe_static(model: nn.Module, wrapper: Unrolled, x: torch.Tensor, timestep
         except Exception as error:  # noqa: BLE001 - a model rejecting one layout is the probe's answer
             problems.append(_first_line(error))
             continue
+        if y.dim() < 2 or y.shape[1] != x.shape[1]:  # e.g. an MLP that read [T, B, F] as a batch of T*B rows
+            problems.append(f"output {list(y.shape)} is not [T, B, ...]")
+            continue
         if y.shape[0] != timesteps:
             raise BadInputError(
                 f"{type(model).__name__} runs its own time loop and returned {y.shape[0]} steps, not T={timesteps}: "
