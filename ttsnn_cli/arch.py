@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from ttsnn_cli.bundle import ModelIO
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.zoo import zoo_entry
 
@@ -72,3 +73,14 @@ def _import_factory(spec: str) -> Any:
     if not callable(factory):
         raise BadInputError(f"{spec} is not callable")
     return factory
+
+
+def zoo_io(arch: str | None, kwargs: dict[str, Any] | None) -> ModelIO:
+    """The input shape, T and data a zoo model declares (nothing known for user architectures)."""
+    if not arch or not arch.startswith("zoo:"):
+        return ModelIO()
+    try:
+        entry = zoo_entry(arch[4:])
+    except KeyError as error:
+        raise BadInputError(str(error.args[0])) from None
+    return ModelIO(tuple(entry.input_shape(dict(kwargs or {}))), entry.timesteps, entry.data)

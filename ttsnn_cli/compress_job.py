@@ -12,14 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ttsnn_cli.arch import build_arch
+from ttsnn_cli.arch import build_arch, zoo_io
 from ttsnn_cli.bundle import ModelIO, get_meta, save_bundle
 from ttsnn_cli.checkpoint import load_checkpoint
 from ttsnn_cli.decompose import CompressConfig, compress_model
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import check_output_path
 from ttsnn_cli.ranks import RankSpecError, parse_rank_spec
-from ttsnn_cli.zoo import zoo_entry
 
 
 @dataclass
@@ -39,17 +38,6 @@ class CompressJob:
     seed: int = 0
     force: bool = False
     trust_pickle: bool = False
-
-
-def zoo_io(arch: str | None, kwargs: dict[str, Any] | None) -> ModelIO:
-    """The input shape and T a zoo model declares (nothing for user architectures)."""
-    if not arch or not arch.startswith("zoo:"):
-        return ModelIO()
-    try:
-        entry = zoo_entry(arch[4:])
-    except KeyError as error:
-        raise BadInputError(str(error.args[0])) from None
-    return ModelIO(tuple(entry.input_shape(dict(kwargs or {}))), entry.timesteps, entry.data)
 
 
 def load_source(job: CompressJob) -> nn.Module:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ttsnn_cli.arch import build_arch
+from ttsnn_cli.arch import build_arch, zoo_io
 from ttsnn_cli.bundle import ModelIO, get_meta, save_bundle
 from ttsnn_cli.checkpoint import load_checkpoint
 from ttsnn_cli.data import DataBundle, encode, load_data
@@ -21,7 +21,6 @@ from ttsnn_cli.engine import Progress, TrainConfig, fit, set_seed
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import check_output_path
 from ttsnn_cli.runner import run_timesteps
-from ttsnn_cli.zoo import zoo_entry
 
 
 @dataclass
@@ -39,16 +38,6 @@ class TrainJob:
     trust_pickle: bool = False
 
 
-def _zoo_io(arch: str | None, kwargs: dict[str, Any] | None) -> ModelIO:
-    if not arch or not arch.startswith("zoo:"):
-        return ModelIO()
-    try:
-        entry = zoo_entry(arch[4:])
-    except KeyError as error:
-        raise BadInputError(str(error.args[0])) from None
-    return ModelIO(tuple(entry.input_shape(dict(kwargs or {}))), entry.timesteps, entry.data)
-
-
 def build_model(job: TrainJob) -> nn.Module:
     """train: a fresh model (seeded); finetune: the checkpoint, with its recorded metadata."""
     if job.stage == "train":
@@ -63,7 +52,7 @@ def build_model(job: TrainJob) -> nn.Module:
             raise BadInputError("finetune needs a MODEL (a ttsnn bundle, or a state_dict with --arch)")
         model = load_checkpoint(job.checkpoint, job.arch, job.arch_kwargs, job.trust_pickle)
         meta = get_meta(model)
-    meta.io = _zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io)
+    meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io)
     return model
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ttsnn_cli.bundle import ModelIO, get_meta, tt_config
 from ttsnn_cli.checkpoint import load_checkpoint
-from ttsnn_cli.compress_job import zoo_io
+from ttsnn_cli.arch import zoo_io
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import check_output_path
 

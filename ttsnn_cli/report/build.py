@@ -18,7 +18,7 @@ from torch import nn
 from ttsnn_cli.arch import build_arch
 from ttsnn_cli.bundle import get_meta, tt_config
 from ttsnn_cli.checkpoint import load_checkpoint
-from ttsnn_cli.compress_job import zoo_io
+from ttsnn_cli.arch import zoo_io
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.report.counting import Profile, count_model, needs_all_steps, on_meta, probe_input, profile_model, spike_profile
 from ttsnn_cli.report.flops import training_flops
