@@ -2,6 +2,8 @@
 
 import pickle
 
+import pytest
+
 import torch
 
 from ttsnn_cli.neurons import MultiStepLIF, paper_lif, rectangular
@@ -72,3 +74,40 @@ def test_multistep_gradient_flows_through_time():
     x = (torch.rand(4, 2, 3) * 0.8).requires_grad_()
     MultiStepLIF()(x, sequence=True).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def _snntorch_loop(lif, x):
+    mem = torch.zeros_like(x[0])
+    out = []
+    for t in range(x.shape[0]):
+        spk, mem = lif(x[t], mem)
+        out.append(spk)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("mechanism", ["zero", "subtract", "none"])
+def test_fused_loop_is_bitwise_snntorch(mechanism):
+    """The fused multistep loop equals calling snntorch's Leaky step by step, values and gradients."""
+    from snntorch import Leaky
+
+    torch.manual_seed(2)
+    x = (torch.randn(6, 4, 3, 5) * 0.6 + 0.3).requires_grad_()
+    lif = Leaky(beta=0.25, threshold=0.5, reset_mechanism=mechanism, spike_grad=rectangular)
+    wrapper = MultiStepLIF(lif)
+    assert wrapper._fused()
+    fused = wrapper(x, sequence=True)
+    (gx_fused,) = torch.autograd.grad((fused * torch.arange(6.0).view(6, 1, 1, 1)).sum(), x)
+    reference = _snntorch_loop(lif, x)
+    (gx_ref,) = torch.autograd.grad((reference * torch.arange(6.0).view(6, 1, 1, 1)).sum(), x)
+    assert torch.equal(fused, reference)
+    assert torch.equal(gx_fused, gx_ref)
+    assert gx_ref.abs().sum() > 0
+
+
+def test_other_neurons_use_snntorch_itself():
+    from snntorch import Leaky, surrogate
+
+    wrapper = MultiStepLIF(Leaky(beta=0.5, spike_grad=surrogate.fast_sigmoid()))
+    assert not wrapper._fused()
+    x = torch.rand(3, 2, 4)
+    assert torch.equal(wrapper(x, sequence=True), _snntorch_loop(wrapper.lif, x))

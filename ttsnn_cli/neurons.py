@@ -86,7 +86,48 @@ class MultiStepLIF(TimeAware, nn.Module):
             raise ValueError(f"folded input of {x.shape[0]} samples is not a multiple of T={steps}")
         return self._loop(x.unflatten(0, (steps, -1))).flatten(0, 1)
 
+    def _fused(self) -> bool:
+        """True when the neuron is a plain snntorch Leaky with our surrogate: `_fused_loop` applies."""
+        lif = self.lif
+        return (
+            type(lif) is Leaky
+            and lif.spike_grad is rectangular
+            and lif.reset_delay
+            and not lif.state_quant
+            and not lif.inhibition
+            and int(lif.reset_mechanism_val) in (0, 1, 2)
+        )
+
+    def _fused_loop(self, seq: torch.Tensor) -> torch.Tensor:
+        """snntorch Leaky's recurrence over T with half its per-step ops, bitwise equal (tests check).
+
+        Per step snntorch recomputes the previous step's spike for the reset, clones it and clamps
+        beta; here the reset is the previous spike itself (detached, so the reset carries no gradient,
+        as in snntorch), and beta is clamped once.
+        """
+        lif = self.lif
+        beta = lif.beta.clamp(0, 1)
+        threshold, factor = lif.threshold, lif.graded_spikes_factor
+        mechanism = int(lif.reset_mechanism_val)
+        graded = bool(factor.ne(1).any())
+        spikes = []
+        mem = seq[0]  # beta * 0 + x_0
+        for t in range(seq.shape[0]):
+            if t:
+                reset = spikes[-1].detach() / factor if graded else spikes[-1].detach()
+                if mechanism == 1:  # zero
+                    mem = beta * ((1 - reset) * mem) + seq[t]
+                elif mechanism == 0:  # subtract
+                    mem = beta * mem + seq[t] - reset * threshold
+                else:
+                    mem = beta * mem + seq[t]
+            spk = rectangular(mem - threshold)
+            spikes.append(spk * factor if graded else spk)
+        return torch.stack(spikes)
+
     def _loop(self, seq: torch.Tensor) -> torch.Tensor:
+        if self._fused():
+            return self._fused_loop(seq)
         mem = torch.zeros_like(seq[0])
         spikes = []
         for t in range(seq.shape[0]):
