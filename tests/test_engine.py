@@ -128,3 +128,34 @@ def test_trains_a_user_sequential_snntorch_model(tmp_path, small_digits):
     result = fit(model, small_digits, config(epochs=1), tmp_path / "u.tt")
     assert result["train_loss"] > 0 and 0 <= result["test_accuracy"] <= 100
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_recomputing_tt_same_gradients_less_saved_memory():
+    from ttsnn_cli.engine.memory import recomputing_tt
+    from ttsnn_cli.runner import run_timesteps
+
+    model = compressed().train()
+    x = torch.rand(2, 4, 1, 16, 16)
+
+    def step():
+        saved = []
+
+        def pack(t):
+            saved.append(t.numel() * t.element_size())
+            return t
+
+        model.zero_grad()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = run_timesteps(model, x).sum()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}, sum(saved)
+
+    torch.manual_seed(0)
+    plain, plain_bytes = step()
+    torch.manual_seed(0)
+    with recomputing_tt(model):
+        again, recompute_bytes = step()
+    assert all(type(m) is TTConv2d for m in model.modules() if isinstance(m, TTConv2d))  # restored
+    for name in plain:
+        assert torch.allclose(plain[name], again[name], atol=1e-6), name
+    assert recompute_bytes < plain_bytes

@@ -103,7 +103,8 @@ class MultiStepLIF(TimeAware, nn.Module):
 
         Per step snntorch recomputes the previous step's spike for the reset, clones it and clamps
         beta; here the reset is the previous spike itself (detached, so the reset carries no gradient,
-        as in snntorch), and beta is clamped once.
+        as in snntorch), beta is clamped once, and the zero reset is a masked fill, which keeps a
+        1-byte mask for backward instead of the 4-byte (1 - reset) tensor.
         """
         lif = self.lif
         beta = lif.beta.clamp(0, 1)
@@ -115,8 +116,8 @@ class MultiStepLIF(TimeAware, nn.Module):
         for t in range(seq.shape[0]):
             if t:
                 reset = spikes[-1].detach() / factor if graded else spikes[-1].detach()
-                if mechanism == 1:  # zero
-                    mem = beta * ((1 - reset) * mem) + seq[t]
+                if mechanism == 1:  # zero: (1 - reset) * mem, saving a bool mask for backward, not floats
+                    mem = beta * mem.masked_fill(reset.bool(), 0.0) + seq[t]
                 elif mechanism == 0:  # subtract
                     mem = beta * mem + seq[t] - reset * threshold
                 else:

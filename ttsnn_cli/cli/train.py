@@ -58,11 +58,12 @@ class ProgressView:
             )
 
 
-def _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule) -> TrainConfig:
+def _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
+            recompute_tt=False) -> TrainConfig:
     return TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.lower(), momentum=momentum,
         weight_decay=weight_decay, seed=seed, device=device, train=train, loss=loss, encoding=encoding,
-        schedule=schedule,
+        schedule=schedule, recompute_tt=recompute_tt,
     )
 
 
@@ -99,6 +100,7 @@ RESUME = typer.Option(False, "--resume", help="continue an interrupted run from 
 FORCE = typer.Option(False, "--force", help="overwrite OUT if it exists")
 JSON = typer.Option(False, "--json", help="print one JSON document on stdout")
 ARCH_KWARGS = typer.Option(None, "--arch-kwargs", help="JSON object of factory keyword arguments")
+RECOMPUTE = typer.Option(False, "--recompute-tt", help="TT layers recompute their cores in backward: less memory, ~25 % more time")
 TRUST = typer.Option(False, "--trust-pickle", help="accept a pickled nn.Module (runs code from the file)")
 
 
@@ -133,10 +135,12 @@ def finetune_command(
     lr: float = typer.Option(0.01, "--lr", help="initial learning rate (cosine-annealed to 0)"),
     optimizer: str = OPTIMIZER, momentum: float = MOMENTUM, weight_decay: float = WD, seed: int = SEED,
     device: str = DEVICE, train: str = TRAIN, loss: str = LOSS, encoding: str = ENCODING, schedule: str = SCHEDULE,
-    resume: bool = RESUME, force: bool = FORCE, trust_pickle: bool = TRUST, json_out: bool = JSON,
+    resume: bool = RESUME, force: bool = FORCE, trust_pickle: bool = TRUST, recompute_tt: bool = RECOMPUTE,
+    json_out: bool = JSON,
 ) -> None:
     """Fine-tune a (TT) model with surrogate-gradient BPTT and write the tuned bundle."""
-    config = _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule)
+    config = _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
+                     recompute_tt)
     job = TrainJob("finetune", output, config, data=data, arch=arch,
                    arch_kwargs=parse_arch_kwargs(arch_kwargs) if arch_kwargs else None, checkpoint=model,
                    timesteps=timesteps, resume=resume, force=force, trust_pickle=trust_pickle)

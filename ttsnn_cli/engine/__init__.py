@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ttsnn_cli.data import DataBundle, Encoding, encode
+from ttsnn_cli.engine.memory import recomputing_tt
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import atomic_torch_save, atomic_write_text
 from ttsnn_cli.layers import TTConv2d
@@ -67,6 +68,7 @@ class TrainConfig:
     train: Literal["all", "cores"] = "all"
     loss: str = "ce"
     encoding: Encoding = "direct"
+    recompute_tt: bool = False  # TT layers recompute their cores in backward: less memory, more time
 
     def validate(self) -> None:
         problems = []
@@ -321,10 +323,11 @@ def fit(
         for index, (x, y) in enumerate(loader):
             x, y = x.to(device), y.to(device)
             inputs = encode(x, config.timesteps, config.encoding, data.temporal)
-            out = runner(inputs)
-            loss = loss_fn(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with recomputing_tt(model, config.recompute_tt):
+                out = runner(inputs)
+                loss = loss_fn(out, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             optimizer.step()
             scheduler.step()
             loss_sum += float(loss.detach()) * len(y)
