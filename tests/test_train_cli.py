@@ -130,3 +130,33 @@ def test_recipe_training_sections_are_validated(tmp_path):
     result = invoke("run", recipe, "--out", tmp_path / "r")
     assert result.exit_code == 3
     assert "train.epochs" in result.stderr and "train.optimiser" in result.stderr and "unknown key" in result.stderr
+
+
+@pytest.mark.slow  # ~25 s: three training subprocesses
+def test_kill_9_then_resume_matches_uninterrupted(tmp_path):
+    """A training process killed with SIGKILL after an epoch resumes to the uninterrupted weights."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = ["--arch", "zoo:digits_csnn", "--data", "digits", "--epochs", "4", "--timesteps", "2",
+            "--batch-size", "64", "--arch-kwargs", '{"width": 4}', "--seed", "5"]
+    command = [sys.executable, "-m", "ttsnn_cli", "train", *args]
+    straight = subprocess.run([*command, "-o", str(tmp_path / "a.tt")], capture_output=True, env=env, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    killed_out = tmp_path / "b.tt"
+    state = tmp_path / "b.tt.resume.pt"
+    proc = subprocess.Popen([*command, "-o", str(killed_out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 240
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved_epoch = torch.load(state, weights_only=True)["epoch"]
+    resumed = subprocess.run([*command, "-o", str(killed_out), "--resume", "--json"], capture_output=True, text=True,
+                             env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["resumed_from_epoch"] == saved_epoch
+    a = torch.load(tmp_path / "a.tt", weights_only=True)["state_dict"]
+    b = torch.load(killed_out, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
