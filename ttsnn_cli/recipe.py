@@ -64,6 +64,7 @@ class TrainSection(Section):
     train: Literal["all", "cores"] = Field("all", description="all parameters, or only the TT cores")
     loss: Literal["ce", "ce_rate", "ce_count", "mse_count"] = Field("ce", description="ce: on the time-averaged output")
     encoding: Literal["direct", "rate"] = "direct"
+    recompute_tt: bool = Field(False, description="TT layers recompute their cores in backward: less memory, more time")
 
 
 class FinetuneSection(TrainSection):

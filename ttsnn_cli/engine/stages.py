@@ -15,6 +15,7 @@ def _config(section: TrainSection) -> TrainConfig:
         epochs=section.epochs, batch_size=section.batch_size, lr=section.lr, optimizer=section.optimizer,
         momentum=section.momentum, weight_decay=section.weight_decay, schedule=section.schedule, seed=section.seed,
         device=section.device, train=section.train, loss=section.loss, encoding=section.encoding,
+        recompute_tt=section.recompute_tt,
     )
 
 
