@@ -55,6 +55,9 @@ def paper_lif(init_hidden: bool = False, output: bool = False) -> Leaky:
     )
 
 
+_MECHANISMS = {"subtract": 0, "zero": 1, "none": 2}  # snntorch's reset_mechanism_val codes
+
+
 class MultiStepLIF(TimeAware, nn.Module):
     """Loops one snntorch Leaky over time for layers that run folded.
 
@@ -95,7 +98,7 @@ class MultiStepLIF(TimeAware, nn.Module):
             and lif.reset_delay
             and not lif.state_quant
             and not lif.inhibition
-            and int(lif.reset_mechanism_val) in (0, 1, 2)
+            and getattr(lif, "_reset_mechanism", None) in _MECHANISMS
         )
 
     def _fused_loop(self, seq: torch.Tensor) -> torch.Tensor:
@@ -109,8 +112,11 @@ class MultiStepLIF(TimeAware, nn.Module):
         lif = self.lif
         beta = lif.beta.clamp(0, 1)
         threshold, factor = lif.threshold, lif.graded_spikes_factor
-        mechanism = int(lif.reset_mechanism_val)
-        graded = bool(factor.ne(1).any())
+        mechanism = _MECHANISMS[lif._reset_mechanism]
+        try:  # no data-dependent Python on meta or fake tensors (FLOP counting, export): take the general path
+            graded = factor.requires_grad or bool(factor.ne(1).any())
+        except RuntimeError:
+            graded = True
         spikes = []
         mem = seq[0]  # beta * 0 + x_0
         for t in range(seq.shape[0]):
