@@ -147,3 +147,12 @@ def test_corrupted_bundle_weights_are_detected(tmp_path: Path, seq_checkpoint: P
     torch.save(raw, path)
     with pytest.raises(BadInputError, match="checksum"):
         load_model(path)
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path: Path, seq_checkpoint: Path) -> None:
+    """mkstemp makes owner-only files; a saved bundle must be as readable as any file the user writes."""
+    model = load_checkpoint(seq_checkpoint, ARCH)
+    path = save_model(model, tmp_path / "perm.tt")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

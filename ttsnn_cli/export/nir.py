@@ -31,8 +31,6 @@ Graph metadata: the TT mode and each layer's ranks, T, and the LIF mapping.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from torch import nn
 
 from ttsnn_cli.bundle import tt_config
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.fileio import atomic_output
 from ttsnn_cli.layers import TTConv2d
 from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli.runner import execution_style
@@ -277,14 +276,8 @@ def export_nir(model: nn.Module, path: str | Path, timesteps: int, input_shape: 
 
     graph = build_nir_graph(model.eval(), timesteps, input_shape)
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
-    try:
+    with atomic_output(path) as temporary:
         nir.write(temporary, graph)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return len(graph.nodes)
 
 
