@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ttsnn_cli import tt
 from ttsnn_cli.state import TimeAware
@@ -196,7 +197,21 @@ class TTConv2d(TimeAware, nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ----------------------------------------------------------------------------------- forward
+    recompute: bool = False
+    """Runtime switch (not persisted): save only the input for backward and recompute the cores.
+
+    A dense conv saves its input; a TT layer would also save A (r1 channels) and core4's input (r3
+    channels), which at the paper's ranks can cancel the memory saved on parameters. Per-step HTT
+    counts its calls, so a recomputation would count twice: it is never recomputed.
+    Set for a block with `engine.memory.recomputing_tt(model)`."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        per_step_htt = self.mode == "htt" and self.folded_timesteps is None
+        if self.recompute and torch.is_grad_enabled() and not per_step_htt:
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.core1(x)
         if self._mode_pad is not None:
             a = F.pad(a, self._mode_pad, mode=self.padding_mode)
