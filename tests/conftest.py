@@ -38,3 +38,12 @@ def loop_checkpoint(tmp_path: Path) -> Path:
 def tests_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make `user_nets` importable for subprocesses too."""
     monkeypatch.setenv("PYTHONPATH", str(TESTS))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convs on a busy 2-core machine: torch's thread pool costs 100x more than it saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

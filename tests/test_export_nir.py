@@ -24,12 +24,7 @@ nir = pytest.importorskip("nir")
 T = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def digits(mode: str | None) -> nn.Module:

@@ -28,13 +28,7 @@ from ttsnn_cli.zoo import zoo_entry
 T = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on a busy 2-core machine: torch's thread pool costs 100x more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def seq_net(reset: str = "subtract", reset_delay: bool = True) -> nn.Sequential:

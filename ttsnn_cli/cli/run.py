@@ -51,14 +51,26 @@ def run(
 
 
 def _summary(result: dict[str, Any]) -> str:
-    keys = ("test_accuracy", "totals", "verified", "output")
+    """One line per stage: the figures a person looks for first."""
     parts = []
-    for key in keys:
-        if key in result:
-            value = result[key]
-            if key == "totals" and isinstance(value, dict):
-                value = f"params {value.get('params_before'):,} -> {value.get('params_after'):,} ({value.get('param_ratio', 0):.2f}x)"
-            parts.append(f"{key} {value}")
+    if "test_accuracy" in result:
+        parts.append(f"test accuracy {result['test_accuracy']:.2f} %")
+    totals = result.get("totals")
+    if isinstance(totals, dict) and "param_ratio" in totals:
+        parts.append(f"params {totals['params_before']:,} -> {totals['params_after']:,} ({totals['param_ratio']:.2f}x)")
+    ratios = result.get("ratios")
+    if isinstance(ratios, dict):
+        parts.append(", ".join(f"{key} {value:.2f}x" for key, value in ratios.items()
+                               if key in ("weights", "macs") and isinstance(value, (int, float))) + " fewer than dense")
+    gates = result.get("gates")
+    if gates:
+        parts.append(f"gates passed {sum(g['passed'] for g in gates)}/{len(gates)}")
+    if "verified" in result:
+        parts.append(f"verified {result['verified']} (max abs diff {result.get('max_abs_diff', float('nan')):.2g})")
+    if "output" in result:
+        parts.append(f"-> {result['output']}")
+    elif "onnx" in result:
+        parts.append(f"-> {result['onnx']}")
     return "; ".join(parts)
 
 
