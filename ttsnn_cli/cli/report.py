@@ -24,7 +24,7 @@ def report(
     baseline: Optional[Path] = typer.Option(None, help="Dense baseline (default: the bundle's arch rebuilt dense)."),
     data: Optional[str] = typer.Option(None, help="Data SPEC: measure spike rates (and accuracy for --max-acc-drop)."),
     hw: bool = typer.Option(False, "--hw", help="Simulate training on the accelerator model (every schedule)."),
-    accel: str = typer.Option("sata", help="Accelerator preset (sata, tt-accel) or YAML file."),
+    accel: Optional[str] = typer.Option(None, help="Accelerator preset (sata, tt-accel) or YAML file; implies --hw (default sata)."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG of per-layer params/MACs and hw energy."),
     timesteps: Optional[int] = typer.Option(None, min=1, help="Timesteps T when the bundle does not record it."),
     input_shape: Optional[str] = typer.Option(None, help="Per-step input shape C,H,W when the bundle does not record it."),
@@ -37,7 +37,8 @@ def report(
     json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
 ) -> None:
     """Report params, MACs/timestep, training FLOPs and SynOps of MODEL vs its dense baseline."""
-    job = ReportJob(model=model, baseline=baseline, data=data, hw=hw, accel=accel, plot=plot, timesteps=timesteps,
+    job = ReportJob(model=model, baseline=baseline, data=data, hw=hw or accel is not None, accel=accel or "sata",
+                    plot=plot, timesteps=timesteps,
                     input_shape=parse_input_shape(input_shape), data_samples=data_samples, trust_pickle=trust_pickle,
                     gates=GateLimits(min_param_reduction, min_mac_reduction, max_energy_ratio, max_acc_drop))
     document = run_report(job)

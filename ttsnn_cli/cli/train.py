@@ -31,6 +31,7 @@ class ProgressView:
             TimeElapsedColumn(),
             console=self.console,
             transient=True,
+            disable=not self.console.is_terminal,  # logs and pipes get the per-epoch lines only
         )
         self.task = None
 
