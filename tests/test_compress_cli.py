@@ -193,3 +193,14 @@ def test_real_process_version_and_error(tmp_path: Path, seq_checkpoint: Path) ->
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["output"].endswith("x.tt")
     torch.load(tmp_path / "x.tt", weights_only=True)
+
+
+def test_recipe_data_paths_resolve_against_the_recipe_folder(tmp_path: Path, seq_checkpoint: Path) -> None:
+    recipe = _write_recipe(tmp_path, seq_checkpoint)
+    data = yaml.safe_load(recipe.read_text())
+    data["data"] = "cifar10:data/cifar"
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    assert invoke("run", recipe, "--out", out).exit_code == 0
+    recorded = torch.load(out / "compressed.tt", weights_only=True)["io"]["data"]
+    assert recorded == f"cifar10:{tmp_path / 'data' / 'cifar'}"

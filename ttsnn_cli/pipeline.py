@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ttsnn_cli.recipe import Recipe
+from ttsnn_cli.recipe import Recipe, resolve_path
 
 
 @dataclass
@@ -26,6 +26,10 @@ class RunContext:
     dense_path: Path | None = None
     results: dict[str, Any] = field(default_factory=dict)
     on_event: Callable[[str, dict[str, Any]], None] | None = None
+
+    def input_model(self, recipe: Recipe) -> Path | None:
+        """The model a stage starts from: the previous stage's output, else the recipe's checkpoint."""
+        return self.model_path or resolve_path(self.base_dir, recipe.model.checkpoint)
 
     def emit(self, kind: str, **fields: Any) -> None:
         if self.on_event is not None:
@@ -55,14 +59,11 @@ def register_stage(name: str) -> Callable[[StageFunction], StageFunction]:
 
 
 def _load_stage_modules() -> None:
+    """Import the modules whose `@register_stage` fill the registry (not at import: no cycles)."""
     import importlib
 
     for module in ("ttsnn_cli.stages", "ttsnn_cli.engine.stages", "ttsnn_cli.report.stage", "ttsnn_cli.export.stage"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name is None or not module.startswith(error.name):
-                raise
+        importlib.import_module(module)
 
 
 def planned_stages(recipe: Recipe) -> list[Stage]:

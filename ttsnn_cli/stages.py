@@ -7,14 +7,14 @@ from typing import Any
 from ttsnn_cli.bundle import ModelIO
 from ttsnn_cli.compress_job import CompressJob, run_compress
 from ttsnn_cli.pipeline import RunContext, register_stage
-from ttsnn_cli.recipe import Recipe, resolve_path
+from ttsnn_cli.recipe import Recipe, resolve_data_spec
 
 
 @register_stage("compress")
 def compress_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     section = recipe.compress
     assert section is not None
-    checkpoint = context.model_path or resolve_path(context.base_dir, recipe.model.checkpoint)
+    checkpoint = context.input_model(recipe)
     output = context.out_dir / "compressed.tt"
     job = CompressJob(
         output=output,
@@ -27,7 +27,8 @@ def compress_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
         include=section.include,
         exclude=section.exclude,
         overrides=section.layers,
-        io=ModelIO(tuple(recipe.model.input_shape) if recipe.model.input_shape else None, recipe.model.timesteps, recipe.data),
+        io=ModelIO(tuple(recipe.model.input_shape) if recipe.model.input_shape else None, recipe.model.timesteps,
+                   resolve_data_spec(context.base_dir, recipe.data)),
         svd=section.svd,
         force=context.force,
     )

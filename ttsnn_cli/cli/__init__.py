@@ -35,13 +35,9 @@ def _root(
     """ttsnn: TT-SNN compression for snntorch models."""
 
 
-# Command modules register themselves on `app` when imported; a module not written yet is skipped.
+# Command modules register themselves on `app` when imported.
 for _name in ("compress", "inspect", "train", "report", "export", "run"):
-    try:
-        importlib.import_module(f"ttsnn_cli.cli.{_name}")
-    except ModuleNotFoundError as _error:
-        if _error.name != f"ttsnn_cli.cli.{_name}":
-            raise
+    importlib.import_module(f"ttsnn_cli.cli.{_name}")
 
 
 def main() -> None:

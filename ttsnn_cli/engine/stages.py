@@ -6,7 +6,7 @@ from typing import Any
 
 from ttsnn_cli.engine import TrainConfig
 from ttsnn_cli.pipeline import RunContext, register_stage
-from ttsnn_cli.recipe import Recipe, TrainSection, resolve_data_spec, resolve_path
+from ttsnn_cli.recipe import Recipe, TrainSection, resolve_data_spec
 from ttsnn_cli.train_job import TrainJob, run_train_job
 
 
@@ -50,7 +50,7 @@ def train_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
 def finetune_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     section = recipe.finetune
     assert section is not None
-    checkpoint = context.model_path or resolve_path(context.base_dir, recipe.model.checkpoint)
+    checkpoint = context.input_model(recipe)
     output = context.out_dir / "finetuned.tt"
     arch = None if context.model_path else recipe.model.arch  # a bundle knows its architecture
     job = TrainJob("finetune", output, _config(section), data=_data(recipe, context, section), arch=arch,

@@ -8,14 +8,14 @@ from ttsnn_cli.bundle import ModelIO
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.job import ExportJob, run_export
 from ttsnn_cli.pipeline import RunContext, register_stage
-from ttsnn_cli.recipe import Recipe, resolve_path
+from ttsnn_cli.recipe import Recipe
 
 
 @register_stage("export")
 def export_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     section = recipe.export
     assert section is not None
-    model_path = context.model_path or resolve_path(context.base_dir, recipe.model.checkpoint)
+    model_path = context.input_model(recipe)
     if model_path is None:
         raise BadInputError("export stage: no model to export (no earlier stage wrote one and model.checkpoint is unset)")
     shape = tuple(recipe.model.input_shape) if recipe.model.input_shape else None

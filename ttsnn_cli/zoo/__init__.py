@@ -49,11 +49,7 @@ def register(
 
 def _load_all() -> None:
     for module in _MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:  # a zoo module not written yet must not break the rest
-            if error.name != module:
-                raise
+        importlib.import_module(module)
 
 
 def zoo_names() -> list[str]:
