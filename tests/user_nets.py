@@ -63,3 +63,32 @@ def loop_net(**kwargs: int) -> LoopNet:
 
 def not_a_module() -> str:
     return "nope"
+
+
+def audio_net(channels: int = 16, hidden: int = 32, length: int = 40, num_classes: int = 10, beta: float = 0.8) -> nn.Sequential:
+    """A keyword-spotting style SNN (SHD-like): Conv1d over time-frequency channels, per step
+    input [channels, length]; stride, dilation, 'same' and bias vary, plus a 1-wide conv to skip."""
+    return nn.Sequential(
+        nn.Conv1d(channels, hidden, 5, padding=2),
+        snn.Leaky(beta=beta, init_hidden=True),
+        nn.Conv1d(hidden, hidden, 3, stride=2, padding=2, dilation=2, bias=False),
+        snn.Leaky(beta=beta, init_hidden=True),
+        nn.Conv1d(hidden, hidden, 4, padding="same"),
+        nn.Conv1d(hidden, hidden, 1),
+        snn.Leaky(beta=beta, init_hidden=True),
+        nn.AvgPool1d(2),
+        nn.Flatten(),
+        nn.Linear(hidden * (length // 4), num_classes),
+        snn.Leaky(beta=beta, init_hidden=True, output=True),
+    )
+
+
+def recurrent_mlp(inputs: int = 64, hidden: int = 96, num_classes: int = 10, beta: float = 0.8) -> nn.Sequential:
+    """A spiking MLP (snntorch tutorial 5 style) with an RLeaky whose recurrent weights are a Linear."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(inputs, hidden),
+        snn.RLeaky(beta=beta, linear_features=hidden, init_hidden=True),
+        nn.Linear(hidden, num_classes),
+        snn.Leaky(beta=beta, init_hidden=True, output=True),
+    )

@@ -3,7 +3,7 @@
 A plain dict of strings, numbers, lists and tensors, so `torch.load(weights_only=True)` reads it:
   format, format_version, ttsnn_version
   arch: {spec, kwargs}            the dense architecture (zoo:NAME or module:factory) and its kwargs
-  tt: null | {mode, layers: {module name: TTConv2d.config()}}
+  tt: null | {mode, layers: {module name: TT layer config() + its `type` (conv2d, conv1d, linear)}}
   io: {input_shape, timesteps, data}   what the model eats, as far as known
   state_dict, state_sha256        weights, and a checksum that catches a corrupted file
   source: null | {path, sha256}   the checkpoint the bundle was made from
@@ -24,7 +24,7 @@ from torch import nn
 
 from ttsnn_cli._version import __version__
 from ttsnn_cli.fileio import atomic_torch_save
-from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.tt_layers import is_tt_layer, tt_layer_config
 
 FORMAT = "ttsnn.bundle"
 FORMAT_VERSION = 1
@@ -81,10 +81,11 @@ def get_meta(model: nn.Module) -> ModelMeta:
 
 def tt_config(model: nn.Module) -> dict[str, Any] | None:
     """The TT layers of `model` by module name, or None for a dense model."""
-    layers = {name: m.config() for name, m in model.named_modules() if isinstance(m, TTConv2d)}
+    layers = {name: tt_layer_config(m) for name, m in model.named_modules() if is_tt_layer(m)}
     if not layers:
         return None
-    modes = {cfg["mode"] for cfg in layers.values()}
+    # a TT-matrix Linear has no spatial cores and runs the same chain in every mode: the convs say
+    modes = {cfg["mode"] for cfg in layers.values() if cfg["type"] != "linear"} or {"stt"}
     return {"mode": modes.pop() if len(modes) == 1 else "mixed", "layers": layers}
 
 

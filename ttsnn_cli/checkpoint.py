@@ -20,7 +20,7 @@ from torch import nn
 from ttsnn_cli.arch import build_arch
 from ttsnn_cli.bundle import FORMAT_VERSION, ModelIO, ModelMeta, file_checksum, get_meta, is_bundle, state_checksum
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.tt_layers import tt_layer_from_config
 
 _STATE_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -96,7 +96,11 @@ def apply_tt_config(model: nn.Module, tt: Mapping[str, Any]) -> None:
             model.get_submodule(name)
         except AttributeError:
             raise BadInputError(f"bundle names TT layer {name!r}, which the architecture does not have") from None
-        model.set_submodule(name, TTConv2d.from_config(config))
+        try:
+            layer = tt_layer_from_config(config)
+        except (KeyError, TypeError, ValueError) as error:
+            raise BadInputError(f"bundle's TT layer {name!r} has an unusable config: {error}") from None
+        model.set_submodule(name, layer)
 
 
 def load_checkpoint(

@@ -19,6 +19,7 @@ from ttsnn_cli.decompose import CompressConfig, compress_model
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import check_output_path
 from ttsnn_cli.ranks import RankSpecError, parse_rank_spec
+from ttsnn_cli.tt_layers import parse_layer_types
 
 
 @dataclass
@@ -35,6 +36,8 @@ class CompressJob:
     overrides: dict[str, Any] = field(default_factory=dict)
     io: ModelIO = field(default_factory=ModelIO)
     svd: str = "qr_svd"
+    layer_types: Any = None  # comma text or a list; None = the default (conv2d, conv1d)
+    linear_cores: int = 3
     seed: int = 0
     force: bool = False
     trust_pickle: bool = False
@@ -62,8 +65,11 @@ def run_compress(job: CompressJob) -> tuple[nn.Module, dict[str, Any]]:
     check_output_path(job.output, [job.checkpoint], job.force)
     try:
         spec = parse_rank_spec(job.ranks, job.rank_method, per_layer=bool(job.overrides))
+        layer_types = parse_layer_types(job.layer_types)
     except RankSpecError as error:
         raise BadInputError(str(error)) from None
+    except ValueError as error:
+        raise BadInputError(f"--layer-types: {error}") from None
     model = load_source(job)
     meta = get_meta(model)
     config = CompressConfig(
@@ -74,6 +80,8 @@ def run_compress(job: CompressJob) -> tuple[nn.Module, dict[str, Any]]:
         overrides=dict(job.overrides),
         timesteps=meta.io.timesteps,
         svd=job.svd,
+        layer_types=layer_types,
+        linear_cores=job.linear_cores,
     )
     model, result = compress_model(model, config)
     meta.history.append({"stage": "compress", "mode": job.mode, "rank_method": result.rank_method,

@@ -1,7 +1,14 @@
 """nn.Module -> nn.Module with TT layers: choose layers, resolve ranks, decompose, swap in place.
 
 `compress_model` is the library's stage function: it returns the same model object with each
-eligible Conv2d replaced by a TTConv2d at the same name, and a data-first report of what it did.
+eligible layer of the chosen types (`--layer-types`, default conv2d,conv1d) replaced by its TT layer
+at the same name (Conv2d -> TTConv2d, Conv1d -> TTConv1d, Linear -> TTLinear), and a data-first
+report of what it did.
+
+Modes and the new types: a Conv1d takes STT or HTT; PTT needs two spatial axes, so `--mode ptt` on a
+model with a Conv1d to decompose is refused in one line naming the layer (a silent STT fallback would
+make the reported mode a lie; pass `--layer-types conv2d` or `--exclude` it). A TT-matrix Linear has
+no spatial cores: it runs its exact chain in every mode (its report note says so).
 """
 
 from __future__ import annotations
@@ -14,7 +21,11 @@ import torch
 from torch import nn
 
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.layer_ranks import describe_factors, linear_factors, resolve_module_ranks, would_grow
 from ttsnn_cli.layers import MODES, Mode, TTConv2d
+from ttsnn_cli.layers_conv1d import PTT_REFUSAL, TTConv1d
+from ttsnn_cli.tt_layers import DEFAULT_LAYER_TYPES, is_tt_layer, layer_type
+from ttsnn_cli.tt_linear import TTLinear
 from ttsnn_cli.ranks import RankSpec, RankSpecError, ResolvedRanks, budget_ranks, cap_ranks, parse_ranks, resolve_layer_ranks
 from ttsnn_cli.tt import SVD_METHODS, relative_error
 
@@ -31,6 +42,8 @@ class CompressConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     timesteps: int | None = None
     svd: str = "qr_svd"
+    layer_types: tuple[str, ...] = DEFAULT_LAYER_TYPES
+    linear_cores: int = 3  # d, the number of TT-matrix cores of a Linear (in/out features split in d factors)
 
 
 @dataclass
@@ -71,13 +84,15 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def skip_reason(conv: nn.Conv2d) -> str | None:
-    """Why a Conv2d cannot (usefully) become TT cores, or None when it can."""
+def skip_reason(conv: nn.Conv2d | nn.Conv1d) -> str | None:
+    """Why a Conv2d or Conv1d cannot (usefully) become TT cores, or None when it can."""
     if conv.groups != 1:
         kind = "depthwise" if conv.groups == conv.in_channels == conv.out_channels else "grouped"
         return f"{kind} conv (groups={conv.groups}): TT cores cannot split channel groups"
     if conv.kernel_size == (1, 1):
         return "1x1 conv: already a channel matrix, nothing spatial to split"
+    if conv.kernel_size == (1,):
+        return "1-wide conv: already a channel matrix, nothing spatial to split"
     if conv.padding_mode not in ("zeros", "reflect", "replicate", "circular"):
         return f"padding_mode {conv.padding_mode!r} not supported"
     return None
@@ -105,22 +120,34 @@ def _override_for(name: str, overrides: dict[str, Any]) -> Any:
     return None
 
 
-def plan_layers(model: nn.Module, config: CompressConfig) -> tuple[dict[str, nn.Conv2d], list[LayerReport]]:
+def _type_reason(name: str, module: nn.Module, model: nn.Module, config: CompressConfig) -> str | None:
+    """Why a layer of a known type is not decomposed before looking at its shape, or None."""
+    kind = layer_type(module)
+    if kind not in config.layer_types:
+        if kind == "linear":
+            return "Linear: not in --layer-types (add linear to decompose it as a TT-matrix), stays dense"
+        return f"{type(module).__name__}: not in --layer-types ({','.join(config.layer_types)}), stays dense"
+    parent = name.rpartition(".")[0]
+    if isinstance(model.get_submodule(parent) if parent else model, nn.MultiheadAttention):
+        return "inside MultiheadAttention, which reads the weight directly: stays dense"
+    if isinstance(module, (nn.Conv2d, nn.Conv1d)):
+        return skip_reason(module)
+    return None
+
+
+def plan_layers(model: nn.Module, config: CompressConfig) -> tuple[dict[str, nn.Module], list[LayerReport]]:
     """Split the model's convs and linears into those to decompose and those skipped (with reasons)."""
     include = _compile(config.include, "--include")
     exclude = _compile(config.exclude, "--exclude")
-    chosen: dict[str, nn.Conv2d] = {}
+    chosen: dict[str, nn.Module] = {}
     skipped: list[LayerReport] = []
-    inside_tt = [name for name, m in model.named_modules() if isinstance(m, TTConv2d)]
+    inside_tt = [name for name, m in model.named_modules() if is_tt_layer(m)]
     for name, module in model.named_modules():
         if any(name == t or name.startswith(t + ".") for t in inside_tt):
             continue
-        if isinstance(module, nn.Linear):
-            skipped.append(_skipped(name, module, "Linear: not a convolution, stays dense"))
+        if not isinstance(module, (nn.Conv2d, nn.Conv1d, nn.Linear)):
             continue
-        if not isinstance(module, nn.Conv2d):
-            continue
-        reason = skip_reason(module)
+        reason = _type_reason(name, module, model, config)
         if reason is None and include and not any(p.search(name) for p in include):
             reason = "not matched by --include"
         if reason is None:
@@ -135,7 +162,7 @@ def plan_layers(model: nn.Module, config: CompressConfig) -> tuple[dict[str, nn.
 
 
 def _skipped(name: str, module: nn.Module, reason: str) -> LayerReport:
-    is_conv = isinstance(module, nn.Conv2d)
+    is_conv = isinstance(module, (nn.Conv2d, nn.Conv1d))
     return LayerReport(
         name=name,
         type=type(module).__name__,
@@ -151,18 +178,24 @@ def _skipped(name: str, module: nn.Module, reason: str) -> LayerReport:
     )
 
 
-def resolve_all_ranks(chosen: dict[str, nn.Conv2d], config: CompressConfig) -> dict[str, ResolvedRanks]:
+def resolve_all_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, ResolvedRanks]:
+    """Effective ranks per chosen layer: Conv2d through `ranks.py`, Conv1d / Linear through
+    `layer_ranks.py` (same methods on their own shapes)."""
     equal = config.mode != "stt"
     spec = config.ranks
     budget: dict[str, ResolvedRanks] = {}
-    if spec.method == "budget":
+    convs2d = {n: c for n, c in chosen.items() if isinstance(c, nn.Conv2d)}
+    if spec.method == "budget" and convs2d:
         assert spec.value is not None
-        budget = budget_ranks({n: tuple(c.weight.shape) for n, c in chosen.items()}, spec.value, equal)
+        budget = budget_ranks({n: tuple(c.weight.shape) for n, c in convs2d.items()}, spec.value, equal)
     resolved = {}
     for name, conv in chosen.items():
         override = _override_for(name, config.overrides)
         try:
-            if override is not None:
+            if not isinstance(conv, nn.Conv2d):
+                equal_here = equal and isinstance(conv, nn.Conv1d)
+                resolved[name] = resolve_module_ranks(conv, spec, override, equal_here, config.linear_cores)
+            elif override is not None:
                 resolved[name] = cap_ranks(tuple(conv.weight.shape), parse_ranks(override), equal)
             elif spec.method == "budget":
                 resolved[name] = budget[name]
@@ -181,32 +214,49 @@ def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module,
         raise BadInputError(f"unknown SVD method {config.svd!r}; choose one of {', '.join(SVD_METHODS)}")
     if config.mode == "htt" and not config.timesteps:
         raise BadInputError("HTT needs the number of timesteps: pass --timesteps T (or set model.timesteps in the recipe)")
+    unknown = [t for t in config.layer_types if t not in ("conv2d", "conv1d", "linear")]
+    if unknown or not config.layer_types:
+        raise BadInputError(f"--layer-types takes a comma list of conv2d, conv1d, linear; got {','.join(config.layer_types)!r}")
+    if config.linear_cores < 1:
+        raise BadInputError(f"--linear-cores must be at least 1, got {config.linear_cores}")
     params_total_before = _params(model)
     chosen, reports = plan_layers(model, config)
+    if config.mode == "ptt":
+        conv1d = next((n for n, m in chosen.items() if isinstance(m, nn.Conv1d)), None)
+        if conv1d is not None:
+            raise BadInputError(f"layer {conv1d}: {PTT_REFUSAL}; use --mode stt/htt or drop conv1d from --layer-types")
     if not chosen:
-        raise BadInputError("no Conv2d layer to decompose (all skipped: see --include/--exclude, or the model has no k x k convs)")
+        raise BadInputError(f"no layer to decompose among the layer types {','.join(config.layer_types)} (all "
+                            "skipped: see --layer-types, --include/--exclude, or the model has no k-wide convs)")
     resolved = resolve_all_ranks(chosen, config)
+    for name in [n for n, m in chosen.items() if not isinstance(m, nn.Conv2d)]:
+        reason = would_grow(chosen[name], resolved[name].effective, config.linear_cores)
+        if reason is not None:
+            reports.append(_skipped(name, chosen.pop(name), reason))
+            del resolved[name]
+    if not chosen:
+        raise BadInputError("no layer to decompose: every candidate would grow at these ranks (see the skipped reasons)")
     warnings = [f"{name}: ranks {r.note}" for name, r in resolved.items() if r.note and r.note.startswith("capped")]
     warnings += [f"{name}: {r.note}" for name, r in resolved.items() if r.note and r.note.startswith("vbmf found")]
     for name, conv in chosen.items():
         ranks = resolved[name]
         with torch.no_grad():
-            layer = TTConv2d.from_conv(conv, ranks.effective, config.mode, config.timesteps, config.svd)
-            error = relative_error(layer.effective_kernel(), conv.weight)
+            layer, error, note = _decompose_one(conv, ranks.effective, config)
+        is_conv = not isinstance(conv, nn.Linear)
         reports.append(
             LayerReport(
                 name=name,
-                type="Conv2d",
-                kernel=list(conv.kernel_size),
-                in_channels=conv.in_channels,
-                out_channels=conv.out_channels,
+                type={"conv2d": "Conv2d", "conv1d": "Conv1d", "linear": "Linear"}[layer_type(conv) or "conv2d"],
+                kernel=list(conv.kernel_size) if is_conv else None,
+                in_channels=conv.in_channels if is_conv else conv.in_features,
+                out_channels=conv.out_channels if is_conv else conv.out_features,
                 ranks=list(ranks.effective),
                 requested_ranks=list(ranks.requested),
                 params_before=_params(conv),
                 params_after=_params(layer),
                 rel_error=error,
                 skipped=None,
-                note=ranks.note,
+                note="; ".join(n for n in (ranks.note, note) if n) or None,
             )
         )
         layer.train(conv.training)
@@ -228,3 +278,19 @@ def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module,
         "decomposed_param_ratio": before / after,
     }
     return model, CompressionResult(config.mode, config.ranks.describe(), reports, totals, warnings)
+
+
+def _decompose_one(module: nn.Module, ranks: tuple[int, ...], config: CompressConfig) -> tuple[nn.Module, float, str | None]:
+    """The TT layer for one chosen layer, its relative error against the dense weight, and a note."""
+    if isinstance(module, nn.Conv2d):
+        layer = TTConv2d.from_conv(module, ranks, config.mode, config.timesteps, config.svd)  # type: ignore[arg-type]
+        return layer, relative_error(layer.effective_kernel(), module.weight), None
+    if isinstance(module, nn.Conv1d):
+        conv1d = TTConv1d.from_conv(module, ranks, config.mode, config.timesteps, config.svd)  # type: ignore[arg-type]
+        return conv1d, relative_error(conv1d.effective_kernel(), module.weight), None
+    out_f, in_f = linear_factors(module, config.linear_cores)  # type: ignore[arg-type]
+    linear = TTLinear.from_linear(module, ranks, in_f, out_f, config.svd)  # type: ignore[arg-type]
+    note = describe_factors(module, config.linear_cores)
+    if config.mode != "stt":
+        note += f" (no spatial cores: runs the exact chain in {config.mode.upper()} too)"
+    return linear, relative_error(linear.effective_weight(), module.weight), note

@@ -18,7 +18,6 @@ Every forward path is chosen once, at construction.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -234,16 +233,7 @@ class TTConv2d(TimeAware, nn.Module):
 
     def _half(self, a: torch.Tensor) -> torch.Tensor:
         """HTT: the parallel path for the first ceil(T/2) steps, the reduced path after."""
-        if self.folded_timesteps is not None:
-            steps = self.folded_timesteps
-            full = math.ceil(steps / 2) * (a.shape[0] // steps)
-            if full >= a.shape[0]:
-                return self._parallel(a)
-            return torch.cat([self._parallel(a[:full]), self._reduced(a[full:])])
-        step = self.step
-        self.step = step + 1
-        assert self.timesteps is not None
-        return self._parallel(a) if step < math.ceil(self.timesteps / 2) else self._reduced(a)
+        return self.first_half(a, self._parallel, self._reduced, self.timesteps)
 
     def extra_repr(self) -> str:
         return (

@@ -45,6 +45,10 @@ class CompressSection(Section):
         default_factory=dict, description="per-layer ranks by module name (or a regex matching whole names)"
     )
     svd: Literal["qr_svd", "truncated_svd", "symeig_svd", "randomized_svd"] = "qr_svd"
+    layer_types: list[Literal["conv2d", "conv1d", "linear"]] = Field(
+        default_factory=lambda: ["conv2d", "conv1d"], min_length=1,
+        description="which dense layers become TT layers: conv2d, conv1d, linear (TT-matrix)")
+    linear_cores: int = Field(3, ge=1, le=8, description="cores d of a TT-matrix Linear (features split in d factors)")
 
 
 class TrainSection(Section):

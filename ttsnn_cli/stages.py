@@ -30,6 +30,8 @@ def compress_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
         io=ModelIO(tuple(recipe.model.input_shape) if recipe.model.input_shape else None, recipe.model.timesteps,
                    resolve_data_spec(context.base_dir, recipe.data)),
         svd=section.svd,
+        layer_types=section.layer_types,
+        linear_cores=section.linear_cores,
         force=context.force,
     )
     _, result = run_compress(job)

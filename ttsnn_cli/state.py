@@ -14,7 +14,8 @@ Two layouts of time exist in this project:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -38,6 +39,21 @@ class TimeAware:
 
     def reset_time(self) -> None:
         self.step = 0
+
+    def first_half(self, x: torch.Tensor, full: Callable[[torch.Tensor], torch.Tensor],
+                   reduced: Callable[[torch.Tensor], torch.Tensor], timesteps: int | None) -> torch.Tensor:
+        """HTT's timestep logic: `full` for t < ceil(T/2), `reduced` after. Folded input [T*B, ...]
+        is split by time-major position; per-step calls are counted since the last reset."""
+        if self.folded_timesteps is not None:
+            steps = self.folded_timesteps
+            split = math.ceil(steps / 2) * (x.shape[0] // steps)
+            if split >= x.shape[0]:
+                return full(x)
+            return torch.cat([full(x[:split]), reduced(x[split:])])
+        step = self.step
+        self.step = step + 1
+        assert timesteps is not None
+        return full(x) if step < math.ceil(timesteps / 2) else reduced(x)
 
 
 def is_neuron(module: nn.Module) -> bool:

@@ -205,3 +205,153 @@ def fit_cross_cores(weight: torch.Tensor, start: TTCores, iterations: int = 10, 
         else:
             horizontal[b] = 2 * m
     return TTCores(first=u_in.T.contiguous(), vertical=vertical, horizontal=horizontal, last=u_out.contiguous())
+
+
+# ------------------------------------------------------------------------------ other layer shapes
+def _tt_factors(tensor: torch.Tensor, ranks: list[int], svd: str) -> list[torch.Tensor]:
+    """tensorly's TT-SVD of a float64 tensor at inner ranks `ranks` (already capped by the caller)."""
+    if svd not in SVD_METHODS:
+        raise ValueError(f"unknown SVD method {svd!r}; choose one of {', '.join(SVD_METHODS)}")
+    with tl.backend_context("pytorch"):
+        method = qr_truncated_svd if svd == "qr_svd" else svd
+        return [f.detach() for f in tensor_train(tensor, rank=[1, *ranks, 1], svd=method).factors]
+
+
+def unfolding_caps(dims: tuple[int, ...]) -> tuple[int, ...]:
+    """The largest TT ranks of a tensor of `dims`: min(prod(dims[:k]), prod(dims[k:])) per inner bond."""
+    return tuple(min(math.prod(dims[:k]), math.prod(dims[k:])) for k in range(1, len(dims)))
+
+
+def tt_unfoldings(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The TT unfoldings (prod(dims[:k]) x rest) of a tensor, float64, one per inner bond."""
+    t = tensor.detach().to(torch.float64).cpu()
+    return [t.reshape(math.prod(t.shape[:k]), -1) for k in range(1, t.dim())]
+
+
+# Conv1d: W (Cout, Cin, k) -> (Cin, k, Cout) -> G1 (1, Cin, r1), G2 (r1, k, r2), G3 (r2, Cout, 1).
+Ranks1d = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class TTCores1d:
+    """The three cores of a Conv1d as the convolutions use them: first (r1, Cin), middle (k, r2, r1)
+    as [tap, out, in], last (Cout, r2)."""
+
+    first: torch.Tensor
+    middle: torch.Tensor
+    last: torch.Tensor
+
+    @property
+    def ranks(self) -> Ranks1d:
+        return (self.first.shape[0], self.middle.shape[1])
+
+
+def conv1d_tensor(weight: torch.Tensor) -> torch.Tensor:
+    """The (Cin, k, Cout) float64 tensor whose TT-SVD gives a Conv1d's cores."""
+    return weight.detach().to(torch.float64).cpu().permute(1, 2, 0).contiguous()
+
+
+def max_tt_ranks_1d(kernel_shape: tuple[int, ...]) -> Ranks1d:
+    """Largest meaningful (r1, r2) of a (Cout, Cin, k) kernel: min(Cin, k*Cout), min(Cin*k, Cout)."""
+    cout, cin, k = kernel_shape
+    caps = unfolding_caps((cin, k, cout))
+    return caps[0], caps[1]
+
+
+def tt_param_count_1d(kernel_shape: tuple[int, ...], ranks: Ranks1d) -> int:
+    """Weights of the three cores: Cin*r1 + k*r1*r2 + r2*Cout (bias not included)."""
+    cout, cin, k = kernel_shape
+    r1, r2 = ranks
+    return cin * r1 + k * r1 * r2 + r2 * cout
+
+
+def tt_svd_conv1d(weight: torch.Tensor, ranks: Ranks1d, svd: str = "qr_svd") -> TTCores1d:
+    """TT-SVD of a (Cout, Cin, k) kernel into three cores, float64, ranks no larger than the caps."""
+    caps = max_tt_ranks_1d(tuple(weight.shape))
+    if any(r > c for r, c in zip(ranks, caps)):
+        raise ValueError(f"ranks {ranks} exceed the kernel's TT ranks {caps}")
+    g1, g2, g3 = _tt_factors(conv1d_tensor(weight), list(ranks), svd)
+    return TTCores1d(
+        first=g1[0].T.contiguous(),  # (Cin, r1) -> (r1, Cin)
+        middle=g2.permute(1, 2, 0).contiguous(),  # (r1, k, r2) -> (k, r2, r1)
+        last=g3[:, :, 0].T.contiguous(),  # (r2, Cout) -> (Cout, r2)
+    )
+
+
+def conv1d_kernel(cores: TTCores1d) -> torch.Tensor:
+    """The dense (Cout, Cin, k) kernel of the three-core chain: the TT reconstruction."""
+    return torch.einsum("os,asr,ri->oia", cores.last, cores.middle, cores.first)
+
+
+# TT-matrix: W (out, in) with out = m1*...*md, in = n1*...*nd; core k is (r_{k-1}, m_k, n_k, r_k).
+def factorize(size: int, parts: int) -> tuple[int, ...]:
+    """`size` as a product of `parts` factors, as balanced as its prime factors allow.
+
+    The rule (documented in the README): take the prime factors, largest first, and multiply each
+    into the currently smallest factor; pad with 1s when `size` has fewer prime factors than
+    `parts`; sort largest first. 784, 3 -> (14, 8, 7); 1000, 3 -> (10, 10, 10); 10, 3 -> (5, 2, 1);
+    a prime p -> (p, 1, ..., 1) (exact, but such a side does not compress).
+    """
+    if size < 1 or parts < 1:
+        raise ValueError(f"cannot factorise {size} into {parts} factors")
+    primes: list[int] = []
+    rest, p = size, 2
+    while p * p <= rest:
+        while rest % p == 0:
+            primes.append(p)
+            rest //= p
+        p += 1
+    if rest > 1:
+        primes.append(rest)
+    factors = [1] * parts
+    for prime in sorted(primes, reverse=True):
+        smallest = min(range(parts), key=lambda i: factors[i])
+        factors[smallest] *= prime
+    return tuple(sorted(factors, reverse=True))
+
+
+def matrix_tensor(weight: torch.Tensor, out_factors: tuple[int, ...], in_factors: tuple[int, ...]) -> torch.Tensor:
+    """W (out, in) as the d-way tensor (m1*n1, ..., md*nd) whose TT-SVD is the TT-matrix, float64."""
+    d = len(out_factors)
+    w = weight.detach().to(torch.float64).cpu().reshape(*out_factors, *in_factors)
+    order = [i for k in range(d) for i in (k, d + k)]
+    return w.permute(order).reshape([m * n for m, n in zip(out_factors, in_factors)]).contiguous()
+
+
+def max_tt_matrix_ranks(out_factors: tuple[int, ...], in_factors: tuple[int, ...]) -> tuple[int, ...]:
+    """The d - 1 largest meaningful TT-matrix ranks (the unfolding sizes of `matrix_tensor`)."""
+    return unfolding_caps(tuple(m * n for m, n in zip(out_factors, in_factors)))
+
+
+def tt_matrix_param_count(out_factors: tuple[int, ...], in_factors: tuple[int, ...], ranks: tuple[int, ...]) -> int:
+    """Weights of the cores: sum_k r_{k-1} m_k n_k r_k (bias not included)."""
+    bonds = (1, *ranks, 1)
+    return sum(bonds[k] * m * n * bonds[k + 1] for k, (m, n) in enumerate(zip(out_factors, in_factors)))
+
+
+def tt_matrix_svd(
+    weight: torch.Tensor, out_factors: tuple[int, ...], in_factors: tuple[int, ...], ranks: tuple[int, ...],
+    svd: str = "qr_svd",
+) -> list[torch.Tensor]:
+    """TT-SVD of a (out, in) weight as a TT-matrix: cores (r_{k-1}, m_k, n_k, r_k), float64."""
+    if len(out_factors) != len(in_factors) or len(ranks) != len(out_factors) - 1:
+        raise ValueError(f"TT-matrix needs d out factors, d in factors and d - 1 ranks; got "
+                         f"{out_factors}, {in_factors}, {ranks}")
+    if math.prod(out_factors) != weight.shape[0] or math.prod(in_factors) != weight.shape[1]:
+        raise ValueError(f"factors {out_factors} x {in_factors} do not multiply to the weight {tuple(weight.shape)}")
+    caps = max_tt_matrix_ranks(out_factors, in_factors)
+    if any(r > c for r, c in zip(ranks, caps)):
+        raise ValueError(f"ranks {ranks} exceed the weight's TT-matrix ranks {caps}")
+    factors = _tt_factors(matrix_tensor(weight, out_factors, in_factors), list(ranks), svd)
+    return [f.reshape(f.shape[0], m, n, f.shape[-1]).contiguous()
+            for f, m, n in zip(factors, out_factors, in_factors)]
+
+
+def tt_matrix_weight(cores: list[torch.Tensor]) -> torch.Tensor:
+    """The dense (out, in) matrix of TT-matrix cores (r_{k-1}, m_k, n_k, r_k): the reconstruction."""
+    full = cores[0]  # (1, M, N, r)
+    for core in cores[1:]:
+        r0, m, n, r1 = core.shape
+        full = torch.einsum("aMNr,rmns->aMmNns", full, core)
+        full = full.reshape(1, full.shape[1] * m, full.shape[3] * n, r1)
+    return full[0, :, :, 0]

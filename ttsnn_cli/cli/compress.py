@@ -51,19 +51,22 @@ def compress(
     recipe: Optional[Path] = typer.Option(None, help="Recipe whose model and compress sections fill unset options."),
     timesteps: Optional[int] = typer.Option(None, min=1, help="Timesteps T (needed by HTT when the model does not say)."),
     input_shape: Optional[str] = typer.Option(None, help="Per-step input shape C,H,W, recorded in the bundle."),
+    layer_types: Optional[str] = typer.Option(None, help="Which layers become TT: comma list of conv2d, conv1d, linear (TT-matrix). Default conv2d,conv1d."),
+    linear_cores: Optional[int] = typer.Option(None, min=1, max=8, help="Cores d of a TT-matrix Linear: in/out features split into d balanced factors (default 3)."),
     svd: str = typer.Option("qr_svd", help="SVD inside tensorly's TT-SVD: qr_svd (default), truncated_svd, symeig_svd, randomized_svd."),
     seed: int = typer.Option(0, help="Seed for initialising a zoo model when no checkpoint is given."),
     force: bool = typer.Option(False, help="Overwrite OUTPUT, even when it is the input."),
     trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
-    """Decompose every eligible Conv2d into four TT cores (TT-SVD) and write a TT bundle."""
+    """Decompose every eligible Conv2d (four TT cores), Conv1d (three) and, with --layer-types, Linear (TT-matrix) by TT-SVD and write a TT bundle."""
     job = CompressJob(output=output, checkpoint=checkpoint, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs),
                       ranks=ranks, rank_method=rank_method, mode=mode.value if mode else "stt", include=list(include),
                       exclude=list(exclude), io=ModelIO(parse_input_shape(input_shape), timesteps, None), svd=svd,
-                      seed=seed, force=force, trust_pickle=trust_pickle)
+                      seed=seed, force=force, trust_pickle=trust_pickle, layer_types=layer_types,
+                      linear_cores=linear_cores or 3)
     if recipe is not None:
-        _fill_from_recipe(job, recipe, mode is not None, arch_kwargs is not None)
+        _fill_from_recipe(job, recipe, mode is not None, arch_kwargs is not None, linear_cores is not None)
     _, document = run_compress(job)
     for message in document["warnings"]:
         warn(message)
@@ -73,7 +76,7 @@ def compress(
         compress_table(document)
 
 
-def _fill_from_recipe(job: CompressJob, recipe_path: Path, mode_given: bool, kwargs_given: bool) -> None:
+def _fill_from_recipe(job: CompressJob, recipe_path: Path, mode_given: bool, kwargs_given: bool, cores_given: bool) -> None:
     """Recipe values for every option the command line left unset (the command line wins)."""
     recipe, base = load_recipe(recipe_path)
     model, section = recipe.model, recipe.compress
@@ -91,3 +94,5 @@ def _fill_from_recipe(job: CompressJob, recipe_path: Path, mode_given: bool, kwa
         job.exclude = job.exclude or list(section.exclude)
         job.overrides = dict(section.layers)
         job.svd = section.svd if job.svd == "qr_svd" else job.svd
+        job.layer_types = job.layer_types if job.layer_types is not None else list(section.layer_types)
+        job.linear_cores = job.linear_cores if cores_given else section.linear_cores
