@@ -204,3 +204,13 @@ def test_recipe_data_paths_resolve_against_the_recipe_folder(tmp_path: Path, seq
     assert invoke("run", recipe, "--out", out).exit_code == 0
     recorded = torch.load(out / "compressed.tt", weights_only=True)["io"]["data"]
     assert recorded == f"cifar10:{tmp_path / 'data' / 'cifar'}"
+
+
+def test_uniform_and_global_budget_through_the_cli(tmp_path: Path, seq_checkpoint: Path) -> None:
+    for i, method in enumerate(["uniform:3", "budget:3"]):
+        result = invoke("compress", seq_checkpoint, "--arch", ARCH, "--rank-method", method, "-o", tmp_path / f"{i}.tt", "--json")
+        assert result.exit_code == 0, result.stderr
+        document = json.loads(result.stdout)
+        assert document["rank_method"] == method and document["totals"]["decomposed_param_ratio"] >= 3
+    result = invoke("compress", seq_checkpoint, "--arch", ARCH, "--rank-method", "budget:1000", "-o", tmp_path / "x.tt")
+    assert result.exit_code == 0 and "cannot be met" in result.stderr

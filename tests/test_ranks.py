@@ -1,4 +1,4 @@
-"""ranks.py: parsing, capping, VBMF (never 0), energy and budget."""
+"""ranks.py: parsing, capping, VBMF (never 0), energy, uniform and the global budget."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import torch
 from ttsnn_cli import tt
 from ttsnn_cli.ranks import (
     RankSpecError,
+    ErrorProfile,
     budget_ranks,
     cap_ranks,
     energy_ranks,
     evbmf_rank,
     parse_rank_spec,
     parse_ranks,
+    uniform_ranks,
     vbmf_rank,
 )
 from test_tt import planted_kernel
@@ -77,12 +79,80 @@ def test_energy_ranks_recover_planted_ranks() -> None:
     assert energy_ranks(kernel, 0.5)[0] <= 3
 
 
-def test_budget_shrinks_every_layer_at_least_the_factor() -> None:
+def test_uniform_shrinks_every_layer_at_least_the_factor() -> None:
     shapes = {"a": (64, 64, 3, 3), "b": (128, 64, 3, 3), "c": (256, 256, 3, 3)}
-    resolved = budget_ranks(shapes, 8.0)
+    resolved = uniform_ranks(shapes, 8.0)
     for name, shape in shapes.items():
         r = resolved[name].effective
         dense = int(np.prod(shape))
         assert dense / tt.tt_param_count(shape, r) >= 8.0
         bigger = (r[0] + 1,) * 3
         assert dense / tt.tt_param_count(shape, bigger) < 8.0  # largest such rank
+
+
+def _mixed_layers() -> dict[str, torch.Tensor]:
+    """One layer with a low-rank (redundant) kernel, two full-rank random ones of different sizes."""
+    torch.manual_seed(0)
+    return {
+        "redundant": planted_kernel(48, 48, 3, 3, (4, 6, 4)) + 1e-3 * torch.randn(48, 48, 3, 3),
+        "random": torch.randn(48, 48, 3, 3),
+        "wide": torch.randn(96, 48, 3, 3),
+    }
+
+
+def _tt_weights(shapes: dict[str, tuple], ranks: dict[str, tuple]) -> int:
+    return sum(tt.tt_param_count(shapes[n], ranks[n]) for n in shapes)
+
+
+@pytest.mark.parametrize("factor", [2.0, 4.0, 8.0, 16.0])
+@pytest.mark.parametrize("equal", [True, False])
+def test_global_budget_meets_the_total_and_beats_uniform_on_the_worst_layer(factor: float, equal: bool) -> None:
+    weights = _mixed_layers()
+    shapes = {n: tuple(w.shape) for n, w in weights.items()}
+    dense = sum(int(np.prod(s)) for s in shapes.values())
+    chosen = {n: r.effective for n, r in budget_ranks(weights, factor, equal).items()}
+    assert dense / _tt_weights(shapes, chosen) >= factor
+    profiles = {n: ErrorProfile.of(w) for n, w in weights.items()}
+    uniform = {n: r.effective for n, r in uniform_ranks(shapes, factor).items()}
+    worst_global = max(profiles[n].bound(chosen[n]) for n in weights)
+    worst_uniform = max(profiles[n].bound(uniform[n]) for n in weights)
+    if equal:  # the same family of choices as uniform: min-max can only do better
+        assert worst_global <= worst_uniform + 1e-12
+        assert all(len(set(r)) == 1 for r in chosen.values())
+    # the redundant layer gives weights away: it shrinks more than the random ones
+    ratio = {n: np.prod(shapes[n]) / tt.tt_param_count(shapes[n], chosen[n]) for n in shapes}
+    assert ratio["redundant"] > ratio["random"]
+
+
+def test_global_budget_is_tight_one_rank_more_for_the_worst_layer_breaks_it() -> None:
+    weights = _mixed_layers()
+    shapes = {n: tuple(w.shape) for n, w in weights.items()}
+    dense = sum(int(np.prod(s)) for s in shapes.values())
+    chosen = {n: r.effective for n, r in budget_ranks(weights, 8.0, equal=True).items()}
+    profiles = {n: ErrorProfile.of(w) for n, w in weights.items()}
+    worst = max(weights, key=lambda n: profiles[n].bound(chosen[n]))
+    bigger = dict(chosen, **{worst: (chosen[worst][0] + 1,) * 3})
+    assert dense / _tt_weights(shapes, bigger) < 8.0
+
+
+def test_error_bound_holds_for_real_tt_svd() -> None:
+    weight = torch.randn(24, 16, 3, 3)
+    profile = ErrorProfile.of(weight)
+    for ranks in [(2, 3, 2), (5, 8, 6), (16, 20, 24)]:
+        ranks = tuple(min(r, c) for r, c in zip(ranks, tt.max_tt_ranks(tuple(weight.shape))))
+        error = tt.relative_error(tt.stt_kernel(tt.tt_svd(weight, ranks)), weight)
+        assert error <= profile.bound(ranks) + 1e-9
+
+
+def test_global_budget_that_cannot_be_met_says_so() -> None:
+    resolved = budget_ranks({"tiny": torch.randn(4, 1, 3, 3)}, 50.0)
+    assert resolved["tiny"].effective == (1, 1, 1) and "cannot be met" in resolved["tiny"].note
+
+
+def test_budget_and_uniform_parse_and_sensitivity_needs_a_number() -> None:
+    assert parse_rank_spec(None, "budget:8").method == "budget"
+    assert parse_rank_spec(None, "uniform:4").value == 4.0
+    assert parse_rank_spec(None, "sensitivity:10").describe() == "sensitivity:10"
+    for bad in ("uniform:0.5", "sensitivity:", "budget:inf", "sensitivity:nan"):
+        with pytest.raises(RankSpecError):
+            parse_rank_spec(None, bad)

@@ -26,7 +26,17 @@ from ttsnn_cli.layers import MODES, Mode, TTConv2d
 from ttsnn_cli.layers_conv1d import PTT_REFUSAL, TTConv1d
 from ttsnn_cli.tt_layers import DEFAULT_LAYER_TYPES, is_tt_layer, layer_type
 from ttsnn_cli.tt_linear import TTLinear
-from ttsnn_cli.ranks import RankSpec, RankSpecError, ResolvedRanks, budget_ranks, cap_ranks, parse_ranks, resolve_layer_ranks
+from ttsnn_cli.ranks import (
+    GLOBAL_METHODS,
+    RankSpec,
+    RankSpecError,
+    ResolvedRanks,
+    budget_ranks,
+    cap_ranks,
+    parse_ranks,
+    resolve_layer_ranks,
+    uniform_ranks,
+)
 from ttsnn_cli.tt import SVD_METHODS, relative_error
 
 
@@ -44,6 +54,8 @@ class CompressConfig:
     svd: str = "qr_svd"
     layer_types: tuple[str, ...] = DEFAULT_LAYER_TYPES
     linear_cores: int = 3  # d, the number of TT-matrix cores of a Linear (in/out features split in d factors)
+    #: ranks chosen elsewhere (e.g. `sensitivity.choose_ranks` for `sensitivity:X`), by layer name
+    chosen_ranks: dict[str, ResolvedRanks] | None = None
 
 
 @dataclass
@@ -178,27 +190,49 @@ def _skipped(name: str, module: nn.Module, reason: str) -> LayerReport:
     )
 
 
+def global_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, ResolvedRanks]:
+    """Ranks of the methods that share one budget over the layers without a per-layer override.
+
+    The budget covers the Conv2d layers it allocates; overridden layers keep the ranks the recipe
+    gives, and Conv1d / Linear layers take the per-layer rule (`layer_ranks`: each at least X times
+    smaller), so the whole still shrinks at least X times.
+    """
+    spec = config.ranks
+    free = {n: c for n, c in chosen.items()
+            if isinstance(c, nn.Conv2d) and _override_for(n, config.overrides) is None}
+    if spec.method == "sensitivity":
+        if config.chosen_ranks is None:
+            raise BadInputError("sensitivity:X measures the loss on data: give --data SPEC (calibration samples)")
+        missing = sorted(set(free) - set(config.chosen_ranks))
+        if missing:
+            raise BadInputError(f"sensitivity ranks were measured without layer(s) {', '.join(missing)}")
+        return {n: config.chosen_ranks[n] for n in free}
+    assert spec.value is not None
+    if spec.method == "uniform":
+        return uniform_ranks({n: tuple(c.weight.shape) for n, c in free.items()}, spec.value)
+    return budget_ranks({n: c.weight for n, c in free.items()}, spec.value, equal=config.mode != "stt")
+
+
 def resolve_all_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, ResolvedRanks]:
     """Effective ranks per chosen layer: Conv2d through `ranks.py`, Conv1d / Linear through
-    `layer_ranks.py` (same methods on their own shapes)."""
+    `layer_ranks.py` (same methods on their own shapes; the global ones per layer)."""
     equal = config.mode != "stt"
     spec = config.ranks
-    budget: dict[str, ResolvedRanks] = {}
-    convs2d = {n: c for n, c in chosen.items() if isinstance(c, nn.Conv2d)}
-    if spec.method == "budget" and convs2d:
-        assert spec.value is not None
-        budget = budget_ranks({n: tuple(c.weight.shape) for n, c in convs2d.items()}, spec.value, equal)
+    shared = global_ranks(chosen, config) if spec.method in GLOBAL_METHODS else {}
     resolved = {}
     for name, conv in chosen.items():
         override = _override_for(name, config.overrides)
         try:
             if not isinstance(conv, nn.Conv2d):
                 equal_here = equal and isinstance(conv, nn.Conv1d)
-                resolved[name] = resolve_module_ranks(conv, spec, override, equal_here, config.linear_cores)
+                own = RankSpec("budget", value=spec.value) if spec.method in GLOBAL_METHODS else spec
+                resolved[name] = resolve_module_ranks(conv, own, override, equal_here, config.linear_cores)
             elif override is not None:
                 resolved[name] = cap_ranks(tuple(conv.weight.shape), parse_ranks(override), equal)
-            elif spec.method == "budget":
-                resolved[name] = budget[name]
+            elif name in shared:
+                picked = shared[name]
+                capped = cap_ranks(tuple(conv.weight.shape), picked.effective, equal)
+                resolved[name] = ResolvedRanks(picked.requested, capped.effective, capped.note or picked.note)
             else:
                 resolved[name] = resolve_layer_ranks(conv.weight, spec, equal)
         except RankSpecError as error:
@@ -238,6 +272,8 @@ def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module,
         raise BadInputError("no layer to decompose: every candidate would grow at these ranks (see the skipped reasons)")
     warnings = [f"{name}: ranks {r.note}" for name, r in resolved.items() if r.note and r.note.startswith("capped")]
     warnings += [f"{name}: {r.note}" for name, r in resolved.items() if r.note and r.note.startswith("vbmf found")]
+    unmet = sorted({r.note for r in resolved.values() if r.note and "cannot be met" in r.note})
+    warnings += unmet
     for name, conv in chosen.items():
         ranks = resolved[name]
         with torch.no_grad():

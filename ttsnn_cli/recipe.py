@@ -37,7 +37,7 @@ class CompressSection(Section):
     """TT decomposition: ranks (or a method choosing them), mode, which layers, per-layer ranks."""
 
     ranks: int | str | list[int] | None = Field(None, description="r, 'r1,r2,r3' or [r1, r2, r3]")
-    rank_method: str = Field("fixed", description="fixed, vbmf, energy:F or budget:X")
+    rank_method: str = Field("fixed", description="fixed, vbmf, energy:F, budget:X (global), uniform:X or sensitivity:X (needs data)")
     mode: Literal["stt", "ptt", "htt"] = "stt"
     include: list[str] = Field(default_factory=list, description="regexes over module names to decompose")
     exclude: list[str] = Field(default_factory=list, description="regexes over module names to keep dense")
