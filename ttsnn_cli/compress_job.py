@@ -15,11 +15,12 @@ from torch import nn
 from ttsnn_cli.arch import build_arch, zoo_io
 from ttsnn_cli.bundle import ModelIO, get_meta, save_bundle
 from ttsnn_cli.checkpoint import load_checkpoint
-from ttsnn_cli.decompose import CompressConfig, compress_model
+from ttsnn_cli.decompose import CompressConfig, compress_model, free_layers, plan_layers
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import check_output_path
 from ttsnn_cli.ranks import RankSpecError, parse_rank_spec
 from ttsnn_cli.tt_layers import parse_layer_types
+from ttsnn_cli.sensitivity import DEFAULT_CALIB_SAMPLES, Progress, sensitivity_ranks
 
 
 @dataclass
@@ -41,6 +42,8 @@ class CompressJob:
     seed: int = 0
     force: bool = False
     trust_pickle: bool = False
+    data: str | None = None  # sensitivity:X calibration data (default: the bundle's recorded data)
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
 
 
 def load_source(job: CompressJob) -> nn.Module:
@@ -60,8 +63,31 @@ def load_source(job: CompressJob) -> nn.Module:
     return model
 
 
-def run_compress(job: CompressJob) -> tuple[nn.Module, dict[str, Any]]:
-    """Validate everything first, then decompose and write the bundle; returns the contract's dict."""
+def _sensitivity(job: CompressJob, model: nn.Module, config: CompressConfig, factor: float,
+                 progress: Progress | None) -> dict[str, Any]:
+    """`sensitivity:X`: measure on calibration data, put the chosen ranks into `config`."""
+    from ttsnn_cli.data import load_data
+    from ttsnn_cli.train_job import check_compatible
+
+    meta = get_meta(model)
+    spec = job.data or meta.io.data
+    if not spec:
+        raise BadInputError("sensitivity:X measures the loss on data: give --data SPEC (digits, cifar10:DIR, ...)")
+    if job.calib_samples < 1:
+        raise BadInputError(f"--calib-samples must be >= 1, got {job.calib_samples}")
+    timesteps = meta.io.timesteps or 4
+    data = load_data(spec, timesteps=timesteps, augment=False)
+    check_compatible(model, data, timesteps, spec)
+    layers = free_layers(plan_layers(model, config)[0], config)
+    config.chosen_ranks, measured = sensitivity_ranks(model, layers, factor, data, job.calib_samples, timesteps, job.seed,
+                                                      config.mode, config.svd, progress)
+    return measured | {"data": spec}
+
+
+def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Validate everything first, then decompose and write the bundle; returns the contract's dict.
+
+    `progress` receives the sensitivity measurement's events (`sensitivity:X` only)."""
     check_output_path(job.output, [job.checkpoint], job.force)
     try:
         spec = parse_rank_spec(job.ranks, job.rank_method, per_layer=bool(job.overrides))
@@ -83,10 +109,16 @@ def run_compress(job: CompressJob) -> tuple[nn.Module, dict[str, Any]]:
         layer_types=layer_types,
         linear_cores=job.linear_cores,
     )
+    measured = _sensitivity(job, model, config, spec.value, progress) if spec.method == "sensitivity" else None
     model, result = compress_model(model, config)
     meta.history.append({"stage": "compress", "mode": job.mode, "rank_method": result.rank_method,
                          "totals": result.totals})
     save_bundle(job.output, model, meta)
     document = result.to_dict()
     document["output"] = str(job.output)
+    if measured is not None:
+        curves = {c["name"]: c["points"] for c in measured.pop("layers")}
+        document["sensitivity"] = measured
+        for layer in document["layers"]:
+            layer["sensitivity"] = curves.get(layer["name"])
     return model, document

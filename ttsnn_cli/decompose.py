@@ -190,6 +190,12 @@ def _skipped(name: str, module: nn.Module, reason: str) -> LayerReport:
     )
 
 
+def free_layers(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, nn.Conv2d]:
+    """The Conv2d layers a global rank method chooses for: those without a per-layer override."""
+    return {n: c for n, c in chosen.items()
+            if isinstance(c, nn.Conv2d) and _override_for(n, config.overrides) is None}
+
+
 def global_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, ResolvedRanks]:
     """Ranks of the methods that share one budget over the layers without a per-layer override.
 
@@ -198,8 +204,7 @@ def global_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[s
     smaller), so the whole still shrinks at least X times.
     """
     spec = config.ranks
-    free = {n: c for n, c in chosen.items()
-            if isinstance(c, nn.Conv2d) and _override_for(n, config.overrides) is None}
+    free = free_layers(chosen, config)
     if spec.method == "sensitivity":
         if config.chosen_ranks is None:
             raise BadInputError("sensitivity:X measures the loss on data: give --data SPEC (calibration samples)")

@@ -33,6 +33,9 @@ def compress_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
         layer_types=section.layer_types,
         linear_cores=section.linear_cores,
         force=context.force,
+        seed=section.seed,
+        data=resolve_data_spec(context.base_dir, section.data or recipe.data),
+        calib_samples=section.calib_samples,
     )
     _, result = run_compress(job)
     context.dense_path = context.dense_path or checkpoint

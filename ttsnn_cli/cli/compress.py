@@ -12,10 +12,12 @@ from ttsnn_cli.arch import parse_arch_kwargs
 from ttsnn_cli.bundle import ModelIO
 from ttsnn_cli.cli import app
 from ttsnn_cli.cli.common import guarded, print_json, warn
+from ttsnn_cli.cli.progress import StepBar
 from ttsnn_cli.cli.render import compress_table
 from ttsnn_cli.compress_job import CompressJob, run_compress
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.recipe import load_recipe, resolve_data_spec, resolve_path
+from ttsnn_cli.sensitivity import DEFAULT_CALIB_SAMPLES
 
 
 class ModeChoice(str, Enum):
@@ -54,7 +56,9 @@ def compress(
     layer_types: Optional[str] = typer.Option(None, help="Which layers become TT: comma list of conv2d, conv1d, linear (TT-matrix). Default conv2d,conv1d."),
     linear_cores: Optional[int] = typer.Option(None, min=1, max=8, help="Cores d of a TT-matrix Linear: in/out features split into d balanced factors (default 3)."),
     svd: str = typer.Option("qr_svd", help="SVD inside tensorly's TT-SVD: qr_svd (default), truncated_svd, symeig_svd, randomized_svd."),
-    seed: int = typer.Option(0, help="Seed for initialising a zoo model when no checkpoint is given."),
+    seed: int = typer.Option(0, help="Seed for initialising a zoo model without checkpoint, and for the calibration subset."),
+    data: Optional[str] = typer.Option(None, help="Data SPEC for sensitivity:X calibration (default: the bundle's data)."),
+    calib_samples: int = typer.Option(DEFAULT_CALIB_SAMPLES, help="Training samples sensitivity:X measures the loss on."),
     force: bool = typer.Option(False, help="Overwrite OUTPUT, even when it is the input."),
     trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
@@ -64,10 +68,11 @@ def compress(
                       ranks=ranks, rank_method=rank_method, mode=mode.value if mode else "stt", include=list(include),
                       exclude=list(exclude), io=ModelIO(parse_input_shape(input_shape), timesteps, None), svd=svd,
                       seed=seed, force=force, trust_pickle=trust_pickle, layer_types=layer_types,
-                      linear_cores=linear_cores or 3)
+                      linear_cores=linear_cores or 3, data=data, calib_samples=calib_samples)
     if recipe is not None:
         _fill_from_recipe(job, recipe, mode is not None, arch_kwargs is not None, linear_cores is not None)
-    _, document = run_compress(job)
+    with StepBar({"sensitivity": "sensitivity"}) as bar:
+        _, document = run_compress(job, progress=bar)
     for message in document["warnings"]:
         warn(message)
     if json_output:
@@ -96,3 +101,6 @@ def _fill_from_recipe(job: CompressJob, recipe_path: Path, mode_given: bool, kwa
         job.svd = section.svd if job.svd == "qr_svd" else job.svd
         job.layer_types = job.layer_types if job.layer_types is not None else list(section.layer_types)
         job.linear_cores = job.linear_cores if cores_given else section.linear_cores
+        if job.calib_samples == DEFAULT_CALIB_SAMPLES:
+            job.calib_samples = section.calib_samples
+        job.data = job.data or resolve_data_spec(base, section.data)
