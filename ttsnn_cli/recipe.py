@@ -49,6 +49,9 @@ class CompressSection(Section):
         default_factory=lambda: ["conv2d", "conv1d"], min_length=1,
         description="which dense layers become TT layers: conv2d, conv1d, linear (TT-matrix)")
     linear_cores: int = Field(3, ge=1, le=8, description="cores d of a TT-matrix Linear (features split in d factors)")
+    data: str | None = Field(None, description="sensitivity:X calibration data (default: the recipe's `data`)")
+    calib_samples: int = Field(256, ge=1, description="training samples sensitivity:X measures the loss on")
+    seed: int = Field(0, description="seed of the calibration subset (and of a fresh zoo model)")
 
 
 class TrainSection(Section):
@@ -72,9 +75,13 @@ class TrainSection(Section):
 
 
 class FinetuneSection(TrainSection):
-    """Fine-tuning after compress: same options, a smaller default learning rate."""
+    """Fine-tuning after compress: same options, a smaller default learning rate, optional distillation."""
 
     lr: float = Field(0.01, gt=0)
+    teacher: str | None = Field(None, description="distil from: `source` (the compress stage's input, the dense "
+                                "model) or a bundle path relative to the recipe's folder")
+    distill_weight: float = Field(0.5, ge=0, le=1, description="a in (1 - a) * task + a * t^2 * KL")
+    distill_temperature: float = Field(4.0, gt=0, description="t, the softmax temperature")
 
 
 class ReportGates(Section):

@@ -36,6 +36,9 @@ class TrainJob:
     resume: bool = False
     force: bool = False
     trust_pickle: bool = False
+    teacher: Path | None = None  # finetune: distil from this model (a bundle, or a state_dict + teacher_arch)
+    teacher_arch: str | None = None  # default: the student's recorded (dense) architecture
+    teacher_arch_kwargs: dict[str, Any] | None = None
 
 
 def build_model(job: TrainJob) -> nn.Module:
@@ -54,6 +57,24 @@ def build_model(job: TrainJob) -> nn.Module:
         meta = get_meta(model)
     meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io)
     return model
+
+
+def load_teacher(job: TrainJob, student: nn.Module) -> nn.Module | None:
+    """The frozen teacher of `finetune --teacher`: a bundle, or a state_dict of `teacher_arch` (by
+    default the student's own dense architecture, which a TT bundle records)."""
+    if job.teacher is None:
+        return None
+    if job.stage != "finetune":
+        raise BadInputError("--teacher distils into a model being fine-tuned: use it with finetune")
+    meta = get_meta(student)
+    arch = job.teacher_arch
+    kwargs = job.teacher_arch_kwargs
+    try:
+        return load_checkpoint(job.teacher, arch, kwargs, job.trust_pickle).eval()
+    except BadInputError as error:
+        if arch is not None or "plain state_dict" not in str(error) or not meta.arch:
+            raise
+    return load_checkpoint(job.teacher, meta.arch, meta.arch_kwargs, job.trust_pickle).eval()
 
 
 def check_compatible(model: nn.Module, data: DataBundle, timesteps: int, spec: str) -> None:
@@ -80,8 +101,9 @@ def check_compatible(model: nn.Module, data: DataBundle, timesteps: int, spec: s
 def run_train_job(job: TrainJob, progress: Progress | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Validate, train (or fine-tune), write the bundle every epoch; the contract's result dict."""
     job.config.validate()
-    check_output_path(job.output, [job.checkpoint], job.force or job.resume)
+    check_output_path(job.output, [job.checkpoint, job.teacher], job.force or job.resume)
     model = build_model(job)
+    teacher = load_teacher(job, model)
     meta = get_meta(model)
     spec = job.data or meta.io.data
     if not spec:
@@ -90,6 +112,8 @@ def run_train_job(job: TrainJob, progress: Progress | None = None) -> tuple[nn.M
     job.config.timesteps = timesteps
     data = load_data(spec, timesteps=timesteps, augment=True)
     check_compatible(model, data, timesteps, spec)
+    if teacher is not None:
+        check_compatible(teacher, data, timesteps, spec)
     meta.io = ModelIO(tuple(data.input_shape), timesteps, spec)
     base_history = list(meta.history)
 
@@ -103,11 +127,14 @@ def run_train_job(job: TrainJob, progress: Progress | None = None) -> tuple[nn.M
             "test_accuracy": last["test_accuracy"],
             "train_loss": last["train_loss"],
             "options": {k: v for k, v in vars(job.config).items() if k != "device"},
+            "teacher": str(job.teacher) if job.teacher else None,
         }]
         save_bundle(job.output, trained, meta)
 
-    result = fit(model, data, job.config, job.output, resume=job.resume, progress=progress, on_epoch=save)
+    result = fit(model, data, job.config, job.output, resume=job.resume, progress=progress, on_epoch=save,
+                 teacher=teacher)
     result["data"] = spec
     result["timesteps"] = timesteps
     result["stage"] = job.stage
+    result["teacher"] = str(job.teacher) if job.teacher else None
     return model, result

@@ -60,11 +60,12 @@ class ProgressView:
 
 
 def _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
-            recompute_tt=False) -> TrainConfig:
+            recompute_tt=False, distill_weight=0.5, distill_temperature=4.0) -> TrainConfig:
     return TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.lower(), momentum=momentum,
         weight_decay=weight_decay, seed=seed, device=device, train=train, loss=loss, encoding=encoding,
-        schedule=schedule, recompute_tt=recompute_tt,
+        schedule=schedule, recompute_tt=recompute_tt, distill_weight=distill_weight,
+        distill_temperature=distill_temperature,
     )
 
 
@@ -137,12 +138,20 @@ def finetune_command(
     optimizer: str = OPTIMIZER, momentum: float = MOMENTUM, weight_decay: float = WD, seed: int = SEED,
     device: str = DEVICE, train: str = TRAIN, loss: str = LOSS, encoding: str = ENCODING, schedule: str = SCHEDULE,
     resume: bool = RESUME, force: bool = FORCE, trust_pickle: bool = TRUST, recompute_tt: bool = RECOMPUTE,
+    teacher: Path = typer.Option(None, "--teacher", help="distil from this model: a bundle, or a state_dict (its "
+                                 "architecture: --teacher-arch, default the student's dense one)"),
+    teacher_arch: str = typer.Option(None, "--teacher-arch", help="architecture of a state_dict --teacher"),
+    teacher_arch_kwargs: str = typer.Option(None, "--teacher-arch-kwargs", help="JSON kwargs of --teacher-arch"),
+    distill_weight: float = typer.Option(0.5, "--distill-weight", help="a in (1-a)*task + a*t^2*KL (with --teacher)"),
+    distill_temperature: float = typer.Option(4.0, "--distill-temperature", help="t: softmax temperature (with --teacher)"),
     json_out: bool = JSON,
 ) -> None:
-    """Fine-tune a (TT) model with surrogate-gradient BPTT and write the tuned bundle."""
+    """Fine-tune a (TT) model with surrogate-gradient BPTT (optionally distilling a --teacher) and write the tuned bundle."""
     config = _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
-                     recompute_tt)
+                     recompute_tt, distill_weight, distill_temperature)
     job = TrainJob("finetune", output, config, data=data, arch=arch,
                    arch_kwargs=parse_arch_kwargs(arch_kwargs) if arch_kwargs else None, checkpoint=model,
-                   timesteps=timesteps, resume=resume, force=force, trust_pickle=trust_pickle)
+                   timesteps=timesteps, resume=resume, force=force, trust_pickle=trust_pickle, teacher=teacher,
+                   teacher_arch=teacher_arch,
+                   teacher_arch_kwargs=parse_arch_kwargs(teacher_arch_kwargs) if teacher_arch_kwargs else None)
     _run(job, json_out)

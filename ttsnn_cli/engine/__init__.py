@@ -15,6 +15,10 @@ Losses (on the output sequence [T, B, classes]):
   ce_count  snntorch.functional.ce_count_loss
   mse_count snntorch.functional.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)
 
+Distillation (`engine.distill`): with a `teacher`, the loss becomes
+(1 - a) * task + a * t^2 * KL(teacher/t || student/t) on the time-averaged outputs
+(`distill_weight` a, `distill_temperature` t); the teacher runs frozen in eval mode.
+
 Distributed: under torchrun (WORLD_SIZE > 1) the process group is initialised with gloo on CPU and
 nccl on CUDA, the model is wrapped in DistributedDataParallel, each rank reads its shard of every
 epoch's permutation, metrics are all-reduced, and only rank 0 writes files or reports progress.
@@ -41,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ttsnn_cli.data import DataBundle, Encoding, encode
+from ttsnn_cli.engine.distill import Distiller
 from ttsnn_cli.engine.memory import recomputing_tt
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import atomic_torch_save, atomic_write_text
@@ -69,6 +74,8 @@ class TrainConfig:
     loss: str = "ce"
     encoding: Encoding = "direct"
     recompute_tt: bool = False  # TT layers recompute their cores in backward: less memory, more time
+    distill_weight: float = 0.5  # a: share of the distillation term (only with a teacher)
+    distill_temperature: float = 4.0  # t: softmax temperature of the distillation term
 
     def validate(self) -> None:
         problems = []
@@ -80,6 +87,10 @@ class TrainConfig:
             problems.append(f"--timesteps must be >= 1, got {self.timesteps}")
         if not self.lr > 0:
             problems.append(f"--lr must be > 0, got {self.lr}")
+        if not 0 <= self.distill_weight <= 1:
+            problems.append(f"--distill-weight must be in [0, 1], got {self.distill_weight}")
+        if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
+            problems.append(f"--distill-temperature must be > 0, got {self.distill_temperature}")
         for option, value, allowed in (
             ("--optimizer", self.optimizer, OPTIMIZERS),
             ("--loss", self.loss, LOSSES),
@@ -269,9 +280,11 @@ def fit(
     resume: bool = False,
     progress: Progress | None = None,
     on_epoch: Callable[[nn.Module, list[dict[str, Any]]], None] | None = None,
+    teacher: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Train `model` in place; see the module docstring. Returns `epochs`, `train_loss`,
-    `test_accuracy` (percent, last epoch), `best_test_accuracy`, `history`, `output`, ..."""
+    `test_accuracy` (percent, last epoch), `best_test_accuracy`, `history`, `output`, ...
+    With `teacher`, the loss mixes in its soft targets (`engine.distill`)."""
     config.validate()
     if data.temporal and data.timesteps != config.timesteps:
         raise BadInputError(f"the event frames were binned for T={data.timesteps}, the run asks T={config.timesteps}")
@@ -290,6 +303,10 @@ def fit(
     optimizer = make_optimizer(params, config)
     scheduler = make_scheduler(optimizer, config, config.epochs * batches_per_epoch)
     loss_fn = loss_function(config.loss)
+    distiller = None
+    if teacher is not None:
+        distiller = Distiller(teacher, config.distill_weight, config.distill_temperature)
+        distiller.prepare(device)
     history: list[dict[str, Any]] = []
     start_epoch = 0
 
@@ -326,6 +343,8 @@ def fit(
             with recomputing_tt(model, config.recompute_tt):
                 out = runner(inputs)
                 loss = loss_fn(out, y)
+                if distiller is not None:
+                    loss = distiller.loss(loss, out, inputs)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             optimizer.step()
@@ -378,6 +397,7 @@ def fit(
         "device": str(device),
         "world_size": dist_info.world,
         "resumed_from_epoch": start_epoch if resume else None,
+        "distilled": teacher is not None,
         "config": asdict(config),
         "output": str(output),
         "metrics_log": str(metrics_path),

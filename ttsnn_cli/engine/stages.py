@@ -6,12 +6,15 @@ from typing import Any
 
 from ttsnn_cli.engine import TrainConfig
 from ttsnn_cli.pipeline import RunContext, register_stage
-from ttsnn_cli.recipe import Recipe, TrainSection, resolve_data_spec
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.recipe import FinetuneSection, Recipe, TrainSection, resolve_data_spec, resolve_path
 from ttsnn_cli.train_job import TrainJob, run_train_job
 
 
 def _config(section: TrainSection) -> TrainConfig:
-    return TrainConfig(
+    distill = {"distill_weight": section.distill_weight, "distill_temperature": section.distill_temperature} \
+        if isinstance(section, FinetuneSection) else {}
+    return TrainConfig(**distill,
         epochs=section.epochs, batch_size=section.batch_size, lr=section.lr, optimizer=section.optimizer,
         momentum=section.momentum, weight_decay=section.weight_decay, schedule=section.schedule, seed=section.seed,
         device=section.device, train=section.train, loss=section.loss, encoding=section.encoding,
@@ -46,6 +49,18 @@ def train_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     return result
 
 
+def teacher_path(teacher: str | None, context: RunContext):
+    """`source`: the compress stage's input (the dense model); anything else: a path."""
+    if teacher is None:
+        return None
+    if teacher == "source":
+        if context.dense_path is None or not context.dense_path.is_file():
+            raise BadInputError("finetune.teacher: source needs a trained dense model before compress "
+                                "(a train stage, or model.checkpoint)")
+        return context.dense_path
+    return resolve_path(context.base_dir, teacher)
+
+
 @register_stage("finetune")
 def finetune_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     section = recipe.finetune
@@ -55,7 +70,9 @@ def finetune_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     arch = None if context.model_path else recipe.model.arch  # a bundle knows its architecture
     job = TrainJob("finetune", output, _config(section), data=_data(recipe, context, section), arch=arch,
                    arch_kwargs=recipe.model.kwargs if arch else None, checkpoint=checkpoint,
-                   timesteps=section.timesteps or recipe.model.timesteps, force=context.force)
+                   timesteps=section.timesteps or recipe.model.timesteps, force=context.force,
+                   teacher=teacher_path(section.teacher, context),
+                   teacher_arch=recipe.model.arch, teacher_arch_kwargs=recipe.model.kwargs)
     _, result = run_train_job(job, progress=_progress(context, "finetune"))
     context.model_path = output
     return result
