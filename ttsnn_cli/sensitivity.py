@@ -15,7 +15,8 @@ kernel error at little cost in loss, others not at all, and only data tells whic
 3. Allocation (`choose_ranks`): every layer starts at its largest candidate; while the TT weights
    exceed sum(kernel weights) / X, the layer whose next step down costs the least loss per weight
    saved steps down (a greedy knapsack on the monotone envelope of each curve: noise that makes a
-   smaller rank look better than a larger one is not rewarded). Layer interactions are ignored, as
+   smaller rank look better than a larger one is not rewarded); then the weights left under the
+   budget buy steps back up, most loss recovered per weight first. Layer interactions are ignored, as
    in every layer-wise sensitivity method; the fine-tune recovers them.
 
 Deterministic: the subset comes from the seed, TT-SVD and the eval forward are deterministic.
@@ -207,6 +208,19 @@ def choose_ranks(curves: dict[str, LayerCurve], factor: float) -> dict[str, Reso
             break  # every layer at its smallest candidate
         position[best[1]] -= 1
     met = cost() <= allowed
+    while met:  # steps down are coarse: spend what is left where it buys the most loss back
+        spare = allowed - cost()
+        best = None
+        for name, index in position.items():
+            points = curves[name].points
+            if index + 1 >= len(points) or points[index + 1].weights - points[index].weights > spare:
+                continue
+            gain = (envelope[name][index] - envelope[name][index + 1]) / max(points[index + 1].weights - points[index].weights, 1)
+            if gain > 0 and (best is None or gain > best[0]):
+                best = (gain, name)
+        if best is None:
+            break
+        position[best[1]] += 1
     resolved = {}
     for name, index in position.items():
         point = curves[name].points[index]
