@@ -205,6 +205,8 @@ def global_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[s
     """
     spec = config.ranks
     free = free_layers(chosen, config)
+    if not free:
+        return {}
     if spec.method == "sensitivity":
         if config.chosen_ranks is None:
             raise BadInputError("sensitivity:X measures the loss on data: give --data SPEC (calibration samples)")
