@@ -47,7 +47,7 @@ class Stage:
 
 
 _STAGES: dict[str, Stage] = {}
-STAGE_ORDER = ("train", "compress", "finetune", "report", "export")
+STAGE_ORDER = ("train", "compress", "finetune", "report", "export", "sweep")
 
 
 def register_stage(name: str) -> Callable[[StageFunction], StageFunction]:
@@ -62,7 +62,8 @@ def _load_stage_modules() -> None:
     """Import the modules whose `@register_stage` fill the registry (not at import: no cycles)."""
     import importlib
 
-    for module in ("ttsnn_cli.stages", "ttsnn_cli.engine.stages", "ttsnn_cli.report.stage", "ttsnn_cli.export.stage"):
+    for module in ("ttsnn_cli.stages", "ttsnn_cli.engine.stages", "ttsnn_cli.report.stage", "ttsnn_cli.export.stage",
+                   "ttsnn_cli.sweep_stage"):
         importlib.import_module(module)
 
 

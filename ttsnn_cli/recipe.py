@@ -115,6 +115,26 @@ class ExportSection(Section):
     batch: int = Field(2, ge=1, description="batch size for tracing and verification (the graph's batch is dynamic)")
 
 
+class SweepSection(Section):
+    """The sweep stage: the accuracy-compression front of the dense model (the compress stage's input,
+    or model.checkpoint): per method and target compress, fine-tune, evaluate, in `<out>/sweep/`."""
+
+    data: str | None = Field(None, description="data spec (default: the recipe's `data`)")
+    targets: list[float] = Field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0], min_length=1,
+                                 description="shrink factors X of the decomposed weights")
+    methods: list[Literal["budget", "uniform", "sensitivity", "vbmf"]] = Field(
+        default_factory=lambda: ["budget", "sensitivity", "vbmf"], min_length=1, description="rank methods to compare")
+    mode: Literal["stt", "ptt", "htt"] = "stt"
+    include: list[str] = Field(default_factory=list, description="regexes over module names to decompose")
+    exclude: list[str] = Field(default_factory=list, description="regexes over module names to keep dense")
+    calib_samples: int = Field(256, ge=1, description="training samples sensitivity measures the loss on")
+    train_samples: int | None = Field(None, ge=1, description="fine-tune on this many training samples (default all)")
+    finetune: FinetuneSection = Field(default_factory=lambda: FinetuneSection(epochs=1),
+                                      description="the fine-tune every point gets (teacher: source distils the dense model)")
+    max_acc_drop: float | None = Field(None, ge=0, description="gate: every point within this many points of dense")
+    plot: str | None = Field("pareto.png", description="Pareto plot, relative to the sweep folder")
+
+
 class Recipe(Section):
     name: str | None = None
     description: str | None = None
@@ -125,6 +145,7 @@ class Recipe(Section):
     report: ReportSection | None = None
     finetune: FinetuneSection | None = None
     export: ExportSection | None = None
+    sweep: SweepSection | None = None
 
 
 def recipe_schema() -> dict[str, Any]:

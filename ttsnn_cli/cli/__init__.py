@@ -36,7 +36,7 @@ def _root(
 
 
 # Command modules register themselves on `app` when imported.
-for _name in ("compress", "inspect", "train", "report", "export", "run"):
+for _name in ("compress", "inspect", "train", "report", "export", "run", "sweep"):
     importlib.import_module(f"ttsnn_cli.cli.{_name}")
 
 

@@ -11,7 +11,7 @@ from ttsnn_cli.recipe import FinetuneSection, Recipe, TrainSection, resolve_data
 from ttsnn_cli.train_job import TrainJob, run_train_job
 
 
-def _config(section: TrainSection) -> TrainConfig:
+def train_config(section: TrainSection) -> TrainConfig:
     distill = {"distill_weight": section.distill_weight, "distill_temperature": section.distill_temperature} \
         if isinstance(section, FinetuneSection) else {}
     return TrainConfig(**distill,
@@ -40,7 +40,7 @@ def train_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     section = recipe.train
     assert section is not None
     output = context.out_dir / "dense.tt"
-    job = TrainJob("train", output, _config(section), data=_data(recipe, context, section), arch=recipe.model.arch,
+    job = TrainJob("train", output, train_config(section), data=_data(recipe, context, section), arch=recipe.model.arch,
                    arch_kwargs=recipe.model.kwargs, timesteps=section.timesteps or recipe.model.timesteps,
                    force=context.force)
     _, result = run_train_job(job, progress=_progress(context, "train"))
@@ -68,7 +68,7 @@ def finetune_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     checkpoint = context.input_model(recipe)
     output = context.out_dir / "finetuned.tt"
     arch = None if context.model_path else recipe.model.arch  # a bundle knows its architecture
-    job = TrainJob("finetune", output, _config(section), data=_data(recipe, context, section), arch=arch,
+    job = TrainJob("finetune", output, train_config(section), data=_data(recipe, context, section), arch=arch,
                    arch_kwargs=recipe.model.kwargs if arch else None, checkpoint=checkpoint,
                    timesteps=section.timesteps or recipe.model.timesteps, force=context.force,
                    teacher=teacher_path(section.teacher, context),

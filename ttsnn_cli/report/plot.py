@@ -86,3 +86,47 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+METHOD_STYLE = {"uniform": ("#7f7f7f", "s"), "budget": ("#1f77b4", "o"), "sensitivity": ("#d62728", "^"),
+                "vbmf": ("#2ca02c", "D")}
+
+
+def plot_sweep(document: dict[str, Any], path: str | Path) -> Path:
+    """The accuracy-compression front of a sweep: test accuracy after fine-tuning against weight
+    reduction (dense / TT conv + linear weights, log scale), one line per method, the accuracy
+    before fine-tuning as faint markers, dense accuracy as the reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.axhline(document["dense_accuracy"], color="black", linestyle="--", linewidth=1,
+               label=f"dense {document['dense_accuracy']:.2f} %")
+    methods: dict[str, list[dict[str, Any]]] = {}
+    for point in document["points"]:
+        methods.setdefault(point["method"], []).append(point)
+    for method, points in methods.items():
+        points = sorted(points, key=lambda p: p["weight_ratio"])
+        colour, marker = METHOD_STYLE.get(method, (None, "o"))
+        xs = [p["weight_ratio"] for p in points]
+        line = ax.plot(xs, [p["accuracy_after"] for p in points], marker=marker, color=colour, label=method)[0]
+        ax.scatter(xs, [p["accuracy_before"] for p in points], marker=marker, color=line.get_color(), alpha=0.25, s=18)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("weight reduction (dense / TT conv + linear weights)")
+    ax.set_ylabel("test accuracy after fine-tuning (%)")
+    low = min([p["accuracy_after"] for p in document["points"]] + [document["dense_accuracy"]])
+    ax.set_ylim(max(0.0, low - 5), min(100.0, document["dense_accuracy"] + 3))
+    ax.grid(alpha=0.3, which="both")
+    title = f"accuracy-compression front: {document.get('arch') or ''}"
+    epochs = (document.get("settings") or {}).get("finetune", {}).get("epochs")
+    teacher = (document.get("settings") or {}).get("teacher_sha256")
+    title += f" ({epochs} fine-tune epoch{'s' if epochs != 1 else ''}{', distilled' if teacher else ''}; faint: before)"
+    ax.set_title(title, loc="left", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
