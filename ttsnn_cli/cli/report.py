@@ -127,7 +127,10 @@ def render_report(doc: dict[str, Any]) -> None:
                           f"{item['energy_change_pct']:+.1f} %  - {item['paper']}")
     if doc.get("accuracy"):
         acc = doc["accuracy"]
-        console.print(f"accuracy: model {acc['model']:.2f} %, baseline {acc['baseline']:.2f} %, drop {acc['drop']:.2f} pts")
+        line = f"accuracy: model {acc['model']:.2f} %"
+        if acc.get("baseline") is not None:
+            line += f", baseline {acc['baseline']:.2f} %, drop {acc['drop']:.2f} pts"
+        console.print(line)
     if doc["gates"]:
         gates = Table(title="gates", title_justify="left")
         for column in ("gate", "value", "limit", "verdict"):

@@ -195,6 +195,20 @@ def _evaluate(model: nn.Module, data: Any, steps: int) -> float:
     return float(evaluate(model, data, TrainConfig(timesteps=steps, batch_size=64), torch.device("cpu")))
 
 
+def _plot_accuracy(job: ReportJob, model: nn.Module, baseline: nn.Module | None, data: Any, steps: int,
+                   mode: str) -> dict[str, Any]:
+    """The model's test accuracy, and the trained dense baseline's when one is known (else None)."""
+    accuracy = _evaluate(model, data, steps)
+    dense_accuracy = None
+    if mode != "dense":
+        try:
+            dense_accuracy = _evaluate(_accuracy_baseline(job, model, baseline), data, steps)
+        except BadInputError:
+            dense_accuracy = None  # no trained dense model to compare with: the plot shows the model's only
+    drop = None if dense_accuracy is None else dense_accuracy - accuracy
+    return {"model": accuracy, "baseline": dense_accuracy, "drop": drop}
+
+
 def build_report(job: ReportJob, model: nn.Module) -> dict[str, Any]:
     """The report dict for an already loaded ``model`` (see the module docstring)."""
     model.eval()
@@ -268,6 +282,8 @@ def build_report(job: ReportJob, model: nn.Module) -> dict[str, Any]:
         dense = _accuracy_baseline(job, model, baseline)
         acc_tt, acc_dense = _evaluate(model, data, steps), _evaluate(dense, data, steps)
         report["accuracy"] = {"model": acc_tt, "baseline": acc_dense, "drop": acc_dense - acc_tt}
+    elif data is not None and job.plot is not None:  # the plot shows the accuracy when there is data
+        report["accuracy"] = _plot_accuracy(job, model, baseline, data, steps, mode)
     report["gates"] = evaluate_gates(report, job.gates)
     report["plot"] = None
     if job.plot is not None:

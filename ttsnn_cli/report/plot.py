@@ -1,6 +1,13 @@
 """`--plot report.png`: per-layer weights and MACs per timestep (dense vs model, log scale) and,
 with `--hw`, the simulated training energy of every schedule split by component. Matplotlib Agg
-(headless); the file is written atomically."""
+(headless); the file is written atomically.
+
+Layers are named with their type (`tt-stt 3x3 r 8,8,8`, `conv 1x1`, `linear`); in a TT model, the
+layers that stayed dense are marked (hatched bars, `[dense]` in the name); the energy panel
+highlights the schedule the model itself trains with; with `--data`, the measured test accuracy
+(and the dense baseline's, when a trained one is known) is in the title.
+
+`plot_sweep` draws a sweep's accuracy-compression front."""
 
 from __future__ import annotations
 
@@ -14,21 +21,53 @@ DENSE, MODEL = "#9e9e9e", "#1f77b4"
 COMPONENTS = (("compute", "#1f77b4"), ("spad", "#2ca02c"), ("sram", "#ff7f0e"), ("dram", "#d62728"), ("static", "#7f7f7f"))
 
 
-def _bars(ax, names: list[str], dense: list[float | None], model: list[float], ylabel: str, title: str) -> None:
+def layer_label(row: dict[str, Any], tt_model: bool) -> str:
+    """`name (type kernel, ranks)`; a layer a TT model kept dense gets `[dense]`."""
+    kernel = "x".join(map(str, row["kernel"])) if row.get("kernel") else ""
+    kind = " ".join(part for part in (row.get("type", ""), kernel) if part)
+    if row.get("ranks"):
+        kind += " r " + ",".join(map(str, row["ranks"]))
+    label = f"{row['name']} ({kind})"
+    if tt_model and is_kept_dense(row):
+        label += " [dense]"
+    return label
+
+
+def is_kept_dense(row: dict[str, Any]) -> bool:
+    """A conv/linear row without TT cores (in a TT model: skipped by compress)."""
+    return not str(row.get("type", "")).startswith("tt")
+
+
+def _bars(ax, names: list[str], dense: list[float | None], model: list[float], ylabel: str, title: str,
+          skipped: list[bool] | None = None) -> None:
     import numpy as np
 
     x = np.arange(len(names))
     width = 0.42
+    skipped = skipped or [False] * len(names)
+    hatches = ["//" if s else "" for s in skipped]
     if any(v is not None for v in dense):
         ax.bar(x - width / 2, [v or 0 for v in dense], width, label="dense baseline", color=DENSE)
-        ax.bar(x + width / 2, model, width, label="this model", color=MODEL)
+        bars = ax.bar(x + width / 2, model, width, label="this model", color=MODEL)
     else:
-        ax.bar(x, model, width * 2, label="this model", color=MODEL)
+        bars = ax.bar(x, model, width * 2, label="this model", color=MODEL)
+    for bar, hatch in zip(bars, hatches):
+        if hatch:
+            bar.set_hatch(hatch)
+            bar.set_facecolor("#aec7e8")
+    if any(skipped):
+        from matplotlib.patches import Patch
+
+        ax.add_artist(ax.legend(handles=[Patch(facecolor="#aec7e8", hatch="//", label="kept dense (skipped)")],
+                                fontsize=8, loc="lower left", bbox_to_anchor=(1.0, 0.0)))
     ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title, loc="left", fontsize=11)
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=90, fontsize=7)
+    for tick, skip in zip(ax.get_xticklabels(), skipped):
+        if skip:
+            tick.set_color("#7f7f7f")
     ax.set_xlim(-0.7, len(names) - 0.3)
     ax.grid(axis="y", alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -42,25 +81,28 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = report["layers"]
-    names = [row["name"] for row in rows]
+    tt_model = report.get("mode", "dense") != "dense"
+    names = [layer_label(row, tt_model) for row in rows]
+    skipped = [tt_model and is_kept_dense(row) for row in rows]
     hw = report.get("hw") or {}
     panels = 3 if hw else 2
-    fig, axes = plt.subplots(panels, 1, figsize=(max(10, 0.32 * len(names) + 3), 4.2 * panels + 1.5))
+    fig, axes = plt.subplots(panels, 1, figsize=(max(10, 0.32 * len(names) + 3), 4.2 * panels + 3.0))
     ratios = report.get("ratios") or {}
     base = report.get("baseline") or {}
     weights_title = f"conv + linear weights per layer (total {report['params']['weights']:,}"
     if base:
         weights_title += f" vs dense {base['params']['weights']:,}, {ratios['weights']:.2f}x smaller"
     _bars(axes[0], names, [(r.get("baseline") or {}).get("weights") for r in rows], [r["weights"] for r in rows],
-          "weights", weights_title + ")")
+          "weights", weights_title + ")", skipped)
     macs_title = f"MACs per timestep per layer, as computed (total {report['macs_per_timestep']:,.0f}"
     if base:
         macs_title += f" vs dense {base['macs_per_timestep']:,.0f}, {ratios['macs']:.2f}x fewer"
     _bars(axes[1], names, [(r.get("baseline") or {}).get("macs_per_timestep") for r in rows],
-          [r["macs_per_timestep"] for r in rows], "MACs / timestep", macs_title + ")")
+          [r["macs_per_timestep"] for r in rows], "MACs / timestep", macs_title + ")", skipped)
     if hw:
         ax = axes[2]
         schedules = list(hw)
+        own = report.get("hw_schedule_of_model")
         bottom = [0.0] * len(schedules)
         for component, colour in COMPONENTS:
             values = [hw[s]["breakdown"]["energy_j"].get(component, 0.0) * 1e6 for s in schedules]
@@ -70,8 +112,15 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
             bottom = [b + v for b, v in zip(bottom, values)]
         for i, s in enumerate(schedules):
             res = hw[s]
-            ax.annotate(f"{res['energy_j'] * 1e6:,.1f} uJ\n{res['latency_s'] * 1e3:,.1f} ms",
-                        (i, bottom[i]), ha="center", va="bottom", fontsize=8)
+            mine = s == own
+            prefix = "this model\n" if mine else ""
+            ax.annotate(f"{prefix}{res['energy_j'] * 1e6:,.1f} uJ\n{res['latency_s'] * 1e3:,.1f} ms",
+                        (i, bottom[i]), ha="center", va="bottom", fontsize=8, fontweight="bold" if mine else "normal")
+            if mine:
+                ax.bar([s], [bottom[i]], 0.66, fill=False, edgecolor="black", linewidth=2.2)
+        for tick in ax.get_xticklabels():
+            if tick.get_text() == own:
+                tick.set_fontweight("bold")
         accel = report.get("hw_accelerator") or {}
         ax.set_ylabel("training energy per sample (uJ)")
         ax.set_ylim(0, max(bottom) * 1.25 if bottom else 1)
@@ -79,8 +128,13 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
                      f"T = {report['timesteps']}); labels: energy and latency", loc="left", fontsize=11)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"ttsnn report: {Path(str(report['model'])).name} ({report['arch']}, {report['mode'].upper()})",
-                 fontsize=13, x=0.01, ha="left")
+    title = f"ttsnn report: {Path(str(report['model'])).name} ({report['arch']}, {report['mode'].upper()})"
+    accuracy = report.get("accuracy") or {}
+    if accuracy.get("model") is not None:
+        title += f"; test accuracy {accuracy['model']:.2f} %"
+        if accuracy.get("baseline") is not None:
+            title += f" (dense {accuracy['baseline']:.2f} %, drop {accuracy['drop']:.2f} pts)"
+    fig.suptitle(title, fontsize=13, x=0.01, ha="left")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
