@@ -9,7 +9,8 @@ from hw.config import AcceleratorConfig, AcceleratorConfigError, load_accelerato
 from hw.cycles import gemm_cycles, sata_inference_cycles, sata_layer_cycles
 from hw.energy import ENERGY_PRESETS, EnergyModel, energy_preset, training_energy
 from hw.schedule import SCHEDULES, compare_schedules, simulate_schedules
-from hw.workload import Gemm, LayerWorkload, dense_equivalent, from_csv, tt_cores, workload_path
+from hw.workload import (Gemm, LayerWorkload, dense_equivalent, from_csv, tt_conv1d_cores, tt_cores, tt_matrix_steps,
+                         workload_path)
 
 __all__ = [
     "AcceleratorConfig",
@@ -30,6 +31,8 @@ __all__ = [
     "sata_layer_cycles",
     "simulate_schedules",
     "training_energy",
+    "tt_conv1d_cores",
     "tt_cores",
+    "tt_matrix_steps",
     "workload_path",
 ]

@@ -5,6 +5,9 @@ accelerator sees it. A TT layer is four workloads tagged with their ``branch`` (
 C->r1, ``tt_h`` kh x 1 r1->r2, ``tt_w`` 1 x kw r2->r3, ``tt_last`` 1x1 r3->K) and a common ``group``
 (the dense layer they replace), so schedules can run PTT's two middle cores concurrently and HTT's
 reduced steps can skip them (reference/paper.md, "The three modes").
+A TT Conv1d is three workloads (``tt_first``, ``tt_w`` 1 x k, ``tt_last``: one spatial axis, the
+width); a TT-matrix Linear is one GEMM per contraction step (``tt_first``, ``tt_mid``..., ``tt_last``,
+kind ``linear``; ``tt_mid`` runs every step, no neuron follows it).
 
 Per layer and timestep it derives the three BPTT GEMMs (reference/hw.md, "What the hw model should
 cover") as ``(M, N, K)`` = (output rows, output columns, reduction length) of ``A[M,K] @ B[K,N]``:
@@ -27,11 +30,11 @@ from pathlib import Path
 from typing import Literal
 
 Kind = Literal["conv", "linear"]
-Branch = Literal["dense", "tt_first", "tt_h", "tt_w", "tt_last"]
+Branch = Literal["dense", "tt_first", "tt_h", "tt_w", "tt_mid", "tt_last"]
 ActiveSteps = Literal["all", "first_half"]
 Phase = Literal["fp", "bp", "wg"]
 
-BRANCHES: tuple[str, ...] = ("dense", "tt_first", "tt_h", "tt_w", "tt_last")
+BRANCHES: tuple[str, ...] = ("dense", "tt_first", "tt_h", "tt_w", "tt_mid", "tt_last")
 MIDDLE_BRANCHES: tuple[str, ...] = ("tt_h", "tt_w")
 PHASES: tuple[str, ...] = ("fp", "bp", "wg")
 CSV_COLUMNS: tuple[str, ...] = (
@@ -253,24 +256,75 @@ def tt_cores(layer: LayerWorkload, ranks: tuple[int, int, int]) -> list[LayerWor
     return [first, h, w, last]
 
 
+def tt_conv1d_cores(layer: LayerWorkload, ranks: tuple[int, int]) -> list[LayerWorkload]:
+    """Split a dense Conv1d (a 1 x k conv on a 1 x L map) into its three TT cores: 1x1 C->r1,
+    1 x k r1->r2 with the layer's stride and padding, 1x1 r2->K."""
+    r1, r2 = ranks
+    g = layer.name
+    first = replace(layer, name=f"{g}.tt_first", r=1, s=1, k=r1, stride=(1, 1), padding=(0, 0),
+                    branch="tt_first", group=g)
+    w = LayerWorkload(f"{g}.tt_w", layer.ih, layer.iw, 1, layer.s, r1, r2, stride=layer.stride,
+                      padding=layer.padding, branch="tt_w", spike_input=False, group=g)
+    last = LayerWorkload(f"{g}.tt_last", w.ho, w.wo, 1, 1, r2, layer.k, branch="tt_last",
+                         spike_input=False, group=g)
+    return [first, w, last]
+
+
+def tt_matrix_steps(name: str, in_factors: tuple[int, ...], out_factors: tuple[int, ...],
+                    ranks: tuple[int, ...], spike_input: bool = True) -> list[LayerWorkload]:
+    """A TT-matrix Linear's contraction chain as GEMMs: step k maps (r_{k-1} n_k) -> (m_k r_k) for
+    each of the M_{<k} N_{>k} positions (a 1x1 conv with C = r_{k-1} n_k, K = m_k r_k on an
+    M_{<k} x N_{>k} map). Its MACs sum to the layer's `macs_per_item`."""
+    bonds, d = (1, *ranks, 1), len(in_factors)
+    steps, before, rest = [], 1, math.prod(in_factors)
+    for k, (m, n) in enumerate(zip(out_factors, in_factors)):
+        rest //= n
+        branch: Branch = "tt_first" if k == 0 else ("tt_last" if k == d - 1 else "tt_mid")
+        steps.append(LayerWorkload(f"{name}.tt_step{k + 1}", before, rest, 1, 1, bonds[k] * n, m * bonds[k + 1],
+                                   kind="linear", branch=branch, spike_input=spike_input and k == 0, group=name))
+        before *= m
+    if d == 1:  # one core is the dense matrix itself
+        steps = [replace(steps[0], branch="dense", group="", name=name)]
+    return steps
+
+
 def dense_equivalent(layers: list[LayerWorkload]) -> list[LayerWorkload]:
-    """Merge each TT group back into the dense conv it replaces (C from the first core, K from the
-    last, R from ``tt_h``, S from ``tt_w``, input size of the first core); dense layers pass through.
+    """Merge each TT group back into the dense layer it replaces; dense layers pass through.
+    Conv2d: C from the first core, K from the last, R from ``tt_h``, S from ``tt_w``, input size of
+    the first core. Conv1d (no ``tt_h``): R = 1. TT-matrix (kind linear): in = the first step's
+    C x map width, out = the last step's K x map height.
     Used to build the dense baseline of a TT workload (e.g. dense ResNet34 from SATA_Sim's STT CSV)."""
     out: list[LayerWorkload] = []
     cores: dict[str, dict[str, LayerWorkload]] = {}
+    sizes: dict[str, int] = {}
+    for layer in layers:
+        if layer.branch != "dense":
+            sizes[layer.group] = sizes.get(layer.group, 0) + 1
     for layer in layers:
         if layer.branch == "dense":
             out.append(layer)
             continue
         parts = cores.setdefault(layer.group, {})
-        parts[layer.branch] = layer
-        if len(parts) == 4:
-            f, h, w = parts["tt_first"], parts["tt_h"], parts["tt_w"]
-            out.append(LayerWorkload(layer.group, f.ih, f.iw, h.r, w.s, f.c, parts["tt_last"].k,
+        parts[layer.name if layer.branch == "tt_mid" else layer.branch] = layer
+        if len(parts) < sizes[layer.group] or not {"tt_first", "tt_last"} <= set(parts):
+            continue
+        f, last = parts["tt_first"], parts["tt_last"]
+        if f.kind == "linear":
+            out.append(LayerWorkload(layer.group, 1, 1, 1, 1, f.c * f.iw, last.k * last.ih, kind="linear",
+                                     spike_input=f.spike_input))
+        elif "tt_h" in parts and "tt_w" in parts:
+            h, w = parts["tt_h"], parts["tt_w"]
+            out.append(LayerWorkload(layer.group, f.ih, f.iw, h.r, w.s, f.c, last.k,
                                      stride=(h.stride[0], w.stride[1]),
                                      padding=(h.padding[0], w.padding[1]), spike_input=f.spike_input))
-    incomplete = [g for g, parts in cores.items() if len(parts) != 4]
+        elif "tt_w" in parts and len(parts) == 3:
+            w = parts["tt_w"]
+            out.append(LayerWorkload(layer.group, f.ih, f.iw, 1, w.s, f.c, last.k, stride=w.stride,
+                                     padding=w.padding, spike_input=f.spike_input))
+        else:
+            raise ValueError(f"TT group {layer.group!r} has cores {sorted(parts)}: not a Conv2d, Conv1d or TT-matrix")
+        parts["done"] = layer
+    incomplete = [g for g, parts in cores.items() if "done" not in parts]
     if incomplete:
         raise ValueError(f"incomplete TT groups (need tt_first, tt_h, tt_w, tt_last): {incomplete}")
     return out

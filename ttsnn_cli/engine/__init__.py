@@ -49,7 +49,7 @@ from ttsnn_cli.engine.distill import Distiller
 from ttsnn_cli.engine.memory import recomputing_tt
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import atomic_torch_save, atomic_write_text
-from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.tt_layers import is_tt_layer
 from ttsnn_cli.runner import run_timesteps
 
 OPTIMIZERS = ("sgd", "adam")
@@ -149,7 +149,7 @@ def trainable_parameters(model: nn.Module, which: str) -> list[nn.Parameter]:
         for p in model.parameters():
             p.requires_grad_(True)
         return list(model.parameters())
-    core_ids = {id(p) for m in model.modules() if isinstance(m, TTConv2d) for p in m.parameters()}
+    core_ids = {id(p) for m in model.modules() if is_tt_layer(m) for p in m.parameters()}
     if not core_ids:
         raise BadInputError("--train cores: the model has no TT layers (compress it first, or use --train all)")
     chosen = []

@@ -3,10 +3,12 @@
 
 Conventions:
 - ``params``: every parameter (BN and biases included); ``weights``: conv + linear weights only, the
-  paper's convention (TT cores are convs, so a TT layer's weights are its four cores).
-- ``macs``: multiply-accumulates of every Conv2d and Linear as the layers actually compute them,
-  from the shapes seen by forward hooks: a conv costs ``out.numel() * Cin/groups * kh * kw``, a
-  linear ``out.numel() * in_features``. BN, pooling, neurons and additions are not counted. Per
+  paper's convention (TT cores are convs, so a TT layer's weights are its cores; a TT-matrix
+  Linear's weights are its cores).
+- ``macs``: multiply-accumulates of every Conv2d, Conv1d and Linear as the layers actually compute
+  them, from the shapes seen by forward hooks: a conv costs ``out.numel() * Cin/groups * prod(k)``, a
+  linear ``out.numel() * in_features``, a TT-matrix Linear its contraction chain
+  (``TTLinear.macs_per_item`` per input vector). A Conv1d's length L is reported as a 1 x L map. BN, pooling, neurons and additions are not counted. Per
   timestep = the run's total / (T * B). TT layers are their cores: in STT the exact strided chain
   (1x1 at the input resolution, kh x 1 with stride (s, 1), 1 x kw with stride (1, s), 1x1), in PTT
   what our layer runs (1x1 at the input resolution, both middle cores at the full stride), in HTT the
@@ -28,7 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttsnn_cli.layers import TTConv2d
+import math
+
+from ttsnn_cli.tt_layers import is_tt_layer
+from ttsnn_cli.tt_linear import TTLinear
 from ttsnn_cli.runner import run_timesteps
 
 
@@ -46,6 +51,7 @@ class LeafStats:
     input_nonzero: int = 0
     input_numel: int = 0
     acs_exact: int = 0  # accumulates for binary inputs: nonzero inputs x their fan-out, exactly
+    inner_macs: int = 0  # MACs on real-valued values inside the leaf (a TT-matrix's steps after the first)
 
 
 @dataclass
@@ -62,8 +68,22 @@ class Profile:
         return self.steps * self.batch
 
 
-def _conv_window(conv: nn.Conv2d) -> int:
-    return (conv.in_channels // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1]
+CONVS = (nn.Conv2d, nn.Conv1d)
+LEAVES = (nn.Conv2d, nn.Conv1d, nn.Linear, TTLinear)
+
+
+def _conv_window(conv: nn.Conv2d | nn.Conv1d) -> int:
+    return (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
+
+
+def _map(t: torch.Tensor) -> tuple[int, int]:
+    """The spatial size of a conv input/output: (H, W), or (1, L) for a Conv1d."""
+    return (int(t.shape[-2]), int(t.shape[-1])) if t.dim() == 4 else (1, int(t.shape[-1]))
+
+
+def _first_step_fanout(layer: TTLinear) -> int:
+    """Values a TT-matrix's first contraction writes per input element: m_1 r_1."""
+    return layer.out_factors[0] * (layer.ranks[0] if layer.ranks else 1)
 
 
 def _exact_acs(module: nn.Module, x: torch.Tensor) -> int:
@@ -71,14 +91,17 @@ def _exact_acs(module: nn.Module, x: torch.Tensor) -> int:
     nz = (x != 0).to(torch.float32)
     if isinstance(module, nn.Linear):
         return int(nz.sum().item()) * module.out_features
+    if isinstance(module, TTLinear):
+        return int(nz.sum().item()) * _first_step_fanout(module)
     conv: nn.Conv2d = module  # type: ignore[assignment]
     if conv.groups != 1:
         return 0
     ones = torch.ones(1, conv.in_channels, *conv.kernel_size, dtype=torch.float32, device=x.device)
     padding = conv.padding if conv.padding_mode == "zeros" else 0
-    if conv.padding_mode != "zeros" and conv.padding != (0, 0):
+    if conv.padding_mode != "zeros" and any(conv.padding if not isinstance(conv.padding, str) else (1,)):
         nz = F.pad(nz, conv._reversed_padding_repeated_twice)  # the padded values of a spike map
-    counts = F.conv2d(nz, ones, None, conv.stride, padding, conv.dilation)
+    run = F.conv1d if isinstance(conv, nn.Conv1d) else F.conv2d
+    counts = run(nz, ones, None, conv.stride, padding, conv.dilation)
     return int(counts.sum().item()) * conv.out_channels
 
 
@@ -93,11 +116,18 @@ def profile_model(model: nn.Module, inputs: torch.Tensor, exact_acs: bool = Fals
     def leaf_hook(stats: LeafStats):
         def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
             x = args[0]
-            if isinstance(module, nn.Conv2d):
-                items = x.shape[0] if x.dim() == 4 else 1
+            if isinstance(module, CONVS):
+                batched = 4 if isinstance(module, nn.Conv2d) else 3
+                items = x.shape[0] if x.dim() == batched else 1
                 stats.macs += out.numel() * _conv_window(module)
-                stats.in_hw = stats.in_hw or (int(x.shape[-2]), int(x.shape[-1]))
-                stats.out_hw = stats.out_hw or (int(out.shape[-2]), int(out.shape[-1]))
+                stats.in_hw = stats.in_hw or _map(x)
+                stats.out_hw = stats.out_hw or _map(out)
+            elif isinstance(module, TTLinear):
+                items = out.numel() // module.out_features
+                total = items * module.macs_per_item()
+                stats.macs += total
+                stats.inner_macs += total - items * module.in_features * _first_step_fanout(module)
+                stats.in_hw = stats.out_hw = (1, 1)
             else:
                 items = out.numel() // module.out_features  # type: ignore[operator]
                 stats.macs += out.numel() * module.in_features  # type: ignore[operator]
@@ -115,15 +145,15 @@ def profile_model(model: nn.Module, inputs: torch.Tensor, exact_acs: bool = Fals
 
     def tt_hook(name: str):
         def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
-            tt_out.setdefault(name, (int(out.shape[-2]), int(out.shape[-1])))
+            tt_out.setdefault(name, _map(out))
         return hook
 
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
+        if isinstance(module, LEAVES):
             stats = LeafStats(name, module)
             leaves[name] = stats
             handles.append(module.register_forward_hook(leaf_hook(stats)))
-        elif isinstance(module, TTConv2d):
+        elif is_tt_layer(module):
             handles.append(module.register_forward_hook(tt_hook(name)))
     try:
         with torch.no_grad():
@@ -133,17 +163,16 @@ def profile_model(model: nn.Module, inputs: torch.Tensor, exact_acs: bool = Fals
             handle.remove()
     for name, stats in leaves.items():
         parent, _, leaf = name.rpartition(".")
-        if parent in tt_out or (leaf in ("core2", "core3", "core4") and parent and
-                                isinstance(model.get_submodule(parent), TTConv2d)):
-            # a TT layer's cores 2-4 take the first core's real-valued output (an all-zero input,
-            # from silent neurons upstream, would otherwise look like spikes)
-            stats.binary = stats.binary and leaf not in ("core2", "core3", "core4")
+        if parent in tt_out or (leaf.startswith("core") and parent and is_tt_layer(model.get_submodule(parent))):
+            # a TT layer's cores after the first take the first core's real-valued output (an all-zero
+            # input, from silent neurons upstream, would otherwise look like spikes)
+            stats.binary = stats.binary and leaf == "core1"
     return Profile(leaves, tt_out, int(inputs.shape[0]), int(inputs.shape[1]))
 
 
 def needs_all_steps(model: nn.Module) -> bool:
     """Whether per-step costs vary over time (HTT layers): then count over all T steps."""
-    return any(isinstance(m, TTConv2d) and m.mode == "htt" for m in model.modules())
+    return any(is_tt_layer(m) and getattr(m, "mode", "stt") == "htt" for m in model.modules())
 
 
 def probe_input(input_shape: tuple[int, ...], steps: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
@@ -156,7 +185,8 @@ def probe_input(input_shape: tuple[int, ...], steps: int, batch: int = 1, seed: 
 def param_counts(model: nn.Module) -> dict[str, int]:
     """``total``: all parameters; ``weights``: conv + linear weights (the paper's convention)."""
     total = sum(p.numel() for p in model.parameters())
-    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (*CONVS, nn.Linear)))
+    weights += sum(c.numel() for m in model.modules() if isinstance(m, TTLinear) for c in m.cores)
     return {"total": int(total), "weights": int(weights)}
 
 
@@ -174,7 +204,7 @@ class LayerCount:
     """One reported layer: a dense Conv2d / Linear, or a whole TT layer (its four cores)."""
 
     name: str
-    type: str  # conv | linear | tt-stt | tt-ptt | tt-htt
+    type: str  # conv | linear | tt-stt | tt-ptt | tt-htt | tt-linear (a TT-matrix)
     kernel: list[int] | None
     in_channels: int
     out_channels: int
@@ -194,7 +224,7 @@ class LayerCount:
 
 def layer_counts(model: nn.Module, profile: Profile) -> list[LayerCount]:
     """Per-layer params and MACs per timestep (module order) from one profile."""
-    tt_layers = {name: m for name, m in model.named_modules() if isinstance(m, TTConv2d)}
+    tt_layers = {name: m for name, m in model.named_modules() if is_tt_layer(m) and not isinstance(m, TTLinear)}
     rows: dict[str, LayerCount] = {}
     raw: dict[str, list[int]] = {}  # TT layer -> [MACs, paper-convention MACs] over the run
     items = profile.items
@@ -204,8 +234,14 @@ def layer_counts(model: nn.Module, profile: Profile) -> list[LayerCount]:
         if owner is None:
             if stats.samples == 0:
                 continue  # never called (e.g. an unused branch)
-            conv = isinstance(module, nn.Conv2d)
+            conv = isinstance(module, CONVS)
             macs = _div(stats.macs, items)
+            if isinstance(module, TTLinear):
+                rows[name] = LayerCount(
+                    name, "tt-linear", None, module.in_features, module.out_features, list(module.ranks),
+                    sum(p.numel() for p in module.parameters()), sum(c.numel() for c in module.cores), macs, macs,
+                    [1, 1], [1, 1], stats.binary)
+                continue
             rows[name] = LayerCount(
                 name, "conv" if conv else "linear",
                 list(module.kernel_size) if conv else None,  # type: ignore[union-attr]
@@ -221,7 +257,7 @@ def layer_counts(model: nn.Module, profile: Profile) -> list[LayerCount]:
             core1 = profile.leaves[f"{owner}.core1"]
             out_hw = profile.tt_out_hw.get(owner)
             row = rows[owner] = LayerCount(
-                owner, f"tt-{tt.mode}", list(tt.kernel_size), tt.in_channels, tt.out_channels, list(tt.ranks),
+                owner, f"tt-{tt.mode}", [tt.kernel_size] if isinstance(tt.kernel_size, int) else list(tt.kernel_size), tt.in_channels, tt.out_channels, list(tt.ranks),
                 sum(p.numel() for p in tt.parameters()), 0, 0, 0,
                 list(core1.in_hw) if core1.in_hw else None, list(out_hw) if out_hw else None, core1.binary)
             raw[owner] = [0, 0]
@@ -237,7 +273,7 @@ def layer_counts(model: nn.Module, profile: Profile) -> list[LayerCount]:
 
 def paper_macs_total(model: nn.Module, profile: Profile) -> int:
     """The paper-convention MACs of the whole run (not per timestep)."""
-    tt_names = {name for name, m in model.named_modules() if isinstance(m, TTConv2d)}
+    tt_names = {name for name, m in model.named_modules() if is_tt_layer(m) and not isinstance(m, TTLinear)}
     total = 0
     for name, stats in profile.leaves.items():
         owner = _owner(name, tt_names)

@@ -10,7 +10,9 @@ A layer's input counts as spikes when every value it received was 0 or 1 (seen b
 - declared (no data): ``rate x MACs`` with a declared spike rate (default 0.1, i.e. SATA's spike
   sparsity 0.9).
 Real-valued inputs cost their MACs (the first layer on analog input, TT cores 2-4, shortcuts on
-membranes, the classifier on averaged spikes).
+membranes, the classifier on averaged spikes). A TT-matrix Linear on spikes costs ACs for its first
+contraction step (each input spike adds m_1 r_1 values) and MACs for the later steps, which
+contract real-valued intermediates.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.tt_layers import is_tt_layer
 from ttsnn_cli.report.counting import Profile
 
 DEFAULT_SPIKE_RATE = 0.1  # SATA's default spike sparsity sp_s = 0.9 (hw.md)
@@ -38,7 +40,7 @@ def synops(model: nn.Module, profile: Profile, *, measured: bool, rate: float = 
     the meta device, borrowing the TT model's flags). Returns ``{"acs", "macs", "total",
     "spike_rate", "source", "layers": [{name, spike_input, rate, acs, macs}]}``.
     """
-    tt_names = {name for name, m in model.named_modules() if isinstance(m, TTConv2d)}
+    tt_names = {name for name, m in model.named_modules() if is_tt_layer(m)}
     items = profile.items
     rows = []
     acs = macs = 0.0
@@ -54,10 +56,10 @@ def synops(model: nn.Module, profile: Profile, *, measured: bool, rate: float = 
             numel += stats.input_numel
         elif spike:
             layer_rate = rate
-            layer_acs = rate * stats.macs / items
+            layer_acs = rate * (stats.macs - stats.inner_macs) / items
         else:
             layer_rate, layer_acs = None, 0.0
-        layer_macs = 0.0 if spike else stats.macs / items
+        layer_macs = stats.inner_macs / items if spike else stats.macs / items
         acs += layer_acs
         macs += layer_macs
         parent = name.rpartition(".")[0]
@@ -70,7 +72,7 @@ def synops(model: nn.Module, profile: Profile, *, measured: bool, rate: float = 
 
 def spike_flags_by_layer(model: nn.Module, profile: Profile) -> dict[str, bool]:
     """Which reported layers take spikes: dense leaves by name, TT layers by their first core."""
-    tt_names = {name for name, m in model.named_modules() if isinstance(m, TTConv2d)}
+    tt_names = {name for name, m in model.named_modules() if is_tt_layer(m)}
     flags: dict[str, bool] = {}
     for name, stats in profile.leaves.items():
         parent, _, leaf = name.rpartition(".")

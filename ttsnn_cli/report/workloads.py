@@ -7,6 +7,8 @@ C->r1, kh x 1 with stride (s_h, 1), 1 x kw with stride (1, s_w), 1x1 r3->K), tag
 branch and grouped under the layer's name; `hw.simulate_schedules` derives the PTT and HTT views
 (both middle cores reading the first core's output at the full stride, as our PTT layer does).
 Spike inputs come from the profile (binary inputs); a TT layer's cores 2-4 take real values.
+A Conv1d is a 1 x k conv on a 1 x L map; a TTConv1d its three cores (`hw.tt_conv1d_cores`); a
+TT-matrix Linear its contraction steps as GEMMs (`hw.tt_matrix_steps`).
 Dilation is not modelled by `hw` (a dilated layer is counted as undilated).
 """
 
@@ -14,8 +16,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from hw import LayerWorkload, tt_cores
+from hw import LayerWorkload, tt_conv1d_cores, tt_cores, tt_matrix_steps
 from ttsnn_cli.layers import TTConv2d, conv_padding
+from ttsnn_cli.layers_conv1d import TTConv1d, conv1d_padding
+from ttsnn_cli.tt_layers import is_tt_layer
+from ttsnn_cli.tt_linear import TTLinear
 from ttsnn_cli.report.counting import Profile
 
 
@@ -39,6 +44,25 @@ def model_workloads(model: nn.Module, profile: Profile) -> list[LayerWorkload]:
                                   stride=module.stride, padding=_pads(module.padding),
                                   spike_input=core1.binary)
             out.extend(tt_cores(dense, module.ranks))  # type: ignore[arg-type]
+        elif isinstance(module, TTConv1d):
+            core1 = leaves.get(f"{name}.core1")
+            if core1 is None or core1.in_hw is None:
+                continue
+            dense = LayerWorkload(name, 1, core1.in_hw[1], 1, module.kernel_size, module.in_channels,
+                                  module.out_channels, stride=(1, module.stride), padding=(0, module.padding[0]),
+                                  spike_input=core1.binary)
+            out.extend(tt_conv1d_cores(dense, module.ranks))  # type: ignore[arg-type]
+        elif isinstance(module, TTLinear) and name in leaves and leaves[name].samples:
+            out.extend(tt_matrix_steps(name, module.in_factors, module.out_factors, module.ranks,
+                                       leaves[name].binary))
+        elif isinstance(module, nn.Conv1d) and name in leaves and not _is_core(name, model):
+            stats = leaves[name]
+            if stats.in_hw is None:
+                continue
+            out.append(LayerWorkload(name, 1, stats.in_hw[1], 1, module.kernel_size[0],
+                                     module.in_channels // module.groups, module.out_channels,
+                                     stride=(1, module.stride[0]), padding=(0, conv1d_padding(module)[0]),
+                                     spike_input=stats.binary))
         elif isinstance(module, nn.Conv2d) and name in leaves and not _is_core(name, model):
             stats = leaves[name]
             if stats.in_hw is None:
@@ -56,7 +80,7 @@ def model_workloads(model: nn.Module, profile: Profile) -> list[LayerWorkload]:
 
 def _is_core(name: str, model: nn.Module) -> bool:
     parent = name.rpartition(".")[0]
-    return bool(parent) and isinstance(model.get_submodule(parent), TTConv2d)
+    return bool(parent) and is_tt_layer(model.get_submodule(parent))
 
 
 def with_spike_flags(layers: list[LayerWorkload], flags: dict[str, bool]) -> list[LayerWorkload]:
