@@ -10,7 +10,10 @@ model and swaps, in the copy only:
   computed and `torch.where` selects one, so one graph serves every step);
 - with `reconstruct_dense`, every `TTConv2d` for a `DenseFolded` dense conv: STT folded into
   `effective_kernel()`, PTT into its cross kernel, HTT into the cross kernel for t < ceil(T/2) and a
-  1x1 conv of `reduced_kernel()` (centre tap, stride) after; exact up to float rounding.
+  1x1 conv of `reduced_kernel()` (centre tap, stride) after; exact up to float rounding. A
+  `TTConv1d` folds the same way into Conv1d layers (`DenseFolded1d`), a `TTLinear` into the
+  nn.Linear of its reconstructed weight; an HTT `TTConv1d` without folding becomes an `HTTStep`
+  too (its full path is the chain core3(core2(A)), its reduced path core3(A) at the centre tap).
 Any other neuron or time-aware module is refused with its name and the reason (exit 3).
 
 LIF step (snntorch 1.0.0 `Leaky`, `reset_delay=True`), with h = [u - thr > 0] the Heaviside:
@@ -38,6 +41,8 @@ from torch import nn
 
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.layers_conv1d import TTConv1d
+from ttsnn_cli.tt_linear import TTLinear
 from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli.runner import execution_style, first_output
 from ttsnn_cli.state import TimeAware, is_neuron, reset_states
@@ -168,11 +173,12 @@ class LeakySlot(nn.Module):
 class HTTStep(nn.Module):
     """An HTT TTConv2d whose path follows the context's timestep (see the module docstring)."""
 
-    def __init__(self, name: str, layer: TTConv2d, context: StepContext) -> None:
+    def __init__(self, name: str, layer: TTConv2d | TTConv1d, context: StepContext) -> None:
         super().__init__()
         self.slot_name, self.layer, self.context = name, layer, context
         assert layer.timesteps is not None
         self.full_steps = math.ceil(layer.timesteps / 2)
+        self.conv1d = isinstance(layer, TTConv1d)
 
     def _a(self, x: torch.Tensor) -> torch.Tensor:
         a = self.layer.core1(x)
@@ -181,13 +187,13 @@ class HTTStep(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self._a(x)
         step = _timestep(self.context, self.slot_name)
+        layer = self.layer
+        path, last = (layer._chain, layer.core3) if self.conv1d else (layer._parallel, layer.core4)  # type: ignore[union-attr]
         if isinstance(step, torch.Tensor):
-            full = self.layer.core4(self.layer._parallel(a))
-            reduced = self.layer.core4(self.layer._reduced(a))
-            return torch.where(step < self.full_steps, full, reduced)
+            return torch.where(step < self.full_steps, last(path(a)), last(layer._reduced(a)))
         if step < self.full_steps:
-            return self.layer.core4(self.layer._parallel(a))
-        return self.layer.core4(self.layer._reduced(a))
+            return last(path(a))
+        return last(layer._reduced(a))
 
 
 def _timestep(context: StepContext, name: str) -> int | torch.Tensor:
@@ -249,6 +255,55 @@ class DenseFolded(nn.Module):
         return self._full(x) if step < self.full_steps else self._reduced(x)
 
 
+class DenseFolded1d(nn.Module):
+    """A TTConv1d folded back into dense Conv1d layers (`--reconstruct-dense`), as DenseFolded."""
+
+    def __init__(self, name: str, layer: TTConv1d, context: StepContext) -> None:
+        super().__init__()
+        self.slot_name, self.context, self.stride = name, context, layer.stride
+        self.mode_pad, self.padding_mode = layer._mode_pad, layer.padding_mode
+        left, right = (0, 0) if layer._mode_pad is not None else layer.padding
+        self.pads = None if left == right else (left, right)
+        bias = layer.core3.bias
+        self.full = nn.Conv1d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                              left if left == right else 0, layer.dilation, bias=bias is not None)
+        dtype = layer.core1.weight.dtype
+        self.reduced: nn.Conv1d | None = None
+        if layer.mode == "htt":
+            assert layer.timesteps is not None
+            self.full_steps, self.pad_reduced = math.ceil(layer.timesteps / 2), layer._pad_reduced
+            self.reduced = nn.Conv1d(layer.in_channels, layer.out_channels, 1, bias=bias is not None)
+        with torch.no_grad():
+            self.full.weight.copy_(layer.effective_kernel().to(dtype))
+            if self.reduced is not None:
+                self.reduced.weight.copy_(layer.reduced_kernel().to(dtype)[:, :, None])
+            for conv in (self.full, self.reduced):
+                if conv is not None and bias is not None:
+                    conv.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode_pad is not None:
+            x = F.pad(x, self.mode_pad, mode=self.padding_mode)
+        full = self.full(x if self.pads is None else F.pad(x, self.pads))
+        if self.reduced is None:
+            return full
+        reduced = self.reduced(F.pad(x, self.pad_reduced)[..., :: self.stride])
+        step = _timestep(self.context, self.slot_name)
+        if isinstance(step, torch.Tensor):
+            return torch.where(step < self.full_steps, full, reduced)
+        return full if step < self.full_steps else reduced
+
+
+def dense_linear(layer: TTLinear) -> nn.Linear:
+    """The nn.Linear of a TT-matrix's reconstructed weight (`--reconstruct-dense`, NIR)."""
+    linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(layer.effective_weight().to(linear.weight.dtype))
+        if layer.bias is not None:
+            linear.bias.copy_(layer.bias)
+    return linear.to(layer.cores[0].dtype)
+
+
 @dataclass
 class ExportCopy:
     """The rewritten copy, its context, its style, and what was swapped (for reports)."""
@@ -272,7 +327,7 @@ def prepare_export_copy(model: nn.Module, reconstruct_dense: bool = False) -> Ex
     htt = False
     for name, module in list(work.named_modules()):
         if not name:
-            if isinstance(module, (MultiStepLIF, TTConv2d)) or is_neuron(module):
+            if isinstance(module, (MultiStepLIF, TTConv2d, TTConv1d, TTLinear)) or is_neuron(module):
                 raise BadInputError("the model is a single neuron or layer; export a network")
             continue
         if _inside_swapped(name, neurons + folded):
@@ -286,14 +341,18 @@ def prepare_export_copy(model: nn.Module, reconstruct_dense: bool = False) -> Ex
             _check_leaky(name, module)
             replacement = LeakySlot(name, module, context)
             neurons.append(name)
-        elif isinstance(module, TTConv2d):
+        elif isinstance(module, (TTConv2d, TTConv1d)):
             htt = htt or module.mode == "htt"
             if reconstruct_dense:
-                replacement = DenseFolded(name, module, context)
+                fold = DenseFolded1d if isinstance(module, TTConv1d) else DenseFolded
+                replacement = fold(name, module, context)  # type: ignore[arg-type]
                 folded.append(name)
             elif module.mode == "htt":
                 replacement = HTTStep(name, module, context)
                 folded.append(name)
+        elif isinstance(module, TTLinear) and reconstruct_dense:
+            replacement = dense_linear(module)
+            folded.append(name)
         elif isinstance(module, TimeAware):
             raise BadInputError(f"layer {name} ({type(module).__name__}) depends on the timestep in a way export does not know")
         if replacement is not None:

@@ -23,6 +23,11 @@ Mapping:
   r = tau / dt, v_leak = 0, v_threshold = threshold, v_reset = 0. NIR's LIF resets to v_reset, so a
   subtract-reset Leaky is not expressible: refused. NIR also has no reset delay; snntorch's delayed
   reset (the reset of step t applied at t + 1) is recorded in the node metadata.
+- Conv1d (+ a following BatchNorm1d folded in) -> Conv1d; TTConv1d (STT) -> three Conv1d nodes
+  `<name>.core1` (1, Cin -> r1), `<name>.core2` (k, r1 -> r2, the layer's stride, padding and
+  dilation), `<name>.core3` (1, r2 -> Cout, bias); symmetric zero padding only, as for Conv2d.
+- TTLinear (a TT-matrix) -> one Affine of its reconstructed weight (NIR has no tensor contraction
+  node); the node's metadata says so and records the factors and ranks.
 - Linear -> Affine (Linear when bias-free); AvgPool2d -> AvgPool2d; Flatten -> Flatten (dims
   without the batch); digits_csnn's global average pool -> AvgPool2d over the whole map + Flatten.
 Graph metadata: the TT mode and each layer's ranks, T, and the LIF mapping.
@@ -42,10 +47,12 @@ from ttsnn_cli.bundle import tt_config
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import atomic_output
 from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.layers_conv1d import TTConv1d, conv1d_padding
 from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli.runner import execution_style
 from ttsnn_cli.state import is_neuron
 from ttsnn_cli.tt import centre_tap
+from ttsnn_cli.tt_linear import TTLinear
 
 DT = 1e-4
 _SKIP = (nn.Identity, nn.Dropout)
@@ -131,12 +138,50 @@ def _conv_node(name: str, weight: torch.Tensor, bias: torch.Tensor | None, strid
     return node
 
 
-def _fold(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _fold(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     if bn is None:
         return weight, bias
-    scale, shift = _bn_affine(bn)
+    scale, shift = _bn_affine(bn)  # type: ignore[arg-type]
     base = bias.double() if bias is not None else torch.zeros_like(shift)
-    return weight.double() * scale[:, None, None, None], base * scale + shift
+    return weight.double() * scale.reshape(-1, *[1] * (weight.dim() - 1)), base * scale + shift
+
+
+def _conv1d_node(name: str, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int, dilation: int,
+                 length: int, metadata: dict[str, Any] | None = None) -> Any:
+    import nir
+
+    bias_np = _np(bias) if bias is not None else np.zeros(weight.shape[0], dtype=np.float32)
+    return nir.Conv1d(input_shape=length, weight=_np(weight), stride=stride, padding=padding, dilation=dilation,
+                      groups=1, bias=bias_np, metadata=metadata or {})
+
+
+def _conv1d_nodes(name: str, module: nn.Module, bn: nn.Module | None, x: torch.Tensor) -> tuple[list[tuple[str, Any]], torch.Tensor]:
+    """A Conv1d (one node) or a TTConv1d (three nodes); zero, symmetric padding only."""
+    length = int(x.shape[-1])
+    y = module(x)
+    y = bn(y) if bn is not None else y
+    if isinstance(module, TTConv1d):
+        if module.mode != "stt":
+            raise BadInputError(f"layer {name}: HTT switches path at t = ceil(T/2) and a NIR graph is time-invariant; "
+                                "export ONNX, or re-compress in stt for NIR")
+        left, right = module.padding
+        if module.padding_mode != "zeros" or left != right:
+            raise BadInputError(f"layer {name}: padding {module.padding} ({module.padding_mode}) has no NIR Conv1d equivalent "
+                                "(zeros, symmetric only)")
+        meta = {"tt_layer": name, "tt_mode": module.mode, "tt_ranks": list(module.ranks)}
+        a = module.core1(x)
+        weight, bias = _fold(module.core3.weight.detach(), module.core3.bias, bn)
+        return [(f"{name}.core1", _conv1d_node(name, module.core1.weight.detach(), None, 1, 0, 1, length, {**meta, "tt_core": "G1"})),
+                (f"{name}.core2", _conv1d_node(name, module.core2.weight.detach(), None, module.stride, left, module.dilation,
+                                               length, {**meta, "tt_core": "G2"})),
+                (f"{name}.core3", _conv1d_node(name, weight, bias, 1, 0, 1, int(module._chain(a).shape[-1]),
+                                               {**meta, "tt_core": "G3"}))], y
+    left, right = conv1d_padding(module)  # type: ignore[arg-type]
+    if module.padding_mode != "zeros" or left != right or module.groups != 1:
+        raise BadInputError(f"layer {name}: Conv1d with padding {(left, right)} ({module.padding_mode}) or groups "
+                            f"{module.groups} has no NIR equivalent here (zeros, symmetric, groups 1)")
+    weight, bias = _fold(module.weight.detach(), module.bias, bn)
+    return [(name, _conv1d_node(name, weight, bias, module.stride[0], left, module.dilation[0], length))], y
 
 
 def tt_middle_kernel(layer: TTConv2d) -> torch.Tensor:
@@ -190,8 +235,8 @@ def build_nir_graph(model: nn.Module, timesteps: int, input_shape: tuple[int, ..
         while index < len(chain):
             name, module = chain[index]
             following = chain[index + 1][1] if index + 1 < len(chain) else None
-            bn = following if isinstance(following, nn.BatchNorm2d) else None
-            consumed = 2 if bn is not None and isinstance(module, (nn.Conv2d, TTConv2d)) else 1
+            bn = following if isinstance(following, (nn.BatchNorm2d, nn.BatchNorm1d)) else None
+            consumed = 2 if bn is not None and isinstance(module, (nn.Conv2d, TTConv2d, nn.Conv1d, TTConv1d)) else 1
             new_nodes, x = _convert(name, module, bn if consumed == 2 else None, x)
             for node_name, node in new_nodes:
                 nodes[node_name] = node
@@ -231,6 +276,16 @@ def _convert(name: str, module: nn.Module, bn: nn.BatchNorm2d | None, x: torch.T
         y = module(x)
         y = bn(y) if bn is not None else y
         return [(f"{name}.core1", first), (f"{name}.core23", middle), (f"{name}.core4", last)], y
+    if isinstance(module, (nn.Conv1d, TTConv1d)):
+        return _conv1d_nodes(name, module, bn, x)
+    if isinstance(module, TTLinear):
+        weight = module.effective_weight()
+        meta = {"tt_layer": name, "tt_matrix": "reconstructed Affine: NIR has no tensor-contraction node, so the "
+                "TT-matrix cores are multiplied out", "in_factors": list(module.in_factors),
+                "out_factors": list(module.out_factors), "tt_ranks": list(module.ranks)}
+        node = (nir.Affine(weight=_np(weight), bias=_np(module.bias), metadata=meta) if module.bias is not None
+                else nir.Linear(weight=_np(weight), metadata=meta))
+        return [(name, node)], module(x)
     if isinstance(module, nn.Conv2d):
         if isinstance(module.padding, str):
             raise BadInputError(f"layer {name}: string padding {module.padding!r} is not exported; give explicit padding")
@@ -302,7 +357,10 @@ def run_nir_chain(graph: Any, x: torch.Tensor) -> torch.Tensor:
         y = x[t]
         for name in order:
             n = graph.nodes[name]
-            if isinstance(n, nir.Conv2d):
+            if isinstance(n, nir.Conv1d):
+                y = torch.nn.functional.conv1d(y, torch.from_numpy(n.weight), torch.from_numpy(n.bias), n.stride,
+                                               n.padding, n.dilation, n.groups)
+            elif isinstance(n, nir.Conv2d):
                 y = torch.nn.functional.conv2d(y, torch.from_numpy(n.weight), torch.from_numpy(n.bias), tuple(n.stride),
                                                tuple(n.padding), tuple(n.dilation), n.groups)
             elif isinstance(n, nir.LIF):
