@@ -79,3 +79,24 @@ def test_recipe_layer_types(tmp_path: Path, audio_checkpoint: Path) -> None:
     recipe.write_text(yaml.safe_dump({"name": "audio", "model": {"arch": AUDIO}, "compress": {"ranks": 4, "layer_types": ["lstm"]}}))
     result = invoke("compress", "--recipe", recipe, "-o", tmp_path / "t.tt")
     assert result.exit_code == 3 and "compress.layer_types" in result.stderr
+
+
+def test_finetune_trains_conv1d_cores_and_tt_matrix_on_digits(tmp_path: Path) -> None:
+    arch = "user_nets:digits_conv1d"
+    checkpoint = tmp_path / "d.pt"
+    torch.manual_seed(0)
+    torch.save(user_nets.digits_conv1d().state_dict(), checkpoint)
+    out = tmp_path / "c.tt"
+    result = invoke("compress", checkpoint, "--arch", arch, "--ranks", "6", "--layer-types", "conv1d,linear",
+                    "--input-shape", "1,16,16", "--timesteps", "2", "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    before = load_model(out, arch=arch)
+    result = invoke("finetune", out, "--arch", arch, "--data", "digits", "--epochs", "1", "--batch-size", "64",
+                    "--timesteps", "2", "--train", "cores", "-o", tmp_path / "t.tt", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["epochs"] == 1 and 0 <= document["test_accuracy"] <= 100  # accuracy: benchmarks/bench_layers.py
+    tuned = load_model(tmp_path / "t.tt", arch=arch)
+    assert isinstance(tuned[1], TTConv1d) and isinstance(tuned[5], TTLinear)
+    assert not torch.equal(tuned[5].cores[0], before[5].cores[0])  # cores trained
+    assert not torch.equal(tuned[1].core2.weight, before[1].core2.weight)

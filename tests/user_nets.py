@@ -92,3 +92,12 @@ def recurrent_mlp(inputs: int = 64, hidden: int = 96, num_classes: int = 10, bet
         nn.Linear(hidden, num_classes),
         snn.Leaky(beta=beta, init_hidden=True, output=True),
     )
+
+
+def digits_conv1d(hidden: int = 24, beta: float = 0.8) -> nn.Sequential:
+    """The digits images (1 x 16 x 16) with rows as channels: a Conv1d SNN over the columns."""
+    return nn.Sequential(
+        nn.Flatten(1, 2),
+        nn.Conv1d(16, hidden, 3, padding=1), snn.Leaky(beta=beta, init_hidden=True),
+        nn.AvgPool1d(2), nn.Flatten(), nn.Linear(hidden * 8, 10), snn.Leaky(beta=beta, init_hidden=True, output=True),
+    )

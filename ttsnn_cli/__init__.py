@@ -1,6 +1,7 @@
 """ttsnn: tensor-train compression of spiking neural networks (TT-SNN, DATE 2024).
 
-Public API (stable): `load_model`, `save_model`, `compress_model` (+ `CompressConfig`, `TTConv2d`).
+Public API (stable): `load_model`, `save_model`, `compress_model` (+ `CompressConfig`, the TT layers
+`TTConv2d`, `TTConv1d`, `TTLinear`).
 Importing ttsnn changes no global state (tensorly's backend is switched only inside
 `tl.backend_context` while decomposing).
 """
@@ -18,9 +19,12 @@ from ttsnn_cli.checkpoint import load_model
 from ttsnn_cli.decompose import CompressConfig, compress_model
 from ttsnn_cli.fileio import check_output_path
 from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.layers_conv1d import TTConv1d
 from ttsnn_cli.state import reset_states
+from ttsnn_cli.tt_linear import TTLinear
 
-__all__ = ["__version__", "load_model", "save_model", "compress_model", "CompressConfig", "TTConv2d", "reset_states"]
+__all__ = ["__version__", "load_model", "save_model", "compress_model", "CompressConfig", "TTConv2d", "TTConv1d", "TTLinear",
+           "reset_states"]
 
 
 def save_model(
