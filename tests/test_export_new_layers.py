@@ -55,10 +55,11 @@ def test_reconstruct_dense_matches_tt_layers_at_every_step(mode: str) -> None:
     assert (Unrolled(folded, T)(x) - reference).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("mode,dense", [("stt", False), ("htt", False), ("htt", True)])
-def test_onnx_export_verifies_in_onnxruntime(tmp_path: Path, mode: str, dense: bool) -> None:
+@pytest.mark.parametrize("mode,dense,layout", [("stt", False, "unrolled"), ("htt", False, "unrolled"),
+                                               ("htt", True, "unrolled"), ("htt", False, "step")])
+def test_onnx_export_verifies_in_onnxruntime(tmp_path: Path, mode: str, dense: bool, layout: str) -> None:
     model = audio(mode)
-    info = export_onnx(model, tmp_path / "a.onnx", T, (8, 16), "unrolled", batch=2, reconstruct_dense=dense)
+    info = export_onnx(model, tmp_path / "a.onnx", T, (8, 16), layout, batch=2, reconstruct_dense=dense)  # type: ignore[arg-type]
     result = verify_onnx(model, info)
     assert result.verified and result.max_abs_diff <= 1e-4
 
