@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hw.energy import ENERGY_PRESETS, EnergyModel, energy_preset, with_overrides
+from hw.yamlload import load_yaml
 
 
 class AcceleratorConfigError(ValueError):
@@ -41,7 +42,8 @@ class AcceleratorConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `true` is not a row count; finite: `.inf` is not a clock (it would print Infinity in JSON)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ArrayConfig(_Strict):
@@ -138,7 +140,8 @@ def _format_errors(exc: ValidationError) -> str:
         loc = ".".join(str(x) for x in err["loc"]) or "<root>"
         msg = err["msg"]
         if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
-            msg += f" (got {err['input']!r})"
+            got = repr(err["input"])
+            msg += f" (got {got if len(got) <= 80 else got[:38] + ' ... ' + got[-37:]})"
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
 
@@ -150,6 +153,8 @@ def parse_accelerator(data: object, source: str = "<data>") -> AcceleratorConfig
                                      f"got {type(data).__name__}")
     try:
         return AcceleratorConfig.model_validate(data)
+    except RecursionError:
+        raise AcceleratorConfigError(f"accelerator config {source}: nested too deeply") from None
     except ValidationError as exc:
         raise AcceleratorConfigError(f"accelerator config {source}: {_format_errors(exc)}") from None
 
@@ -168,15 +173,18 @@ def load_accelerator(spec: str | Path = "sata") -> AcceleratorConfig:
     else:
         path = Path(spec)
         source = f"'{path}'"
-        if not path.is_file():
+        if not path.exists():
             raise AcceleratorConfigError(f"accelerator {name!r} is neither a preset "
                                          f"({', '.join(preset_names())}) nor an existing file")
+        if not path.is_file():
+            raise AcceleratorConfigError(f"accelerator config {source} is not a regular file (a folder, device or FIFO)")
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise AcceleratorConfigError(f"accelerator config {source}: cannot read: {exc}") from None
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise AcceleratorConfigError(f"accelerator config {source}: cannot read: {reason}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""

@@ -20,6 +20,16 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+#: the test suite's own network modules, trusted as a user trusts theirs (README: Trust); tests of the
+#: trust boundary itself clear this variable
+TRUSTED_TEST_MODULES = "user_nets,report_models,test_export_cli"
+
+
+@pytest.fixture(autouse=True)
+def _trusted_test_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTSNN_TRUSTED_ARCH", TRUSTED_TEST_MODULES)
+
+
 @pytest.fixture
 def seq_checkpoint(tmp_path: Path) -> Path:
     path = tmp_path / "seq.pt"

@@ -3,28 +3,47 @@
 Public API (stable): `load_model`, `save_model`, `compress_model` (+ `CompressConfig`, the TT layers
 `TTConv2d`, `TTConv1d`, `TTLinear`).
 Importing ttsnn changes no global state (tensorly's backend is switched only inside
-`tl.backend_context` while decomposing).
+`tl.backend_context` while decomposing), and imports nothing heavy: the names below load their
+modules on first use, so the `ttsnn` command can answer Ctrl-C cleanly from its first instant.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ttsnn_cli._version import __version__
-from ttsnn_cli.bundle import ModelIO, get_meta, save_bundle
-from ttsnn_cli.checkpoint import load_model
-from ttsnn_cli.decompose import CompressConfig, compress_model
-from ttsnn_cli.fileio import check_output_path
-from ttsnn_cli.layers import TTConv2d
-from ttsnn_cli.layers_conv1d import TTConv1d
-from ttsnn_cli.state import reset_states
-from ttsnn_cli.tt_linear import TTLinear
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ttsnn_cli.bundle import ModelIO
+    from ttsnn_cli.decompose import CompressConfig, compress_model
+    from ttsnn_cli.layers import TTConv2d
+    from ttsnn_cli.layers_conv1d import TTConv1d
+    from ttsnn_cli.loading import load_model
+    from ttsnn_cli.state import reset_states
+    from ttsnn_cli.tt_linear import TTLinear
 
 __all__ = ["__version__", "load_model", "save_model", "compress_model", "CompressConfig", "TTConv2d", "TTConv1d", "TTLinear",
            "reset_states"]
+
+_LAZY = {
+    "load_model": "ttsnn_cli.loading",
+    "compress_model": "ttsnn_cli.decompose",
+    "CompressConfig": "ttsnn_cli.decompose",
+    "TTConv2d": "ttsnn_cli.layers",
+    "TTConv1d": "ttsnn_cli.layers_conv1d",
+    "TTLinear": "ttsnn_cli.tt_linear",
+    "reset_states": "ttsnn_cli.state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ttsnn_cli' has no attribute {name!r}")
 
 
 def save_model(
@@ -37,6 +56,9 @@ def save_model(
 ) -> Path:
     """Write `model` as a ttsnn bundle (atomically). `arch` is needed unless the model came from
     `load_model` (which records it)."""
+    from ttsnn_cli.bundle import get_meta, save_bundle
+    from ttsnn_cli.fileio import check_output_path
+
     meta = get_meta(model)
     if arch is not None:
         meta.arch, meta.arch_kwargs = arch, dict(arch_kwargs or {})

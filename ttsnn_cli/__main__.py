@@ -1,3 +1,3 @@
-from ttsnn_cli.cli import main
+from ttsnn_cli.entry import main
 
 main()

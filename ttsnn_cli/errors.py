@@ -6,6 +6,9 @@ user can cause must be one of these classes and never a bare exception with a tr
 
 from __future__ import annotations
 
+#: longest value quoted in a message; longer ones are abbreviated (an error is one readable line)
+VALUE_LIMIT = 120
+
 
 class TtsnnError(Exception):
     """Base of every error a user can cause; `exit_code` is the process exit status the CLI uses."""
@@ -29,3 +32,29 @@ class ExportVerificationError(TtsnnError):
     """An exported graph does not reproduce the torch model (exit 5)."""
 
     exit_code = 5
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (the CLI's handlers raise it). A BaseException, so neither click's
+    KeyboardInterrupt handling nor an `except Exception` in user code swallows it; `finally` blocks
+    and `except BaseException` clean-ups (temporary files) still run."""
+
+    def __init__(self, signal_name: str = "SIGINT", exit_code: int = 130) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+
+
+def abbreviate(value: object, limit: int = VALUE_LIMIT) -> str:
+    """`value` as one short line: newlines folded, the middle cut when longer than `limit`."""
+    text = " ".join(str(value).split())
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 5, 2)
+    return f"{text[: keep // 2]} ... {text[-(keep - keep // 2):]}"
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when empty), abbreviated."""
+    lines = str(error).strip().splitlines()
+    return abbreviate(lines[0] if lines else type(error).__name__, limit)

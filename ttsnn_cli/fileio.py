@@ -1,15 +1,32 @@
-"""Writing files without ever losing one: temporary name in the same folder, fsync, rename.
+"""Writing files without ever losing one: the one rule set for every output ttsnn writes.
 
-Every output of ttsnn goes through here, so an interrupted command leaves either the old file or
-the new one, never half of one, and never overwrites an input by accident.
+Bundles, ONNX, NIR, plots, metrics and resume side files, run folders: all go through here.
+
+- `check_output_path` runs before any work: never an input (unless `--force` names it on purpose),
+  never an existing file without `force`, never a folder, device node, FIFO or socket (not even with
+  `force`), the folder must exist and be writable, and the temporary name must fit the filesystem's
+  NAME_MAX.
+- `atomic_output` writes to `.NAME.<pid>-<random>.tmp` beside the output, fsyncs, and publishes. An
+  output checked without `force` is published with `os.link`, which fails if the name exists: of two
+  writers racing for the same new file exactly one wins and the other gets BadInputError (exit 3).
+  Later writes of the same output by the same process (a bundle saved every epoch) replace it.
+- The temporary file is removed on any error and on SIGINT/SIGTERM (the CLI turns them into
+  `Interrupted`, which unwinds through here); one left by a killed process (kill -9) is removed by
+  the next run that writes that output. Full disk, read-only folder: BadInputError, nothing at the
+  output path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import json
+import math
 import os
-import tempfile
+import re
+import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,27 +35,127 @@ import torch
 
 from ttsnn_cli.errors import BadInputError
 
+#: outputs checked without `force` and not yet published by this process: published exclusively
+_EXCLUSIVE: set[str] = set()
+#: pid digits (pid_max is at most 2**22) + random part + the dots and suffix of a temporary name
+_TEMP_OVERHEAD = len(".") + len(".") + 7 + len("-") + 8 + len(".tmp")
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _temp_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^\.{re.escape(name)}\.(?:(\d+)-)?[A-Za-z0-9_]+\.tmp$")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
 
 def check_output_path(output: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False) -> Path:
-    """Validate an output path before any work is done (fail fast, lose nothing).
-
-    Refuses: a folder that does not exist; an existing file unless `force`; one of the inputs
-    unless `force` (the contract allows `--force` to name the input on purpose).
-    """
+    """Validate an output path before any work is done (fail fast, lose nothing); see the module doc."""
     path = Path(output).expanduser()
-    if path.is_dir():
+    if not path.name or path.name in (".", ".."):
+        raise BadInputError(f"output {path} names a folder; give a file name")
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        info = None
+    except OSError as error:
+        raise BadInputError(f"cannot use output {path}: {error.strerror}") from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
         raise BadInputError(f"output {path} is a folder; give a file name")
-    if not path.parent.exists():
-        raise BadInputError(f"output folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise BadInputError(f"output folder {path.parent} is not writable")
-    resolved = path.resolve()
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise BadInputError(f"output {path} exists and is not a regular file (a device, FIFO or socket); refusing to replace it")
+    parent = path.parent
+    if not parent.is_dir():
+        raise BadInputError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"output folder {parent} is not writable")
+    limit = _name_max(parent)
+    if len(path.name.encode()) + _TEMP_OVERHEAD > limit:
+        raise BadInputError(f"output name {path.name[:40]}... is too long: {len(path.name.encode())} bytes, "
+                            f"at most {limit - _TEMP_OVERHEAD} here (the temporary name needs {_TEMP_OVERHEAD} more)")
     for candidate in inputs:
-        if candidate is not None and Path(candidate).expanduser().resolve() == resolved and not force:
+        if candidate is not None and _same_file(Path(candidate).expanduser(), path) and not force:
             raise BadInputError(f"output {path} is the input file; choose another name or pass --force")
-    if path.exists() and not force:
+    if info is not None and not force:
         raise BadInputError(f"output {path} exists; pass --force to overwrite it")
+    key = str(path.resolve())
+    if force:
+        _EXCLUSIVE.discard(key)
+    else:
+        _EXCLUSIVE.add(key)
     return path
+
+
+def check_output_folder(folder: str | Path, force: bool = False) -> Path:
+    """A run folder: absent (created later), or an empty folder, or any folder with `force`.
+    Never a file, device or FIFO; its parent must exist and be writable."""
+    path = Path(folder).expanduser()
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise BadInputError(f"output folder {path} exists and is not a folder")
+        if not force and any(path.iterdir()):
+            raise BadInputError(f"output folder {path} is not empty; pass --force to overwrite, or choose --out")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise BadInputError(f"output folder {path} is not writable")
+        return path
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInputError(f"cannot create output folder {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"cannot create output folder {path}: {parent} is not writable")
+    return path
+
+
+def make_output_folder(folder: str | Path) -> Path:
+    """Create a checked run folder (and its parents); one-line errors."""
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BadInputError(f"cannot create output folder {path}: {error.strerror}") from None
+    return path
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove `.NAME.*.tmp` files beside `path` left by a process that no longer runs (kill -9)."""
+    pattern = _temp_pattern(path.name)
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if not match:
+            continue
+        pid = int(match.group(1)) if match.group(1) else None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue  # a concurrent writer's live file
+        if pid == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _umask() -> int:
@@ -47,21 +164,64 @@ def _umask() -> int:
     return mask
 
 
+def _write_error(path: Path, error: OSError) -> BadInputError:
+    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EROFS: "the folder is read-only", errno.EACCES: "permission denied"}.get(error.errno or 0)
+    return BadInputError(f"cannot write {path}: {reason or error.strerror or error}; nothing was written there")
+
+
+def _publish(temporary: Path, path: Path, exclusive: bool) -> None:
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
+        raise BadInputError(f"output {path} is no longer a regular file; refusing to replace it")
+    if not exclusive:
+        os.replace(temporary, path)
+        return
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise BadInputError(f"output {path} appeared while ttsnn was writing it (another run?); "
+                            "it was not overwritten: pass --force to replace it") from None
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        # no hard links here (some network or FAT filesystems): claim the name, then replace it
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise BadInputError(f"output {path} appeared while ttsnn was writing it (another run?); "
+                                "it was not overwritten: pass --force to replace it") from None
+        os.replace(temporary, path)
+        return
+    os.unlink(temporary)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` for a writer that wants a file name (h5py, nir.write...);
     when the block succeeds it is fsynced, given the permissions a plain `open(path, "w")` would
-    give (mkstemp's are owner-only), and renamed over `path`; on failure it is removed."""
+    give, and published at `path` (see the module doc); on any failure or interruption it is removed."""
     path = Path(path)
-    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
-    temporary = Path(name)
+    remove_stale_temporaries(path)
+    key = str(path.resolve())
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError as error:
+        raise _write_error(path, error) from None
     try:
         yield temporary
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
+        _publish(temporary, path, key in _EXCLUSIVE)
+        _EXCLUSIVE.discard(key)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise _write_error(path, error) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -83,3 +243,31 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def json_ready(value: Any) -> Any:
+    """`value` as plain JSON data: non-finite floats become null (standard JSON has no NaN or
+    Infinity), paths strings, tuples lists, numpy/torch scalars Python numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return json_ready(value.item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return json_ready(value.tolist())
+    return str(value)
+
+
+def standard_json(document: Any, indent: int | None = None) -> str:
+    """One standard JSON text (never NaN or Infinity; see `json_ready`)."""
+    return json.dumps(json_ready(document), indent=indent, allow_nan=False)

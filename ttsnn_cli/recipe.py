@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ttsnn_cli.errors import BadInputError
+from hw.yamlload import load_yaml
+from ttsnn_cli.errors import BadInputError, abbreviate
+from ttsnn_cli.loading.read import read_bytes
+from ttsnn_cli.loading.trust import check_plain_json, check_spec
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `true` is not a rank nor `"3"` an epoch count; finite: `.inf` is not a learning rate
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):
@@ -29,8 +33,25 @@ class ModelSection(Section):
     arch: str = Field(description="zoo:NAME or MODULE:FACTORY")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
     checkpoint: str | None = Field(None, description="state_dict or bundle; relative to the recipe's folder")
-    input_shape: list[int] | None = Field(None, description="per-step input shape C,H,W")
+    input_shape: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1, max_length=4,
+                                                                 description="per-step input shape C,H,W")
     timesteps: int | None = Field(None, ge=1, description="timesteps T")
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, value: str) -> str:
+        try:
+            return check_spec(value, "arch")
+        except BadInputError as error:
+            raise ValueError(str(error)) from None
+
+    @field_validator("kwargs")
+    @classmethod
+    def _kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return check_plain_json(value, "kwargs")
+        except BadInputError as error:
+            raise ValueError(str(error)) from None
 
 
 class CompressSection(Section):
@@ -63,10 +84,10 @@ class TrainSection(Section):
     timesteps: int | None = Field(None, ge=1, description="T (default: model.timesteps, the bundle's, or 4)")
     lr: float = Field(0.1, gt=0)
     optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = Field(0.9, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     train: Literal["all", "cores"] = Field("all", description="all parameters, or only the TT cores")
     loss: Literal["ce", "ce_rate", "ce_count", "mse_count"] = Field("ce", description="ce: on the time-averaged output")
@@ -156,8 +177,8 @@ def _format_errors(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        parts.append(f"{path}: {message}")
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+        parts.append(f"{path}: {abbreviate(message)}")
     return "; ".join(parts)
 
 
@@ -168,6 +189,8 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as error:
         raise BadInputError(f"{source}: {_format_errors(error)}") from None
+    except RecursionError:
+        raise BadInputError(f"{source}: nested too deeply") from None
 
 
 def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
@@ -176,17 +199,18 @@ def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
     A bare name (`quickstart-digits`) that is not a file here names a recipe shipped with ttsnn.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         shipped = shipped_recipe(str(path))
         if shipped is None:
             known = ", ".join(shipped_recipe_names())
             raise BadInputError(f"recipe {path} does not exist (recipes shipped with ttsnn: {known})")
         path = shipped
+    raw = read_bytes(path, "recipe")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(raw.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BadInputError(f"recipe {path} is not valid YAML: {first}") from None
+        raise BadInputError(f"recipe {path} is not valid YAML: {abbreviate(first)}") from None
     return parse_recipe(data, str(path)), path.parent.resolve()
 
 

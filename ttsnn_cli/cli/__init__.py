@@ -41,4 +41,7 @@ for _name in ("compress", "inspect", "train", "report", "export", "run", "sweep"
 
 
 def main() -> None:
-    app()
+    """The console script (kept for installs made before `ttsnn_cli.entry:main`)."""
+    from ttsnn_cli.entry import main as entry_main
+
+    entry_main()

@@ -7,8 +7,8 @@ holding the traceback, never a traceback on the terminal.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import json
 import os
 import sys
 import tempfile
@@ -21,8 +21,14 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from ttsnn_cli.errors import TtsnnError
+from ttsnn_cli.errors import Interrupted, TtsnnError, abbreviate
+from ttsnn_cli.fileio import standard_json
+from ttsnn_cli.loading.trust import trusting
+
+#: the longest error line: a message beyond it is abbreviated in the middle (DESIGN.md: one line)
+MESSAGE_LIMIT = 1000
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,11 +36,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 def err_console() -> Console:
     """A fresh stderr console (fresh so CliRunner's swapped streams are honoured)."""
     # Off a terminal (CI logs, pipes) rich would squeeze tables into 80 columns: give them room.
-    return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+    # soft_wrap: a printed line is never broken, whatever the width (errors and notes stay one line).
+    return Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+
+
+def one_line(message: str) -> str:
+    """`message` folded onto one line and abbreviated to MESSAGE_LIMIT characters."""
+    return abbreviate(message, MESSAGE_LIMIT)
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    err_console().print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    """Print `error: <message>` as exactly one stderr line; the typer.Exit for the caller to raise."""
+    err_console().print(f"[bold red]error:[/] {escape(one_line(message))}", markup=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -63,29 +76,37 @@ def guarded(func: F) -> F:
                 raise fail(str(error), error.exit_code) from None
             except KeyboardInterrupt:
                 raise fail("interrupted", 130) from None
+            except Interrupted as stop:
+                raise fail(f"interrupted ({stop.signal_name})", stop.exit_code) from None
+            except RecursionError:
+                raise fail("input nested too deeply (recursion limit reached)", 3) from None
             except Exception as error:  # noqa: BLE001 - the last line of defence, by design
-                log = _log_internal_error()
-                first_line = (str(error).splitlines() or [""])[0][:300]
-                raise fail(f"internal error ({type(error).__name__}: {first_line}); traceback in {log}", 1) from None
+                try:
+                    where = f"traceback in {_log_internal_error()}"
+                except OSError as log_error:
+                    where = f"no log written ({log_error.strerror})"
+                first_line = abbreviate((str(error).splitlines() or [""])[0], 300)
+                raise fail(f"internal error ({type(error).__name__}: {first_line}); {where}", 1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+TRUST_ARCH_HELP = ("import the module:factory architecture the input bundles record (runs its code: only for "
+                   "files you trust; see also TTSNN_TRUSTED_ARCH)")
+
+
+def trust_scope(trust_arch: bool, *named: str | None) -> contextlib.AbstractContextManager[None]:
+    """The architectures this command may import: every recorded one with --trust-arch, else the
+    ones the user named (zoo names and TTSNN_TRUSTED_ARCH always)."""
+    return trusting(True if trust_arch else [spec for spec in named if spec])
+
+
 def print_json(document: Any) -> None:
-    """Exactly one JSON document on stdout (the CI contract)."""
-    sys.stdout.write(json.dumps(document, indent=2, default=_json_default) + "\n")
+    """Exactly one standard JSON document on stdout (the CI contract: non-finite numbers are null)."""
+    sys.stdout.write(standard_json(document, indent=2) + "\n")
     sys.stdout.flush()
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def warn(message: str) -> None:
-    err_console().print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+    """`warning: <message>` as exactly one stderr line."""
+    err_console().print(f"[yellow]warning:[/] {escape(one_line(message))}", markup=True, highlight=False)

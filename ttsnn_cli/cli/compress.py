@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
-from ttsnn_cli.arch import parse_arch_kwargs
+from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.bundle import ModelIO
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import guarded, print_json, warn
+from ttsnn_cli.cli.common import TRUST_ARCH_HELP, guarded, print_json, trust_scope, warn
 from ttsnn_cli.cli.progress import StepBar
 from ttsnn_cli.cli.render import compress_table
 from ttsnn_cli.compress_job import CompressJob, run_compress
@@ -61,6 +61,7 @@ def compress(
     calib_samples: int = typer.Option(DEFAULT_CALIB_SAMPLES, help="Training samples sensitivity:X measures the loss on."),
     force: bool = typer.Option(False, help="Overwrite OUTPUT, even when it is the input."),
     trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
+    trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Decompose every eligible Conv2d (four TT cores), Conv1d (three) and, with --layer-types, Linear (TT-matrix) by TT-SVD and write a TT bundle."""
@@ -71,7 +72,7 @@ def compress(
                       linear_cores=linear_cores or 3, data=data, calib_samples=calib_samples)
     if recipe is not None:
         _fill_from_recipe(job, recipe, mode is not None, arch_kwargs is not None, linear_cores is not None)
-    with StepBar({"sensitivity": "sensitivity"}) as bar:
+    with trust_scope(trust_arch, job.arch), StepBar({"sensitivity": "sensitivity"}) as bar:
         _, document = run_compress(job, progress=bar)
     for message in document["warnings"]:
         warn(message)

@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
-from ttsnn_cli.arch import parse_arch_kwargs
+from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.bundle import ModelIO
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import err_console, guarded, print_json
+from ttsnn_cli.cli.common import TRUST_ARCH_HELP, err_console, guarded, print_json, trust_scope
 from ttsnn_cli.cli.compress import parse_input_shape
 from ttsnn_cli.export import ExportJob, run_export
 
@@ -37,13 +37,15 @@ def export(
     arch_kwargs: Optional[str] = typer.Option(None, help="JSON kwargs for the factory."),
     force: bool = typer.Option(False, help="Overwrite existing output files."),
     trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
+    trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Export a model to ONNX (and NIR); --verify checks the graph against torch in onnxruntime."""
     job = ExportJob(model=model, onnx=onnx, mode=mode.value, io=ModelIO(parse_input_shape(input_shape), timesteps, None),
                     batch=batch, reconstruct_dense=reconstruct_dense, verify=verify, nir=nir, arch=arch,
                     arch_kwargs=parse_arch_kwargs(arch_kwargs), force=force, trust_pickle=trust_pickle)
-    document = run_export(job)
+    with trust_scope(trust_arch, arch):
+        document = run_export(job)
     if json_output:
         print_json(document)
         return

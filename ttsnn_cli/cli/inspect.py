@@ -8,11 +8,11 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ttsnn_cli.arch import parse_arch_kwargs
+from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import err_console, guarded, print_json
+from ttsnn_cli.cli.common import TRUST_ARCH_HELP, err_console, guarded, print_json, trust_scope
 from ttsnn_cli.inspection import describe_model
-from ttsnn_cli.checkpoint import load_checkpoint
+from ttsnn_cli.loading import load_checkpoint
 
 
 @app.command()
@@ -21,10 +21,12 @@ def inspect(
     model: Path = typer.Argument(..., help="A ttsnn bundle, or a state_dict with --arch."),
     arch: Optional[str] = typer.Option(None, help="zoo:NAME or MODULE:FACTORY (for a plain state_dict)."),
     arch_kwargs: Optional[str] = typer.Option(None, help="JSON kwargs for the factory."),
+    trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the description as JSON on stdout."),
 ) -> None:
     """Print the layers (TT ranks, shapes, parameters) and what the bundle records."""
-    loaded = load_checkpoint(model, arch, parse_arch_kwargs(arch_kwargs))
+    with trust_scope(trust_arch, arch):
+        loaded = load_checkpoint(model, arch, parse_arch_kwargs(arch_kwargs))
     document = describe_model(loaded)
     document["path"] = str(model)
     if json_output:

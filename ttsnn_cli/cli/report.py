@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import err_console, guarded, print_json
+from ttsnn_cli.cli.common import TRUST_ARCH_HELP, err_console, guarded, print_json, trust_scope
 from ttsnn_cli.cli.compress import parse_input_shape
 from ttsnn_cli.errors import GateFailedError
 from ttsnn_cli.report.build import ReportJob, run_report
@@ -34,6 +34,7 @@ def report(
     max_energy_ratio: Optional[float] = typer.Option(None, help="Gate: hw training energy TT/dense <= X (runs hw)."),
     max_acc_drop: Optional[float] = typer.Option(None, help="Gate: dense minus TT accuracy <= PTS points (needs --data)."),
     trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
+    trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
 ) -> None:
     """Report params, MACs/timestep, training FLOPs and SynOps of MODEL vs its dense baseline."""
@@ -41,7 +42,8 @@ def report(
                     plot=plot, timesteps=timesteps,
                     input_shape=parse_input_shape(input_shape), data_samples=data_samples, trust_pickle=trust_pickle,
                     gates=GateLimits(min_param_reduction, min_mac_reduction, max_energy_ratio, max_acc_drop))
-    document = run_report(job)
+    with trust_scope(trust_arch):
+        document = run_report(job)
     if json_output:
         print_json(document)
     else:

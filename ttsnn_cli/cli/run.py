@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import err_console, guarded, print_json
+from ttsnn_cli.cli.common import err_console, guarded, print_json, trust_scope
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.pipeline import RunContext, planned_stages, run_recipe
 from ttsnn_cli.recipe import load_recipe, schema_json
@@ -45,7 +45,8 @@ def run(
             console.print(f"   {fields.get('text', '')}")
 
     context = RunContext(out_dir=out_dir.resolve(), base_dir=base, force=force, on_event=on_event)
-    results = run_recipe(parsed, context)
+    with trust_scope(False, parsed.model.arch):  # the recipe the user runs names its architecture
+        results = run_recipe(parsed, context)
     if json_output:
         print_json(results)
 

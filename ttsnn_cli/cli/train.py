@@ -9,9 +9,9 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ttsnn_cli.arch import parse_arch_kwargs
+from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import err_console, guarded, print_json
+from ttsnn_cli.cli.common import TRUST_ARCH_HELP, err_console, guarded, print_json, trust_scope
 from ttsnn_cli.engine import TrainConfig
 from ttsnn_cli.train_job import TrainJob, run_train_job
 
@@ -104,6 +104,7 @@ JSON = typer.Option(False, "--json", help="print one JSON document on stdout")
 ARCH_KWARGS = typer.Option(None, "--arch-kwargs", help="JSON object of factory keyword arguments")
 RECOMPUTE = typer.Option(False, "--recompute-tt", help="TT layers recompute their cores in backward: less memory, ~25 % more time")
 TRUST = typer.Option(False, "--trust-pickle", help="accept a pickled nn.Module (runs code from the file)")
+TRUST_ARCH = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP)
 
 
 @app.command("train")
@@ -144,7 +145,7 @@ def finetune_command(
     teacher_arch_kwargs: str = typer.Option(None, "--teacher-arch-kwargs", help="JSON kwargs of --teacher-arch"),
     distill_weight: float = typer.Option(0.5, "--distill-weight", help="a in (1-a)*task + a*t^2*KL (with --teacher)"),
     distill_temperature: float = typer.Option(4.0, "--distill-temperature", help="t: softmax temperature (with --teacher)"),
-    json_out: bool = JSON,
+    trust_arch: bool = TRUST_ARCH, json_out: bool = JSON,
 ) -> None:
     """Fine-tune a (TT) model with surrogate-gradient BPTT (optionally distilling a --teacher) and write the tuned bundle."""
     config = _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
@@ -154,4 +155,5 @@ def finetune_command(
                    timesteps=timesteps, resume=resume, force=force, trust_pickle=trust_pickle, teacher=teacher,
                    teacher_arch=teacher_arch,
                    teacher_arch_kwargs=parse_arch_kwargs(teacher_arch_kwargs) if teacher_arch_kwargs else None)
-    _run(job, json_out)
+    with trust_scope(trust_arch, arch, teacher_arch):
+        _run(job, json_out)

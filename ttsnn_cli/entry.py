@@ -1,0 +1,70 @@
+"""The `ttsnn` console script: signals first, then the (heavy) command line.
+
+SIGINT and SIGTERM raise `Interrupted` from the first instant, even while torch is being imported:
+the process answers with one line and exit 130 (143 for SIGTERM), no traceback, and every temporary
+file being written is removed on the way out (fileio). A BaseException, so click's own Ctrl-C
+handling ("Aborted!", exit 1) and user code catching Exception do not swallow it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from ttsnn_cli.errors import Interrupted
+
+_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name, _CODES.get(signum, 130))
+
+
+def install_signal_handlers() -> None:
+    for signum in _CODES:
+        signal.signal(signum, _raise_interrupted)
+
+
+def _click_exceptions():  # typer >= 0.20 vendors click
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
+
+
+def _one_line_error(message: str, code: int) -> None:
+    from ttsnn_cli.errors import abbreviate
+
+    sys.stderr.write(f"error: {abbreviate(message, 1000)}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def main() -> None:
+    """Run the command line; usage errors are one line too (exit 2), interruptions exit 130/143."""
+    install_signal_handlers()
+    try:
+        from ttsnn_cli.cli import app
+
+        exceptions = _click_exceptions()
+        try:
+            code = app(standalone_mode=False)
+        except exceptions.NoArgsIsHelpError as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except exceptions.UsageError as error:
+            command = error.ctx.command_path if error.ctx is not None else "ttsnn"
+            _one_line_error(f"{error.format_message()} (see {command} --help)", error.exit_code)
+        except exceptions.ClickException as error:
+            _one_line_error(error.format_message(), error.exit_code)
+        except exceptions.Abort:
+            _one_line_error("aborted", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        for signum in _CODES:  # a second Ctrl-C while unwinding must not print a traceback
+            signal.signal(signum, signal.SIG_IGN)
+        name = getattr(stop, "signal_name", "SIGINT")
+        sys.stderr.write(f"error: interrupted ({name})\n")
+        sys.stderr.flush()
+        sys.exit(getattr(stop, "exit_code", 130))
