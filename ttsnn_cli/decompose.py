@@ -132,6 +132,20 @@ def _override_for(name: str, overrides: dict[str, Any]) -> Any:
     return None
 
 
+def _check_overrides(names: list[str], overrides: dict[str, Any]) -> None:
+    """A per-layer rank whose name (or whole-name regex) matches no decomposed layer is a typo: refuse it."""
+    for key in overrides:
+        if key in names:
+            continue
+        try:
+            if any(re.fullmatch(key, name) for name in names):
+                continue
+        except re.error:
+            pass
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        raise BadInputError(f"per-layer ranks name {key!r}, which matches no layer being decomposed ({shown})")
+
+
 def _type_reason(name: str, module: nn.Module, model: nn.Module, config: CompressConfig) -> str | None:
     """Why a layer of a known type is not decomposed before looking at its shape, or None."""
     kind = layer_type(module)
@@ -269,6 +283,7 @@ def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module,
     if not chosen:
         raise BadInputError(f"no layer to decompose among the layer types {','.join(config.layer_types)} (all "
                             "skipped: see --layer-types, --include/--exclude, or the model has no k-wide convs)")
+    _check_overrides(list(chosen), config.overrides)
     resolved = resolve_all_ranks(chosen, config)
     for name in [n for n, m in chosen.items() if not isinstance(m, nn.Conv2d)]:
         reason = would_grow(chosen[name], resolved[name].effective, config.linear_cores)

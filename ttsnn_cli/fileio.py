@@ -59,8 +59,14 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output_path(output: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False) -> Path:
-    """Validate an output path before any work is done (fail fast, lose nothing); see the module doc."""
+def check_output_path(output: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False,
+                      replace_input: bool | None = None) -> Path:
+    """Validate an output path before any work is done (fail fast, lose nothing); see the module doc.
+
+    `replace_input` (default: `force`) lets `--force` name an input on purpose (compress a bundle in
+    place); outputs of another kind than their input (a plot of a model) pass False.
+    """
+    replace_input = force if replace_input is None else replace_input
     path = Path(output).expanduser()
     if not path.name or path.name in (".", ".."):
         raise BadInputError(f"output {path} names a folder; give a file name")
@@ -84,8 +90,9 @@ def check_output_path(output: str | Path, inputs: Iterable[str | Path | None] = 
         raise BadInputError(f"output name {path.name[:40]}... is too long: {len(path.name.encode())} bytes, "
                             f"at most {limit - _TEMP_OVERHEAD} here (the temporary name needs {_TEMP_OVERHEAD} more)")
     for candidate in inputs:
-        if candidate is not None and _same_file(Path(candidate).expanduser(), path) and not force:
-            raise BadInputError(f"output {path} is the input file; choose another name or pass --force")
+        if candidate is not None and _same_file(Path(candidate).expanduser(), path) and not replace_input:
+            hint = "choose another name" if force else "choose another name or pass --force"
+            raise BadInputError(f"output {path} is the input file; {hint}")
     if info is not None and not force:
         raise BadInputError(f"output {path} exists; pass --force to overwrite it")
     key = str(path.resolve())

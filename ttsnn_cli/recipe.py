@@ -214,6 +214,26 @@ def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
     return parse_recipe(data, str(path)), path.parent.resolve()
 
 
+def check_recipe_inputs(recipe: Recipe, base: Path) -> None:
+    """What can be checked before any stage runs (and before a run folder is made): the model's
+    checkpoint is a readable file, zoo kwargs fit the factory, training devices exist."""
+    from ttsnn_cli.engine import check_device
+    from ttsnn_cli.loading.read import open_regular_file
+    from ttsnn_cli.loading.trust import check_zoo_kwargs
+
+    checkpoint = resolve_path(base, recipe.model.checkpoint)
+    if checkpoint is not None:
+        open_regular_file(checkpoint, "model.checkpoint")
+    if recipe.model.arch.startswith("zoo:"):
+        check_zoo_kwargs(recipe.model.arch, recipe.model.kwargs)
+    for name, section in (("train", recipe.train), ("finetune", recipe.finetune)):
+        if section is not None:
+            try:
+                check_device(section.device)
+            except BadInputError as error:
+                raise BadInputError(f"{name}.device: {error}") from None
+
+
 def resolve_path(base: Path, value: str | None) -> Path | None:
     """A recipe path resolved against the recipe's folder (absolute paths kept)."""
     if value is None:

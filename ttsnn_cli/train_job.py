@@ -17,7 +17,7 @@ from ttsnn_cli.arch import build_arch, zoo_io
 from ttsnn_cli.bundle import ModelIO, get_meta, save_bundle
 from ttsnn_cli.checkpoint import load_checkpoint
 from ttsnn_cli.data import DataBundle, encode, load_data
-from ttsnn_cli.engine import Progress, TrainConfig, fit, set_seed
+from ttsnn_cli.engine import Progress, TrainConfig, fit, set_seed, side_paths
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import check_output_path
 from ttsnn_cli.runner import run_timesteps
@@ -101,7 +101,11 @@ def check_compatible(model: nn.Module, data: DataBundle, timesteps: int, spec: s
 def run_train_job(job: TrainJob, progress: Progress | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Validate, train (or fine-tune), write the bundle every epoch; the contract's result dict."""
     job.config.validate()
+    if job.timesteps is not None and job.timesteps < 1:
+        raise BadInputError(f"--timesteps must be >= 1, got {job.timesteps}")
     check_output_path(job.output, [job.checkpoint, job.teacher], job.force or job.resume)
+    for side in side_paths(job.output):  # OUT.metrics.jsonl, OUT.resume.pt: --resume continues them
+        check_output_path(side, [job.checkpoint, job.teacher], job.force or job.resume)
     model = build_model(job)
     teacher = load_teacher(job, model)
     meta = get_meta(model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ttsnn_cli.errors import Interrupted, TtsnnError, abbreviate
+from ttsnn_cli.errors import BadInputError, Interrupted, TtsnnError, abbreviate
 from ttsnn_cli.fileio import standard_json
 from ttsnn_cli.loading.trust import trusting
 
@@ -99,6 +100,19 @@ def trust_scope(trust_arch: bool, *named: str | None) -> contextlib.AbstractCont
     """The architectures this command may import: every recorded one with --trust-arch, else the
     ones the user named (zoo names and TTSNN_TRUSTED_ARCH always)."""
     return trusting(True if trust_arch else [spec for spec in named if spec])
+
+
+def check_options(*checks: tuple[str, Any, float | None, float | None]) -> None:
+    """Refuse options out of range at the edge, as bad input (exit 3) rather than typer's usage error:
+    each check is (option, value, minimum, maximum); None values are unset options; floats must be finite."""
+    for option, value, low, high in checks:
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadInputError(f"{option} must be a finite number, got {value}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low:g}" if high is None else f"in {low:g}..{high:g}" if low is not None else f"<= {high:g}"
+            raise BadInputError(f"{option} must be {bounds}, got {value}")
 
 
 def print_json(document: Any) -> None:

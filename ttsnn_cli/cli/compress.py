@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -11,11 +12,11 @@ import typer
 from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.bundle import ModelIO
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import TRUST_ARCH_HELP, guarded, print_json, trust_scope, warn
+from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, guarded, print_json, trust_scope, warn
 from ttsnn_cli.cli.progress import StepBar
 from ttsnn_cli.cli.render import compress_table
 from ttsnn_cli.compress_job import CompressJob, run_compress
-from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.errors import BadInputError, abbreviate
 from ttsnn_cli.recipe import load_recipe, resolve_data_spec, resolve_path
 from ttsnn_cli.sensitivity import DEFAULT_CALIB_SAMPLES
 
@@ -26,15 +27,24 @@ class ModeChoice(str, Enum):
     htt = "htt"
 
 
+#: the most elements one sample's frame may have (a typo like 3,32000,32000 must not allocate 12 GB)
+MAX_FRAME_ELEMENTS = 2**26
+
+
 def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    """`--input-shape C,H,W` (or C,L / F): 1 to 4 positive whole sizes of one timestep's frame."""
     if text is None:
         return None
     try:
         shape = tuple(int(p) for p in text.split(","))
     except ValueError:
-        raise BadInputError(f"--input-shape takes C,H,W as whole numbers, got {text!r}") from None
-    if not shape or min(shape) < 1:
+        raise BadInputError(f"--input-shape takes C,H,W as whole numbers, got {abbreviate(repr(text))}") from None
+    if not 1 <= len(shape) <= 4:
+        raise BadInputError(f"--input-shape takes 1 to 4 sizes (C,H,W for images), got {len(shape)}")
+    if min(shape) < 1:
         raise BadInputError(f"--input-shape takes positive sizes, got {text!r}")
+    if math.prod(shape) > MAX_FRAME_ELEMENTS:
+        raise BadInputError(f"--input-shape {text} has {math.prod(shape):,} elements per frame, more than {MAX_FRAME_ELEMENTS:,}")
     return shape
 
 
@@ -51,7 +61,7 @@ def compress(
     include: list[str] = typer.Option([], help="Regex over module names to decompose (repeatable)."),
     exclude: list[str] = typer.Option([], help="Regex over module names to keep dense (repeatable)."),
     recipe: Optional[Path] = typer.Option(None, help="Recipe whose model and compress sections fill unset options."),
-    timesteps: Optional[int] = typer.Option(None, min=1, help="Timesteps T (needed by HTT when the model does not say)."),
+    timesteps: Optional[int] = typer.Option(None, help="Timesteps T (needed by HTT when the model does not say)."),
     input_shape: Optional[str] = typer.Option(None, help="Per-step input shape C,H,W, recorded in the bundle."),
     layer_types: Optional[str] = typer.Option(None, help="Which layers become TT: comma list of conv2d, conv1d, linear (TT-matrix). Default conv2d,conv1d."),
     linear_cores: Optional[int] = typer.Option(None, min=1, max=8, help="Cores d of a TT-matrix Linear: in/out features split into d balanced factors (default 3)."),
@@ -65,6 +75,7 @@ def compress(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Decompose every eligible Conv2d (four TT cores), Conv1d (three) and, with --layer-types, Linear (TT-matrix) by TT-SVD and write a TT bundle."""
+    check_options(("--timesteps", timesteps, 1, None), ("--seed", seed, 0, 2**63 - 1))
     job = CompressJob(output=output, checkpoint=checkpoint, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs),
                       ranks=ranks, rank_method=rank_method, mode=mode.value if mode else "stt", include=list(include),
                       exclude=list(exclude), io=ModelIO(parse_input_shape(input_shape), timesteps, None), svd=svd,

@@ -11,7 +11,7 @@ import typer
 from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.bundle import ModelIO
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import TRUST_ARCH_HELP, err_console, guarded, print_json, trust_scope
+from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope
 from ttsnn_cli.cli.compress import parse_input_shape
 from ttsnn_cli.export import ExportJob, run_export
 
@@ -27,9 +27,9 @@ def export(
     model: Path = typer.Argument(..., help="Bundle (TT or dense) or state_dict (with --arch)."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX file to write."),
     mode: LayoutChoice = typer.Option(LayoutChoice.unrolled, help="unrolled: x[T,B,...] -> y[T,B,...]; step: one timestep, membranes as inputs/outputs."),
-    timesteps: Optional[int] = typer.Option(None, min=1, help="Timesteps T, when the model does not say."),
+    timesteps: Optional[int] = typer.Option(None, help="Timesteps T, when the model does not say."),
     input_shape: Optional[str] = typer.Option(None, help="Per-step input shape C,H,W, when the model does not say."),
-    batch: int = typer.Option(2, min=1, help="Batch size for tracing and verification (the graph's batch is dynamic)."),
+    batch: int = typer.Option(2, help="Batch size for tracing and verification (the graph's batch is dynamic)."),
     reconstruct_dense: bool = typer.Option(False, help="Fold every TT layer back into dense conv kernels."),
     verify: bool = typer.Option(False, help="onnx.checker + onnxruntime against torch (exit 5 on a mismatch)."),
     nir: Optional[Path] = typer.Option(None, "--nir", help="NIR graph file to write (nir 1.0.8, HDF5)."),
@@ -41,6 +41,7 @@ def export(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Export a model to ONNX (and NIR); --verify checks the graph against torch in onnxruntime."""
+    check_options(("--timesteps", timesteps, 1, None), ("--batch", batch, 1, 4096))
     job = ExportJob(model=model, onnx=onnx, mode=mode.value, io=ModelIO(parse_input_shape(input_shape), timesteps, None),
                     batch=batch, reconstruct_dense=reconstruct_dense, verify=verify, nir=nir, arch=arch,
                     arch_kwargs=parse_arch_kwargs(arch_kwargs), force=force, trust_pickle=trust_pickle)

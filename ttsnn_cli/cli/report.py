@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import TRUST_ARCH_HELP, err_console, guarded, print_json, trust_scope
+from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope
 from ttsnn_cli.cli.compress import parse_input_shape
 from ttsnn_cli.errors import GateFailedError
 from ttsnn_cli.report.build import ReportJob, run_report
@@ -26,21 +26,25 @@ def report(
     hw: bool = typer.Option(False, "--hw", help="Simulate training on the accelerator model (every schedule)."),
     accel: Optional[str] = typer.Option(None, help="Accelerator preset (sata, tt-accel) or YAML file; implies --hw (default sata)."),
     plot: Optional[Path] = typer.Option(None, help="Write a PNG of per-layer params/MACs and hw energy."),
-    timesteps: Optional[int] = typer.Option(None, min=1, help="Timesteps T when the bundle does not record it."),
+    timesteps: Optional[int] = typer.Option(None, help="Timesteps T when the bundle does not record it."),
     input_shape: Optional[str] = typer.Option(None, help="Per-step input shape C,H,W when the bundle does not record it."),
-    data_samples: int = typer.Option(32, min=1, help="Test samples used to measure spike rates."),
+    data_samples: int = typer.Option(32, help="Test samples used to measure spike rates."),
     min_param_reduction: Optional[float] = typer.Option(None, help="Gate: dense/TT conv+linear weights >= X."),
     min_mac_reduction: Optional[float] = typer.Option(None, help="Gate: dense/TT MACs per timestep >= X."),
     max_energy_ratio: Optional[float] = typer.Option(None, help="Gate: hw training energy TT/dense <= X (runs hw)."),
     max_acc_drop: Optional[float] = typer.Option(None, help="Gate: dense minus TT accuracy <= PTS points (needs --data)."),
     trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
     trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --plot file (never the model or a non-regular file)."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
 ) -> None:
     """Report params, MACs/timestep, training FLOPs and SynOps of MODEL vs its dense baseline."""
+    check_options(("--timesteps", timesteps, 1, None), ("--data-samples", data_samples, 1, None),
+                  ("--min-param-reduction", min_param_reduction, 0, None), ("--min-mac-reduction", min_mac_reduction, 0, None),
+                  ("--max-energy-ratio", max_energy_ratio, 0, None), ("--max-acc-drop", max_acc_drop, 0, None))
     job = ReportJob(model=model, baseline=baseline, data=data, hw=hw or accel is not None, accel=accel or "sata",
                     plot=plot, timesteps=timesteps,
-                    input_shape=parse_input_shape(input_shape), data_samples=data_samples, trust_pickle=trust_pickle,
+                    input_shape=parse_input_shape(input_shape), data_samples=data_samples, trust_pickle=trust_pickle, force=force,
                     gates=GateLimits(min_param_reduction, min_mac_reduction, max_energy_ratio, max_acc_drop))
     with trust_scope(trust_arch):
         document = run_report(job)

@@ -11,8 +11,9 @@ import typer
 from ttsnn_cli.cli import app
 from ttsnn_cli.cli.common import err_console, guarded, print_json, trust_scope
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.fileio import check_output_folder, make_output_folder
 from ttsnn_cli.pipeline import RunContext, planned_stages, run_recipe
-from ttsnn_cli.recipe import load_recipe, schema_json
+from ttsnn_cli.recipe import check_recipe_inputs, load_recipe, schema_json
 
 
 @app.command()
@@ -28,11 +29,11 @@ def run(
     stages = planned_stages(parsed)
     if not stages:
         raise BadInputError(f"recipe {recipe} names no stage that can run (add a compress, train, ... section)")
+    check_recipe_inputs(parsed, base)
     name = parsed.name or recipe.stem
-    out_dir = out or Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise BadInputError(f"output folder {out_dir} is not empty; pass --force to overwrite, or choose --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_output_folder(out or Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "-", name), force)
+    created = not out_dir.exists()
+    make_output_folder(out_dir)
     console = err_console()
     console.print(f"[bold]ttsnn run[/] {recipe}: stages {', '.join(s.name for s in stages)} -> {out_dir}")
 
@@ -45,8 +46,13 @@ def run(
             console.print(f"   {fields.get('text', '')}")
 
     context = RunContext(out_dir=out_dir.resolve(), base_dir=base, force=force, on_event=on_event)
-    with trust_scope(False, parsed.model.arch):  # the recipe the user runs names its architecture
-        results = run_recipe(parsed, context)
+    try:
+        with trust_scope(False, parsed.model.arch):  # the recipe the user runs names its architecture
+            results = run_recipe(parsed, context)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):  # a run that wrote nothing leaves no empty folder
+            out_dir.rmdir()
+        raise
     if json_output:
         print_json(results)
 

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ttsnn_cli.data import DataBundle, register_dataset
-from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.errors import BadInputError, first_line
+from ttsnn_cli.loading.read import read_bytes
 
 MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
@@ -50,17 +51,25 @@ class _SafeUnpickler(pickle.Unpickler):
 
 def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N, 3, 32, 32], labels int64 [N]) of one pickle batch; BadInputError if malformed."""
+    content = read_bytes(path, "CIFAR batch")
     try:
-        raw = _SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+        raw = _SafeUnpickler(io.BytesIO(content), encoding="bytes").load()
         batch = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        labels = np.asarray(batch[label_key], dtype=np.int64)
-        images = data.reshape(-1, 3, 32, 32)
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, AttributeError, TypeError) as error:
-        raise BadInputError(f"{path}: not a CIFAR python batch ({type(error).__name__}: {error})") from None
-    if len(images) != len(labels):
-        raise BadInputError(f"{path}: {len(images)} images but {len(labels)} labels")
-    return images, labels
+        data = np.asarray(batch["data"])
+        labels = np.asarray(batch[label_key])
+    except Exception as error:  # noqa: BLE001 - whatever a doctored pickle raises, the file is bad
+        raise BadInputError(f"{path}: not a CIFAR python batch ({type(error).__name__}: {first_line(error, 120)})") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) == 0:
+        raise BadInputError(f"{path}: data must be N x 3072 pixels with N >= 1, got shape {list(data.shape)}")
+    if data.dtype.kind not in "ui" or data.min() < 0 or data.max() > 255:
+        raise BadInputError(f"{path}: pixels must be whole numbers 0..255 (dtype {data.dtype}, "
+                            f"range {data.min()}..{data.max()})" if data.dtype.kind in "uif" else
+                            f"{path}: pixels must be whole numbers 0..255, got dtype {data.dtype}")
+    if labels.ndim != 1 or labels.dtype.kind not in "ui":
+        raise BadInputError(f"{path}: {label_key} must be a list of whole numbers, got dtype {labels.dtype}")
+    if len(data) != len(labels):
+        raise BadInputError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def find_batches(root: Path, name: str) -> Path:

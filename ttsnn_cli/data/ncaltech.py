@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from ttsnn_cli.data import DataBundle, register_dataset
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.loading.read import read_bytes
 
 SENSOR = (180, 240)  # H, W (x < 240, y < 180)
 SIZE = 48
@@ -33,10 +34,7 @@ OVERFLOW_Y = 240
 
 def read_events(path: Path) -> dict[str, np.ndarray]:
     """Events of one `.bin` file: x, y, polarity (0/1), t (microseconds, overflow-corrected)."""
-    try:
-        raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-    except OSError as error:
-        raise BadInputError(f"cannot read {path}: {error.strerror}") from None
+    raw = np.frombuffer(read_bytes(path, "event file"), dtype=np.uint8)
     if raw.size % 5:
         raise BadInputError(f"{path}: {raw.size} bytes is not a whole number of 5-byte events")
     ev = raw.reshape(-1, 5).astype(np.int64)

@@ -27,7 +27,6 @@ The library never prints: progress goes to the `progress` callback.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -48,7 +47,7 @@ from ttsnn_cli.data import DataBundle, Encoding, encode
 from ttsnn_cli.engine.distill import Distiller
 from ttsnn_cli.engine.memory import recomputing_tt
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.fileio import atomic_torch_save, atomic_write_text
+from ttsnn_cli.fileio import atomic_torch_save, atomic_write_text, standard_json
 from ttsnn_cli.tt_layers import is_tt_layer
 from ttsnn_cli.runner import run_timesteps
 
@@ -85,8 +84,18 @@ class TrainConfig:
             problems.append(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.timesteps < 1:
             problems.append(f"--timesteps must be >= 1, got {self.timesteps}")
-        if not self.lr > 0:
-            problems.append(f"--lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"--lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            problems.append(f"--momentum (SGD momentum, Adam beta1) must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        if not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
+        try:
+            check_device(self.device)
+        except BadInputError as error:
+            problems.append(str(error))
         if not 0 <= self.distill_weight <= 1:
             problems.append(f"--distill-weight must be in [0, 1], got {self.distill_weight}")
         if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
@@ -101,6 +110,26 @@ class TrainConfig:
                 problems.append(f"{option} {value!r} is not one of {', '.join(allowed)}")
         if problems:
             raise BadInputError("; ".join(problems))
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_device(name: str) -> None:
+    """Refuse a device name torch would reject later, or one that cannot train (meta holds no data)."""
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise BadInputError(f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise BadInputError(f"--device {name!r}: ttsnn trains on auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInputError("--device cuda asked for, but no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BadInputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
 @dataclass
@@ -123,13 +152,8 @@ def resolve_device(name: str, dist_info: Distributed | None = None) -> torch.dev
         if torch.cuda.is_available():
             return torch.device("cuda", dist_info.local_rank if dist_info else 0)
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BadInputError(f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("--device cuda asked for, but no CUDA device is available")
-    return device
+    check_device(name)
+    return torch.device(name)
 
 
 def init_distributed() -> Distributed:
@@ -233,7 +257,7 @@ class _Sequence(nn.Module):
 
 
 def _epoch_order(size: int, seed: int, epoch: int) -> list[int]:
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
     return torch.randperm(size, generator=generator).tolist()
 
 
@@ -313,15 +337,7 @@ def fit(
     if resume:
         if not state_path.is_file():
             raise BadInputError(f"--resume: no resume state {state_path} (was the run started with -o {output}?)")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("config") != _config_key(config):
-            raise BadInputError(f"--resume: {state_path} was written with other options: {json.dumps(state.get('config'))}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
+        history, start_epoch = _resume(state_path, config, model, optimizer, scheduler)
 
     runner: nn.Module = _Sequence(model)
     if dist_info.world > 1:
@@ -347,6 +363,8 @@ def fit(
                     loss = distiller.loss(loss, out, inputs)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+            if not torch.isfinite(loss.detach()).all():
+                raise BadInputError(_diverged(loss, epoch, index, config))
             optimizer.step()
             scheduler.step()
             loss_sum += float(loss.detach()) * len(y)
@@ -369,8 +387,10 @@ def fit(
             "samples_per_s": seen / max(seconds, 1e-9),
         }
         history.append(record)
+        if not all(torch.isfinite(p.detach()).all() for p in model.parameters()):
+            raise BadInputError(_diverged(None, epoch, None, config))
         if dist_info.main:
-            atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+            atomic_write_text(metrics_path, "".join(standard_json(r) + "\n" for r in history))
             if on_epoch is not None:
                 on_epoch(model, history)
             atomic_torch_save(state_path, {
@@ -403,6 +423,39 @@ def fit(
         "metrics_log": str(metrics_path),
         "resume_state": str(state_path),
     }
+
+
+def _diverged(loss: torch.Tensor | None, epoch: int, batch: int | None, config: TrainConfig) -> str:
+    where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
+    what = f"the loss became {float(loss.detach().float().mean())}" if loss is not None else "the weights became non-finite"
+    return (f"training diverged: {what} at {where}; lower the learning rate (--lr {config.lr:g} is too high?). "
+            "Nothing of this epoch was written")
+
+
+def _resume(state_path: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: Any) -> tuple[list[dict[str, Any]], int]:
+    """Restore a resume state (weights-only read; a garbage or mismatched file is bad input)."""
+    from ttsnn_cli.loading.read import read_checkpoint
+
+    state = read_checkpoint(state_path)
+    if not isinstance(state, dict):
+        raise BadInputError(f"--resume: {state_path} is not a ttsnn resume state")
+    if state.get("config") != _config_key(config):
+        raise BadInputError(f"--resume: {state_path} was written with other options: "
+                            f"{standard_json(state.get('config'))[:300]}")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        history = [dict(r) for r in state["history"]]
+        start_epoch = int(state["epoch"])
+    except Exception as error:  # noqa: BLE001 - any malformed field of the file is bad input
+        raise BadInputError(f"--resume: {state_path} is not a valid resume state "
+                            f"({type(error).__name__}: {str(error)[:150]})") from None
+    if not 0 <= start_epoch <= config.epochs:
+        raise BadInputError(f"--resume: {state_path} records epoch {start_epoch}, outside 0..{config.epochs}")
+    return history, start_epoch
 
 
 def _config_key(config: TrainConfig) -> dict[str, Any]:

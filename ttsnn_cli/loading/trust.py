@@ -164,6 +164,13 @@ def build_arch(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
 
 
 def _build_zoo(spec: str, kwargs: dict[str, Any]) -> nn.Module:
+    factory = check_zoo_kwargs(spec, kwargs)
+    shown = abbreviate(json.dumps(kwargs))
+    return call_user_code(lambda: factory(**kwargs), f"cannot build {spec} with kwargs {shown}")
+
+
+def check_zoo_kwargs(spec: str, kwargs: Mapping[str, Any]) -> Any:
+    """The zoo factory of `spec`, after checking `kwargs` against its signature (sizes 1..MAX_ZOO_SIZE)."""
     try:
         factory = zoo_entry(spec[4:]).factory
     except KeyError as error:
@@ -175,8 +182,7 @@ def _build_zoo(spec: str, kwargs: dict[str, Any]) -> nn.Module:
         if parameters[key].annotation in (int, "int") and (type(value) is not int or not 1 <= value <= MAX_ZOO_SIZE):
             raise BadInputError(f"{spec}: {key} must be a whole number from 1 to {MAX_ZOO_SIZE}, "
                                 f"got {abbreviate(json.dumps(value))}")
-    shown = abbreviate(json.dumps(kwargs))
-    return call_user_code(lambda: factory(**kwargs), f"cannot build {spec} with kwargs {shown}")
+    return factory
 
 
 def _import_factory(spec: str) -> Any:

@@ -20,6 +20,7 @@ from ttsnn_cli.bundle import get_meta, tt_config
 from ttsnn_cli.checkpoint import load_checkpoint
 from ttsnn_cli.arch import zoo_io
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.fileio import check_output_path
 from ttsnn_cli.report.counting import Profile, count_model, needs_all_steps, on_meta, probe_input, profile_model, spike_profile
 from ttsnn_cli.report.flops import training_flops
 from ttsnn_cli.report.gates import MODE_SCHEDULE, GateLimits, evaluate_gates
@@ -53,6 +54,7 @@ class ReportJob:
     data_samples: int = 32
     spike_rate: float = DEFAULT_SPIKE_RATE
     trust_pickle: bool = False
+    force: bool = False  # the plot may replace an existing file (never a non-regular one)
 
 
 def _mode(model: nn.Module) -> str:
@@ -111,6 +113,16 @@ def _data_inputs(spec: str, steps: int, samples: int) -> tuple[Any, torch.Tensor
         raise BadInputError(f"--data {spec}: the test split is empty")
     xs = torch.stack([data.test[i][0] for i in range(count)])
     return data, encode(xs, steps, "direct", data.temporal)
+
+
+def _check_consumes(model: nn.Module, shape: tuple[int, ...], steps: int) -> None:
+    """One step of the given input shape through the model on the meta device: a shape the model
+    cannot eat is bad input (found here, before any counting), not an internal error."""
+    try:
+        _meta_profile(model, shape, 1)
+    except (RuntimeError, ValueError, IndexError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise BadInputError(f"the model cannot consume input shape {list(shape)} (--input-shape / the bundle's io): {first}") from None
 
 
 def _meta_profile(model: nn.Module, shape: tuple[int, ...], steps: int) -> Profile:
@@ -215,6 +227,7 @@ def build_report(job: ReportJob, model: nn.Module) -> dict[str, Any]:
     shape, steps = resolve_io(job, model)
     baseline, baseline_source = _load_baseline(job, model)
     data = None
+    _check_consumes(model, shape, steps)
     if job.data:
         data, inputs = _data_inputs(job.data, steps, job.data_samples)
         profile = _measure(model, inputs)
@@ -297,5 +310,7 @@ def run_report(job: ReportJob) -> dict[str, Any]:
     """Load ``job.model`` and build its report."""
     if job.gates.max_acc_drop is not None and not job.data:
         raise BadInputError("--max-acc-drop needs --data (both models are evaluated on its test split)")
+    if job.plot is not None:
+        check_output_path(job.plot, [job.model, job.baseline], job.force, replace_input=False)
     model = load_checkpoint(job.model, trust_pickle=job.trust_pickle)
     return build_report(job, model)

@@ -6,11 +6,10 @@ with exit 4 (GateFailedError) after the result is recorded and written.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ttsnn_cli.errors import BadInputError, GateFailedError
-from ttsnn_cli.fileio import atomic_write_text
+from ttsnn_cli.fileio import atomic_write_text, check_output_path, standard_json
 from ttsnn_cli.pipeline import RunContext, register_stage
 from ttsnn_cli.recipe import Recipe, resolve_data_spec, resolve_path
 from ttsnn_cli.report.build import ReportJob, run_report
@@ -39,13 +38,15 @@ def job_from_recipe(recipe: Recipe, context: RunContext) -> ReportJob:
         timesteps=recipe.model.timesteps,
         input_shape=tuple(recipe.model.input_shape) if recipe.model.input_shape else None,
         gates=GateLimits(gates.min_param_reduction, gates.min_mac_reduction, gates.max_energy_ratio, gates.max_acc_drop),
+        force=context.force,
     )
 
 
 @register_stage("report")
 def report_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
+    output = check_output_path(context.out_dir / "report.json", [], context.force)
     document = run_report(job_from_recipe(recipe, context))
-    atomic_write_text(context.out_dir / "report.json", json.dumps(document, indent=2, default=str) + "\n")
+    atomic_write_text(output, standard_json(document, indent=2) + "\n")
     bad = failed(document["gates"])
     if bad:
         context.results["report"] = document
