@@ -158,6 +158,8 @@ OPTION_CASES = {
     "train-device-cuda-99": ["train", "--arch", ZOO, "--data", "digits", "-o", "{t}/o.tt", "--device", "cuda:99"],
     "train-seed-negative": ["train", "--arch", ZOO, "--data", "digits", "-o", "{t}/o.tt", "--seed", "-1"],
     "train-seed-65-bits": ["train", "--arch", ZOO, "--data", "digits", "-o", "{t}/o.tt", "--seed", str(2**64)],
+    "train-lr-diverges": ["train", "--arch", ZOO, "--arch-kwargs", KW, "--data", "digits", "-o", "{t}/o.tt", *TRAIN,
+                          "--lr", "1e38"],
     "train-epochs-0": ["train", "--arch", ZOO, "--data", "digits", "-o", "{t}/o.tt", "--epochs", "0"],
     "train-batch-0": ["train", "--arch", ZOO, "--data", "digits", "-o", "{t}/o.tt", "--batch-size", "0"],
     "train-optimizer": ["train", "--arch", ZOO, "--data", "digits", "-o", "{t}/o.tt", "--optimizer", "lbfgs"],
@@ -194,7 +196,7 @@ OPTION_CASES = {
 }
 for name, argv in OPTION_CASES.items():
     CASES.append(Case("option", name, lambda t, argv=argv: [a.replace("{t}", str(t)) for a in argv],
-                      real_process=name in ("train-timesteps-0", "train-device-meta")))
+                      real_process=name in ("train-timesteps-0", "train-device-meta", "train-lr-diverges")))
 
 ACCEL = {
     "clock-inf": "name: x\nclock_hz: .inf\nenergy: {preset: sata}\n",
