@@ -137,10 +137,10 @@ def test_crafted_tt_config_is_refused_before_allocating(tmp_path: Path) -> None:
     save_model(model, path, arch=ARCH)
     name = next(iter(torch.load(path, weights_only=True)["tt"]["layers"]))
     _rewrite(path, lambda b: b["tt"]["layers"][name].update(ranks=[10**6, 10**6, 10**6]))
-    started = time.perf_counter()
+    started = time.process_time()
     with pytest.raises(BadInputError, match=f"tt.layers.{name}"):
         load_checkpoint(path)
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     _rewrite(path, lambda b: b["tt"]["layers"][name].update(ranks="x"))
     with pytest.raises(BadInputError, match=f"tt.layers.{name}"):
         load_checkpoint(path)
@@ -228,10 +228,10 @@ BOMB = ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\nb: &b [*
 def test_yaml_bombs_answer_fast(tmp_path: Path, body: str, match: str) -> None:
     recipe = tmp_path / "bomb.yaml"
     recipe.write_text(BOMB + body)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: the answer's cost, whatever else the machine runs
     with pytest.raises(BadInputError, match=match):
         load_recipe(recipe)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
 
 
 def test_exploit_and_bomb_as_real_processes(tmp_path: Path) -> None:

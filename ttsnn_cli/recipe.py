@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hw.yamlload import load_yaml
 from ttsnn_cli.errors import BadInputError, abbreviate
 from ttsnn_cli.loading.read import read_bytes
-from ttsnn_cli.loading.trust import check_plain_json, check_spec
+from ttsnn_cli.loading.trust import ArchSpec, JsonKwargs
 
 
 class Section(BaseModel):
@@ -30,28 +30,12 @@ class Section(BaseModel):
 class ModelSection(Section):
     """The dense model: architecture, weights (optional for zoo models: planning), and its inputs."""
 
-    arch: str = Field(description="zoo:NAME or MODULE:FACTORY")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
+    arch: ArchSpec = Field(description="zoo:NAME or MODULE:FACTORY")
+    kwargs: JsonKwargs = Field(default_factory=dict, description="keyword arguments of the factory (plain JSON values)")
     checkpoint: str | None = Field(None, description="state_dict or bundle; relative to the recipe's folder")
     input_shape: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1, max_length=4,
                                                                  description="per-step input shape C,H,W")
     timesteps: int | None = Field(None, ge=1, description="timesteps T")
-
-    @field_validator("arch")
-    @classmethod
-    def _arch(cls, value: str) -> str:
-        try:
-            return check_spec(value, "arch")
-        except BadInputError as error:
-            raise ValueError(str(error)) from None
-
-    @field_validator("kwargs")
-    @classmethod
-    def _kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return check_plain_json(value, "kwargs")
-        except BadInputError as error:
-            raise ValueError(str(error)) from None
 
 
 class CompressSection(Section):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from ttsnn_cli.bundle import FORMAT, FORMAT_VERSION, ModelIO
 from ttsnn_cli.errors import BadInputError, abbreviate
-from ttsnn_cli.loading.trust import check_plain_json, check_spec
+from ttsnn_cli.loading.trust import ArchSpec, JsonKwargs, check_plain_json
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 
@@ -25,24 +25,8 @@ class _Record(BaseModel):
 
 
 class ArchRecord(_Record):
-    spec: StrictStr
-    kwargs: dict[StrictStr, Any] = Field(default_factory=dict)
-
-    @field_validator("spec")
-    @classmethod
-    def _spec(cls, value: str) -> str:
-        try:
-            return check_spec(value, "spec")
-        except BadInputError as error:
-            raise ValueError(str(error)) from None
-
-    @field_validator("kwargs")
-    @classmethod
-    def _kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return check_plain_json(value, "kwargs")
-        except BadInputError as error:
-            raise ValueError(str(error)) from None
+    spec: ArchSpec
+    kwargs: JsonKwargs = Field(default_factory=dict)
 
 
 class IORecord(_Record):

@@ -31,8 +31,9 @@ import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, StrictStr
 from torch import nn
 
 from ttsnn_cli.bundle import ModelIO
@@ -82,6 +83,21 @@ def check_plain_json(value: Any, where: str, depth: int = 0) -> Any:
             out[key] = check_plain_json(item, f"{where}.{key}", depth + 1)
         return out
     raise BadInputError(f"{where} holds a {type(value).__name__}, not a plain JSON value")
+
+
+def _as_value_error(check: Any, where: str) -> Any:
+    def validate(value: Any) -> Any:
+        try:
+            return check(value, where)
+        except BadInputError as error:
+            raise ValueError(str(error)) from None
+
+    return AfterValidator(validate)
+
+
+#: pydantic field types for a spec and for kwargs, shared by the bundle schema and recipes
+ArchSpec = Annotated[StrictStr, _as_value_error(check_spec, "spec")]
+JsonKwargs = Annotated[dict[StrictStr, Any], _as_value_error(check_plain_json, "kwargs")]
 
 
 def _reject_constant(name: str) -> Any:
