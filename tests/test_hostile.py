@@ -135,6 +135,7 @@ MODEL_COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
     "report": lambda t, m: ["report", str(m)],
     "export": lambda t, m: ["export", str(m), "--onnx", str(t / "out.onnx")],
     "finetune": lambda t, m: ["finetune", str(m), "--data", "digits", "-o", str(t / "out.tt"), *TRAIN],
+    "sweep": lambda t, m: ["sweep", str(m), "--data", "digits", "-o", str(t / "sweep"), "--targets", "4", "--methods", "budget"],
 }
 
 CASES: list[Case] = []
@@ -192,6 +193,10 @@ OPTION_CASES = {
     "export-timesteps-0": ["export", "{t}/tt.tt", "--onnx", "{t}/o.onnx", "--timesteps", "0"],
     "export-input-shape-wrong-for-model": ["export", "{t}/tt.tt", "--onnx", "{t}/o.onnx", "--input-shape", "3,5,5"],
     "export-nothing": ["export", "{t}/tt.tt"],
+    "sweep-timesteps-0": ["sweep", "{t}/dense.tt", "--data", "digits", "-o", "{t}/sw", "--timesteps", "0"],
+    "sweep-targets-garbage": ["sweep", "{t}/dense.tt", "--data", "digits", "-o", "{t}/sw", "--targets", "x"],
+    "sweep-lr-nan": ["sweep", "{t}/dense.tt", "--data", "digits", "-o", "{t}/sw", "--lr", "nan"],
+    "sweep-out-is-file": ["sweep", "{t}/dense.tt", "--data", "digits", "-o", "{t}/dense.tt"],
     "export-same-file": ["export", "{t}/tt.tt", "--onnx", "{t}/o.x", "--nir", "{t}/o.x"],
 }
 for name, argv in OPTION_CASES.items():

@@ -122,7 +122,7 @@ def validate(job: SweepJob) -> None:
         if path is not None and job.out_dir.resolve() in Path(path).resolve().parents:
             raise BadInputError(f"input {path} lies inside the sweep folder {job.out_dir}; choose another -o")
     if job.plot is not None:
-        check_output_path(job.plot, inputs, job.force)
+        check_output_path(job.plot, inputs, job.force, replace_input=False)
 
 
 def settings(job: SweepJob, model_checksum: str, teacher_checksum: str | None) -> dict[str, Any]:

@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 import typer
 
-from ttsnn_cli.arch import parse_arch_kwargs
+from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import err_console, guarded, print_json
+from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope
 from ttsnn_cli.cli.progress import StepBar
 from ttsnn_cli.engine import TrainConfig
 from ttsnn_cli.errors import BadInputError, GateFailedError
@@ -59,7 +59,7 @@ def sweep(
     exclude: list[str] = typer.Option([], help="Regex over module names to keep dense (repeatable)."),
     calib_samples: int = typer.Option(DEFAULT_CALIB_SAMPLES, help="Training samples for sensitivity calibration."),
     train_samples: Optional[int] = typer.Option(None, help="Fine-tune on this many training samples (seeded subset; default all)."),
-    timesteps: Optional[int] = typer.Option(None, min=1, help="Timesteps T (default: the model's)."),
+    timesteps: Optional[int] = typer.Option(None, help="Timesteps T (default: the model's)."),
     seed: int = typer.Option(0, help="Seed of fine-tuning and of the calibration subset."),
     device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda, cuda:N."),
     arch: Optional[str] = typer.Option(None, help="Architecture of a state_dict MODEL."),
@@ -68,9 +68,13 @@ def sweep(
     max_acc_drop: Optional[float] = typer.Option(None, help="Gate: every point within PTS points of dense (exit 4)."),
     force: bool = typer.Option(False, help="Start afresh over an earlier sweep in OUTPUT; overwrite --plot."),
     trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
+    trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON document on stdout."),
 ) -> None:
     """For each method and target: compress MODEL, fine-tune it, evaluate it (resumable)."""
+    check_options(("--timesteps", timesteps, 1, None), ("--finetune-epochs", finetune_epochs, 1, None),
+                  ("--batch-size", batch_size, 1, None), ("--calib-samples", calib_samples, 1, None),
+                  ("--train-samples", train_samples, 1, None), ("--max-acc-drop", max_acc_drop, 0, None))
     config = TrainConfig(epochs=finetune_epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                          distill_weight=distill_weight, distill_temperature=distill_temperature)
     job = SweepJob(model=model, data=data, out_dir=output, targets=parse_targets(targets),
@@ -79,7 +83,7 @@ def sweep(
                    include=list(include), exclude=list(exclude), calib_samples=calib_samples, seed=seed,
                    arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) if arch_kwargs else None,
                    timesteps=timesteps, max_acc_drop=max_acc_drop, train_samples=train_samples, plot=plot, force=force, trust_pickle=trust_pickle)
-    with SweepView({"sweep": "sweep points", "sensitivity": "sensitivity"}) as view:
+    with trust_scope(trust_arch, arch), SweepView({"sweep": "sweep points", "sensitivity": "sensitivity"}) as view:
         document = run_sweep(job, progress=view)
     if json_output:
         print_json(document)
