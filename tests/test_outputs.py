@@ -120,8 +120,9 @@ def test_full_disk_is_one_line_and_leaves_nothing(small_disk: Path) -> None:
 
 def test_full_disk_through_the_cli(small_disk: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "ttsnn_cli", "compress", "--arch", "zoo:digits_csnn", "--ranks", "2",
-                           "-o", str(small_disk / "m.tt")], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "ttsnn_cli", "compress", "--arch", "zoo:digits_csnn", "--ranks", "32",
+                           "-o", str(small_disk / "m.tt")],  # a 155 kB bundle on a 64 kB disk
+                          capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 3, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "disk is full" in done.stderr
     assert list(small_disk.iterdir()) == []
