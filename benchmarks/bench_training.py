@@ -1,29 +1,37 @@
-"""Training speed and memory of MS-ResNet18 on CIFAR-shaped data: TT (PTT, the paper's CIFAR10 ranks)
-against dense, and the folded multistep engine against per-step execution of the same TT model.
+"""Training speed and memory of MS-ResNet18 on CIFAR-shaped data (3x32x32, T = 4, SGD): ttsnn's TT
+(PTT, the paper's CIFAR10 ranks) and dense models against the TT-SNN paper's code's execution
+pattern (`reference_pattern.py`: its dense and PTT variants), and the levers behind the difference.
 
-Side by side in one run (the machines are shared and noisy): the three configurations are timed
-interleaved, step by step, on the same random batches [T, B, 3, 32, 32] (T = 4), and the median step
-time is reported with its extrapolation to one CIFAR epoch (50,000 samples). Peak memory of one
-training step is measured in fresh subprocesses (the kernel's peak RSS mark, reset just before the step,
-minus the RSS at that moment), because torch's CPU allocator is invisible to tracemalloc; and counted exactly, allocator-independent:
-the tensors autograd saves for backward plus the gradients and optimiser state the step creates. `--profile` prints where the time goes.
+Side by side in one run (the machines are shared and noisy): every configuration is timed
+interleaved, step by step, on the same batches (one image batch repeated over T, direct encoding),
+and the median step time is reported. Memory, per configuration:
+- step peak: in a fresh subprocess, after one warm-up step, the rise of the kernel's peak-RSS mark
+  (reset just before the step) over the RSS at that moment. glibc's malloc runs with a fixed mmap
+  threshold there, so freed tensors go back to the OS and RSS follows the live tensors;
+- exact count (allocator-independent): the bytes of every tensor autograd saves for backward
+  (deduplicated by storage, parameters excluded) plus the gradients and SGD momentum.
+`--levers` times each of ttsnn's speed and memory levers switched off one at a time (and
+`--recompute-tt`, `torch.compile` switched on), against the defaults; `--profile` prints where the
+time goes.
 
-    PYTHONPATH=. python benchmarks/bench_training.py [--batch 16] [--steps 4] [--profile]
+    PYTHONPATH=. python benchmarks/bench_training.py --batch 8 [--steps 5] [--levers] [--profile]
 
-Goals (issue 3): TT >= 2.0x faster than dense; multistep >= 1.3x faster than per-step; TT peak
-step memory <= 0.8x dense.
+Goals (issue 11): ttsnn PTT >= 2.5x faster than the paper code's PTT step and than ttsnn's dense
+step; its step peak at batch 32 <= 0.45x the paper PTT's and below ttsnn dense's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,16 +39,24 @@ import torch.nn.functional as F
 from ttsnn_cli.arch import build_arch
 from ttsnn_cli.decompose import CompressConfig, compress_model
 from ttsnn_cli.engine.memory import recomputing_tt
+from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli.ranks import RankSpec
 from ttsnn_cli.runner import run_timesteps
-from ttsnn_cli.state import reset_states
+from ttsnn_cli.zoo.msresnet import MSBlock, MSResNet
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_pattern import ReferenceMSResNet18  # noqa: E402
 
 PAPER_RANKS_R18_CIFAR10 = [24, 27, 25, 29, 37, 45, 43, 41, 65, 74, 70, 63, 104, 153, 186, 145]  # paper.md
-EPOCH = 50_000
+MAIN = ("paper dense", "paper PTT", "dense", "PTT")
 
 
 def build(kind: str, timesteps: int) -> torch.nn.Module:
+    """`dense`/`tt`: ttsnn's MS-ResNet18, dense or PTT at the paper's ranks; `paper-dense`/`paper-ptt`:
+    the same network in the reference code's execution pattern."""
     torch.manual_seed(0)
+    if kind.startswith("paper"):
+        return ReferenceMSResNet18(PAPER_RANKS_R18_CIFAR10 if kind == "paper-ptt" else None, timesteps)
     model = build_arch("zoo:ms_resnet18", {"in_channels": 3, "num_classes": 10})
     if kind == "dense":
         return model
@@ -53,19 +69,39 @@ def build(kind: str, timesteps: int) -> torch.nn.Module:
     return model
 
 
-def forward(model: torch.nn.Module, x: torch.Tensor, per_step: bool) -> torch.Tensor:
-    if not per_step:
-        return run_timesteps(model, x, fold=True)
-    reset_states(model)
-    return torch.stack([model.forward_step(x[t]) for t in range(x.shape[0])])
+@contextlib.contextmanager
+def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = False) -> Iterator[None]:
+    """Switch ttsnn's levers off for the block (runtime flags only): `one_node` (the LIF as one autograd
+    node), `packed` (spikes saved as bool), `channels_last`; `recompute` switches `--recompute-tt` on."""
+    flags = [(m, "one_node") for m in model.modules() if isinstance(m, MultiStepLIF) and "one_node" in off]
+    flags += [(m, "pack_spikes") for m in model.modules() if isinstance(m, MSBlock) and "packed" in off]
+    flags += [(m, "channels_last") for m in model.modules() if isinstance(m, MSResNet) and "channels_last" in off]
+    for module, name in flags:
+        setattr(module, name, False)
+    try:
+        with recomputing_tt(model, enabled=recompute):
+            yield
+    finally:
+        for module, name in flags:
+            delattr(module, name)  # back to the class default
 
 
-def train_step(model, optimizer, x, y, per_step: bool) -> None:
-    out = forward(model, x, per_step)
-    loss = F.cross_entropy(out.mean(0), y)
+def loss_of(model: torch.nn.Module, image: torch.Tensor, y: torch.Tensor, timesteps: int) -> torch.Tensor:
+    if isinstance(model, ReferenceMSResNet18):
+        return F.cross_entropy(model(image), y)
+    inputs = image.unsqueeze(0).expand(timesteps, *image.shape)  # direct encoding, as data.encode does
+    return F.cross_entropy(run_timesteps(model, inputs, fold=True).mean(0), y)
+
+
+def train_step(model, optimizer, image, y, timesteps: int) -> None:
+    loss = loss_of(model, image, y, timesteps)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+
+
+def sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 
 
 def _rss_bytes() -> int:
@@ -73,14 +109,10 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux >= 4.0); False if not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
+def _reset_peak() -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
 
 
 def _peak_bytes() -> int:
@@ -91,28 +123,34 @@ def _peak_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def memory_probe(kind: str, batch: int, timesteps: int) -> None:
-    """Runs in a subprocess: peak memory of one training step, printed as JSON."""
+def memory_probe(kind: str, batch: int, timesteps: int, off: tuple[str, ...], recompute: bool) -> None:
+    """Runs in a fresh subprocess: the peak RSS one training step adds after a warm-up step, as JSON."""
+    torch.set_num_threads(2)
     model = build(kind, timesteps).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.rand(timesteps, batch, 3, 32, 32)
-    y = torch.randint(0, 10, (batch,))
-    before = _rss_bytes()
-    reset = _reset_peak()  # building the TT model (TT-SVD) may have peaked higher than the step will
-    train_step(model, optimizer, x, y, per_step=kind == "tt-per-step")
-    peak = _peak_bytes() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"kind": kind, "before": before, "peak": peak, "step_peak": max(peak - before, 0),
-                      "params": sum(p.numel() for p in model.parameters())}))
+    optimizer = sgd(model)
+    torch.manual_seed(1)
+    image, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    with levers(model, off, recompute):
+        train_step(model, optimizer, image, y, timesteps)  # warm-up: gradients, momentum, allocator
+        gc.collect()
+        before = _rss_bytes()
+        _reset_peak()
+        train_step(model, optimizer, image, y, timesteps)
+        peak = _peak_bytes()
+    print(json.dumps({"kind": kind, "before": before, "peak": peak, "step_peak": max(peak - before, 0)}))
 
 
-def measure_memory(kind: str, batch: int, timesteps: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-probe", kind, "--batch", str(batch),
-                           "--timesteps", str(timesteps)], capture_output=True, text=True, env=env, check=True)
+def measure_memory(kind: str, batch: int, timesteps: int, off: tuple[str, ...] = (), recompute: bool = False) -> dict:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+           "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    command = [sys.executable, os.path.abspath(__file__), "--memory-probe", kind, "--batch", str(batch),
+               "--timesteps", str(timesteps), "--off", ",".join(off)] + (["--recompute-probe"] if recompute else [])
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def autograd_memory(model, x, y, per_step: bool = False) -> dict:
+def autograd_memory(model, image, y, timesteps: int) -> dict:
     """Bytes one training step must hold at its peak, counted exactly (allocator-independent): every
     tensor autograd saves for backward (deduplicated by storage, parameters excluded), plus the
     parameter gradients and the optimiser state (SGD momentum) the step creates."""
@@ -126,95 +164,163 @@ def autograd_memory(model, x, y, per_step: bool = False) -> dict:
             saved[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        out = forward(model, x, per_step)
-        loss = F.cross_entropy(out.mean(0), y)
+    optimizer = sgd(model)
+    # innermost hooks win: record what the model's own hooks hand to autograd, by wrapping them
+    real = torch.autograd.graph.saved_tensors_hooks.__init__
+
+    def counting(self, pack_hook, unpack_hook):
+        def both(tensor):
+            packed = pack_hook(tensor)
+            if isinstance(packed, torch.Tensor) or hasattr(packed, "bits"):  # not checkpoint's handles
+                pack(getattr(packed, "bits", packed))
+            return packed
+        real(self, both, unpack_hook)
+
+    torch.autograd.graph.saved_tensors_hooks.__init__ = counting
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+            loss = loss_of(model, image, y, timesteps)
+    finally:
+        torch.autograd.graph.saved_tensors_hooks.__init__ = real
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     grads = sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
     state = sum(v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v))
+    model.zero_grad(set_to_none=True)
     return {"activations": sum(saved.values()), "grads_and_state": grads + state,
             "total": sum(saved.values()) + grads + state}
 
 
-def profile(model, optimizer, x, y, per_step: bool, label: str) -> None:
+def timed(configs: dict[str, tuple[Callable[[], None]]], steps: int) -> dict[str, float]:
+    """Median seconds per step of each configuration, run interleaved after one warm-up round."""
+    times: dict[str, list[float]] = {k: [] for k in configs}
+    for index in range(steps + 1):
+        for name, (run,) in configs.items():
+            start = time.perf_counter()
+            run()
+            if index:
+                times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def profile(run: Callable[[], None], label: str) -> None:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        train_step(model, optimizer, x, y, per_step)
+        run()
     print(f"\n-- profile: {label} (one training step, top ops by self CPU time)")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=40))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
+
+
+LEVERS = {  # name: (model, levers switched off, recompute, compiled)
+    "PTT (defaults)": ("tt", (), False, False),
+    "PTT, LIF op by op": ("tt", ("one_node",), False, False),
+    "PTT, spikes saved as float": ("tt", ("packed",), False, False),
+    "PTT, NCHW": ("tt", ("channels_last",), False, False),
+    "PTT, none of the three": ("tt", ("one_node", "packed", "channels_last"), False, False),
+    "PTT, --recompute-tt": ("tt", (), True, False),
+    "dense (defaults)": ("dense", (), False, False),
+    "dense, none of the three": ("dense", ("one_node", "packed", "channels_last"), False, False),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per configuration (after one warm-up)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (after one warm-up)")
     parser.add_argument("--timesteps", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--levers", action="store_true", help="time each lever switched off against the defaults")
+    parser.add_argument("--compile", action="store_true", help="with --levers: also torch.compile (reports compile time)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--off", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--recompute-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.memory_probe:
-        memory_probe(args.memory_probe, args.batch, args.timesteps)
+        memory_probe(args.memory_probe, args.batch, args.timesteps, tuple(filter(None, args.off.split(","))), args.recompute_probe)
+        return
+    torch.manual_seed(1)
+    image, y = torch.rand(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
+    T = args.timesteps
+    print(f"MS-ResNet18, CIFAR-shaped random data, T={T}, batch {args.batch}, {args.steps} timed steps each "
+          f"(interleaved, median), torch threads {torch.get_num_threads()}")
+    if args.levers:
+        lever_table(args, image, y)
         return
 
-    kinds = {"dense": ("dense", False), "tt": ("tt", False), "tt-recompute": ("tt", False), "tt-per-step": ("tt", True)}
-    models = {"dense": build("dense", args.timesteps), "tt": build("tt", args.timesteps)}
-    optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4) for k, m in models.items()}
-    torch.manual_seed(1)
-    batches = [(torch.rand(args.timesteps, args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,)))
-               for _ in range(args.steps + 1)]
-    times: dict[str, list[float]] = {k: [] for k in kinds}
-    for index, (x, y) in enumerate(batches):
-        for kind, (model_key, per_step) in kinds.items():
-            start = time.perf_counter()
-            with recomputing_tt(models[model_key], enabled=kind == "tt-recompute"):
-                train_step(models[model_key], optimizers[model_key], x, y, per_step)
-            if index > 0:  # the first step is warm-up
-                times[kind].append(time.perf_counter() - start)
-    median = {k: statistics.median(v) for k, v in times.items()}
+    kinds = {"paper dense": "paper-dense", "paper PTT": "paper-ptt", "dense": "dense", "PTT": "tt"}
+    models = {name: build(kind, T).train() for name, kind in kinds.items()}
+    optimizers = {name: sgd(m) for name, m in models.items()}
     params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
-
-    print(f"MS-ResNet18, CIFAR-shaped random data, T={args.timesteps}, batch {args.batch}, "
-          f"{args.steps} timed steps each (interleaved), torch threads {torch.get_num_threads()}")
-    print(f"params: dense {params['dense']:,}, TT (PTT, paper CIFAR10 ranks) {params['tt']:,} "
-          f"({params['dense'] / params['tt']:.2f}x fewer)")
-    print(f"{'configuration':<26}{'median s/step':>14}{'samples/s':>11}{'epoch (50k) h':>15}")
-    for kind in kinds:
-        per_sample = median[kind] / args.batch
-        print(f"{kind:<26}{median[kind]:>14.3f}{1 / per_sample:>11.1f}{per_sample * EPOCH / 3600:>15.2f}")
+    configs = {name: (lambda n=name: train_step(models[n], optimizers[n], image, y, T),) for name in MAIN}
+    median = timed(configs, args.steps)
+    exact = {name: autograd_memory(models[name], image, y, T) for name in MAIN}
+    memory = {} if args.no_memory else {name: measure_memory(kinds[name], args.batch, T) for name in MAIN}
+    print(f"{'configuration':<14}{'params':>12}{'s/step':>9}{'exact MB':>10}{'step peak MB':>14}")
+    for name in MAIN:
+        peak = f"{memory[name]['step_peak'] / 2**20:>14.0f}" if memory else f"{'-':>14}"
+        print(f"{name:<14}{params[name]:>12,}{median[name]:>9.3f}{exact[name]['total'] / 2**20:>10.0f}{peak}")
     rows = [
-        ("TT vs dense, speed-up", median["dense"] / median["tt"], ">= 2.0x"),
-        ("multistep vs per-step (TT), speed-up", median["tt-per-step"] / median["tt"], ">= 1.3x"),
+        ("PTT vs paper PTT, speed-up", median["paper PTT"] / median["PTT"], ">= 2.5x"),
+        ("PTT vs ttsnn dense, speed-up", median["dense"] / median["PTT"], ">= 2.5x"),
+        ("dense vs paper dense, speed-up", median["paper dense"] / median["dense"], "(info)"),
+        ("PTT / paper PTT, exact count", exact["PTT"]["total"] / exact["paper PTT"]["total"], "(info)"),
+        ("PTT / dense, exact count", exact["PTT"]["total"] / exact["dense"]["total"], "(info)"),
     ]
-    x, y = batches[0]
-    exact = {k: autograd_memory(models[k], x, y) for k in ("dense", "tt")}
-    with recomputing_tt(models["tt"]):
-        exact["tt-recompute"] = autograd_memory(models["tt"], x, y)
-    print(f"{'memory one step holds':<26}{'activations MB':>15}{'grads+momentum MB':>19}{'total MB':>10}")
-    for kind, m in exact.items():
-        print(f"{kind:<26}{m['activations'] / 2**20:>15.1f}{m['grads_and_state'] / 2**20:>19.1f}{m['total'] / 2**20:>10.1f}")
-    rows.append(("TT / dense, step memory (exact count)", exact["tt"]["total"] / exact["dense"]["total"], "<= 0.8x"))
-    rows.append(("TT recompute / dense, same count", exact["tt-recompute"]["total"] / exact["dense"]["total"], "<= 0.8x"))
-    rows.insert(1, ("TT recompute vs dense, speed-up", median["dense"] / median["tt-recompute"], ">= 2.0x"))
-    if not args.no_memory:
-        memory = {k: measure_memory(k, args.batch, args.timesteps) for k in ("dense", "tt")}
-        print(f"{'peak memory of one step':<26}{'step peak MB':>14}{'peak RSS MB':>13}")
-        for kind, m in memory.items():
-            print(f"{kind:<26}{m['step_peak'] / 2**20:>14.1f}{m['peak'] / 2**20:>13.1f}")
-        rows.append(("TT / dense, step peak RSS increase", memory["tt"]["step_peak"] / memory["dense"]["step_peak"], "<= 0.8x"))
-        rows.append(("TT / dense, peak RSS during the step", memory["tt"]["peak"] / memory["dense"]["peak"], "(info)"))
-    print(f"\n{'ratio':<40}{'measured':>10}{'goal':>10}")
+    if memory:
+        rows += [
+            ("PTT / paper PTT, step peak", memory["PTT"]["step_peak"] / memory["paper PTT"]["step_peak"], "<= 0.45x"),
+            ("PTT / dense, step peak", memory["PTT"]["step_peak"] / memory["dense"]["step_peak"], "< 1x"),
+        ]
+    print(f"\n{'ratio':<36}{'measured':>10}{'goal':>10}")
     for name, value, goal in rows:
-        print(f"{name:<40}{value:>9.2f}x{goal:>10}")
+        print(f"{name:<36}{value:>9.2f}x{goal:>10}")
     if args.profile:
-        x, y = batches[0]
-        profile(models["dense"], optimizers["dense"], x, y, False, "dense, folded")
-        profile(models["tt"], optimizers["tt"], x, y, False, "TT PTT, folded")
-        profile(models["tt"], optimizers["tt"], x, y, True, "TT PTT, per step")
+        for name in MAIN:
+            profile(configs[name][0], name)
+
+
+def lever_table(args, image, y) -> None:
+    T = args.timesteps
+    models = {"tt": build("tt", T).train(), "dense": build("dense", T).train()}
+    optimizers = {k: sgd(m) for k, m in models.items()}
+    chosen = dict(LEVERS)
+    compile_seconds = None
+    if args.compile:
+        compiled = build("tt", T).train()
+        compiled_opt = sgd(compiled)
+        runner = torch.compile(compiled)
+        start = time.perf_counter()
+        train_step(runner, compiled_opt, image, y, T)
+        compile_seconds = time.perf_counter() - start
+
+    def run(name: str) -> None:
+        kind, off, recompute, _ = chosen[name]
+        with levers(models[kind], off, recompute):
+            train_step(models[kind], optimizers[kind], image, y, T)
+
+    configs = {name: (lambda n=name: run(n),) for name in chosen}
+    if args.compile:
+        configs["PTT, torch.compile"] = (lambda: train_step(runner, compiled_opt, image, y, T),)
+    median = timed(configs, args.steps)
+    exact = {}
+    for name, (kind, off, recompute, _) in chosen.items():
+        with levers(models[kind], off, recompute):
+            exact[name] = autograd_memory(models[kind], image, y, T)
+    memory = {} if args.no_memory else {
+        name: measure_memory(kind, args.batch, T, off, recompute) for name, (kind, off, recompute, _) in chosen.items()}
+    print(f"{'configuration':<30}{'s/step':>9}{'vs defaults':>12}{'exact MB':>10}{'step peak MB':>14}")
+    for name in configs:
+        base = median["dense (defaults)" if name.startswith("dense") else "PTT (defaults)"]
+        mb = f"{exact[name]['total'] / 2**20:>10.0f}" if name in exact else f"{'-':>10}"
+        peak = f"{memory[name]['step_peak'] / 2**20:>14.0f}" if name in memory else f"{'-':>14}"
+        print(f"{name:<30}{median[name]:>9.3f}{median[name] / base:>11.2f}x{mb}{peak}")
+    if compile_seconds is not None:
+        print(f"torch.compile: first step (compilation) {compile_seconds:.1f} s")
 
 
 if __name__ == "__main__":

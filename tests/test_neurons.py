@@ -111,3 +111,28 @@ def test_other_neurons_use_snntorch_itself():
     assert not wrapper._fused()
     x = torch.rand(3, 2, 4)
     assert torch.equal(wrapper(x, sequence=True), _snntorch_loop(wrapper.lif, x))
+
+
+def test_one_node_lif_saves_only_bools_and_keeps_the_memory_format():
+    """The fused loop as one autograd node: bitwise the op-by-op loop, bools saved, channels-last kept."""
+    torch.manual_seed(3)
+    x = (torch.randn(4 * 2, 3, 5, 5) * 0.6 + 0.3).contiguous(memory_format=torch.channels_last).requires_grad_()
+    m = MultiStepLIF()
+    grads, outs, saved = [], [], []
+    for one_node in (False, True):
+        m.one_node = one_node
+        dtypes = []
+
+        def pack(t, dtypes=dtypes):
+            dtypes.append(t.dtype)
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = m(x, timesteps=4)
+        outs.append(out)
+        saved.append(dtypes)
+        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), x)[0])
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+    assert outs[1].is_contiguous(memory_format=torch.channels_last)
+    assert set(saved[1]) <= {torch.bool, torch.float32} and saved[1].count(torch.float32) <= 1  # beta only
+    assert m.binary_output() and 0 < outs[1].sum() < outs[1].numel()

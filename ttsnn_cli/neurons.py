@@ -43,6 +43,51 @@ def rectangular(mem_shift: torch.Tensor) -> torch.Tensor:
     return _Rectangular.apply(mem_shift)
 
 
+class _LIFSequence(torch.autograd.Function):
+    """The fused LIF over a whole sequence [T, ...] as one autograd node (0/1 spikes, fixed beta and
+    threshold), computing exactly what the op-by-op loop computes, values and gradients bitwise.
+
+    Forward keeps, per neuron and step, the spike and the surrogate window |u - thr| < 0.5 as bools
+    (2 bytes, where the recorded loop also keeps 2 but runs about twice the ops and allocations).
+    Backward is the BPTT recurrence of u_t = beta * u_{t-1} * (1 - s_{t-1}) + x_t (zero reset;
+    `subtract` and `none` have d u_t / d u_{t-1} = beta):
+        g_t = grad_t * window_t + beta * g_{t+1} * (1 - s_t),    d loss / d x_t = g_t.
+    """
+
+    @staticmethod
+    def forward(ctx, seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, mechanism: int) -> torch.Tensor:  # type: ignore[override]
+        fired = torch.empty_like(seq, dtype=torch.bool)  # keeps the input's memory format (channels_last)
+        window = torch.empty_like(seq, dtype=torch.bool)
+        mem = seq[0]
+        for t in range(seq.shape[0]):
+            if t:
+                if mechanism == 1:
+                    mem = beta * mem.masked_fill(fired[t - 1], 0.0) + seq[t]
+                elif mechanism == 0:
+                    mem = beta * mem + seq[t] - fired[t - 1] * threshold
+                else:
+                    mem = beta * mem + seq[t]
+            shift = mem - threshold
+            torch.gt(shift, 0, out=fired[t])
+            torch.lt(shift.abs_(), SURROGATE_WIDTH, out=window[t])
+        ctx.mechanism = mechanism
+        ctx.save_for_backward(beta, fired, window)
+        return fired.to(seq.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        beta, fired, window = ctx.saved_tensors
+        grad_seq = torch.empty_like(window, dtype=grad.dtype)
+        for t in reversed(range(grad.shape[0])):
+            torch.mul(grad[t], window[t], out=grad_seq[t])
+            if t + 1 < grad.shape[0]:
+                carried = grad_seq[t + 1] * beta
+                if ctx.mechanism == 1:
+                    carried.masked_fill_(fired[t], 0.0)
+                grad_seq[t].add_(carried)
+        return grad_seq, None, None, None
+
+
 def paper_lif(init_hidden: bool = False, output: bool = False) -> Leaky:
     """The paper's LIF as a snntorch Leaky: decay 0.25, threshold 0.5, hard reset, rectangular surrogate."""
     return Leaky(
@@ -101,22 +146,43 @@ class MultiStepLIF(TimeAware, nn.Module):
             and getattr(lif, "_reset_mechanism", None) in _MECHANISMS
         )
 
+    one_node: bool = True
+    """Runtime switch (not persisted): the fused loop as one autograd node (`_LIFSequence`) where it
+    applies; off, it is recorded op by op (the reference the tests compare it with)."""
+
+    def binary_output(self) -> bool:
+        """True when every output is exactly 0 or 1 (the fused path without graded spikes).
+
+        A convolution reading such spikes may keep them packed for backward (`engine.memory`)."""
+        return self._fused() and not self._learnable() and self._plain_factor()
+
+    def _learnable(self) -> bool:
+        lif = self.lif
+        return bool(lif.beta.requires_grad or lif.threshold.requires_grad or lif.graded_spikes_factor.requires_grad)
+
+    def _plain_factor(self) -> bool:
+        """graded_spikes_factor == 1 (no data-dependent Python on meta or fake tensors: False there)."""
+        try:
+            return not bool(self.lif.graded_spikes_factor.ne(1).any())
+        except RuntimeError:
+            return False
+
     def _fused_loop(self, seq: torch.Tensor) -> torch.Tensor:
         """snntorch Leaky's recurrence over T with half its per-step ops, bitwise equal (tests check).
 
         Per step snntorch recomputes the previous step's spike for the reset, clones it and clamps
         beta; here the reset is the previous spike itself (detached, so the reset carries no gradient,
-        as in snntorch), beta is clamped once, and the zero reset is a masked fill, which keeps a
-        1-byte mask for backward instead of the 4-byte (1 - reset) tensor.
+        as in snntorch), beta is clamped once, and the zero reset is a masked fill. With fixed beta
+        and threshold and 0/1 spikes the whole loop is one autograd node (`_LIFSequence`) that keeps
+        two bool masks per neuron and step for backward; otherwise it is recorded op by op.
         """
         lif = self.lif
         beta = lif.beta.clamp(0, 1)
         threshold, factor = lif.threshold, lif.graded_spikes_factor
         mechanism = _MECHANISMS[lif._reset_mechanism]
-        try:  # no data-dependent Python on meta or fake tensors (FLOP counting, export): take the general path
-            graded = factor.requires_grad or bool(factor.ne(1).any())
-        except RuntimeError:
-            graded = True
+        if self.one_node and not self._learnable() and self._plain_factor():
+            return _LIFSequence.apply(seq, beta, threshold, mechanism)
+        graded = factor.requires_grad or not self._plain_factor()
         spikes = []
         mem = seq[0]  # beta * 0 + x_0
         for t in range(seq.shape[0]):

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ttsnn_cli.neurons import MultiStepLIF
+from ttsnn_cli.saved import packed_spikes
 from ttsnn_cli.state import time_folded
 from ttsnn_cli.zoo import register
 
@@ -43,6 +44,9 @@ def _bn(channels: int, gamma: float) -> nn.BatchNorm2d:
 class MSBlock(nn.Module):
     """Membrane-shortcut basic block; input and output are real-valued membranes [N, C, H, W]."""
 
+    pack_spikes: bool = True
+    """Runtime switch (not persisted): conv1/conv2 keep the spikes they read as bool for backward."""
+
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         self.lif1 = MultiStepLIF()
@@ -59,31 +63,47 @@ class MSBlock(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.bn2(self.conv2(self.lif2(self.bn1(self.conv1(self.lif1(x))))))
+        y = self._spiking_conv(self.lif1, self.conv1, x)
+        residual = self.bn2(self._spiking_conv(self.lif2, self.conv2, self.bn1(y)))
         return residual + self.shortcut(x)
+
+    def _spiking_conv(self, lif: MultiStepLIF, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """conv(lif(x)), the spikes kept packed for backward when they are exactly 0/1 (`saved`)."""
+        spikes = lif(x)
+        binary = isinstance(lif, MultiStepLIF) and lif.binary_output()  # export swaps the neurons
+        with packed_spikes(spikes, enabled=self.pack_spikes and torch.is_grad_enabled() and binary):
+            return conv(spikes)
 
 
 class MSResNet(nn.Module):
     """See the module docstring."""
 
     multistep = True
+    channels_last: bool = True
+    """Runtime switch (not persisted): run every layer in channels-last memory format (measured faster
+    for the TT cores on CPU, benchmarks/bench_training.py --levers); values are unchanged up to float
+    summation order. Only for stages at least 16 channels wide: oneDNN's weight gradient of a strided
+    1x1 conv reading fewer than 16 channels-last channels corrupts the heap (torch 2.13, AVX-512 CPU)."""
 
-    def __init__(self, depths: tuple[int, ...], in_channels: int = 3, num_classes: int = 10) -> None:
+    def __init__(self, depths: tuple[int, ...], in_channels: int = 3, num_classes: int = 10,
+                 channels: tuple[int, ...] = CHANNELS) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            OrderedDict(conv=nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), bn=_bn(64, 0.5))
+            OrderedDict(conv=nn.Conv2d(in_channels, channels[0], 3, 1, 1, bias=False), bn=_bn(channels[0], 0.5))
         )
-        cin = 64
-        for index, (cout, stride, depth) in enumerate(zip(CHANNELS, STRIDES, depths), start=1):
+        cin = channels[0]
+        for index, (cout, stride, depth) in enumerate(zip(channels, STRIDES, depths), start=1):
             blocks = []
             for b in range(depth):
                 blocks.append(MSBlock(cin, cout, stride if b == 0 else 1))
                 cin = cout
             self.add_module(f"layer{index}", nn.Sequential(*blocks))
         self.lif = MultiStepLIF()
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(channels[-1], num_classes)
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and self.stem.conv.out_channels >= 16:
+            x = x.contiguous(memory_format=torch.channels_last)
         y = self.stem(x)
         y = self.layer4(self.layer3(self.layer2(self.layer1(y))))
         return self.fc(self.lif(y).mean((2, 3)))

@@ -1,0 +1,116 @@
+"""Training levers keep the plain path's values and gradients: spikes saved packed (`saved.py`), the
+LIF as one autograd node, channels-last execution; checked for dense training and every TT mode,
+folded and per step (issue 11)."""
+
+import pytest
+
+import torch
+from torch import nn
+
+from ttsnn_cli.decompose import CompressConfig, compress_model
+from ttsnn_cli.neurons import MultiStepLIF
+from ttsnn_cli.ranks import parse_rank_spec
+from ttsnn_cli.runner import run_timesteps
+from ttsnn_cli.saved import packed_spikes
+from ttsnn_cli.state import reset_states
+from ttsnn_cli.zoo.msresnet import MSBlock, MSResNet
+
+
+def _saving(tensors: list[int]):
+    def pack(t):
+        tensors.append(t.numel() * t.element_size())
+        return t
+
+    return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+
+
+def test_packed_spikes_keep_bools_and_give_the_same_gradients():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 3, padding=1)
+    spikes = (torch.rand(4, 6, 7, 7) > 0.6).float().requires_grad_()
+    grads = []
+    for enabled in (False, True):
+        with packed_spikes(spikes, enabled=enabled):
+            out = conv(spikes)
+        grads.append(torch.autograd.grad((out * out).sum(), [conv.weight, conv.bias, spikes]))
+    for plain, packed in zip(*grads):
+        assert torch.equal(plain, packed)  # the unpacked tensor is bitwise the original
+
+
+def test_packed_spikes_store_a_quarter_of_the_bytes():
+    conv = nn.Conv2d(8, 4, 1, bias=False)
+    spikes = (torch.rand(2, 8, 5, 5) > 0.5).float().requires_grad_()
+    seen = []
+
+    def pack(t):
+        seen.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        conv(spikes)
+    plain = sum(t.numel() * t.element_size() for t in seen if t.data_ptr() == spikes.data_ptr())
+    with packed_spikes(spikes):  # the hooks packed_spikes installed are the innermost ones
+        pack, unpack = torch._C._autograd._top_saved_tensors_default_hooks(False)
+        packed = pack(spikes)
+        assert packed.bits.dtype == torch.bool and torch.equal(unpack(packed), spikes)
+        assert pack(conv.weight) is conv.weight  # anything else is kept as it is
+    assert packed.bits.numel() * packed.bits.element_size() * 4 == plain
+
+
+def _levers(model: nn.Module, on: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, MultiStepLIF):
+            m.one_node = on
+        if isinstance(m, MSBlock):
+            m.pack_spikes = on
+        if isinstance(m, MSResNet):
+            m.channels_last = on
+
+
+def _small_msresnet(mode: str | None) -> MSResNet:
+    torch.manual_seed(0)
+    model = MSResNet((1, 1, 1, 1), in_channels=3, num_classes=5, channels=(16, 16, 32, 32))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1.0)  # livelier spikes at random init: both cases exercised
+    if mode is None:
+        return model.train()
+    config = CompressConfig(ranks=parse_rank_spec(4, None), mode=mode, include=[r"conv[12]$"], timesteps=4)
+    model, _ = compress_model(model, config)
+    return model.train()
+
+
+def _gradients(model: nn.Module, x: torch.Tensor, per_step: bool) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    if per_step:
+        reset_states(model)
+        out = torch.stack([model.forward_step(x[t]) for t in range(x.shape[0])])
+    else:
+        out = run_timesteps(model, x)
+    weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+    (out * weights).sum().backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("mode, per_step", [(None, False), (None, True), ("stt", False), ("ptt", False),
+                                            ("htt", False), ("htt", True)])
+def test_levers_give_the_plain_paths_gradients(mode, per_step):
+    model = _small_msresnet(mode)
+    x = torch.rand(4, 2, 3, 8, 8) * 2
+    _levers(model, False)
+    plain = _gradients(model, x, per_step)
+    _levers(model, True)
+    fast = _gradients(model, x, per_step)
+    assert plain.keys() == fast.keys() and len(plain) == len(list(model.parameters()))
+    for name in plain:  # float tolerance: channels-last convolutions sum in another order
+        scale = plain[name].abs().max().clamp_min(1e-6)
+        assert (plain[name] - fast[name]).abs().max() <= 1e-4 * scale, name
+    assert any(plain[n].abs().sum() > 0 for n in plain if "layer4" in n)  # spikes reach the last stage
+
+    sizes_plain: list[int] = []
+    sizes_fast: list[int] = []
+    for on, sizes in ((False, sizes_plain), (True, sizes_fast)):
+        _levers(model, on)
+        with _saving(sizes):
+            _gradients(model, x, per_step)
+    assert sum(sizes_fast) < sum(sizes_plain)  # the packed spikes are visible in what is saved
