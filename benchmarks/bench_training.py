@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reference_pattern import ReferenceMSResNet18  # noqa: E402
 
 PAPER_RANKS_R18_CIFAR10 = [24, 27, 25, 29, 37, 45, 43, 41, 65, 74, 70, 63, 104, 153, 186, 145]  # paper.md
-MAIN = ("paper dense", "paper PTT", "dense", "PTT")
+MAIN = ("paper dense", "paper PTT", "dense", "PTT", "PTT recompute")
 
 
 def build(kind: str, timesteps: int) -> torch.nn.Module:
@@ -254,27 +254,43 @@ def main() -> None:
 
     kinds = {"paper dense": "paper-dense", "paper PTT": "paper-ptt", "dense": "dense", "PTT": "tt"}
     models = {name: build(kind, T).train() for name, kind in kinds.items()}
+    models["PTT recompute"] = models["PTT"]  # the same model with --recompute-tt
+    kinds["PTT recompute"] = "tt"
     optimizers = {name: sgd(m) for name, m in models.items()}
     params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
-    configs = {name: (lambda n=name: train_step(models[n], optimizers[n], image, y, T),) for name in MAIN}
+
+    def step(name: str) -> None:
+        with levers(models[name], recompute=name == "PTT recompute"):
+            train_step(models[name], optimizers[name], image, y, T)
+
+    configs = {name: (lambda n=name: step(n),) for name in MAIN}
     median = timed(configs, args.steps)
-    exact = {name: autograd_memory(models[name], image, y, T) for name in MAIN}
-    memory = {} if args.no_memory else {name: measure_memory(kinds[name], args.batch, T) for name in MAIN}
-    print(f"{'configuration':<14}{'params':>12}{'s/step':>9}{'exact MB':>10}{'step peak MB':>14}")
+    exact = {}
+    for name in MAIN:
+        with levers(models[name], recompute=name == "PTT recompute"):
+            exact[name] = autograd_memory(models[name], image, y, T)
+    memory = {} if args.no_memory else {
+        name: measure_memory(kinds[name], args.batch, T, recompute=name == "PTT recompute") for name in MAIN}
+    print(f"{'configuration':<16}{'params':>12}{'s/step':>9}{'exact MB':>10}{'step peak MB':>14}")
     for name in MAIN:
         peak = f"{memory[name]['step_peak'] / 2**20:>14.0f}" if memory else f"{'-':>14}"
-        print(f"{name:<14}{params[name]:>12,}{median[name]:>9.3f}{exact[name]['total'] / 2**20:>10.0f}{peak}")
+        print(f"{name:<16}{params[name]:>12,}{median[name]:>9.3f}{exact[name]['total'] / 2**20:>10.0f}{peak}")
     rows = [
         ("PTT vs paper PTT, speed-up", median["paper PTT"] / median["PTT"], ">= 2.5x"),
         ("PTT vs ttsnn dense, speed-up", median["dense"] / median["PTT"], ">= 2.5x"),
         ("dense vs paper dense, speed-up", median["paper dense"] / median["dense"], "(info)"),
         ("PTT / paper PTT, exact count", exact["PTT"]["total"] / exact["paper PTT"]["total"], "(info)"),
         ("PTT / dense, exact count", exact["PTT"]["total"] / exact["dense"]["total"], "(info)"),
+        ("PTT recompute vs paper PTT, speed-up", median["paper PTT"] / median["PTT recompute"], "(info)"),
+        ("PTT recompute / PTT, time", median["PTT recompute"] / median["PTT"], "<= 1.2x"),
     ]
     if memory:
         rows += [
             ("PTT / paper PTT, step peak", memory["PTT"]["step_peak"] / memory["paper PTT"]["step_peak"], "<= 0.45x"),
             ("PTT / dense, step peak", memory["PTT"]["step_peak"] / memory["dense"]["step_peak"], "< 1x"),
+            ("PTT recompute / paper PTT, step peak",
+             memory["PTT recompute"]["step_peak"] / memory["paper PTT"]["step_peak"], "<= 0.45x"),
+            ("PTT recompute / dense, step peak", memory["PTT recompute"]["step_peak"] / memory["dense"]["step_peak"], "< 1x"),
         ]
     print(f"\n{'ratio':<36}{'measured':>10}{'goal':>10}")
     for name, value, goal in rows:

@@ -11,6 +11,7 @@ from ttsnn_cli.decompose import CompressConfig, compress_model
 from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli.ranks import parse_rank_spec
 from ttsnn_cli.runner import run_timesteps
+from ttsnn_cli import saved as saved_module
 from ttsnn_cli.saved import packed_spikes
 from ttsnn_cli.state import reset_states
 from ttsnn_cli.zoo.msresnet import MSBlock, MSResNet
@@ -94,7 +95,7 @@ def _gradients(model: nn.Module, x: torch.Tensor, per_step: bool) -> dict[str, t
 
 @pytest.mark.parametrize("mode, per_step", [(None, False), (None, True), ("stt", False), ("ptt", False),
                                             ("htt", False), ("htt", True)])
-def test_levers_give_the_plain_paths_gradients(mode, per_step):
+def test_levers_give_the_plain_paths_gradients(mode, per_step, monkeypatch):
     model = _small_msresnet(mode)
     x = torch.rand(4, 2, 3, 8, 8) * 2
     _levers(model, False)
@@ -107,10 +108,40 @@ def test_levers_give_the_plain_paths_gradients(mode, per_step):
         assert (plain[name] - fast[name]).abs().max() <= 1e-4 * scale, name
     assert any(plain[n].abs().sum() > 0 for n in plain if "layer4" in n)  # spikes reach the last stage
 
-    sizes_plain: list[int] = []
-    sizes_fast: list[int] = []
-    for on, sizes in ((False, sizes_plain), (True, sizes_fast)):
-        _levers(model, on)
-        with _saving(sizes):
-            _gradients(model, x, per_step)
-    assert sum(sizes_fast) < sum(sizes_plain)  # the packed spikes are visible in what is saved
+    packed = []
+    real = saved_module._Packed.__init__
+
+    def counting(self, tensor):
+        packed.append(tensor.shape)
+        real(self, tensor)
+
+    monkeypatch.setattr(saved_module._Packed, "__init__", counting)
+    _gradients(model, x, per_step)
+    convs_reading_spikes = 2 * sum(isinstance(m, MSBlock) for m in model.modules())
+    assert len(packed) == convs_reading_spikes * (x.shape[0] if per_step else 1)
+
+
+@pytest.mark.parametrize("mode, per_step", [("stt", False), ("ptt", False), ("htt", False), ("htt", True)])
+def test_recomputing_the_last_core_for_batchnorm_gives_the_same_step(mode, per_step):
+    """--recompute-tt in an MS-ResNet block: gradients and BatchNorm running statistics unchanged,
+    less kept for backward."""
+    from ttsnn_cli.engine.memory import recomputing_tt
+
+    model = _small_msresnet(mode)
+    x = torch.rand(4, 2, 3, 8, 8) * 2
+    _levers(model, False)  # nothing else repacks what is saved: the count below sees everything
+    results = []
+    for recompute in (False, True):
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        sizes: list[int] = []
+        with recomputing_tt(model, enabled=recompute), _saving(sizes):
+            grads = _gradients(model, x, per_step)
+        results.append((grads, {k: v.clone() for k, v in model.state_dict().items()}, sum(sizes)))
+        model.load_state_dict(state)
+    (plain, plain_state, plain_bytes), (again, again_state, again_bytes) = results
+    for name in plain:
+        scale = plain[name].abs().max().clamp_min(1e-6)
+        assert (plain[name] - again[name]).abs().max() <= 1e-5 * scale, name
+    for name in plain_state:
+        assert torch.allclose(plain_state[name].float(), again_state[name].float(), rtol=1e-5, atol=1e-7), name
+    assert again_bytes < plain_bytes

@@ -211,14 +211,19 @@ class TTConv2d(TimeAware, nn.Module):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.core4(self.core4_input(x))
+
+    def core4_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the last core: its r3-channel input (a caller fusing core4 with what
+        follows, `saved.conv1x1_bn`, runs this and then core4 itself)."""
         a = self.core1(x)
         if self._mode_pad is not None:
             a = F.pad(a, self._mode_pad, mode=self.padding_mode)
         if self.mode == "stt":
-            return self.core4(self._run(self.core3, self._pad3, self._run(self.core2, self._pad2, a)))
+            return self._run(self.core3, self._pad3, self._run(self.core2, self._pad2, a))
         if self.mode == "ptt":
-            return self.core4(self._parallel(a))
-        return self.core4(self._half(a))
+            return self._parallel(a)
+        return self._half(a)
 
     @staticmethod
     def _run(conv: nn.Conv2d, pads: Pads | None, x: torch.Tensor) -> torch.Tensor:

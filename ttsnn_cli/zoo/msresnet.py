@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from ttsnn_cli.neurons import MultiStepLIF
-from ttsnn_cli.saved import packed_spikes
+from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.saved import conv1x1_bn, packed_spikes
 from ttsnn_cli.state import time_folded
 from ttsnn_cli.zoo import register
 
@@ -63,16 +64,21 @@ class MSBlock(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._spiking_conv(self.lif1, self.conv1, x)
-        residual = self.bn2(self._spiking_conv(self.lif2, self.conv2, self.bn1(y)))
+        y = self._spiking_conv_bn(self.lif1, self.conv1, self.bn1, x)
+        residual = self._spiking_conv_bn(self.lif2, self.conv2, self.bn2, y)
         return residual + self.shortcut(x)
 
-    def _spiking_conv(self, lif: MultiStepLIF, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """conv(lif(x)), the spikes kept packed for backward when they are exactly 0/1 (`saved`)."""
+    def _spiking_conv_bn(self, lif: nn.Module, conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+        """bn(conv(lif(x))), keeping less for backward: the spikes as bool when they are exactly 0/1
+        (`saved.packed_spikes`); and for a TT conv in `recompute` mode, its last core's output is
+        recomputed for BatchNorm's backward instead of kept (`saved.conv1x1_bn`, cheaper than the
+        layer's own checkpointing, which would keep the spikes as floats and rerun every core)."""
         spikes = lif(x)
         binary = isinstance(lif, MultiStepLIF) and lif.binary_output()  # export swaps the neurons
         with packed_spikes(spikes, enabled=self.pack_spikes and torch.is_grad_enabled() and binary):
-            return conv(spikes)
+            if isinstance(conv, TTConv2d) and conv.recompute and torch.is_grad_enabled():
+                return conv1x1_bn(conv.core4_input(spikes), conv.core4, bn)
+            return bn(conv(spikes))
 
 
 class MSResNet(nn.Module):
