@@ -55,11 +55,12 @@ def _bars(ax, names: list[str], dense: list[float | None], model: list[float], y
         if hatch:
             bar.set_hatch(hatch)
             bar.set_facecolor("#aec7e8")
-    if any(skipped):
-        from matplotlib.patches import Patch
+    from matplotlib.patches import Patch
 
-        ax.add_artist(ax.legend(handles=[Patch(facecolor="#aec7e8", hatch="//", label="kept dense (skipped)")],
-                                fontsize=8, loc="lower left", bbox_to_anchor=(1.0, 0.0)))
+    handles = [Patch(facecolor=DENSE, label="dense baseline")] if any(v is not None for v in dense) else []
+    handles.append(Patch(facecolor=MODEL, label="this model"))
+    if any(skipped):
+        handles.append(Patch(facecolor="#aec7e8", hatch="//", label="this model, kept dense"))
     ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title, loc="left", fontsize=11)
@@ -70,7 +71,7 @@ def _bars(ax, names: list[str], dense: list[float | None], model: list[float], y
             tick.set_color("#7f7f7f")
     ax.set_xlim(-0.7, len(names) - 0.3)
     ax.grid(axis="y", alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def plot_report(report: dict[str, Any], path: str | Path) -> Path:
@@ -135,7 +136,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
         if accuracy.get("baseline") is not None:
             title += f" (dense {accuracy['baseline']:.2f} %, drop {accuracy['drop']:.2f} pts)"
     fig.suptitle(title, fontsize=13, x=0.01, ha="left")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the suptitle
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
