@@ -201,10 +201,13 @@ class _Sweep:
         """Sensitivity curves for every target at once, measured once and kept in the folder."""
         path = self.job.out_dir / CURVES
         factors = candidate_factors(self.job.targets, spread=2.0)  # neighbouring targets cover each other
-        if path.is_file():
+        if path.is_file():  # curves measured on a grid at least as wide serve these targets too
             stored = json.loads(path.read_text())
-            if stored.get("factors") == factors and stored.get("mode") == self.job.mode and stored.get("model_sha256") == \
-                    file_checksum(self.job.model) and stored.get("calib_samples_requested") == self.job.calib_samples:
+            covers = bool(stored.get("factors")) and min(stored["factors"]) <= min(factors) + 1e-9 \
+                and max(stored["factors"]) >= max(factors) - 1e-9
+            if covers and stored.get("mode") == self.job.mode and stored.get("model_sha256") == \
+                    file_checksum(self.job.model) and stored.get("calib_samples_requested") == self.job.calib_samples \
+                    and stored.get("seed") == self.job.seed:
                 return stored
         layers = free_layers(plan_layers(self.dense, self.config)[0], self.config)
         calibration = calibration_set(self.eval_data, self.job.calib_samples, self.steps, self.job.seed)
