@@ -407,9 +407,12 @@ def test_hostile_input(case: Case, tmp_path: Path, models: dict[str, bytes], mon
 
 
 REAL = [c for c in CASES if c.real_process]
+#: real processes cost a torch import each: these three run by default, the rest with -m slow
+FAST_REAL = {"inspect-text-t", "inspect-exploit-os-system", "bomb"}
 
 
-@pytest.mark.parametrize("case", REAL, ids=[f"{c.kind}:{c.name}" for c in REAL])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=() if c.name in FAST_REAL else pytest.mark.slow) for c in REAL],
+                         ids=[f"{c.kind}:{c.name}" for c in REAL])
 def test_hostile_input_real_process(case: Case, tmp_path: Path, models: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     """The same through `python -m ttsnn_cli` (the console entry point, real stderr, no terminal)."""
     work = _prepare(tmp_path, models, monkeypatch)
