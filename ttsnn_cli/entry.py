@@ -11,13 +11,15 @@ from __future__ import annotations
 import signal
 import sys
 
-from ttsnn_cli.errors import Interrupted
+from ttsnn_cli.errors import Interrupted, interruption, record_interruption
 
 _CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted(signal.Signals(signum).name, _CODES.get(signum, 130))
+    stop = Interrupted(signal.Signals(signum).name, _CODES.get(signum, 130))
+    record_interruption(stop)
+    raise stop
 
 
 def install_signal_handlers() -> None:
@@ -61,7 +63,12 @@ def main() -> None:
         except exceptions.Abort:
             _one_line_error("aborted", 1)
         sys.exit(code if isinstance(code, int) else 0)
-    except (Interrupted, KeyboardInterrupt) as stop:
+    except SystemExit:
+        raise
+    except BaseException as error:  # noqa: BLE001 - an interruption however third-party code wrapped it
+        stop = error if isinstance(error, (Interrupted, KeyboardInterrupt)) else interruption()
+        if stop is None:
+            raise
         for signum in _CODES:  # a second Ctrl-C while unwinding must not print a traceback
             signal.signal(signum, signal.SIG_IGN)
         name = getattr(stop, "signal_name", "SIGINT")

@@ -45,6 +45,21 @@ class Interrupted(BaseException):
         self.exit_code = exit_code
 
 
+_RECEIVED: list[Interrupted] = []
+
+
+def record_interruption(stop: Interrupted) -> None:
+    """Remember a signal (the CLI's handler calls this before raising): third-party code interrupted
+    mid-import can swallow or transform the exception, and whatever then escapes is still the
+    interruption, not a bug."""
+    _RECEIVED.append(stop)
+
+
+def interruption() -> Interrupted | None:
+    """The signal received in this process, if any (see `record_interruption`)."""
+    return _RECEIVED[-1] if _RECEIVED else None
+
+
 def abbreviate(value: object, limit: int = VALUE_LIMIT) -> str:
     """`value` as one short line: newlines folded, the middle cut when longer than `limit`."""
     text = " ".join(str(value).split())

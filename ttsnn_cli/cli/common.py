@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ttsnn_cli.errors import BadInputError, Interrupted, TtsnnError, abbreviate
+from ttsnn_cli.errors import BadInputError, Interrupted, TtsnnError, abbreviate, interruption
 from ttsnn_cli.fileio import standard_json
 from ttsnn_cli.loading.trust import trusting
 
@@ -82,6 +82,9 @@ def guarded(func: F) -> F:
             except RecursionError:
                 raise fail("input nested too deeply (recursion limit reached)", 3) from None
             except Exception as error:  # noqa: BLE001 - the last line of defence, by design
+                stop = interruption()
+                if stop is not None:  # a signal that library code turned into another error
+                    raise fail(f"interrupted ({stop.signal_name})", stop.exit_code) from None
                 try:
                     where = f"traceback in {_log_internal_error()}"
                 except OSError as log_error:
