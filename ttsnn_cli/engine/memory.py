@@ -6,6 +6,10 @@ is up to 0.75 of an output-sized tensor more per layer, which cancels the parame
 activation-dominated training steps (benchmarks/bench_training.py counts it). Under
 `recomputing_tt(model)` each TTConv2d runs through `torch.utils.checkpoint` (non-reentrant): it saves
 its input only and recomputes the cheap cores during backward. Values and gradients are unchanged.
+Inside an MS-ResNet block (`zoo.msresnet.MSBlock`), where the layer reads 0/1 spikes kept packed and
+feeds a BatchNorm, the flag instead keeps the TT layer's own saved tensors and drops BatchNorm's: the
+last core's output is recomputed from its r3-channel input (`saved.conv1x1_bn`), one 1x1 conv more
+in backward instead of rerunning every core on float spikes.
 
 The switch is the layers' runtime `recompute` flag (like `folded_timesteps`), set for the block only:
 nothing is persisted (state_dict and pickling untouched).
