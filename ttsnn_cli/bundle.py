@@ -4,7 +4,7 @@ A plain dict of strings, numbers, lists and tensors, so `torch.load(weights_only
   format, format_version, ttsnn_version
   arch: {spec, kwargs}            the dense architecture (zoo:NAME or module:factory) and its kwargs
   tt: null | {mode, layers: {module name: TT layer config() + its `type` (conv2d, conv1d, linear)}}
-  io: {input_shape, timesteps, data}   what the model eats, as far as known
+  io: {input_shape, timesteps, data, style}   what the model eats (and how it runs), as far as known
   state_dict, state_sha256        weights, and a checksum that catches a corrupted file
   source: null | {path, sha256}   the checkpoint the bundle was made from
   history: [{stage, ...}]         what ttsnn did to it, oldest first
@@ -37,19 +37,24 @@ class ModelIO:
     input_shape: tuple[int, ...] | None = None
     timesteps: int | None = None
     data: str | None = None
+    style: str | None = None  # execution style asked with --style (runner.STYLES); None: detected
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        value = {
             "input_shape": list(self.input_shape) if self.input_shape else None,
             "timesteps": self.timesteps,
             "data": self.data,
         }
+        if self.style:  # only when asked for: detected styles are not recorded
+            value["style"] = self.style
+        return value
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any] | None) -> ModelIO:
         value = value or {}
         shape = value.get("input_shape")
-        return cls(tuple(int(s) for s in shape) if shape else None, value.get("timesteps"), value.get("data"))
+        return cls(tuple(int(s) for s in shape) if shape else None, value.get("timesteps"), value.get("data"),
+                   value.get("style"))
 
     def merged(self, other: ModelIO) -> ModelIO:
         """`other`'s known fields over ours (command-line options over what a bundle carries)."""
@@ -57,6 +62,7 @@ class ModelIO:
             other.input_shape or self.input_shape,
             other.timesteps or self.timesteps,
             other.data or self.data,
+            other.style or self.style,
         )
 
 

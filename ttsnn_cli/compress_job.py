@@ -21,6 +21,7 @@ from ttsnn_cli.fileio import check_output_path
 from ttsnn_cli.ranks import RankSpecError, parse_rank_spec
 from ttsnn_cli.tt_layers import parse_layer_types
 from ttsnn_cli.sensitivity import DEFAULT_CALIB_SAMPLES, Progress, sensitivity_ranks
+from ttsnn_cli.runner import check_style, resolve_timesteps
 
 
 @dataclass
@@ -60,6 +61,9 @@ def load_source(job: CompressJob) -> nn.Module:
         raise BadInputError("compress needs a CHECKPOINT, or --arch zoo:NAME to plan on a freshly initialised model")
     meta = get_meta(model)
     meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io).merged(job.io)
+    check_style(meta.io.style)
+    # an own-loop model taking one frame runs its own T (HTT's first half depends on it): learn it
+    meta.io.timesteps = resolve_timesteps(model, meta.io.input_shape, job.io.timesteps, meta.io.timesteps)
     return model
 
 

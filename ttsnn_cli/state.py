@@ -61,18 +61,26 @@ def is_neuron(module: nn.Module) -> bool:
     return isinstance(module, SpikingNeuron) if SpikingNeuron else False
 
 
-def reset_states(model: nn.Module) -> None:
-    """Reset every neuron membrane and every timestep counter found anywhere in `model`.
+def neuron_state_names(neuron: nn.Module) -> list[str]:
+    """The state variables of a snntorch neuron: its non-persistent buffers (`mem`; `syn` for
+    Synaptic; `syn_exc`, `syn_inh` for Alpha; `spk` for the recurrent neurons), in definition order."""
+    skip = getattr(neuron, "_non_persistent_buffers_set", set())
+    return [name for name in neuron._buffers if name in skip]
 
-    A snntorch neuron keeps its membrane in non-persistent buffers (`mem`, and `syn` etc. for other
-    neuron types); an empty tensor makes the neuron re-initialise to zeros of the next input's shape,
-    which also survives a change of batch size or device.
+
+def reset_states(model: nn.Module) -> None:
+    """Reset every neuron state and every timestep counter found anywhere in `model`.
+
+    A snntorch neuron keeps its state in non-persistent buffers (`neuron_state_names`); an empty
+    tensor makes the neuron re-initialise to zeros of the next input's shape, which also survives a
+    change of batch size or device. Every such buffer is cleared, whatever the neuron type (Alpha's
+    `syn_exc`/`syn_inh` too: a stale one keeps the previous batch's graph alive).
     """
     for module in model.modules():
         if isinstance(module, TimeAware):
             module.reset_time()
         if is_neuron(module):
-            for state_name in ("mem", "syn", "spk", "cur"):
+            for state_name in neuron_state_names(module):
                 value = getattr(module, state_name, None)
                 if isinstance(value, torch.Tensor):
                     setattr(module, state_name, torch.zeros(0, device=value.device, dtype=value.dtype))

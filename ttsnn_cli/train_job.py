@@ -20,7 +20,7 @@ from ttsnn_cli.data import DataBundle, encode, load_data
 from ttsnn_cli.engine import Progress, TrainConfig, fit, set_seed, side_paths
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import check_output_path
-from ttsnn_cli.runner import run_timesteps
+from ttsnn_cli.runner import check_style, resolve_timesteps, run_timesteps
 
 
 @dataclass
@@ -33,6 +33,7 @@ class TrainJob:
     arch_kwargs: dict[str, Any] | None = None
     checkpoint: Path | None = None  # finetune: the model to start from
     timesteps: int | None = None  # None: from the bundle / zoo entry / 4
+    style: str | None = None  # --style (runner.STYLES); None: detected, or the bundle's
     resume: bool = False
     force: bool = False
     trust_pickle: bool = False
@@ -55,7 +56,7 @@ def build_model(job: TrainJob) -> nn.Module:
             raise BadInputError("finetune needs a MODEL (a ttsnn bundle, or a state_dict with --arch)")
         model = load_checkpoint(job.checkpoint, job.arch, job.arch_kwargs, job.trust_pickle)
         meta = get_meta(model)
-    meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io)
+    meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io).merged(ModelIO(style=job.style))
     return model
 
 
@@ -112,13 +113,20 @@ def run_train_job(job: TrainJob, progress: Progress | None = None) -> tuple[nn.M
     spec = job.data or meta.io.data
     if not spec:
         raise BadInputError(f"{job.stage} needs --data SPEC (digits, cifar10:DIR, cifar100:DIR, ncaltech101:DIR)")
+    check_style(job.style)
     timesteps = job.timesteps or meta.io.timesteps or 4
-    job.config.timesteps = timesteps
     data = load_data(spec, timesteps=timesteps, augment=True)
+    # an own-loop model taking one frame runs its own number of steps: learn it (a conflicting --timesteps is bad input)
+    learned = resolve_timesteps(model, tuple(data.input_shape), job.timesteps, timesteps)
+    if learned != timesteps:
+        timesteps = int(learned)  # type: ignore[arg-type]
+        if data.temporal:
+            data = load_data(spec, timesteps=timesteps, augment=True)
+    job.config.timesteps = timesteps
     check_compatible(model, data, timesteps, spec)
     if teacher is not None:
         check_compatible(teacher, data, timesteps, spec)
-    meta.io = ModelIO(tuple(data.input_shape), timesteps, spec)
+    meta.io = ModelIO(tuple(data.input_shape), timesteps, spec, meta.io.style)
     base_history = list(meta.history)
 
     def save(trained: nn.Module, history: list[dict[str, Any]]) -> None:

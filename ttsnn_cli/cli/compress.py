@@ -30,6 +30,9 @@ class ModeChoice(str, Enum):
 #: the most elements one sample's frame may have (a typo like 3,32000,32000 must not allocate 12 GB)
 MAX_FRAME_ELEMENTS = 2**26
 
+STYLE_HELP = ("Execution style when detection cannot tell: auto, multistep, sequential, stepped (called once per "
+              "timestep) or own_loop (its own time loop); recorded in the bundle. See the README.")
+
 
 def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     """`--input-shape C,H,W` (or C,L / F): 1 to 4 positive whole sizes of one timestep's frame."""
@@ -73,12 +76,13 @@ def compress(
     trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
     trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    style: Optional[str] = typer.Option(None, help=STYLE_HELP),
 ) -> None:
     """Decompose every eligible Conv2d (four TT cores), Conv1d (three) and, with --layer-types, Linear (TT-matrix) by TT-SVD and write a TT bundle."""
     check_options(("--timesteps", timesteps, 1, None), ("--seed", seed, 0, 2**63 - 1))
     job = CompressJob(output=output, checkpoint=checkpoint, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs),
                       ranks=ranks, rank_method=rank_method, mode=mode.value if mode else "stt", include=list(include),
-                      exclude=list(exclude), io=ModelIO(parse_input_shape(input_shape), timesteps, None), svd=svd,
+                      exclude=list(exclude), io=ModelIO(parse_input_shape(input_shape), timesteps, None, style), svd=svd,
                       seed=seed, force=force, trust_pickle=trust_pickle, layer_types=layer_types,
                       linear_cores=linear_cores or 3, data=data, calib_samples=calib_samples)
     if recipe is not None:

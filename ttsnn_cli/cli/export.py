@@ -12,7 +12,7 @@ from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.bundle import ModelIO
 from ttsnn_cli.cli import app
 from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope
-from ttsnn_cli.cli.compress import parse_input_shape
+from ttsnn_cli.cli.compress import STYLE_HELP, parse_input_shape
 from ttsnn_cli.export import ExportJob, run_export
 
 
@@ -39,10 +39,11 @@ def export(
     trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
     trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    style: Optional[str] = typer.Option(None, help=STYLE_HELP),
 ) -> None:
     """Export a model to ONNX (and NIR); --verify checks the graph against torch in onnxruntime."""
     check_options(("--timesteps", timesteps, 1, None), ("--batch", batch, 1, 4096))
-    job = ExportJob(model=model, onnx=onnx, mode=mode.value, io=ModelIO(parse_input_shape(input_shape), timesteps, None),
+    job = ExportJob(model=model, onnx=onnx, mode=mode.value, io=ModelIO(parse_input_shape(input_shape), timesteps, None, style),
                     batch=batch, reconstruct_dense=reconstruct_dense, verify=verify, nir=nir, arch=arch,
                     arch_kwargs=parse_arch_kwargs(arch_kwargs), force=force, trust_pickle=trust_pickle)
     with trust_scope(trust_arch, arch):

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ttsnn_cli.cli import app
 from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope
-from ttsnn_cli.cli.compress import parse_input_shape
+from ttsnn_cli.cli.compress import STYLE_HELP, parse_input_shape
 from ttsnn_cli.errors import GateFailedError
 from ttsnn_cli.report.build import ReportJob, run_report
 from ttsnn_cli.report.gates import GateLimits, failed
@@ -37,6 +37,7 @@ def report(
     trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --plot file (never the model or a non-regular file)."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
+    style: Optional[str] = typer.Option(None, help=STYLE_HELP),
 ) -> None:
     """Report params, MACs/timestep, training FLOPs and SynOps of MODEL vs its dense baseline."""
     check_options(("--timesteps", timesteps, 1, None), ("--data-samples", data_samples, 1, None),
@@ -44,7 +45,7 @@ def report(
                   ("--max-energy-ratio", max_energy_ratio, 0, None), ("--max-acc-drop", max_acc_drop, 0, None))
     job = ReportJob(model=model, baseline=baseline, data=data, hw=hw or accel is not None, accel=accel or "sata",
                     plot=plot, timesteps=timesteps,
-                    input_shape=parse_input_shape(input_shape), data_samples=data_samples, trust_pickle=trust_pickle, force=force,
+                    input_shape=parse_input_shape(input_shape), data_samples=data_samples, trust_pickle=trust_pickle, force=force, style=style,
                     gates=GateLimits(min_param_reduction, min_mac_reduction, max_energy_ratio, max_acc_drop))
     with trust_scope(trust_arch):
         document = run_report(job)

@@ -50,6 +50,8 @@ class ProgressView:
             self.task = self.bar.add_task("", total=event["batches"], epoch=event["epoch"], epochs=event["epochs"], loss=0.0, acc=0.0, rate=0.0)
         elif kind == "batch" and self.task is not None:
             self.bar.update(self.task, completed=event["batch"], loss=event["loss"], acc=event["accuracy"], rate=event["samples_per_s"])
+        elif kind == "warning":
+            self.bar.console.print(f"[yellow]warning:[/] {event['message']}", markup=True, highlight=False)
         elif kind == "epoch_end" and not self.quiet:
             self.bar.console.print(
                 f"epoch {event['epoch']}/{event['epochs']}: train loss {event['train_loss']:.4f}, "
@@ -103,6 +105,8 @@ FORCE = typer.Option(False, "--force", help="overwrite OUT if it exists")
 JSON = typer.Option(False, "--json", help="print one JSON document on stdout")
 ARCH_KWARGS = typer.Option(None, "--arch-kwargs", help="JSON object of factory keyword arguments")
 RECOMPUTE = typer.Option(False, "--recompute-tt", help="TT layers recompute their cores in backward: less memory, ~25 % more time")
+STYLE = typer.Option(None, "--style", help="execution style when detection cannot tell: auto, multistep, sequential, "
+                     "stepped (called once per step) or own_loop (its own time loop); see the README")
 TRUST = typer.Option(False, "--trust-pickle", help="accept a pickled nn.Module (runs code from the file)")
 TRUST_ARCH = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP)
 
@@ -117,12 +121,12 @@ def train_command(
     epochs: int = EPOCHS, batch_size: int = BATCH, timesteps: int = TIMESTEPS, lr: float = LR,
     optimizer: str = OPTIMIZER, momentum: float = MOMENTUM, weight_decay: float = WD, seed: int = SEED,
     device: str = DEVICE, train: str = TRAIN, loss: str = LOSS, encoding: str = ENCODING, schedule: str = SCHEDULE,
-    resume: bool = RESUME, force: bool = FORCE, json_out: bool = JSON,
+    resume: bool = RESUME, force: bool = FORCE, json_out: bool = JSON, style: str = STYLE,
 ) -> None:
     """Train a dense SNN from scratch and write a dense bundle (what `compress` starts from)."""
     config = _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule)
     job = TrainJob("train", output, config, data=data, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs),
-                   timesteps=timesteps, resume=resume, force=force)
+                   timesteps=timesteps, resume=resume, force=force, style=style)
     _run(job, json_out)
 
 
@@ -145,7 +149,7 @@ def finetune_command(
     teacher_arch_kwargs: str = typer.Option(None, "--teacher-arch-kwargs", help="JSON kwargs of --teacher-arch"),
     distill_weight: float = typer.Option(0.5, "--distill-weight", help="a in (1-a)*task + a*t^2*KL (with --teacher)"),
     distill_temperature: float = typer.Option(4.0, "--distill-temperature", help="t: softmax temperature (with --teacher)"),
-    trust_arch: bool = TRUST_ARCH, json_out: bool = JSON,
+    trust_arch: bool = TRUST_ARCH, json_out: bool = JSON, style: str = STYLE,
 ) -> None:
     """Fine-tune a (TT) model with surrogate-gradient BPTT (optionally distilling a --teacher) and write the tuned bundle."""
     config = _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
@@ -153,7 +157,7 @@ def finetune_command(
     job = TrainJob("finetune", output, config, data=data, arch=arch,
                    arch_kwargs=parse_arch_kwargs(arch_kwargs) if arch_kwargs else None, checkpoint=model,
                    timesteps=timesteps, resume=resume, force=force, trust_pickle=trust_pickle, teacher=teacher,
-                   teacher_arch=teacher_arch,
+                   teacher_arch=teacher_arch, style=style,
                    teacher_arch_kwargs=parse_arch_kwargs(teacher_arch_kwargs) if teacher_arch_kwargs else None)
     with trust_scope(trust_arch, arch, teacher_arch):
         _run(job, json_out)

@@ -352,6 +352,7 @@ def fit(
         loader = _batches(data.train, order, config.batch_size, dist_info)
         report({"kind": "epoch_start", "epoch": epoch + 1, "epochs": config.epochs, "batches": len(loader)})
         loss_sum = correct = seen = 0.0
+        spiked = False  # did the output ever spike this epoch (a silent network learns nothing)
         epoch_start = time.perf_counter()
         for index, (x, y) in enumerate(loader):
             x, y = x.to(device), y.to(device)
@@ -369,12 +370,17 @@ def fit(
             scheduler.step()
             loss_sum += float(loss.detach()) * len(y)
             correct += float((out.detach().mean(0).argmax(-1) == y).sum())
+            spiked = spiked or bool(out.detach().ne(0).any())
             seen += len(y)
             elapsed = time.perf_counter() - epoch_start
             report({"kind": "batch", "epoch": epoch + 1, "batch": index + 1, "batches": len(loader),
                     "loss": loss_sum / seen, "accuracy": 100.0 * correct / seen,
                     "samples_per_s": seen * dist_info.world / max(elapsed, 1e-9)})
-        loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], dist_info, device)
+        loss_sum, correct, seen, spiked_any = _all_sum([loss_sum, correct, seen, float(spiked)], dist_info, device)
+        if not spiked_any:
+            report({"kind": "warning", "epoch": epoch + 1, "message": (
+                f"epoch {epoch + 1}: the output never spiked (loss stays at ln(classes)); check the input scale and "
+                "encoding, the output neurons' threshold and beta, and the learning rate")})
         seconds = time.perf_counter() - epoch_start
         accuracy = evaluate(model, data, config, device, dist_info)
         record = {

@@ -314,6 +314,7 @@ class ExportCopy:
     neurons: list[str]
     htt: bool
     folded: list[str]
+    batch_first: bool = False  # an own-loop model returning [B, T, ...] (set by the exporter's probe)
 
 
 def prepare_export_copy(model: nn.Module, reconstruct_dense: bool = False) -> ExportCopy:
@@ -380,12 +381,13 @@ class Unrolled(nn.Module):
     def __init__(self, copy_: ExportCopy, timesteps: int, static_input: bool = False) -> None:
         super().__init__()
         self.net, self.context, self.style = copy_.model, copy_.context, copy_.style
-        self.timesteps, self.static_input = timesteps, static_input
+        self.timesteps, self.static_input, self.batch_first = timesteps, static_input, copy_.batch_first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.context.clear()
         if self.style == "own_loop":
-            return first_output(self.net(x[0] if self.static_input else x))
+            y = first_output(self.net(x[0] if self.static_input else x))
+            return y.transpose(0, 1) if self.batch_first else y
         outputs = []
         for t in range(self.timesteps):
             self.context.step = t

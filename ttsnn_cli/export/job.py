@@ -19,6 +19,7 @@ from ttsnn_cli.checkpoint import load_checkpoint
 from ttsnn_cli.arch import zoo_io
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import check_output_path
+from ttsnn_cli.runner import apply_style, resolve_timesteps
 
 MODES = ("unrolled", "step")
 
@@ -43,6 +44,8 @@ def resolve_io(model: nn.Module, io: ModelIO) -> tuple[int, tuple[int, ...]]:
     """T and the per-step input shape: options over the bundle over the zoo's defaults."""
     meta = get_meta(model)
     merged = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io).merged(io)
+    apply_style(model, io.style)
+    merged.timesteps = resolve_timesteps(model, merged.input_shape, io.timesteps, merged.timesteps)
     if merged.timesteps is None:
         raise BadInputError("the number of timesteps is unknown: pass --timesteps T")
     if merged.input_shape is None:

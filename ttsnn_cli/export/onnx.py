@@ -30,7 +30,7 @@ from ttsnn_cli.bundle import tt_config
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.functional import ExportCopy, Stepper, Unrolled, prepare_export_copy
 from ttsnn_cli.fileio import atomic_write_bytes
-from ttsnn_cli.runner import execution_style, run_timesteps
+from ttsnn_cli.runner import execution_style, own_loop_layout, run_timesteps
 
 ExportMode = Literal["unrolled", "step"]
 
@@ -68,28 +68,6 @@ def sample_input(timesteps: int, batch: int, input_shape: tuple[int, ...], stati
     return torch.rand(timesteps, batch, *input_shape, generator=generator)
 
 
-def _probe_static(model: nn.Module, wrapper: Unrolled, x: torch.Tensor, timesteps: int) -> bool:
-    """Own-loop models: does forward take the sequence [T, B, ...] or one static frame [B, ...]?"""
-    problems = []
-    for static in (False, True):
-        wrapper.static_input = static
-        try:
-            y = wrapper(x)
-        except Exception as error:  # noqa: BLE001 - a model rejecting one layout is the probe's answer
-            problems.append(_first_line(error))
-            continue
-        if y.dim() < 2 or y.shape[1] != x.shape[1]:  # e.g. an MLP that read [T, B, F] as a batch of T*B rows
-            problems.append(f"output {list(y.shape)} is not [T, B, ...]")
-            continue
-        if y.shape[0] != timesteps:
-            raise BadInputError(
-                f"{type(model).__name__} runs its own time loop and returned {y.shape[0]} steps, not T={timesteps}: "
-                f"pass --timesteps {y.shape[0]}"
-            )
-        return static
-    raise BadInputError(f"{type(model).__name__} accepts neither x[T, B, ...] nor x[B, ...]: {problems[-1]}")
-
-
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -113,9 +91,14 @@ def export_onnx(
                     f"{_first_line(error)}"
                 ) from None
         copy_ = prepare_export_copy(model, reconstruct_dense)
-        unrolled = Unrolled(copy_, timesteps)
-        static = _probe_static(model, unrolled, x, timesteps) if copy_.style == "own_loop" else False
-        unrolled.static_input = static
+        static = False
+        if copy_.style == "own_loop":  # the runner's probe: one frame or the sequence, time-major or batch-first
+            layout = own_loop_layout(model, x)
+            if not layout.sequence_input and layout.steps != timesteps:
+                raise BadInputError(f"{type(model).__name__} runs its own loop of {layout.steps} steps, not T={timesteps}: "
+                                    f"pass --timesteps {layout.steps}")
+            static, copy_.batch_first = not layout.sequence_input, layout.batch_first
+        unrolled = Unrolled(copy_, timesteps, static)
         batch_dim = torch.export.Dim("batch", min=1, max=1 << 20)
         info = OnnxGraphInfo(Path(path), mode, timesteps, tuple(input_shape), batch, static, 0, ["x"], ["y"],
                              list(copy_.neurons), takes_step=copy_.htt and mode == "step",

@@ -24,6 +24,7 @@ from ttsnn_cli.fileio import check_output_path
 from ttsnn_cli.report.counting import Profile, count_model, needs_all_steps, on_meta, probe_input, profile_model, spike_profile
 from ttsnn_cli.report.flops import training_flops
 from ttsnn_cli.report.gates import MODE_SCHEDULE, GateLimits, evaluate_gates
+from ttsnn_cli.runner import apply_style, forced_style, resolve_timesteps
 from ttsnn_cli.report.synops import DEFAULT_SPIKE_RATE, spike_flags_by_layer, synops
 
 #: what the paper's -17.7 % time / -28.3 % energy most plausibly compare (reference/hw.md)
@@ -55,6 +56,7 @@ class ReportJob:
     spike_rate: float = DEFAULT_SPIKE_RATE
     trust_pickle: bool = False
     force: bool = False  # the plot may replace an existing file (never a non-regular one)
+    style: str | None = None  # --style (runner.STYLES)
 
 
 def _mode(model: nn.Module) -> str:
@@ -98,7 +100,7 @@ def resolve_io(job: ReportJob, model: nn.Module) -> tuple[tuple[int, ...], int]:
     meta = get_meta(model)
     io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io)
     shape = job.input_shape or io.input_shape
-    steps = job.timesteps or io.timesteps
+    steps = resolve_timesteps(model, tuple(int(s) for s in shape) if shape else None, job.timesteps, io.timesteps)
     if not shape or not steps:
         raise BadInputError(f"{job.model} does not record its input: pass --input-shape C,H,W and --timesteps T")
     return tuple(int(s) for s in shape), int(steps)
@@ -224,8 +226,11 @@ def _plot_accuracy(job: ReportJob, model: nn.Module, baseline: nn.Module | None,
 def build_report(job: ReportJob, model: nn.Module) -> dict[str, Any]:
     """The report dict for an already loaded ``model`` (see the module docstring)."""
     model.eval()
+    apply_style(model, job.style)
     shape, steps = resolve_io(job, model)
     baseline, baseline_source = _load_baseline(job, model)
+    if baseline is not None:
+        apply_style(baseline, forced_style(model))
     data = None
     _check_consumes(model, shape, steps)
     if job.data:

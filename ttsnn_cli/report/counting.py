@@ -35,6 +35,7 @@ import math
 from ttsnn_cli.tt_layers import is_tt_layer
 from ttsnn_cli.tt_linear import TTLinear
 from ttsnn_cli.runner import run_timesteps
+from ttsnn_cli.state import reset_states
 
 
 @dataclass
@@ -157,7 +158,7 @@ def profile_model(model: nn.Module, inputs: torch.Tensor, exact_acs: bool = Fals
             handles.append(module.register_forward_hook(tt_hook(name)))
     try:
         with torch.no_grad():
-            run_timesteps(model, inputs)
+            out = run_timesteps(model, inputs)
     finally:
         for handle in handles:
             handle.remove()
@@ -167,7 +168,8 @@ def profile_model(model: nn.Module, inputs: torch.Tensor, exact_acs: bool = Fals
             # a TT layer's cores after the first take the first core's real-valued output (an all-zero
             # input, from silent neurons upstream, would otherwise look like spikes)
             stats.binary = stats.binary and leaf == "core1"
-    return Profile(leaves, tt_out, int(inputs.shape[0]), int(inputs.shape[1]))
+    # the steps the model ran: an own-loop model taking one frame runs its own number, whatever it was given
+    return Profile(leaves, tt_out, int(out.shape[0]), int(inputs.shape[1]))
 
 
 def needs_all_steps(model: nn.Module) -> bool:
@@ -286,7 +288,9 @@ def paper_macs_total(model: nn.Module, profile: Profile) -> int:
 
 
 def on_meta(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` on the meta device: shapes without arithmetic, for counting."""
+    """A copy of ``model`` on the meta device: shapes without arithmetic, for counting. Neuron
+    states are cleared first (a state left by a training step is not a leaf and cannot be copied)."""
+    reset_states(model)
     return copy.deepcopy(model).to("meta")
 
 
