@@ -162,11 +162,11 @@ def test_reconstruct_dense_recovers_a_planted_low_rank_dense_conv() -> None:
     assert torch.allclose(folded(x), conv(x), atol=1e-4)
 
 
-def test_prepare_refuses_a_network_without_leaky_neurons() -> None:
-    with pytest.raises(BadInputError, match="no snntorch Leaky"):
+def test_prepare_refuses_a_network_without_neurons_or_with_an_unknown_one() -> None:
+    with pytest.raises(BadInputError, match="no snntorch neuron"):
         prepare_export_copy(nn.Sequential(nn.Conv2d(1, 2, 3)))
-    with pytest.raises(BadInputError, match="Synaptic"):
-        prepare_export_copy(nn.Sequential(nn.Conv2d(1, 2, 3), snn.Synaptic(alpha=0.9, beta=0.8, init_hidden=True)))
+    with pytest.raises(BadInputError, match="SLSTM has no export mapping"):
+        prepare_export_copy(nn.Sequential(nn.Flatten(), snn.SLSTM(4, 4, init_hidden=True)))
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,10 @@
 snntorch neurons keep their membrane in buffers and HTT layers count their calls: both are hidden
 state that a graph exporter cannot carry between timesteps. `prepare_export_copy` deep-copies the
 model and swaps, in the copy only:
-- every `snn.Leaky` and every `neurons.MultiStepLIF` for a `LeakySlot`, which reads and writes its
-  membrane in a shared `StepContext` (a plain dict, filled by the wrappers below);
+- every snntorch neuron (Leaky, Lapicque, Synaptic, Alpha, RLeaky, RSynaptic) and every
+  `neurons.MultiStepLIF` for a `neuron_slot.NeuronSlot`, which reads and writes its state tuple in a
+  shared `StepContext` (a plain dict, filled by the wrappers below); the equations are in
+  `neuron_slot` and reproduce snntorch bit for bit in torch;
 - every HTT `TTConv2d` for an `HTTStep` choosing its path from the timestep (a python int while
   unrolling: the branch is baked into the graph; a 0-d tensor `t` in step mode: both paths are
   computed and `torch.where` selects one, so one graph serves every step);
@@ -14,18 +16,11 @@ model and swaps, in the copy only:
   `TTConv1d` folds the same way into Conv1d layers (`DenseFolded1d`), a `TTLinear` into the
   nn.Linear of its reconstructed weight; an HTT `TTConv1d` without folding becomes an `HTTStep`
   too (its full path is the chain core3(core2(A)), its reduced path core3(A) at the centre tap).
-Any other neuron or time-aware module is refused with its name and the reason (exit 3).
-
-LIF step (snntorch 1.0.0 `Leaky`, `reset_delay=True`), with h = [u - thr > 0] the Heaviside:
-  zero:      u_t = beta * ((1 - h(u_{t-1})) * u_{t-1}) + x_t
-  subtract:  u_t = beta * u_{t-1} + x_t - h(u_{t-1}) * thr
-  none:      u_t = beta * u_{t-1} + x_t
-  s_t = h(u_t) * graded_spikes_factor
-(`reset_delay=False` also resets u_t in the same step, as snntorch does.) The operations run in the
-same order as snntorch's, so the copy reproduces the original bit for bit in torch.
+Layers are swapped before neurons, so a recurrent neuron's own (TT) conv is swapped too. Any other
+neuron or time-aware module is refused with its name and the reason (exit 3).
 
 The wrappers: `Unrolled` maps x[T, B, ...] -> y[T, B, ...] (T baked in, batch dynamic); `Stepper` maps
-(x[B, ...], [t], *membranes) -> (y, *next membranes) for one timestep.
+(x[B, ...], [t], *states) -> (y, *next states) for one timestep.
 """
 
 from __future__ import annotations
@@ -40,19 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.export.neuron_slot import NeuronSlot
 from ttsnn_cli.layers import TTConv2d
 from ttsnn_cli.layers_conv1d import TTConv1d
 from ttsnn_cli.tt_linear import TTLinear
 from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli.runner import execution_style, first_output
 from ttsnn_cli.state import TimeAware, is_neuron, reset_states
-
-try:
-    from snntorch import Leaky
-except ImportError:  # pragma: no cover
-    Leaky = ()  # type: ignore[assignment,misc]
-
-_RESETS = {"subtract": 0, "zero": 1, "none": 2}
 
 
 @dataclass
@@ -62,7 +51,7 @@ class StepContext:
     `record` collects each Heaviside the slots compute, in call order (the verifier's reference).
     """
 
-    mems: dict[str, torch.Tensor | None] = field(default_factory=dict)
+    mems: dict[str, tuple[torch.Tensor, ...] | None] = field(default_factory=dict)  # each neuron's state tuple
     heavisides: dict[str, torch.Tensor | None] = field(default_factory=dict)
     step: int | torch.Tensor = 0
     calls: dict[str, int] = field(default_factory=dict)
@@ -77,97 +66,7 @@ class StepContext:
         self.step = 0
 
 
-def _scalar_or_tensor(value: Any) -> torch.Tensor:
-    return value.detach().clone() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
-
-
-class LeakySlot(nn.Module):
-    """A snntorch Leaky (or MultiStepLIF) whose membrane lives in a `StepContext`.
-
-    Call conventions kept: `init_hidden=True` returns spk (or (spk, mem) with `output=True`);
-    otherwise `forward(x, mem)` returns (spk, mem), the membrane given explicitly (own-loop models).
-    A MultiStepLIF slot is called once per step and returns spikes.
-    """
-
-    def __init__(self, name: str, neuron: nn.Module, context: StepContext, multistep: bool = False) -> None:
-        super().__init__()
-        self.slot_name, self.context, self.multistep = name, context, multistep
-        if getattr(neuron, "inhibition", False):
-            raise BadInputError(f"neuron {name}: inhibition (winner-take-all over a batch row) has no export path")
-        if getattr(neuron, "state_quant", False):
-            raise BadInputError(f"neuron {name}: state quantisation is not supported by export")
-        self.register_buffer("beta", _scalar_or_tensor(neuron.beta).clamp(0, 1))
-        self.register_buffer("threshold", _scalar_or_tensor(neuron.threshold))
-        self.register_buffer("graded", _scalar_or_tensor(getattr(neuron, "graded_spikes_factor", 1.0)))
-        self.reset_mechanism = _RESETS[neuron.reset_mechanism if hasattr(neuron, "reset_mechanism") else "subtract"]
-        self.reset_delay = bool(getattr(neuron, "reset_delay", True))
-        self.init_hidden = bool(getattr(neuron, "init_hidden", False)) or multistep
-        self.output = bool(getattr(neuron, "output", False)) and not multistep
-        self.graded_is_one = bool(torch.all(self.graded == 1))
-        self.positive_threshold = bool(torch.all(self.threshold > 0))
-        context.mems.setdefault(name, None)
-        context.heavisides.setdefault(name, None)
-
-    def init_leaky(self) -> torch.Tensor:
-        """snntorch's empty initial membrane (the next call makes zeros of the input's shape)."""
-        return torch.zeros(0)
-
-    reset_mem = init_leaky
-
-    # The Heaviside snntorch's default surrogates compute in the forward pass: [mem - thr > 0].
-    def _heaviside(self, mem: torch.Tensor) -> torch.Tensor:
-        h = (mem - self.threshold > 0).to(mem.dtype)
-        if self.context.record is not None:
-            self.context.record.append(h)
-        return h
-
-    def step(self, x: torch.Tensor, mem: torch.Tensor | None,
-             reset: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One LIF update -> (spikes, membrane, H(membrane) when it is the next step's reset, else None)."""
-        if mem is None and self.positive_threshold:
-            new = x  # from a zero membrane every reset mechanism gives exactly x (0 * beta + x)
-        else:
-            if mem is None:
-                mem = torch.zeros_like(x)
-            if reset is None:
-                reset = self._heaviside(mem)
-            if self.reset_mechanism == 1:
-                new = self.beta * ((1 - reset) * mem) + x
-            elif self.reset_mechanism == 0:
-                new = self.beta * mem + x - reset * self.threshold
-            else:
-                new = self.beta * mem + x
-        h = self._heaviside(new)
-        spk = h if self.graded_is_one else h * self.graded
-        if not self.reset_delay:
-            previous = reset if reset is not None else torch.zeros_like(h)
-            do_reset = h - previous
-            if self.reset_mechanism == 0:
-                new = new - do_reset * self.threshold
-            elif self.reset_mechanism == 1:
-                new = new - do_reset * new
-            return spk, new, None  # the next step computes H of the reset membrane if it needs it
-        return spk, new, h
-
-    def forward(self, x: torch.Tensor, mem: torch.Tensor | None = None, *_: Any, **__: Any) -> Any:
-        if self.init_hidden:
-            stored = self.context.mems.get(self.slot_name)
-            if stored is not None and stored.shape != x.shape:
-                stored = None
-            reset = self.context.heavisides.get(self.slot_name) if stored is not None else None
-            spk, new, h = self.step(x, stored, reset)
-            self.context.mems[self.slot_name] = new
-            self.context.heavisides[self.slot_name] = h  # the next reset (None: computed then, if needed)
-            return (spk, new) if self.output else spk
-        if mem is not None and mem.shape != x.shape:
-            mem = None  # snntorch's init_leaky() gives an empty membrane: zeros of the input's shape
-        # The membrane handed back is usually the one we returned last step: reuse its Heaviside as
-        # the reset rather than computing the same comparison twice.
-        last = self.context.last_out.get(self.slot_name)
-        reset = last[1] if last is not None and mem is not None and last[0] is mem else None
-        spk, new, h = self.step(x, mem, reset)
-        self.context.last_out[self.slot_name] = (new, h)
-        return spk, new
+LeakySlot = NeuronSlot  # the name of the Leaky-only slot this generalises (kept for callers)
 
 
 class HTTStep(nn.Module):
@@ -326,53 +225,45 @@ def prepare_export_copy(model: nn.Module, reconstruct_dense: bool = False) -> Ex
     neurons: list[str] = []
     folded: list[str] = []
     htt = False
+    # layers first (a recurrent neuron's own conv may be an HTT layer), then the neurons around them
     for name, module in list(work.named_modules()):
         if not name:
             if isinstance(module, (MultiStepLIF, TTConv2d, TTConv1d, TTLinear)) or is_neuron(module):
                 raise BadInputError("the model is a single neuron or layer; export a network")
             continue
-        if _inside_swapped(name, neurons + folded):
+        if _inside_swapped(name, folded):
             continue
         replacement: nn.Module | None = None
-        if isinstance(module, MultiStepLIF):
-            _check_leaky(name, module.lif)
-            replacement = LeakySlot(name, module.lif, context, multistep=True)
-            neurons.append(name)
-        elif is_neuron(module):
-            _check_leaky(name, module)
-            replacement = LeakySlot(name, module, context)
-            neurons.append(name)
-        elif isinstance(module, (TTConv2d, TTConv1d)):
+        if isinstance(module, (TTConv2d, TTConv1d)):
             htt = htt or module.mode == "htt"
             if reconstruct_dense:
                 fold = DenseFolded1d if isinstance(module, TTConv1d) else DenseFolded
                 replacement = fold(name, module, context)  # type: ignore[arg-type]
-                folded.append(name)
             elif module.mode == "htt":
                 replacement = HTTStep(name, module, context)
-                folded.append(name)
         elif isinstance(module, TTLinear) and reconstruct_dense:
             replacement = dense_linear(module)
-            folded.append(name)
-        elif isinstance(module, TimeAware):
+        elif isinstance(module, TimeAware) and not isinstance(module, MultiStepLIF):
             raise BadInputError(f"layer {name} ({type(module).__name__}) depends on the timestep in a way export does not know")
         if replacement is not None:
             work.set_submodule(name, replacement)
+            folded.append(name)
+    for name, module in list(work.named_modules()):
+        if not name or _inside_swapped(name, neurons):
+            continue
+        if isinstance(module, MultiStepLIF):
+            work.set_submodule(name, NeuronSlot(name, module.lif, context, multistep=True))
+            neurons.append(name)
+        elif is_neuron(module):
+            work.set_submodule(name, NeuronSlot(name, module, context))
+            neurons.append(name)
     if not neurons:
-        raise BadInputError("the model has no snntorch Leaky neuron: nothing spiking to export (is it an SNN?)")
+        raise BadInputError("the model has no snntorch neuron: nothing spiking to export (is it an SNN?)")
     return ExportCopy(work, context, style, neurons, htt, folded)
 
 
 def _inside_swapped(name: str, swapped: list[str]) -> bool:
     return any(name.startswith(prefix + ".") for prefix in swapped)
-
-
-def _check_leaky(name: str, neuron: nn.Module) -> None:
-    if not isinstance(neuron, Leaky) or type(neuron).__name__ not in ("Leaky",):
-        raise BadInputError(
-            f"neuron {name} is a {type(neuron).__name__}: export supports snntorch Leaky neurons only "
-            "(other neuron models carry extra state, e.g. synaptic current, that is not mapped)"
-        )
 
 
 class Unrolled(nn.Module):
@@ -402,7 +293,8 @@ def _one_step(net: nn.Module, style: str, x: torch.Tensor) -> torch.Tensor:
 
 
 class Stepper(nn.Module):
-    """One timestep: (x [B, ...], [t], *membranes) -> (y, *next membranes), in `neurons` order.
+    """One timestep: (x [B, ...], [t], *states) -> (y, *next states), neurons in `neurons` order and
+    each neuron's states in `neuron_slot.STATES` order (`state_names`).
 
     `t` (int64, 0-d) is an input only when the model has HTT layers.
     """
@@ -416,12 +308,20 @@ class Stepper(nn.Module):
             )
         self.net, self.context, self.style = copy_.model, copy_.context, copy_.style
         self.neurons, self.takes_step = list(copy_.neurons), copy_.htt
+        self.counts = [len(self.net.get_submodule(n).states) for n in self.neurons]
+
+    def state_names(self) -> list[tuple[str, str]]:
+        """(neuron, state) pairs in input/output order."""
+        return [(n, s) for n in self.neurons for s in self.net.get_submodule(n).states]
 
     def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self.context.clear()
         if self.takes_step:  # (called without `t` only to probe the state shapes: step 0)
             self.context.step, extra = (extra[0], extra[1:]) if extra else (torch.tensor(0), ())
-        for name, mem in zip(self.neurons, extra):
-            self.context.mems[name] = mem
+        offset = 0
+        for name, count in zip(self.neurons, self.counts):
+            given = extra[offset: offset + count]
+            self.context.mems[name] = tuple(given) if len(given) == count else None
+            offset += count
         y = _one_step(self.net, self.style, x)
-        return (y, *(self.context.mems[name] for name in self.neurons))
+        return (y, *(state for name in self.neurons for state in self.context.mems[name]))  # type: ignore[union-attr]

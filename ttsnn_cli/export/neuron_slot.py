@@ -113,8 +113,8 @@ class NeuronSlot(nn.Module):
             if states is None:
                 states = tuple(torch.zeros_like(x) for _ in self.states)
             mem = states[-1]
-            if reset is None:
-                reset = self._heaviside(mem)
+            if reset is None:  # (a no-reset neuron still needs it for reset_delay=False's bookkeeping only)
+                reset = self._heaviside(mem) if self.reset_mechanism != 2 or not self.reset_delay else torch.zeros_like(mem)
             new_states = getattr(self, f"_{self.kind.lower()}")(x, states, reset)
         mem = new_states[-1]
         h = self._heaviside(mem)

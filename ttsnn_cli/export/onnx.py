@@ -4,9 +4,11 @@ Two graph layouts (DESIGN.md, "export"):
 - unrolled (default): input `x` [T, B, *input_shape] (B dynamic, T baked in), output `y` = the
   network's first output over T, [T, B, ...]. Every step is traced through `functional.Unrolled`.
 - step: one timestep, for streaming. Inputs `x` [B, *input_shape], then `t` (int64 scalar, the
-  timestep 0..T-1) only when the model has HTT layers, then one membrane per neuron named
-  `mem_in.<neuron>`; outputs `y` and `mem_out.<neuron>` in the same order. Start from zero
-  membranes and feed each `mem_out` back as the next `mem_in`. HTT uses one graph with `t` as an
+  timestep 0..T-1) only when the model has HTT layers, then every state variable of every neuron
+  named `<state>_in.<neuron>` (`mem_in.lif1`; Synaptic `syn_in`, `mem_in`; Alpha `syn_exc_in`,
+  `syn_inh_in`, `mem_in`; RLeaky `spk_in`, `mem_in`; RSynaptic `spk_in`, `syn_in`, `mem_in`);
+  outputs `y` and `<state>_out.<neuron>` in the same order. Start from zero states and feed each
+  output back as the next step's input. HTT uses one graph with `t` as an
   input (both paths computed, `Where` selects), not two graphs: one file, one loop for the caller.
 The graph's metadata (`metadata_props`) records the layout, T, the neuron order and the TT config.
 """
@@ -49,10 +51,17 @@ class OnnxGraphInfo:
     input_names: list[str]
     output_names: list[str]
     neurons: list[str]
-    state_shapes: dict[str, list[int]] = field(default_factory=dict)
+    state_shapes: dict[str, list[int]] = field(default_factory=dict)  # by "<state>.<neuron>"
+    state_names: list[str] = field(default_factory=list)  # "<state>.<neuron>", step-graph order
     takes_step: bool = False
     reconstruct_dense: bool = False
     copy: ExportCopy | None = None
+
+
+def _io_name(state_name: str, direction: str) -> str:
+    """'mem.lif1' -> 'mem_in.lif1' (the step graph's input/output names)."""
+    state, _, neuron = state_name.partition(".")
+    return f"{state}_{direction}.{neuron}"
 
 
 def _first_line(error: BaseException) -> str:
@@ -111,14 +120,15 @@ def export_onnx(
             stepper = Stepper(copy_)
             outputs = stepper(x[0])  # from empty membranes: learn each state's shape
             states = [o.detach() for o in outputs[1:]]
-            info.state_shapes = {n: list(s.shape[1:]) for n, s in zip(copy_.neurons, states)}
+            info.state_names = [f"{state}.{neuron}" for neuron, state in stepper.state_names()]
+            info.state_shapes = {n: list(s.shape[1:]) for n, s in zip(info.state_names, states)}
             extra: list[torch.Tensor] = ([torch.tensor(0, dtype=torch.int64)] if info.takes_step else [])
             extra += [torch.zeros_like(s) for s in states]
             wrapper, args = stepper, (x[0], *extra)
             # forward(x, *extra): torch.export reads the varargs as one tuple argument
             dynamic = ({0: batch_dim}, (*([None] if info.takes_step else []), *({0: batch_dim} for _ in states)))
-            info.input_names = ["x"] + (["t"] if info.takes_step else []) + [f"mem_in.{n}" for n in copy_.neurons]
-            info.output_names = ["y"] + [f"mem_out.{n}" for n in copy_.neurons]
+            info.input_names = ["x"] + (["t"] if info.takes_step else []) + [_io_name(n, "in") for n in info.state_names]
+            info.output_names = ["y"] + [_io_name(n, "out") for n in info.state_names]
         program = _dynamo_export(wrapper, args, dynamic, info)
     proto = program.model_proto
     info.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -160,8 +170,9 @@ def _add_metadata(proto: Any, model: nn.Module, info: OnnxGraphInfo) -> None:
                                if config else None),
     }
     if info.mode == "step":
-        entries["ttsnn.step"] = ("inputs x, [t if HTT], mem_in.<neuron>...; outputs y, mem_out.<neuron>...; "
-                                 "start from zero membranes, feed mem_out back as mem_in")
+        entries["ttsnn.step"] = ("inputs x, [t if HTT], <state>_in.<neuron>...; outputs y, <state>_out.<neuron>...; "
+                                 "start from zero states, feed each <state>_out back as <state>_in")
+        entries["ttsnn.states"] = json.dumps(info.state_names)
     for key, value in entries.items():
         prop = proto.metadata_props.add()
         prop.key, prop.value = key, value
