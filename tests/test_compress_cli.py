@@ -45,11 +45,35 @@ def test_table_goes_to_stderr_and_nothing_to_stdout(tmp_path: Path, seq_checkpoi
 
 
 def test_capped_ranks_warn_and_report_effective(tmp_path: Path, seq_checkpoint: Path) -> None:
-    result = invoke("compress", seq_checkpoint, "--arch", ARCH, "--ranks", "500", "-o", tmp_path / "m.tt", "--json")
+    result = invoke("compress", seq_checkpoint, "--arch", ARCH, "--ranks", "500", "-o", tmp_path / "m.tt", "--json",
+                    "--allow-growth")
     assert result.exit_code == 0
     assert "capped" in result.stderr
     first = json.loads(result.stdout)["layers"][0]
     assert first["ranks"] == [1, 3, 6] and first["requested_ranks"] == [500, 500, 500]
+
+
+def test_a_layer_that_would_grow_stays_dense_with_the_reason(tmp_path: Path, seq_checkpoint: Path) -> None:
+    """The 1-input-channel stem at rank 8 would hold more weights as cores than as a kernel."""
+    result = invoke("compress", seq_checkpoint, "--arch", ARCH, "--ranks", "8", "-o", tmp_path / "m.tt", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    stem = doc["layers"][0]
+    assert stem["name"] == "0" and stem["ranks"] is None
+    assert stem["skipped"].startswith("would grow 54 -> ")
+    assert all(row["params_after"] <= row["params_before"] for row in doc["layers"])
+
+
+def test_nothing_to_decompose_lists_every_reason_and_still_prints_json(tmp_path: Path, seq_checkpoint: Path) -> None:
+    result = invoke("compress", seq_checkpoint, "--arch", ARCH, "--ranks", "500", "-o", tmp_path / "m.tt", "--json")
+    assert result.exit_code == 3
+    assert len(result.stderr.strip().splitlines()) == 1
+    doc = json.loads(result.stdout)
+    names = [row["name"] for row in doc["layers"]]
+    assert names == ["0", "2", "4", "5", "9"] and all(row["skipped"] for row in doc["layers"])
+    for row in doc["layers"]:
+        assert f"{row['name']}: " in result.stderr.replace("\n", " ")
+    assert not (tmp_path / "m.tt").exists()
 
 
 @pytest.mark.parametrize("ranks", ["0", "-1", "abc", "8,8,8,8"])

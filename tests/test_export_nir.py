@@ -119,12 +119,12 @@ def test_one_tt_layer_recomputed_from_its_stored_cores(tmp_path: Path) -> None:
 @pytest.mark.parametrize("make,match", [
     (lambda: digits("htt"), "HTT switches path"),
     (lambda: zoo_entry("ms_resnet18").factory(), "membrane shortcut"),
-    (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), snn.Leaky(beta=0.5, init_hidden=True)), "reset_mechanism 'subtract'"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), snn.Alpha(alpha=0.9, beta=0.5, init_hidden=True)), "Alpha neuron"),
     (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), snn.Leaky(beta=0.5, reset_mechanism="zero", init_hidden=True),
                            nn.MaxPool2d(2)), r"layer 2 \(MaxPool2d\)"),
     (lambda: nn.Sequential(nn.Conv2d(1, 2, (3, 4)), snn.Leaky(beta=0.5, reset_mechanism="zero", init_hidden=True)),
      "3x4 kernel"),
-], ids=["htt", "ms-resnet", "subtract-reset", "maxpool", "odd-nonsquare"])
+], ids=["htt", "ms-resnet", "alpha", "maxpool", "odd-nonsquare"])
 def test_unsupported_networks_are_refused_with_the_reason(tmp_path: Path, make, match: str) -> None:
     model = make().eval()
     shape = (3, 32, 32) if "MSResNet" in type(model).__name__ else (1, 16, 16)

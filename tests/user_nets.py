@@ -242,3 +242,15 @@ def sequence_loop_net(**kwargs) -> SequenceLoopNet:
 
 def step_net(**kwargs) -> StepNet:
     return StepNet(**kwargs)
+
+
+def neuron_mlp(kind: str = "leaky", reset: str | None = None, hidden: int = 32) -> nn.Sequential:
+    """Spiking MLP on the flattened frame (tutorial 5 style), one neuron kind; recurrent kinds get a
+    linear recurrence."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(256, hidden),
+        make_neuron(kind, features=hidden, reset=reset),
+        nn.Linear(hidden, 10),
+        make_neuron(kind, features=10, reset=reset, output=True),
+    )

@@ -45,6 +45,7 @@ class CompressJob:
     trust_pickle: bool = False
     data: str | None = None  # sensitivity:X calibration data (default: the bundle's recorded data)
     calib_samples: int = DEFAULT_CALIB_SAMPLES
+    allow_growth: bool = False  # decompose a Conv2d even when its cores outgrow the kernel
 
 
 def load_source(job: CompressJob) -> nn.Module:
@@ -110,6 +111,7 @@ def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn
         overrides=dict(job.overrides),
         timesteps=meta.io.timesteps,
         svd=job.svd,
+        allow_growth=job.allow_growth,
         layer_types=layer_types,
         linear_cores=job.linear_cores,
     )

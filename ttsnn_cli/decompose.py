@@ -37,7 +37,7 @@ from ttsnn_cli.ranks import (
     resolve_layer_ranks,
     uniform_ranks,
 )
-from ttsnn_cli.tt import SVD_METHODS, relative_error
+from ttsnn_cli.tt import SVD_METHODS, relative_error, tt_param_count
 
 
 @dataclass
@@ -56,6 +56,7 @@ class CompressConfig:
     linear_cores: int = 3  # d, the number of TT-matrix cores of a Linear (in/out features split in d factors)
     #: ranks chosen elsewhere (e.g. `sensitivity.choose_ranks` for `sensitivity:X`), by layer name
     chosen_ranks: dict[str, ResolvedRanks] | None = None
+    allow_growth: bool = False  # decompose a Conv2d even when its cores hold more weights than the kernel (--allow-growth)
 
 
 @dataclass
@@ -261,6 +262,39 @@ def resolve_all_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> d
     return resolved
 
 
+def _grows(module: nn.Module, ranks: tuple[int, ...], cores: int, allow: bool = False) -> str | None:
+    """The skip reason when the TT cores at `ranks` would hold no fewer weights than the dense layer
+    (e.g. a 1-input-channel stem at rank 8: 312 -> 334), else None. `allow` keeps a growing Conv2d
+    (full-rank checks against the dense oracle)."""
+    if not isinstance(module, nn.Conv2d):
+        return would_grow(module, ranks, cores)
+    if allow:
+        return None
+    before, after = module.weight.numel(), tt_param_count(tuple(module.weight.shape), ranks)  # type: ignore[arg-type]
+    if after < before:
+        return None
+    return (f"would grow {before:,} -> {after:,} weights at ranks {','.join(map(str, ranks))}: stays dense "
+            "(lower its ranks under compress.layers to decompose it)")
+
+
+class NothingToDecompose(BadInputError):
+    """Every candidate layer was skipped. The one-line message names each layer's reason; `document`
+    is compress's JSON document with the skipped layers (the CLI prints it with --json)."""
+
+    def __init__(self, model: nn.Module, config: CompressConfig, reports: list[LayerReport]) -> None:
+        order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+        reports = sorted(reports, key=lambda r: order.get(r.name, len(order)))
+        reasons = "; ".join(f"{r.name}: {r.skipped}" for r in reports) or "the model has no conv or linear layer"
+        super().__init__(f"no layer to decompose ({reasons})")
+        params = _params(model)
+        self.document = {
+            "mode": config.mode, "rank_method": config.ranks.describe(), "layers": [asdict(r) for r in reports],
+            "totals": {"params_before": params, "params_after": params, "param_ratio": 1.0, "decomposed_layers": 0,
+                       "skipped_layers": len(reports)},
+            "warnings": [], "output": None, "error": str(self),
+        }
+
+
 def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module, CompressionResult]:
     """Decompose every eligible Conv2d of `model` in place; return it with the per-layer report."""
     if config.mode not in MODES:
@@ -281,17 +315,16 @@ def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module,
         if conv1d is not None:
             raise BadInputError(f"layer {conv1d}: {PTT_REFUSAL}; use --mode stt/htt or drop conv1d from --layer-types")
     if not chosen:
-        raise BadInputError(f"no layer to decompose among the layer types {','.join(config.layer_types)} (all "
-                            "skipped: see --layer-types, --include/--exclude, or the model has no k-wide convs)")
+        raise NothingToDecompose(model, config, reports)
     _check_overrides(list(chosen), config.overrides)
     resolved = resolve_all_ranks(chosen, config)
-    for name in [n for n, m in chosen.items() if not isinstance(m, nn.Conv2d)]:
-        reason = would_grow(chosen[name], resolved[name].effective, config.linear_cores)
+    for name in list(chosen):  # compress never makes a layer larger unless asked: skip it, saying so
+        reason = _grows(chosen[name], resolved[name].effective, config.linear_cores, config.allow_growth)
         if reason is not None:
             reports.append(_skipped(name, chosen.pop(name), reason))
             del resolved[name]
     if not chosen:
-        raise BadInputError("no layer to decompose: every candidate would grow at these ranks (see the skipped reasons)")
+        raise NothingToDecompose(model, config, reports)
     warnings = [f"{name}: ranks {r.note}" for name, r in resolved.items() if r.note and r.note.startswith("capped")]
     warnings += [f"{name}: {r.note}" for name, r in resolved.items() if r.note and r.note.startswith("vbmf found")]
     unmet = sorted({r.note for r in resolved.values() if r.note and "cannot be met" in r.note})

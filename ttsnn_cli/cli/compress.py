@@ -11,6 +11,7 @@ import typer
 
 from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.bundle import ModelIO
+from ttsnn_cli.decompose import NothingToDecompose
 from ttsnn_cli.cli import app
 from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, guarded, print_json, trust_scope, warn
 from ttsnn_cli.cli.progress import StepBar
@@ -77,6 +78,8 @@ def compress(
     trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     style: Optional[str] = typer.Option(None, help=STYLE_HELP),
+    allow_growth: bool = typer.Option(False, help="Decompose a conv even when its TT cores hold more weights than its kernel "
+                                                  "(by default such a layer stays dense, with the reason)."),
 ) -> None:
     """Decompose every eligible Conv2d (four TT cores), Conv1d (three) and, with --layer-types, Linear (TT-matrix) by TT-SVD and write a TT bundle."""
     check_options(("--timesteps", timesteps, 1, None), ("--seed", seed, 0, 2**63 - 1))
@@ -84,11 +87,16 @@ def compress(
                       ranks=ranks, rank_method=rank_method, mode=mode.value if mode else "stt", include=list(include),
                       exclude=list(exclude), io=ModelIO(parse_input_shape(input_shape), timesteps, None, style), svd=svd,
                       seed=seed, force=force, trust_pickle=trust_pickle, layer_types=layer_types,
-                      linear_cores=linear_cores or 3, data=data, calib_samples=calib_samples)
+                      linear_cores=linear_cores or 3, data=data, calib_samples=calib_samples, allow_growth=allow_growth)
     if recipe is not None:
         _fill_from_recipe(job, recipe, mode is not None, arch_kwargs is not None, linear_cores is not None)
     with trust_scope(trust_arch, job.arch), StepBar({"sensitivity": "sensitivity"}) as bar:
-        _, document = run_compress(job, progress=bar)
+        try:
+            _, document = run_compress(job, progress=bar)
+        except NothingToDecompose as refusal:
+            if json_output:  # the refusal still gives CI its document (each layer's reason), then exit 3
+                print_json(refusal.document)
+            raise
     for message in document["warnings"]:
         warn(message)
     if json_output:

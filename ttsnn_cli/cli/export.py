@@ -11,7 +11,7 @@ import typer
 from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.bundle import ModelIO
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope
+from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope, warn
 from ttsnn_cli.cli.compress import STYLE_HELP, parse_input_shape
 from ttsnn_cli.export import ExportJob, run_export
 
@@ -48,6 +48,8 @@ def export(
                     arch_kwargs=parse_arch_kwargs(arch_kwargs), force=force, trust_pickle=trust_pickle)
     with trust_scope(trust_arch, arch):
         document = run_export(job)
+    for message in document.get("warnings", []):
+        warn(message)
     if json_output:
         print_json(document)
         return

@@ -13,7 +13,7 @@ from ttsnn_cli.cli.common import err_console, guarded, print_json, trust_scope
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import check_output_folder, make_output_folder
 from ttsnn_cli.pipeline import RunContext, planned_stages, run_recipe
-from ttsnn_cli.recipe import check_recipe_inputs, load_recipe, schema_json
+from ttsnn_cli.recipe import Recipe, check_recipe_inputs, load_recipe, resolve_data_spec, schema_json
 
 
 @app.command()
@@ -23,9 +23,13 @@ def run(
     out: Optional[Path] = typer.Option(None, help="Folder for every output (default: runs/<recipe name>)."),
     force: bool = typer.Option(False, help="Overwrite outputs of an earlier run in the same folder."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object per stage on stdout."),
+    data: Optional[str] = typer.Option(None, help="Data SPEC for every stage, over the recipe's (a DIR is relative "
+                                                  "to the current folder, not the recipe's)."),
 ) -> None:
     """Run the stages of RECIPE in order: train, compress, finetune, report, export."""
     parsed, base = load_recipe(recipe)
+    if data is not None:
+        parsed = _with_data(parsed, resolve_data_spec(Path.cwd(), data))
     stages = planned_stages(parsed)
     if not stages:
         raise BadInputError(f"recipe {recipe} names no stage that can run (add a compress, train, ... section)")
@@ -55,6 +59,16 @@ def run(
         raise
     if json_output:
         print_json(results)
+
+
+def _with_data(recipe: Recipe, spec: str | None) -> Recipe:
+    """The recipe with `spec` as its data, and no stage keeping a data spec of its own."""
+    sections = {name: getattr(recipe, name) for name in ("train", "finetune")}
+    update: dict[str, Any] = {"data": spec}
+    for name, section in sections.items():
+        if section is not None and isinstance(getattr(section, "data", None), str):
+            update[name] = section.model_copy(update={"data": None})
+    return recipe.model_copy(update=update)
 
 
 def _summary(result: dict[str, Any]) -> str:

@@ -90,5 +90,7 @@ def run_export(job: ExportJob) -> dict[str, Any]:
         from ttsnn_cli.export.nir import export_nir
 
         document["nir"] = str(job.nir)
-        document["nir_nodes"] = export_nir(model, job.nir, timesteps, input_shape)
+        warnings: list[str] = []
+        document["nir_nodes"] = export_nir(model, job.nir, timesteps, input_shape, warnings)
+        document["warnings"] = document.get("warnings", []) + warnings
     return document

@@ -4,7 +4,8 @@ Which networks: those whose layer order is a chain we can read off the model: an
 (user style B, nested Sequentials flattened) and the zoo's `digits_csnn`. Refused with the reason
 (exit 3): own-loop classes (their order lives in python code), MS-ResNets (the membrane shortcut adds
 real-valued membranes across blocks; this exporter writes chains only), HTT layers (their path
-changes at t = ceil(T/2); a NIR graph is time-invariant), max pooling, non-zero padding modes and
+changes at t = ceil(T/2); a NIR graph is time-invariant), max pooling (use AvgPool2d), Alpha neurons,
+non-zero padding modes and
 asymmetric padding (NIR's Conv2d takes one symmetric padding), anything else not listed below.
 
 Mapping:
@@ -19,10 +20,10 @@ Mapping:
   shapes (nir 1.0.8's writer cannot store an unset one, and its reader type-checks the graph). Any
   other non-square kh x kw kernel is zero-embedded in a square max(kh, kw) kernel with the padding
   widened to match, which is exact when |kh - kw| is even (else exit 3).
-- snntorch Leaky / MultiStepLIF -> LIF with snntorch's mapping: dt = 1e-4, tau = dt / (1 - beta),
-  r = tau / dt, v_leak = 0, v_threshold = threshold, v_reset = 0. NIR's LIF resets to v_reset, so a
-  subtract-reset Leaky is not expressible: refused. NIR also has no reset delay; snntorch's delayed
-  reset (the reset of step t applied at t + 1) is recorded in the node metadata.
+- neurons (`nir_neurons`): Leaky / MultiStepLIF -> LIF (beta at 1 -> IF), Lapicque -> LIF,
+  Synaptic -> CubaLIF, RLeaky / RSynaptic -> LIF / CubaLIF with their recurrent layer as a cycle;
+  every reset mechanism, the discrete reset recorded in each node's metadata (NIR's LIF only resets
+  to v_reset; `nir_warnings` says which neurons need it). Alpha is refused.
 - Conv1d (+ a following BatchNorm1d folded in) -> Conv1d; TTConv1d (STT) -> three Conv1d nodes
   `<name>.core1` (1, Cin -> r1), `<name>.core2` (k, r1 -> r2, the layer's stride, padding and
   dilation), `<name>.core3` (1, r2 -> Cout, bias); symmetric zero padding only, as for Conv2d.
@@ -45,6 +46,7 @@ from torch import nn
 
 from ttsnn_cli.bundle import tt_config
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.export.nir_neurons import DT, neuron_node, one_to_one_node, recurrent_module, reset_notes
 from ttsnn_cli.fileio import atomic_output
 from ttsnn_cli.layers import TTConv2d
 from ttsnn_cli.layers_conv1d import TTConv1d, conv1d_padding
@@ -54,7 +56,6 @@ from ttsnn_cli.state import is_neuron
 from ttsnn_cli.tt import centre_tap
 from ttsnn_cli.tt_linear import TTLinear
 
-DT = 1e-4
 _SKIP = (nn.Identity, nn.Dropout)
 
 
@@ -197,31 +198,6 @@ def tt_middle_kernel(layer: TTConv2d) -> torch.Tensor:
     return kernel
 
 
-def _lif_node(name: str, neuron: nn.Module, shape: tuple[int, ...]) -> Any:
-    import nir
-
-    if isinstance(neuron, MultiStepLIF):
-        neuron = neuron.lif
-    if type(neuron).__name__ != "Leaky":
-        raise BadInputError(f"neuron {name} is a {type(neuron).__name__}: NIR export maps snntorch Leaky only")
-    mechanism = getattr(neuron, "reset_mechanism", "subtract")
-    if mechanism != "zero":
-        raise BadInputError(
-            f"neuron {name}: reset_mechanism {mechanism!r} has no NIR LIF equivalent (NIR resets the membrane to v_reset); "
-            "only reset_mechanism='zero' exports exactly"
-        )
-    beta = torch.as_tensor(neuron.beta, dtype=torch.float64).clamp(0, 1)
-    if bool(torch.any(beta >= 1)):
-        raise BadInputError(f"neuron {name}: beta = 1 (no leak) maps to an infinite NIR time constant")
-    threshold = torch.as_tensor(neuron.threshold, dtype=torch.float64)
-    ones = np.ones(shape, dtype=np.float64)
-    tau = ones * (DT / (1 - beta.numpy()))
-    return nir.LIF(tau=tau.astype(np.float32), r=(tau / DT).astype(np.float32), v_leak=np.zeros(shape, np.float32),
-                   v_threshold=(ones * threshold.numpy()).astype(np.float32), v_reset=np.zeros(shape, np.float32),
-                   metadata={"source": name, "beta": float(beta.flatten()[0]), "reset_mechanism": mechanism,
-                             "reset_delay": bool(getattr(neuron, "reset_delay", True)), "dt": DT})
-
-
 def build_nir_graph(model: nn.Module, timesteps: int, input_shape: tuple[int, ...]) -> Any:
     """The NIR graph of `model` (a chain); see the module docstring for the mapping."""
     import nir
@@ -229,11 +205,19 @@ def build_nir_graph(model: nn.Module, timesteps: int, input_shape: tuple[int, ..
     chain = layer_chain(model)
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(input_shape)})}
     order = ["input"]
+    cycles: list[tuple[str, str]] = []  # recurrent neurons: neuron -> its recurrent layer(s) -> neuron
     x = torch.zeros(1, *input_shape)
     index = 0
     with torch.no_grad():
         while index < len(chain):
             name, module = chain[index]
+            if isinstance(module, MultiStepLIF) or is_neuron(module):
+                neuron = module.lif if isinstance(module, MultiStepLIF) else module
+                nodes[name] = neuron_node(name, neuron, tuple(x.shape[1:]))
+                order.append(name)
+                cycles += _recurrence(name, neuron, x, nodes)
+                index += 1
+                continue
             following = chain[index + 1][1] if index + 1 < len(chain) else None
             bn = following if isinstance(following, (nn.BatchNorm2d, nn.BatchNorm1d)) else None
             consumed = 2 if bn is not None and isinstance(module, (nn.Conv2d, TTConv2d, nn.Conv1d, TTConv1d)) else 1
@@ -244,16 +228,64 @@ def build_nir_graph(model: nn.Module, timesteps: int, input_shape: tuple[int, ..
             index += consumed
     nodes["output"] = nir.Output(output_type={"output": np.array(x.shape[1:])})
     order.append("output")
-    edges = list(zip(order[:-1], order[1:]))
+    edges = cycles + list(zip(order[:-1], order[1:]))
     config = tt_config(model)
     metadata = {
         "producer": "ttsnn",
         "timesteps": int(timesteps),
         "lif_mapping": "snntorch: dt=1e-4, tau=dt/(1-beta), r=tau/dt, v_leak=0, v_reset=0",
+        "discrete_reset": "each neuron node's metadata: reset_mechanism, reset_delay, discrete_reset (see README)",
         "tt_mode": config["mode"] if config else "dense",
         "tt_ranks": json.dumps({k: v["ranks"] for k, v in config["layers"].items()}) if config else "{}",
     }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=False)
+
+
+def _recurrence(name: str, neuron: nn.Module, x: torch.Tensor, nodes: dict[str, Any]) -> list[tuple[str, str]]:
+    """Nodes of a recurrent neuron's own layer (added to `nodes`) and the cycle's edges."""
+    recurrent = recurrent_module(neuron)
+    if recurrent is None:
+        return []
+    if type(recurrent).__name__ == "RecurrentOneToOne":
+        if x.dim() != 2:
+            raise BadInputError(f"neuron {name}: a one-to-one recurrence over feature maps has no compact NIR node; "
+                                "use all_to_all=True (a recurrent conv)")
+        new_nodes = [(f"{name}.recurrent", one_to_one_node(recurrent, int(x.shape[1])))]
+    else:
+        new_nodes, _ = _convert(f"{name}.recurrent", recurrent, None, x)
+        new_nodes[-1] = (new_nodes[-1][0], _move_bias(new_nodes[-1][1], nodes, name))
+    for node_name, node in new_nodes:
+        nodes[node_name] = node
+    path = [name] + [n for n, _ in new_nodes] + [name]
+    return list(zip(path[:-1], path[1:]))
+
+
+def _move_bias(last: Any, nodes: dict[str, Any], neuron: str) -> Any:
+    """The recurrent layer's bias is a constant input of the neuron at every step, s_{-1} = 0 included;
+    an importer that feeds a cycle nothing before its first output would lose it at t = 0. So it moves
+    into the node feeding the neuron (the last one added before it), when that node has a bias."""
+    import nir
+
+    bias = getattr(last, "bias", None)
+    feeder = list(nodes.values())[list(nodes).index(neuron) - 1]
+    if bias is None or not np.any(bias) or not isinstance(feeder, (nir.Affine, nir.Conv2d)):
+        return last
+    if feeder.bias.shape != bias.shape:
+        return last
+    feeder.bias = (feeder.bias + bias).astype(np.float32)
+    if isinstance(last, nir.Affine):
+        return nir.Linear(weight=last.weight, metadata=getattr(last, "metadata", {}))
+    last.bias = np.zeros_like(bias)
+    return last
+
+
+def nir_warnings(graph: Any) -> list[str]:
+    """One line for the user when some neuron's discrete reset is only in the node metadata."""
+    notes = reset_notes(graph.nodes)
+    if not notes:
+        return []
+    return [f"NIR: {len(notes)} neuron(s) reset differently from NIR's reset-to-v_reset ({', '.join(notes)}); "
+            "the exact discrete reset is in each node's metadata (reset_mechanism, reset_delay): see the README"]
 
 
 def _convert(name: str, module: nn.Module, bn: nn.BatchNorm2d | None, x: torch.Tensor) -> tuple[list[tuple[str, Any]], torch.Tensor]:
@@ -295,8 +327,6 @@ def _convert(name: str, module: nn.Module, bn: nn.BatchNorm2d | None, x: torch.T
         node = _conv_node(name, weight, bias, module.stride, padding, module.dilation, module.groups, hw)
         y = module(x)
         return [(name, node)], (bn(y) if bn is not None else y)
-    if isinstance(module, MultiStepLIF) or is_neuron(module):
-        return [(name, _lif_node(name, module, tuple(x.shape[1:])))], x
     if isinstance(module, nn.AvgPool2d):
         if module.ceil_mode or not module.count_include_pad and module.padding:
             raise BadInputError(f"layer {name}: AvgPool2d with ceil_mode or count_include_pad=False is not exported")
@@ -322,14 +352,21 @@ def _convert(name: str, module: nn.Module, bn: nn.BatchNorm2d | None, x: torch.T
         return [], module(x)
     if isinstance(module, nn.BatchNorm2d):
         raise BadInputError(f"layer {name}: a BatchNorm2d not directly after a conv cannot be folded into NIR weights")
+    if isinstance(module, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
+        raise BadInputError(f"layer {name} ({type(module).__name__}): NIR has no max pooling node; use nn.AvgPool2d "
+                            "for NIR, or export ONNX")
     raise BadInputError(f"layer {name} ({type(module).__name__}) has no NIR mapping in ttsnn")
 
 
-def export_nir(model: nn.Module, path: str | Path, timesteps: int, input_shape: tuple[int, ...]) -> int:
-    """Write the NIR graph of `model` to `path` atomically; returns the number of nodes."""
+def export_nir(model: nn.Module, path: str | Path, timesteps: int, input_shape: tuple[int, ...],
+               warnings: list[str] | None = None) -> int:
+    """Write the NIR graph of `model` to `path` atomically; returns the number of nodes (and appends
+    the user's warning lines to `warnings`)."""
     import nir
 
     graph = build_nir_graph(model.eval(), timesteps, input_shape)
+    if warnings is not None:
+        warnings += nir_warnings(graph)
     path = Path(path)
     with atomic_output(path) as temporary:
         nir.write(temporary, graph)
