@@ -151,3 +151,11 @@ def test_style_option_settles_detection(tmp_path):
 
     model = load_checkpoint(tmp_path / "a.tt")
     assert get_meta(model).io.style == "stepped" and execution_style(model) == "stepped"
+
+
+def test_an_epoch_whose_output_never_spiked_warns_once(tmp_path):
+    result = invoke("train", "--arch", "user_nets:neuron_seq", "--arch-kwargs", '{"threshold": 1000000.0}',
+                    "--data", "digits", "-o", tmp_path / "silent.tt", *FAST, "--timesteps", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "never spiked" in line]
+    assert len(warnings) == 1 and "threshold" in warnings[0]
