@@ -85,7 +85,8 @@ def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
             f"NIR export of {name}: it runs its own time loop, so its layer order lives in python code ttsnn cannot "
             "read; write it as an nn.Sequential with init_hidden=True neurons, or export ONNX"
         )
-    raise BadInputError(f"NIR export of {name}: its layer order is not known to ttsnn (supported: nn.Sequential, digits_csnn)")
+    raise BadInputError(f"NIR export of {name}: its layer order lives in its forward, which ttsnn cannot read "
+                        "(supported: nn.Sequential, digits_csnn); write it as an nn.Sequential, or export ONNX")
 
 
 def _flatten_sequential(seq: nn.Sequential, prefix: str) -> list[tuple[str, nn.Module]]:
@@ -355,6 +356,9 @@ def _convert(name: str, module: nn.Module, bn: nn.BatchNorm2d | None, x: torch.T
     if isinstance(module, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
         raise BadInputError(f"layer {name} ({type(module).__name__}): NIR has no max pooling node; use nn.AvgPool2d "
                             "for NIR, or export ONNX")
+    if any(True for _ in module.children()):
+        raise BadInputError(f"layer {name} ({type(module).__name__}) is a block whose forward ttsnn cannot read: put its "
+                            "layers directly into the nn.Sequential for NIR, or export ONNX")
     raise BadInputError(f"layer {name} ({type(module).__name__}) has no NIR mapping in ttsnn")
 
 
