@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from ttsnn_cli.arch import build_arch
 from ttsnn_cli.cli import app
 
-NETS = {  # name: (factory spec, kwargs, extra finetune options)
+NETS = {  # name: (factory spec, kwargs, extra finetune options[, extra compress options])
     "tutorial (own loop, Leaky subtract, maxpool, T=8)": ("user_nets:tutorial_net", {}, []),
     "sequence loop (own loop on x[T], Synaptic, batch-first, rate)": ("user_nets:sequence_loop_net", {},
                                                                      ["--encoding", "rate"]),
@@ -38,7 +38,8 @@ NETS = {  # name: (factory spec, kwargs, extra finetune options)
     "Sequential Lapicque": ("user_nets:neuron_seq", {"kind": "lapicque"}, []),
     "Sequential RLeaky (conv recurrence)": ("user_nets:neuron_seq", {"kind": "rleaky"}, []),
     "Sequential RSynaptic (conv recurrence)": ("user_nets:neuron_seq", {"kind": "rsynaptic"}, []),
-    "MLP RLeaky (linear recurrence)": ("user_nets:neuron_mlp", {"kind": "rleaky"}, []),
+    "MLP RLeaky (linear recurrence, TT-matrix Linears)": ("user_nets:neuron_mlp", {"kind": "rleaky"}, [],
+                                                          ["--layer-types", "conv2d,linear"]),
     "zoo digits_csnn (multistep)": ("zoo:digits_csnn", {"width": 4}, []),
 }
 STAGES = ("compress", "finetune", "report", "onnx unrolled", "onnx step", "nir")
@@ -52,7 +53,7 @@ def _cell(result) -> str:
 
 
 def run_network(name: str, folder: Path) -> dict[str, str]:
-    spec, kwargs, extra = NETS[name]
+    spec, kwargs, extra, *compress_extra = NETS[name]
     invoke = lambda *args: CliRunner().invoke(app, [str(a) for a in args])  # noqa: E731
     arch = ["--arch", spec, "--arch-kwargs", json.dumps(kwargs)]
     dense = folder / "dense.pt"
@@ -60,7 +61,8 @@ def run_network(name: str, folder: Path) -> dict[str, str]:
     torch.save(build_arch(spec, kwargs).state_dict(), dense)
     cells: dict[str, str] = {}
     tt = folder / "tt.tt"
-    result = invoke("compress", dense, *arch, "--ranks", "2", "--input-shape", "1,16,16", "-o", tt, "--json")
+    result = invoke("compress", dense, *arch, "--ranks", "2", "--input-shape", "1,16,16", "-o", tt, "--json",
+                    *(compress_extra[0] if compress_extra else []))
     cells["compress"] = _cell(result)
     if result.exit_code:
         return cells
