@@ -8,7 +8,7 @@ is not a timestep, `"1"` is not a format version. Sections may carry keys a late
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
@@ -33,9 +33,10 @@ class IORecord(_Record):
     input_shape: Annotated[list[PositiveInt], Field(min_length=1, max_length=4)] | None = None
     timesteps: PositiveInt | None = None
     data: StrictStr | None = None
+    style: Literal["auto", "multistep", "sequential", "stepped", "own_loop"] | None = None  # --style (runner.STYLES)
 
     def model_io(self) -> ModelIO:
-        return ModelIO(tuple(self.input_shape) if self.input_shape else None, self.timesteps, self.data)
+        return ModelIO(tuple(self.input_shape) if self.input_shape else None, self.timesteps, self.data, self.style)
 
 
 class TTRecord(_Record):
