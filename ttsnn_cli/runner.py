@@ -142,7 +142,7 @@ def own_loop_layout(model: nn.Module, inputs: torch.Tensor) -> LoopLayout:
         model.train(was_training)
     raise BadInputError(
         f"{type(model).__name__} runs its own time loop but takes neither one frame [B, ...] nor the sequence "
-        f"[T, B, ...] ({problems[-1] if problems else 'no answer'}); if it is called once per step, pass --style stepped"
+        f"[T, B, ...] ({'; '.join(problems[:2]) if problems else 'no answer'}); if it is called once per step, pass --style stepped"
     )
 
 
