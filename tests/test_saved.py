@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ttsnn_cli.decompose import CompressConfig, compress_model
-from ttsnn_cli.neurons import MultiStepLIF
+from ttsnn_cli.neurons import MultiStepLIF, spikes_of_state
 from ttsnn_cli.ranks import parse_rank_spec
 from ttsnn_cli.runner import run_timesteps
 from ttsnn_cli import saved as saved_module
@@ -56,6 +56,38 @@ def test_packed_spikes_store_a_quarter_of_the_bytes():
         assert packed.bits.dtype == torch.bool and torch.equal(unpack(packed), spikes)
         assert pack(conv.weight) is conv.weight  # anything else is kept as it is
     assert packed.bits.numel() * packed.bits.element_size() * 4 == plain
+
+
+def test_spikes_read_by_a_conv_are_kept_as_the_neurons_own_state_byte():
+    """The conv reading a one-node LIF's spikes keeps the LIF's state byte itself: one byte per neuron
+    and step in all (spike and surrogate window), where a bool copy made it three; same gradients."""
+    torch.manual_seed(1)
+    lif, conv = MultiStepLIF(), nn.Conv2d(6, 5, 3, padding=1)
+    x = (torch.randn(3 * 2, 6, 7, 7) + 0.4).requires_grad_()
+    grads, stored = [], []
+    for share in (False, True):
+        seen: dict[int, int] = {}
+
+        def pack(t, seen=seen):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            spikes, state = lif(x, timesteps=3, with_state=True)
+        assert state.dtype == torch.uint8 and torch.equal(spikes, spikes_of_state(state, torch.float32))
+        with packed_spikes(spikes, state=state if share else None):
+            pack_hook, _ = torch._C._autograd._top_saved_tensors_default_hooks(False)
+            packed = pack_hook(spikes)
+            seen[packed.bits.untyped_storage().data_ptr()] = packed.bits.untyped_storage().nbytes()
+            out = conv(spikes)
+        stored.append(sum(seen.values()))  # the LIF's state (and beta) plus the conv's copy
+        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(),
+                                         [conv.weight, x]))
+        assert (packed.bits is state) == share
+    for plain, shared in zip(*grads):
+        assert torch.equal(plain, shared)
+    assert stored[0] - stored[1] == x.numel()  # the bool copy is gone
+    assert 0 < spikes.sum() < spikes.numel()
 
 
 def _levers(model: nn.Module, on: bool) -> None:
@@ -111,9 +143,9 @@ def test_levers_give_the_plain_paths_gradients(mode, per_step, monkeypatch):
     packed = []
     real = saved_module._Packed.__init__
 
-    def counting(self, tensor):
+    def counting(self, tensor, state=None):
         packed.append(tensor.shape)
-        real(self, tensor)
+        real(self, tensor, state)
 
     monkeypatch.setattr(saved_module._Packed, "__init__", counting)
     _gradients(model, x, per_step)

@@ -45,47 +45,62 @@ def rectangular(mem_shift: torch.Tensor) -> torch.Tensor:
 
 class _LIFSequence(torch.autograd.Function):
     """The fused LIF over a whole sequence [T, ...] as one autograd node (0/1 spikes, fixed beta and
-    threshold), computing exactly what the op-by-op loop computes, values and gradients bitwise.
+    threshold), computing exactly what the op-by-op loop computes, values and gradients bitwise (up
+    to the sign of a zero).
 
-    Forward keeps, per neuron and step, the spike and the surrogate window |u - thr| < 0.5 as bools
-    (2 bytes, where the recorded loop also keeps 2 but runs about twice the ops and allocations).
+    Forward keeps one byte per neuron and step for backward, `state = 2 * (1 - spike) + window`
+    (window: |u - thr| < 0.5), and returns it beside the float spikes, so that a convolution reading
+    the spikes can keep this same byte for its weight gradient instead of a copy of its own
+    (`saved.packed_spikes` with `state`): a neuron and the layer after it then hold 1 byte per neuron
+    where they held 3 (two bool masks here, a bool copy in the conv).
+    Every per-step op writes float or uint8: on CPU, comparisons producing bool and masked fills run
+    3-25x slower than the same float arithmetic (benchmarks/bench_training.py --levers), so the zero
+    reset is a multiplication by 1 - spike (equal to the masked fill: a fired membrane is positive).
     Backward is the BPTT recurrence of u_t = beta * u_{t-1} * (1 - s_{t-1}) + x_t (zero reset;
     `subtract` and `none` have d u_t / d u_{t-1} = beta):
         g_t = grad_t * window_t + beta * g_{t+1} * (1 - s_t),    d loss / d x_t = g_t.
     """
 
     @staticmethod
-    def forward(ctx, seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, mechanism: int) -> torch.Tensor:  # type: ignore[override]
-        fired = torch.empty_like(seq, dtype=torch.bool)  # keeps the input's memory format (channels_last)
-        window = torch.empty_like(seq, dtype=torch.bool)
+    def forward(ctx, seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, mechanism: int):  # type: ignore[override]
+        spikes = torch.empty_like(seq)  # both keep the input's memory format (channels_last)
+        state = torch.empty_like(seq, dtype=torch.uint8)
         mem = seq[0]
         for t in range(seq.shape[0]):
             if t:
                 if mechanism == 1:
-                    mem = beta * mem.masked_fill(fired[t - 1], 0.0) + seq[t]
+                    mem = beta * (mem * keep) + seq[t]
                 elif mechanism == 0:
-                    mem = beta * mem + seq[t] - fired[t - 1] * threshold
+                    mem = beta * mem + seq[t] - spikes[t - 1] * threshold
                 else:
                     mem = beta * mem + seq[t]
             shift = mem - threshold
-            torch.gt(shift, 0, out=fired[t])
-            torch.lt(shift.abs_(), SURROGATE_WIDTH, out=window[t])
+            torch.gt(shift, 0, out=spikes[t])
+            keep = 1 - spikes[t]
+            torch.lt(shift.abs_(), SURROGATE_WIDTH, out=shift)  # the window, as 0/1 floats
+            state[t].copy_(shift.add_(keep, alpha=2))
         ctx.mechanism = mechanism
-        ctx.save_for_backward(beta, fired, window)
-        return fired.to(seq.dtype)
+        ctx.mark_non_differentiable(state)
+        ctx.save_for_backward(beta, state)
+        return spikes, state
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        beta, fired, window = ctx.saved_tensors
-        grad_seq = torch.empty_like(window, dtype=grad.dtype)
+    def backward(ctx, grad: torch.Tensor, _grad_state: torch.Tensor | None = None):  # type: ignore[override]
+        beta, state = ctx.saved_tensors
+        grad_seq = torch.empty_like(state, dtype=grad.dtype)
         for t in reversed(range(grad.shape[0])):
-            torch.mul(grad[t], window[t], out=grad_seq[t])
+            torch.mul(grad[t], state[t].bitwise_and(1), out=grad_seq[t])
             if t + 1 < grad.shape[0]:
                 carried = grad_seq[t + 1] * beta
                 if ctx.mechanism == 1:
-                    carried.masked_fill_(fired[t], 0.0)
+                    carried.mul_(state[t].bitwise_right_shift(1))  # 1 - spike
                 grad_seq[t].add_(carried)
         return grad_seq, None, None, None
+
+
+def spikes_of_state(state: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The 0/1 spikes recorded in a `_LIFSequence` state byte (2 * (1 - spike) + window), as `dtype`."""
+    return (1 - state.bitwise_right_shift(1)).to(dtype)
 
 
 def paper_lif(init_hidden: bool = False, output: bool = False) -> Leaky:
@@ -121,7 +136,15 @@ class MultiStepLIF(TimeAware, nn.Module):
         if getattr(self.lif, "init_hidden", False):
             raise ValueError("MultiStepLIF drives the membrane itself: wrap a neuron with init_hidden=False")
 
-    def forward(self, x: torch.Tensor, timesteps: int | None = None, sequence: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: int | None = None, sequence: bool = False,
+                with_state: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """Spikes in the layout of `x`; with `with_state`, also the one-byte record the one-node LIF
+        keeps for backward (`_LIFSequence`, in the same layout; None on every other path), which a
+        layer reading the spikes can keep instead of its own copy (`saved.packed_spikes`)."""
+        spikes, state = self._run(x, timesteps, sequence)
+        return (spikes, state) if with_state else spikes
+
+    def _run(self, x: torch.Tensor, timesteps: int | None, sequence: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         if sequence:
             return self._loop(x)
         steps = timesteps if timesteps is not None else self.folded_timesteps
@@ -129,10 +152,11 @@ class MultiStepLIF(TimeAware, nn.Module):
             mem = self.lif.mem if self.lif.mem.shape == x.shape else torch.zeros_like(x)
             spk, mem = self.lif(x, mem)
             self.lif.mem = mem
-            return spk
+            return spk, None
         if x.shape[0] % steps:
             raise ValueError(f"folded input of {x.shape[0]} samples is not a multiple of T={steps}")
-        return self._loop(x.unflatten(0, (steps, -1))).flatten(0, 1)
+        spikes, state = self._loop(x.unflatten(0, (steps, -1)))
+        return spikes.flatten(0, 1), None if state is None else state.flatten(0, 1)
 
     def _fused(self) -> bool:
         """True when the neuron is a plain snntorch Leaky with our surrogate: `_fused_loop` applies."""
@@ -167,21 +191,23 @@ class MultiStepLIF(TimeAware, nn.Module):
         except RuntimeError:
             return False
 
-    def _fused_loop(self, seq: torch.Tensor) -> torch.Tensor:
+    def _fused_loop(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """snntorch Leaky's recurrence over T with half its per-step ops, bitwise equal (tests check).
 
         Per step snntorch recomputes the previous step's spike for the reset, clones it and clamps
         beta; here the reset is the previous spike itself (detached, so the reset carries no gradient,
         as in snntorch), beta is clamped once, and the zero reset is a masked fill. With fixed beta
         and threshold and 0/1 spikes the whole loop is one autograd node (`_LIFSequence`) that keeps
-        two bool masks per neuron and step for backward; otherwise it is recorded op by op.
+        one byte per neuron and step for backward (returned as the state); otherwise it is recorded
+        op by op (no state).
         """
         lif = self.lif
         beta = lif.beta.clamp(0, 1)
         threshold, factor = lif.threshold, lif.graded_spikes_factor
         mechanism = _MECHANISMS[lif._reset_mechanism]
         if self.one_node and not self._learnable() and self._plain_factor():
-            return _LIFSequence.apply(seq, beta, threshold, mechanism)
+            spikes, state = _LIFSequence.apply(seq, beta, threshold, mechanism)
+            return spikes, state
         graded = factor.requires_grad or not self._plain_factor()
         spikes = []
         mem = seq[0]  # beta * 0 + x_0
@@ -196,9 +222,9 @@ class MultiStepLIF(TimeAware, nn.Module):
                     mem = beta * mem + seq[t]
             spk = rectangular(mem - threshold)
             spikes.append(spk * factor if graded else spk)
-        return torch.stack(spikes)
+        return torch.stack(spikes), None
 
-    def _loop(self, seq: torch.Tensor) -> torch.Tensor:
+    def _loop(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self._fused():
             return self._fused_loop(seq)
         mem = torch.zeros_like(seq[0])
@@ -208,4 +234,4 @@ class MultiStepLIF(TimeAware, nn.Module):
             spikes.append(spk)
         self.lif.mem = torch.zeros(0, device=seq.device, dtype=seq.dtype)  # keep no graph alive
         self.lif.reset = self.lif.mem
-        return torch.stack(spikes)
+        return torch.stack(spikes), None

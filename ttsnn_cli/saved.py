@@ -3,8 +3,10 @@
 A convolution saves its input for the weight gradient. When that input is the output of a neuron
 whose spikes are exactly 0 or 1 (`MultiStepLIF.binary_output`), the float32 copy holds one bit of
 information in 32: `packed_spikes(spikes)` keeps it as a bool tensor (4x smaller) while the layer
-reading it runs, and turns it back into floats, bitwise identical, when backward needs it. Only the
-tensor given is packed; everything else saved inside the block (weights, a TT layer's inner
+reading it runs, and turns it back into floats, bitwise identical, when backward needs it. When the
+neuron already keeps the spikes in its own one-byte state (`neurons._LIFSequence`), that same tensor
+is kept instead of a copy: nothing new is stored for the layer's input at all. Only the tensor given
+is packed; everything else saved inside the block (weights, a TT layer's inner
 activations) is kept as usual. Used by the models that know which convs read spikes
 (`zoo.msresnet.MSBlock`); it applies to a dense conv and to a TT layer's first core alike.
 """
@@ -18,18 +20,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ttsnn_cli.neurons import spikes_of_state
+
 
 class _Packed:
-    """A 0/1 float tensor held as bool; `unpack` restores dtype and memory format."""
+    """A 0/1 float tensor held as bool, or as the neuron state byte it was computed from (`state`);
+    `unpack` restores dtype and memory format."""
 
-    __slots__ = ("bits", "dtype")
+    __slots__ = ("bits", "dtype", "from_state")
 
-    def __init__(self, tensor: torch.Tensor) -> None:
-        self.bits = tensor.bool()  # keeps the memory format (channels_last stays so)
+    def __init__(self, tensor: torch.Tensor, state: torch.Tensor | None = None) -> None:
+        self.from_state = state is not None
+        self.bits = state if state is not None else tensor.bool()  # both keep the memory format
         self.dtype = tensor.dtype
 
     def unpack(self) -> torch.Tensor:
-        return self.bits.to(self.dtype)
+        return spikes_of_state(self.bits, self.dtype) if self.from_state else self.bits.to(self.dtype)
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -39,14 +45,15 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 @contextlib.contextmanager
-def packed_spikes(spikes: torch.Tensor, enabled: bool = True) -> Iterator[None]:
-    """Within the block, autograd saves `spikes` (a 0/1 float tensor) packed as bool."""
+def packed_spikes(spikes: torch.Tensor, enabled: bool = True, state: torch.Tensor | None = None) -> Iterator[None]:
+    """Within the block, autograd saves `spikes` (a 0/1 float tensor) packed as bool, or as `state`,
+    the neuron's state byte they were computed from (`spikes == spikes_of_state(state)`)."""
     if not enabled or not torch.is_grad_enabled() or not spikes.requires_grad or spikes.dtype == torch.bool:
         yield
         return
 
     def pack(tensor: torch.Tensor) -> torch.Tensor | _Packed:
-        return _Packed(tensor) if _same(tensor, spikes) else tensor
+        return _Packed(tensor, state) if _same(tensor, spikes) else tensor
 
     def unpack(saved: torch.Tensor | _Packed) -> torch.Tensor:
         return saved.unpack() if isinstance(saved, _Packed) else saved

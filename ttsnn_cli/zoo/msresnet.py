@@ -70,12 +70,13 @@ class MSBlock(nn.Module):
 
     def _spiking_conv_bn(self, lif: nn.Module, conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
         """bn(conv(lif(x))), keeping less for backward: the spikes as bool when they are exactly 0/1
-        (`saved.packed_spikes`); and for a TT conv in `recompute` mode, its last core's output is
+        (`saved.packed_spikes`), as the very byte the neuron keeps when it runs as one node; and for a TT conv in `recompute` mode, its last core's output is
         recomputed for BatchNorm's backward instead of kept (`saved.conv1x1_bn`, cheaper than the
         layer's own checkpointing, which would keep the spikes as floats and rerun every core)."""
-        spikes = lif(x)
         binary = isinstance(lif, MultiStepLIF) and lif.binary_output()  # export swaps the neurons
-        with packed_spikes(spikes, enabled=self.pack_spikes and torch.is_grad_enabled() and binary):
+        pack = self.pack_spikes and torch.is_grad_enabled() and binary
+        spikes, state = lif(x, with_state=True) if pack else (lif(x), None)
+        with packed_spikes(spikes, enabled=pack, state=state):
             if isinstance(conv, TTConv2d) and conv.recompute and torch.is_grad_enabled():
                 return conv1x1_bn(conv.core4_input(spikes), conv.core4, bn)
             return bn(conv(spikes))
