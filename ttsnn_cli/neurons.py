@@ -63,20 +63,21 @@ class _LIFSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, mechanism: int):  # type: ignore[override]
-        spikes = torch.empty_like(seq)  # both keep the input's memory format (channels_last)
+        spikes = torch.empty_like(seq)  # all keep the input's memory format (channels_last)
         state = torch.empty_like(seq, dtype=torch.uint8)
+        keep, shift = torch.empty_like(seq[0]), torch.empty_like(seq[0])  # reused every step
         mem = seq[0]
         for t in range(seq.shape[0]):
-            if t:
+            if t:  # in place on our own membrane buffer: the same products and sums, in the same order
                 if mechanism == 1:
-                    mem = beta * (mem * keep) + seq[t]
+                    mem = torch.mul(mem, keep, out=mem if t > 1 else None).mul_(beta).add_(seq[t])
                 elif mechanism == 0:
-                    mem = beta * mem + seq[t] - spikes[t - 1] * threshold
+                    mem = torch.mul(mem, beta, out=mem if t > 1 else None).add_(seq[t]).sub_(spikes[t - 1] * threshold)
                 else:
-                    mem = beta * mem + seq[t]
-            shift = mem - threshold
+                    mem = torch.mul(mem, beta, out=mem if t > 1 else None).add_(seq[t])
+            torch.sub(mem, threshold, out=shift)
             torch.gt(shift, 0, out=spikes[t])
-            keep = 1 - spikes[t]
+            torch.sub(1, spikes[t], out=keep)
             torch.lt(shift.abs_(), SURROGATE_WIDTH, out=shift)  # the window, as 0/1 floats
             state[t].copy_(shift.add_(keep, alpha=2))
         ctx.mechanism = mechanism
@@ -88,12 +89,14 @@ class _LIFSequence(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor, _grad_state: torch.Tensor | None = None):  # type: ignore[override]
         beta, state = ctx.saved_tensors
         grad_seq = torch.empty_like(state, dtype=grad.dtype)
+        factor = torch.empty_like(grad_seq[0])  # reused: a float copy of one bit of the state
         for t in reversed(range(grad.shape[0])):
-            torch.mul(grad[t], state[t].bitwise_and(1), out=grad_seq[t])
+            torch.mul(grad[t], factor.copy_(state[t].bitwise_and(1)), out=grad_seq[t])  # the window
             if t + 1 < grad.shape[0]:
-                carried = grad_seq[t + 1] * beta
-                if ctx.mechanism == 1:
-                    carried.mul_(state[t].bitwise_right_shift(1))  # 1 - spike
+                if ctx.mechanism == 1:  # (1 - spike) * g_{t+1} * beta: a product by 0 or 1 is exact
+                    carried = factor.copy_(state[t].bitwise_right_shift(1)).mul_(grad_seq[t + 1]).mul_(beta)
+                else:
+                    carried = torch.mul(grad_seq[t + 1], beta, out=factor)
                 grad_seq[t].add_(carried)
         return grad_seq, None, None, None
 
