@@ -72,7 +72,8 @@ def build(kind: str, timesteps: int) -> torch.nn.Module:
 @contextlib.contextmanager
 def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = False) -> Iterator[None]:
     """Switch ttsnn's levers off for the block (runtime flags only): `one_node` (the LIF as one autograd
-    node), `packed` (spikes saved as bool), `channels_last`; `recompute` switches `--recompute-tt` on."""
+    node keeping one state byte per neuron), `packed` (the convs reading spikes keep that byte, or a
+    bool copy, rather than floats), `channels_last`; `recompute` switches `--recompute-tt` on."""
     flags = [(m, "one_node") for m in model.modules() if isinstance(m, MultiStepLIF) and "one_node" in off]
     flags += [(m, "pack_spikes") for m in model.modules() if isinstance(m, MSBlock) and "packed" in off]
     flags += [(m, "channels_last") for m in model.modules() if isinstance(m, MSResNet) and "channels_last" in off]

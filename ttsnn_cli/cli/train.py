@@ -104,7 +104,7 @@ RESUME = typer.Option(False, "--resume", help="continue an interrupted run from 
 FORCE = typer.Option(False, "--force", help="overwrite OUT if it exists")
 JSON = typer.Option(False, "--json", help="print one JSON document on stdout")
 ARCH_KWARGS = typer.Option(None, "--arch-kwargs", help="JSON object of factory keyword arguments")
-RECOMPUTE = typer.Option(False, "--recompute-tt", help="TT layers recompute their cores in backward: less memory for about 1.4x the step time (MS-ResNet18, benchmarks/bench_training.py)")
+RECOMPUTE = typer.Option(False, "--recompute-tt", help="TT layers recompute their cores in backward: less memory (MS-ResNet18 batch 32: 0.74x a TT step's peak, below dense training's) for about 1.01-1.04x the step time (benchmarks/bench_training.py)")
 STYLE = typer.Option(None, "--style", help="execution style when detection cannot tell: auto, multistep, sequential, "
                      "stepped (called once per step) or own_loop (its own time loop); see the README")
 TRUST = typer.Option(False, "--trust-pickle", help="accept a pickled nn.Module (runs code from the file)")
