@@ -103,3 +103,27 @@ def test_sweep_gate_fails_with_exit_4_and_recipe_stage(tmp_path: Path) -> None:
     assert document["points"][0]["accuracy_after"] < document["dense_accuracy"]
     assert document["settings"]["teacher_sha256"] is not None  # distilled from the trained dense model
     assert (tmp_path / "run" / "sweep" / "pareto.png").is_file()
+
+
+def test_sensitivity_curves_measured_once_serve_every_target_they_cover(tmp_path: Path, dense_bundle: Path) -> None:
+    """The curves are measured on a grid around the targets and kept in the folder: a later sweep
+    whose targets the grid covers reuses them (not re-measured); one outside it measures anew."""
+    out = tmp_path / "front"
+
+    def sweep(targets: str):
+        return runner.invoke(app, ["sweep", str(dense_bundle), "--data", "digits", "-o", str(out), "--targets",
+                                   targets, "--methods", "sensitivity", "--exclude", "stem", "--train-samples", "8",
+                                   "--calib-samples", "8", "--batch-size", "8", "--json"])
+
+    assert sweep("4,16").exit_code == 0
+    curves = out / "sensitivity.json"
+    measured = json.loads(curves.read_text())
+    stamp = curves.stat().st_mtime_ns
+    assert min(measured["factors"]) <= 2.0 and max(measured["factors"]) >= 32.0  # a factor-2 margin each side
+    narrower = sweep("8")
+    assert narrower.exit_code == 0, narrower.output
+    assert curves.stat().st_mtime_ns == stamp  # served by the stored curves
+    assert [p["target"] for p in json.loads(narrower.stdout)["points"]] == [8.0]  # this run's points
+    wider = sweep("64")
+    assert wider.exit_code == 0, wider.output
+    assert max(json.loads(curves.read_text())["factors"]) >= 128.0  # measured again, on the wider grid
