@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -14,25 +13,9 @@ from ttsnn_cli import tt
 from ttsnn_cli.layers import TTConv2d
 from ttsnn_cli.state import reset_states, time_folded
 
-def _grid() -> list[tuple]:
-    """Every (kernel, stride, padding, dilation) combination torch accepts; channel counts and bias
-    alternate along the grid so each appears with every other axis without a full product."""
-    shapes = [
-        (kernel, stride, padding, dilation)
-        for kernel, stride, padding, dilation in itertools.product(
-            [3, 5, (3, 5), (2, 4)], [1, 2, (2, 1)], [0, 1, (2, 1), "same"], [1, 2]
-        )
-        if not (padding == "same" and stride != 1)
-    ]
-    channels = [(3, 5), (8, 4), (6, 6)]
-    return [(channels[i % 3], *shape, i % 2 == 0) for i, shape in enumerate(shapes)]
+from oracle import rel_error, shape_grid
 
-
-GRID = _grid()
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
+GRID = shape_grid([3, 5, (3, 5), (2, 4)], [1, 2, (2, 1)], [0, 1, (2, 1), "same"], [1, 2])
 
 
 def _conv(channels, kernel, stride, padding, dilation, bias, padding_mode="zeros") -> nn.Conv2d | None:
@@ -49,7 +32,7 @@ def test_full_rank_stt_reproduces_the_dense_conv(channels, kernel, stride, paddi
     layer = TTConv2d.from_conv(conv, tt.max_tt_ranks(tuple(conv.weight.shape)), "stt")
     x = torch.randn(2, channels[0], 13, 11)
     with torch.no_grad():
-        assert _rel(layer(x), conv(x)) < 1e-5
+        assert rel_error(layer(x), conv(x)) < 1e-5
 
 
 @pytest.mark.parametrize("padding_mode", ["reflect", "replicate", "circular"])
@@ -58,7 +41,7 @@ def test_full_rank_stt_with_non_zero_padding_modes(padding_mode: str) -> None:
     layer = TTConv2d.from_conv(conv, tt.max_tt_ranks(tuple(conv.weight.shape)))
     x = torch.randn(2, 4, 12, 10)
     with torch.no_grad():
-        assert _rel(layer(x), conv(x)) < 1e-5
+        assert rel_error(layer(x), conv(x)) < 1e-5
 
 
 @pytest.mark.parametrize("channels,kernel,stride,padding,dilation,bias", GRID[::3])
@@ -76,7 +59,7 @@ def test_parallel_path_equals_a_dense_conv_with_its_cross_kernel(channels, kerne
             oracle.bias.copy_(conv.bias)
         x = torch.randn(2, channels[0], 13, 11)
         reset_states(layer)
-        assert _rel(layer(x), oracle(x)) < 1e-5
+        assert rel_error(layer(x), oracle(x)) < 1e-5
 
 
 def test_ptt_forward_is_the_paper_equation_for_same_convs() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 from torch import nn
@@ -12,22 +10,9 @@ from ttsnn_cli import tt
 from ttsnn_cli.layers_conv1d import PTT_REFUSAL, TTConv1d
 from ttsnn_cli.state import reset_states, time_folded
 
+from oracle import rel_error, shape_grid
 
-def _grid() -> list[tuple]:
-    shapes = [
-        (kernel, stride, padding, dilation)
-        for kernel, stride, padding, dilation in itertools.product([2, 3, 5], [1, 2, 3], [0, 1, 2, "same", "valid"], [1, 2])
-        if not (padding == "same" and stride != 1)
-    ]
-    channels = [(3, 5), (8, 4), (6, 6)]
-    return [(channels[i % 3], *shape, i % 2 == 0) for i, shape in enumerate(shapes)]
-
-
-GRID = _grid()
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
+GRID = shape_grid([2, 3, 5], [1, 2, 3], [0, 1, 2, "same", "valid"], [1, 2])
 
 
 def planted_conv1d(cout: int, cin: int, k: int, ranks: tuple[int, int]) -> torch.Tensor:
@@ -56,7 +41,7 @@ def test_full_rank_stt_reproduces_the_dense_conv1d(channels, kernel, stride, pad
     layer = TTConv1d.from_conv(conv, tt.max_tt_ranks_1d(tuple(conv.weight.shape)))
     x = torch.randn(2, channels[0], 17)
     with torch.no_grad():
-        assert _rel(layer(x), conv(x)) < 1e-5
+        assert rel_error(layer(x), conv(x)) < 1e-5
         assert tt.relative_error(layer.effective_kernel(), conv.weight) < 1e-6
 
 
@@ -67,7 +52,7 @@ def test_full_rank_stt_with_non_zero_padding_modes(padding_mode: str, padding) -
     layer = TTConv1d.from_conv(conv, tt.max_tt_ranks_1d(tuple(conv.weight.shape)))
     x = torch.randn(2, 4, 15)
     with torch.no_grad():
-        assert _rel(layer(x), conv(x)) < 1e-5
+        assert rel_error(layer(x), conv(x)) < 1e-5
 
 
 @pytest.mark.parametrize("channels,kernel,stride,padding,dilation,bias", GRID[::4])
@@ -87,12 +72,12 @@ def test_htt_full_then_reduced_steps_match_their_oracles(channels, kernel, strid
         x = torch.randn(3, 2, channels[0], 16)
         reset_states(layer)
         per_step = [layer(x[t]) for t in range(3)]
-        assert _rel(per_step[0], oracle(x[0])) < 1e-5 and _rel(per_step[1], oracle(x[1])) < 1e-5
+        assert rel_error(per_step[0], oracle(x[0])) < 1e-5 and rel_error(per_step[1], oracle(x[1])) < 1e-5
         oracle.weight.copy_(reduced)
-        assert _rel(per_step[2], oracle(x[2])) < 1e-5
+        assert rel_error(per_step[2], oracle(x[2])) < 1e-5
         with time_folded(layer, 3):
             folded = layer(x.flatten(0, 1)).unflatten(0, (3, 2))
-        assert _rel(folded, torch.stack(per_step)) < 1e-6
+        assert rel_error(folded, torch.stack(per_step)) < 1e-6
 
 
 def test_ptt_is_refused_and_htt_needs_equal_ranks() -> None:

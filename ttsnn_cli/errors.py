@@ -6,6 +6,8 @@ user can cause must be one of these classes and never a bare exception with a tr
 
 from __future__ import annotations
 
+from typing import Any
+
 #: longest value quoted in a message; longer ones are abbreviated (an error is one readable line)
 VALUE_LIMIT = 120
 
@@ -67,6 +69,19 @@ def abbreviate(value: object, limit: int = VALUE_LIMIT) -> str:
         return text
     keep = max(limit - 5, 2)
     return f"{text[: keep // 2]} ... {text[-(keep - keep // 2):]}"
+
+
+def describe_validation(error: Any, first_only: bool = False) -> str:
+    """A pydantic ValidationError as `field.path: message` parts, one line: every error joined by
+    "; ", or with `first_only` the first and how many more (a bundle's fields can number thousands)."""
+    items = error.errors()
+    parts = []
+    for item in items[:1] if first_only else items:
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+        parts.append(f"{path}: {abbreviate(message)}")
+    extra = f" (and {len(items) - 1} more)" if first_only and len(items) > 1 else ""
+    return "; ".join(parts) + extra
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from hw.yamlload import load_yaml
 from ttsnn_cli.errors import BadInputError, abbreviate
 from ttsnn_cli.loading.read import read_bytes
+from ttsnn_cli.loading.schema import validated
 from ttsnn_cli.loading.trust import ArchSpec, JsonKwargs
 
 
@@ -157,24 +158,10 @@ def recipe_schema() -> dict[str, Any]:
     return Recipe.model_json_schema()
 
 
-def _format_errors(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
-        parts.append(f"{path}: {abbreviate(message)}")
-    return "; ".join(parts)
-
-
 def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise BadInputError(f"{source}: a recipe is a YAML mapping with at least a 'model' section")
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as error:
-        raise BadInputError(f"{source}: {_format_errors(error)}") from None
-    except RecursionError:
-        raise BadInputError(f"{source}: nested too deeply") from None
+    return validated(Recipe, data, source)
 
 
 def load_recipe(path: str | Path) -> tuple[Recipe, Path]:

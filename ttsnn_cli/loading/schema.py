@@ -8,16 +8,18 @@ is not a timestep, `"1"` is not a format version. Sections may carry keys a late
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
 from ttsnn_cli.bundle import FORMAT, FORMAT_VERSION, ModelIO
-from ttsnn_cli.errors import BadInputError, abbreviate
+from ttsnn_cli.errors import BadInputError, describe_validation
 from ttsnn_cli.loading.trust import ArchSpec, JsonKwargs, check_plain_json
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class _Record(BaseModel):
@@ -90,21 +92,19 @@ class BundleRecord(_Record):
             raise ValueError(str(error)) from None
 
 
-def _describe(error: ValidationError) -> str:
-    item = error.errors()[0]
-    path = ".".join(str(p) for p in item["loc"]) or "(top level)"
-    message = item["msg"].removeprefix("Value error, ")
-    extra = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{path}: {abbreviate(message)}{extra}"
+def validated(schema: type[ModelT], obj: Any, what: str, first_only: bool = False) -> ModelT:
+    """`obj` validated against `schema` (bundles here, recipes in `recipe.py`); otherwise one
+    BadInputError line, `what: field.path: message`, never pydantic's multi-line report."""
+    try:
+        return schema.model_validate(obj)
+    except ValidationError as error:
+        raise BadInputError(f"{what}: {describe_validation(error, first_only)}") from None
+    except RecursionError:
+        raise BadInputError(f"{what}: nested too deeply") from None
 
 
 def validate_bundle(obj: Any, source: str) -> BundleRecord:
     """The validated bundle in `obj` (read from `source`); BadInputError naming the first bad field."""
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise BadInputError(f"{source} is not a ttsnn bundle")
-    try:
-        return BundleRecord.model_validate(obj)
-    except ValidationError as error:
-        raise BadInputError(f"bundle {source} has a bad field: {_describe(error)}") from None
-    except RecursionError:
-        raise BadInputError(f"bundle {source} is nested too deeply") from None
+    return validated(BundleRecord, obj, f"bundle {source} has a bad field", first_only=True)
