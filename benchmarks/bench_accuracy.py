@@ -11,7 +11,7 @@ compute is budgeted (few epochs, MS-ResNet18 at T = 2 on a training subset) so i
 checked (sensitivity never below uniform; at the most aggressive target where uniform loses >= 3
 points, sensitivity recovers at least half; distillation adds >= 0.5 points there).
 
-    python benchmarks/bench_accuracy.py [--out benchmarks/results/accuracy] [--models digits_csnn,ms_resnet18]
+    python benchmarks/bench_accuracy.py [--out benchmarks/results/accuracy] [--models digits_csnn,ms_resnet18] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -45,9 +46,8 @@ SETUPS: dict[str, dict[str, Any]] = {
         "arch": "zoo:ms_resnet18", "kwargs": {"in_channels": 1, "num_classes": 10}, "timesteps": 2,
         "exclude": [r"stem\.conv"],
         "dense": {"epochs": 3, "batch_size": 32, "lr": 0.1}, "dense_samples": 720,
-        "targets": [8.0, 32.0], "finetune": {"epochs": 1, "batch_size": 32, "lr": 0.02},
+        "targets": [4.0, 8.0, 16.0, 32.0], "finetune": {"epochs": 1, "batch_size": 32, "lr": 0.02},
         "train_samples": 360, "calib_samples": 64,
-        "distill_methods": ["uniform", "sensitivity"], "distill_targets": [32.0],  # the compute budget
     },
 }
 METHODS = ["uniform", "budget", "vbmf", "sensitivity"]
@@ -82,14 +82,16 @@ def train_dense(name: str, setup: dict[str, Any], path: Path) -> None:
     save_bundle(path, model, meta)
 
 
-def sweep(name: str, setup: dict[str, Any], dense: Path, out: Path, distilled: bool) -> dict[str, Any]:
+def sweep(name: str, setup: dict[str, Any], dense: Path, out: Path, distilled: bool, seed: int) -> dict[str, Any]:
+    """One sweep; `seed` draws the fine-tuning subset, the calibration samples and the fine-tuning
+    order (so different seeds may choose different sensitivity ranks, as different users would)."""
     methods = setup.get("distill_methods", METHODS) if distilled else METHODS
     targets = setup.get("distill_targets", setup["targets"]) if distilled else setup["targets"]
     job = SweepJob(
         model=dense, data="digits", out_dir=out, targets=targets, methods=methods,
-        finetune=TrainConfig(seed=0, timesteps=setup["timesteps"], **setup["finetune"]),
+        finetune=TrainConfig(seed=seed, timesteps=setup["timesteps"], **setup["finetune"]),
         teacher=dense if distilled else None, exclude=setup["exclude"], calib_samples=setup["calib_samples"],
-        train_samples=setup["train_samples"], timesteps=setup["timesteps"],
+        train_samples=setup["train_samples"], timesteps=setup["timesteps"], seed=seed,
         plot=out.parent / f"{name}-{'distilled' if distilled else 'plain'}.png", force=False,
     )
     if job.plot is not None and job.plot.exists():
@@ -103,14 +105,29 @@ def sweep(name: str, setup: dict[str, Any], dense: Path, out: Path, distilled: b
         if event["kind"] == "point":
             p = event["point"]
             how = "kept" if event["skipped"] else f"{p['seconds']:.0f} s"
-            log(f"{name} {'distilled' if distilled else 'plain'} {p['method']} {p['target']}: "
+            log(f"{name} seed {seed} {'distilled' if distilled else 'plain'} {p['method']} {p['target']}: "
                 f"{p['weight_ratio']:.2f}x weights, {p['accuracy_before']:.2f} -> {p['accuracy_after']:.2f} % ({how})")
 
     return run_sweep(job, progress=progress)
 
 
+def mean_points(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sweeps of several seeds as one: each point's accuracies averaged, the per-seed values kept
+    (`accuracy_after_seeds`); ratios are those of the first seed (sensitivity ranks may differ)."""
+    first = runs[0]
+    points = []
+    for p in first["points"]:
+        same = [q for run in runs for q in run["points"] if (q["method"], q["target"]) == (p["method"], p["target"])]
+        points.append(p | {
+            "accuracy_before": statistics.mean(q["accuracy_before"] for q in same),
+            "accuracy_after": statistics.mean(q["accuracy_after"] for q in same),
+            "accuracy_after_seeds": [q["accuracy_after"] for q in same],
+            "weight_ratio_seeds": [q["weight_ratio"] for q in same]})
+    return first | {"points": points, "seeds": len(runs)}
+
+
 def goals(plain: dict[str, Any], distilled: dict[str, Any] | None) -> dict[str, Any]:
-    """The issue's three goals, checked on the measured points."""
+    """The issue's three goals, checked on the measured points (means over seeds)."""
     dense = plain["dense_accuracy"]
     after = {(p["method"], p["target"]): p["accuracy_after"] for p in plain["points"]}
     targets = sorted({t for m, t in after if m == "uniform"})
@@ -138,20 +155,27 @@ def goals(plain: dict[str, Any], distilled: dict[str, Any] | None) -> dict[str, 
     return result
 
 
+def _spread(point: dict[str, Any]) -> str:
+    values = point.get("accuracy_after_seeds") or [point["accuracy_after"]]
+    text = f"{statistics.mean(values):.2f}"
+    return text if len(values) < 2 else f"{text} ({min(values):.1f}-{max(values):.1f})"
+
+
 def markdown(summary: dict[str, Any]) -> str:
     lines = []
     for name, entry in summary["models"].items():
-        lines.append(f"### {name} (dense {entry['goals']['dense_accuracy']:.2f} %)\n")
+        seeds = entry["plain"].get("seeds", 1)
+        lines.append(f"### {name} (dense {entry['goals']['dense_accuracy']:.2f} %, "
+                     f"{seeds} seed{'s' if seeds > 1 else ''}: mean (min-max))\n")
         lines.append("| method | target | weights x | MACs x | acc. before FT | after FT | after FT, distilled |")
         lines.append("|---|---|---|---|---|---|---|")
         soft = {(p["method"], p["target"]): p for p in (entry.get("distilled") or {}).get("points", [])}
         for p in entry["plain"]["points"]:
             d = soft.get((p["method"], p["target"]))
             target = "-" if p["target"] is None else f"{p['target']:g}"
-            tuned = "-" if d is None else f"{d['accuracy_after']:.2f}"
+            tuned = "-" if d is None else _spread(d)
             lines.append(f"| {p['method']} | {target} | {p['weight_ratio']:.2f} | {p['mac_ratio']:.2f} | "
-                         f"{p['accuracy_before']:.2f} | {p['accuracy_after']:.2f} | "
-                         f"{tuned} |")
+                         f"{p['accuracy_before']:.2f} | {_spread(p)} | {tuned} |")
         lines.append("")
         lines.append("goals: `" + json.dumps(entry["goals"]) + "`\n")
     return "\n".join(lines)
@@ -162,18 +186,32 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/accuracy"))
     parser.add_argument("--models", default="digits_csnn,ms_resnet18")
     parser.add_argument("--no-distill", action="store_true", help="skip the distilled sweeps")
+    parser.add_argument("--finetune-epochs", type=int, default=None,
+                        help="fine-tuning epochs of every point (default: the model's setup, 1)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds; tables and goals use the means "
+                        "(seed 0 in <out>/<model>/, seed k in <out>/<model>/seed<k>/)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models.split(","):
         setup = SETUPS[name]
+        if args.finetune_epochs is not None:
+            setup = setup | {"finetune": setup["finetune"] | {"epochs": args.finetune_epochs}}
         started = time.perf_counter()
         folder = args.out / name
         folder.mkdir(exist_ok=True)
         dense = folder / "dense.tt"
         train_dense(name, setup, dense)
-        plain = sweep(name, setup, dense, folder / "plain", distilled=False)
-        distilled = None if args.no_distill else sweep(name, setup, dense, folder / "distilled", distilled=True)
+        plains, distills = [], []
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            where = folder if seed == 0 else folder / f"seed{seed}"
+            where.mkdir(exist_ok=True)
+            plains.append(sweep(name, setup, dense, where / "plain", distilled=False, seed=seed))
+            if not args.no_distill:
+                distills.append(sweep(name, setup, dense, where / "distilled", distilled=True, seed=seed))
+        plain = mean_points(plains)
+        distilled = mean_points(distills) if distills else None
         entry = {"setup": setup, "plain": plain, "distilled": distilled, "goals": goals(plain, distilled),
+                 "per_seed_goals": [goals(p, d) for p, d in zip(plains, distills or [None] * len(plains))],
                  "seconds": time.perf_counter() - started}
         (folder / "summary.json").write_text(json.dumps(entry, indent=1) + "\n")
         log(f"{name}: {json.dumps(entry['goals'])}")
