@@ -74,6 +74,23 @@ def test_sweep_bad_options_are_bad_input(tmp_path: Path, dense_bundle: Path) -> 
         assert not (tmp_path / "s").exists()
 
 
+def test_sweep_records_the_style_asked_for(tmp_path: Path, dense_bundle: Path) -> None:
+    """--style reaches every point's bundle (a user network keeps running the way it was told), and a
+    style that does not exist is one line, exit 3, before anything is written."""
+    from ttsnn_cli.checkpoint import load_checkpoint
+
+    bad = _sweep(dense_bundle, tmp_path / "bad", "--style", "sideways")
+    assert bad.exit_code == 3 and "--style 'sideways'" in bad.stderr and not (tmp_path / "bad").exists()
+    out = tmp_path / "styled"
+    result = runner.invoke(app, ["sweep", str(dense_bundle), "--data", "digits", "-o", str(out), "--targets", "6",
+                                 "--methods", "uniform", "--exclude", "stem", "--train-samples", "8", "--batch-size",
+                                 "8", "--style", "multistep", "--json"])
+    assert result.exit_code == 0, result.output
+    point = json.loads(result.stdout)["points"][0]
+    assert get_meta(load_checkpoint(point["output"])).io.style == "multistep"
+    assert json.loads((out / "sweep.json").read_text())["settings"]["style"] == "multistep"
+
+
 def test_gates_one_per_point() -> None:
     document = {"dense_accuracy": 90.0, "points": [{"method": "budget", "target": 4.0, "accuracy_after": 89.5},
                                                    {"method": "vbmf", "target": None, "accuracy_after": 80.0}]}

@@ -38,6 +38,7 @@ from ttsnn_cli.fileio import atomic_write_text, check_output_path
 from ttsnn_cli.layers import MODES
 from ttsnn_cli.ranks import RankSpec
 from ttsnn_cli.report.counting import count_model
+from ttsnn_cli.runner import check_style
 from ttsnn_cli.sensitivity import (
     CANDIDATES,
     DEFAULT_CALIB_SAMPLES,
@@ -77,6 +78,7 @@ class SweepJob:
     plot: Path | None = None
     force: bool = False
     trust_pickle: bool = False
+    style: str | None = None  # --style: how to run a user network detection cannot tell (runner.STYLES)
 
 
 def point_key(method: str, target: float | None) -> str:
@@ -113,6 +115,7 @@ def validate(job: SweepJob) -> None:
         problems.append(f"--max-acc-drop must be >= 0, got {job.max_acc_drop}")
     if problems:
         raise BadInputError("; ".join(problems))
+    check_style(job.style)
     job.finetune.validate()
     if job.out_dir.exists() and not job.out_dir.is_dir():
         raise BadInputError(f"output {job.out_dir} is a file; sweep writes a folder")
@@ -133,7 +136,7 @@ def settings(job: SweepJob, model_checksum: str, teacher_checksum: str | None) -
     return {"model_sha256": model_checksum, "data": job.data, "mode": job.mode, "include": job.include,
             "exclude": job.exclude, "calib_samples": job.calib_samples, "seed": job.seed, "finetune": config,
             "teacher_sha256": teacher_checksum, "timesteps": job.timesteps,
-            "train_samples": job.train_samples}
+            "train_samples": job.train_samples} | ({"style": job.style} if job.style else {})
 
 
 def _previous(job: SweepJob, current: dict[str, Any]) -> dict[str, Any]:
@@ -178,13 +181,14 @@ class _Sweep:
         self.progress = progress
         self.dense = load_checkpoint(job.model, job.arch, job.arch_kwargs, job.trust_pickle).eval()
         meta = get_meta(self.dense)
-        meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io)
+        meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io).merged(ModelIO(None, None, None, job.style))
+        check_style(meta.io.style)
         self.steps = job.timesteps or meta.io.timesteps or 4
         job.finetune.timesteps = self.steps
         self.train_data = _subset(load_data(job.data, timesteps=self.steps, augment=True), job.train_samples, job.seed)
         self.eval_data = load_data(job.data, timesteps=self.steps, augment=False)
         check_compatible(self.dense, self.eval_data, self.steps, job.data)
-        meta.io = ModelIO(tuple(self.eval_data.input_shape), self.steps, job.data)
+        meta.io = ModelIO(tuple(self.eval_data.input_shape), self.steps, job.data, meta.io.style)
         self.shape = tuple(self.eval_data.input_shape)
         self.teacher = None
         if job.teacher is not None:

@@ -11,6 +11,7 @@ import typer
 from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.cli import app
 from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope
+from ttsnn_cli.cli.compress import STYLE_HELP
 from ttsnn_cli.cli.progress import StepBar
 from ttsnn_cli.engine import TrainConfig
 from ttsnn_cli.errors import BadInputError, GateFailedError
@@ -70,6 +71,7 @@ def sweep(
     trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
     trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON document on stdout."),
+    style: Optional[str] = typer.Option(None, help=STYLE_HELP),
 ) -> None:
     """For each method and target: compress MODEL, fine-tune it, evaluate it (resumable)."""
     check_options(("--timesteps", timesteps, 1, None), ("--finetune-epochs", finetune_epochs, 1, None),
@@ -82,7 +84,8 @@ def sweep(
                    teacher=model if teacher == "source" else (Path(teacher) if teacher else None), mode=mode,
                    include=list(include), exclude=list(exclude), calib_samples=calib_samples, seed=seed,
                    arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) if arch_kwargs else None,
-                   timesteps=timesteps, max_acc_drop=max_acc_drop, train_samples=train_samples, plot=plot, force=force, trust_pickle=trust_pickle)
+                   timesteps=timesteps, max_acc_drop=max_acc_drop, train_samples=train_samples, plot=plot, force=force, trust_pickle=trust_pickle,
+                   style=style)
     with trust_scope(trust_arch, arch), SweepView({"sweep": "sweep points", "sensitivity": "sensitivity"}) as view:
         document = run_sweep(job, progress=view)
     if json_output:
