@@ -9,10 +9,9 @@ kernel error at little cost in loss, others not at all, and only data tells whic
 2. Measurement (`measure_sensitivity`): for every decomposed layer and every candidate rank, that
    layer alone is replaced by its TT layer (TT-SVD, in the compress mode) and the calibration loss
    (cross-entropy of the time-averaged output, in eval mode, no gradients) is compared with the
-   dense model's: `loss_increase = loss(layer at rank r) - loss(dense)`. There is one candidate per
-   factor of `candidate_factors` (a sqrt(2) grid around the target), plus rank 1: in STT the ranks of
-   smallest TT-SVD error bound within that factor's weight cap (r1, r2, r3 may differ), in PTT/HTT
-   (which need r1 = r2 = r3) the largest equal ranks.
+   dense model's: `loss_increase = loss(layer at rank r) - loss(dense)`. Candidate ranks are the
+   largest equal ranks shrinking the layer by the factors `candidate_factors` lists (a sqrt(2) grid
+   around the target), plus rank 1.
 3. Allocation (`choose_ranks`): every layer starts at its largest candidate; while the TT weights
    exceed sum(kernel weights) / X, the layer whose next step down costs the least loss per weight
    saved steps down (a greedy knapsack on the monotone envelope of each curve: noise that makes a
@@ -38,13 +37,11 @@ from torch import nn
 from ttsnn_cli.data import DataBundle, encode
 from ttsnn_cli.engine import Progress
 from ttsnn_cli.layers import Mode, TTConv2d
-from ttsnn_cli.ranks import ErrorProfile, Ranks, ResolvedRanks
+from ttsnn_cli.ranks import Ranks, ResolvedRanks
 from ttsnn_cli.runner import run_timesteps
 from ttsnn_cli.tt import max_tt_ranks, tt_param_count
 
 DEFAULT_CALIB_SAMPLES = 256
-#: how candidate ranks are chosen (stored with the curves: curves measured another way are not reused)
-CANDIDATES = "min-error ranks per factor in stt, equal ranks in ptt/htt"
 
 
 @dataclass(frozen=True)
@@ -97,30 +94,18 @@ def candidate_factors(targets: Iterable[float], spread: float = 4.0) -> list[flo
     return [low * 2 ** (k / 2) for k in range(steps + 1)]
 
 
-def candidate_ranks(shape: tuple[int, ...], factors: Iterable[float], profile: ErrorProfile | None = None) -> list[Ranks]:
-    """One candidate per factor, plus rank 1; unique, ascending in weights.
-
-    Without `profile`: equal ranks r (what PTT and HTT need), the largest r whose cores are at least
-    that many times smaller than the kernel. With the kernel's `profile` (STT, whose ranks may
-    differ): of those equal ranks and the ranks `budget:X` would give the layer at that weight cap
-    (each unfolding truncated to the same error level), the pair with the smaller TT-SVD error bound;
-    unequal ranks keep far more of a kernel whose unfoldings differ in rank."""
+def candidate_ranks(shape: tuple[int, ...], factors: Iterable[float]) -> list[Ranks]:
+    """Equal ranks r (every mode can use them): for each factor, the largest r whose cores are at
+    least that many times smaller than the kernel; plus rank 1. Unique, ascending."""
     dense = math.prod(shape)
     limit = min(max_tt_ranks(shape))
-    levels = sorted(profile.levels(equal=False)) if profile is not None else []  # ascending error
-    ranks: set[Ranks] = {(1, 1, 1)}
+    ranks = {1}
     for factor in factors:
         r = 1
         while r < limit and tt_param_count(shape, (r + 1,) * 3) * factor <= dense:
             r += 1
-        best: Ranks = (r, r, r)
-        if profile is not None:
-            shaped = next((c for c in (profile.ranks_at(level, equal=False) for level in levels)
-                           if tt_param_count(shape, c) * factor <= dense), None)
-            if shaped is not None and profile.bound(shaped) < profile.bound(best):
-                best = shaped
-        ranks.add(best)
-    return sorted(ranks, key=lambda c: (tt_param_count(shape, c), c))
+        ranks.add(r)
+    return [(r, r, r) for r in sorted(ranks)]
 
 
 def calibration_set(data: DataBundle, samples: int, timesteps: int, seed: int) -> Calibration:
@@ -161,9 +146,7 @@ def measure_sensitivity(
     layer is put back, also on error) and in the train/eval state it had."""
     factors = list(factors)
     report = progress or (lambda event: None)
-    plan = {name: candidate_ranks(tuple(conv.weight.shape), factors,
-                                  ErrorProfile.of(conv.weight.detach().float().cpu()) if mode == "stt" else None)
-            for name, conv in layers.items()}
+    plan = {name: candidate_ranks(tuple(conv.weight.shape), factors) for name, conv in layers.items()}
     total = sum(len(c) for c in plan.values())
     was_training = model.training
     model.eval()
@@ -259,7 +242,6 @@ def curves_document(base_loss: float, curves: dict[str, LayerCurve], calibration
         "split": "train",
         "dense_loss": base_loss,
         "loss": "cross-entropy of the time-averaged output, eval mode",
-        "candidates": CANDIDATES,
         "layers": [c.to_dict() for c in curves.values()],
     }
 

@@ -40,7 +40,6 @@ from ttsnn_cli.ranks import RankSpec
 from ttsnn_cli.report.counting import count_model
 from ttsnn_cli.runner import check_style
 from ttsnn_cli.sensitivity import (
-    CANDIDATES,
     DEFAULT_CALIB_SAMPLES,
     calibration_set,
     candidate_factors,
@@ -212,7 +211,7 @@ class _Sweep:
                 and max(stored["factors"]) >= max(factors) - 1e-9
             if covers and stored.get("mode") == self.job.mode and stored.get("model_sha256") == \
                     file_checksum(self.job.model) and stored.get("calib_samples_requested") == self.job.calib_samples \
-                    and stored.get("seed") == self.job.seed and stored.get("candidates") == CANDIDATES:
+                    and stored.get("seed") == self.job.seed:
                 return stored
         layers = free_layers(plan_layers(self.dense, self.config)[0], self.config)
         calibration = calibration_set(self.eval_data, self.job.calib_samples, self.steps, self.job.seed)
