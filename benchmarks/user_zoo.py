@@ -5,7 +5,8 @@ network x stage -> works / refused (reason).
 
 Each network starts from a state_dict of fresh weights (plus its factory, `--arch user_nets:...`),
 then: compress (STT, rank 2), finetune (1 epoch on digits), report, export ONNX unrolled and step
-(each verified in onnxruntime) and NIR. NIR files are re-simulated by snntorch's importer in
+(each verified in onnxruntime) and NIR. The later commands pass `--trust-arch`, as the user who named
+the factory must: the bundles record user code, which ttsnn imports only when trusted. NIR files are re-simulated by snntorch's importer in
 tests/test_nir_resim.py. Prints a markdown table; a cell is `ok` or the one-line refusal.
 """
 
@@ -68,14 +69,15 @@ def run_network(name: str, folder: Path) -> dict[str, str]:
         return cells
     tuned = folder / "tuned.tt"
     result = invoke("finetune", tt, "--data", "digits", "--epochs", "1", "--batch-size", "256", "--lr", "0.05",
-                    "-o", tuned, *extra, "--json")
+                    "-o", tuned, *extra, "--json", "--trust-arch")
     cells["finetune"] = _cell(result)
     model = tuned if result.exit_code == 0 else tt
-    cells["report"] = _cell(invoke("report", model, "--json"))
-    cells["onnx unrolled"] = _cell(invoke("export", model, "--onnx", folder / "u.onnx", "--verify", "--json"))
+    cells["report"] = _cell(invoke("report", model, "--json", "--trust-arch"))
+    cells["onnx unrolled"] = _cell(invoke("export", model, "--onnx", folder / "u.onnx", "--verify", "--json",
+                                          "--trust-arch"))
     cells["onnx step"] = _cell(invoke("export", model, "--onnx", folder / "s.onnx", "--mode", "step", "--verify",
-                                      "--json"))
-    cells["nir"] = _cell(invoke("export", model, "--nir", folder / "m.nir", "--json"))
+                                      "--json", "--trust-arch"))
+    cells["nir"] = _cell(invoke("export", model, "--nir", folder / "m.nir", "--json", "--trust-arch"))
     return cells
 
 
