@@ -209,8 +209,7 @@ class MultiStepLIF(TimeAware, nn.Module):
         threshold, factor = lif.threshold, lif.graded_spikes_factor
         mechanism = _MECHANISMS[lif._reset_mechanism]
         if self.one_node and not self._learnable() and self._plain_factor():
-            spikes, state = _LIFSequence.apply(seq, beta, threshold, mechanism)
-            return spikes, state
+            return _LIFSequence.apply(seq, beta, threshold, mechanism)
         graded = factor.requires_grad or not self._plain_factor()
         spikes = []
         mem = seq[0]  # beta * 0 + x_0

@@ -13,7 +13,7 @@ from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.bundle import ModelIO
 from ttsnn_cli.decompose import NothingToDecompose
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, guarded, print_json, trust_scope, warn
+from ttsnn_cli.cli.common import STYLE_HELP, TRUST_ARCH_HELP, check_options, guarded, print_json, trust_scope, warn
 from ttsnn_cli.cli.progress import StepBar
 from ttsnn_cli.cli.render import compress_table
 from ttsnn_cli.compress_job import CompressJob, run_compress
@@ -30,10 +30,6 @@ class ModeChoice(str, Enum):
 
 #: the most elements one sample's frame may have (a typo like 3,32000,32000 must not allocate 12 GB)
 MAX_FRAME_ELEMENTS = 2**26
-
-STYLE_HELP = ("Execution style when detection cannot tell: auto, multistep, sequential, stepped (called once per "
-              "timestep) or own_loop (its own time loop); recorded in the bundle. See the README.")
-
 
 def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     """`--input-shape C,H,W` (or C,L / F): 1 to 4 positive whole sizes of one timestep's frame."""

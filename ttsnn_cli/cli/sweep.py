@@ -10,8 +10,7 @@ import typer
 
 from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope
-from ttsnn_cli.cli.compress import STYLE_HELP
+from ttsnn_cli.cli.common import STYLE_HELP, TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope
 from ttsnn_cli.cli.progress import StepBar
 from ttsnn_cli.engine import TrainConfig
 from ttsnn_cli.errors import BadInputError, GateFailedError

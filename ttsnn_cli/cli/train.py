@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ttsnn_cli.loading.trust import parse_arch_kwargs
 from ttsnn_cli.cli import app
-from ttsnn_cli.cli.common import TRUST_ARCH_HELP, err_console, guarded, print_json, trust_scope
+from ttsnn_cli.cli.common import STYLE_HELP, TRUST_ARCH_HELP, err_console, guarded, print_json, trust_scope
 from ttsnn_cli.engine import TrainConfig
 from ttsnn_cli.train_job import TrainJob, run_train_job
 
@@ -104,9 +104,10 @@ RESUME = typer.Option(False, "--resume", help="continue an interrupted run from 
 FORCE = typer.Option(False, "--force", help="overwrite OUT if it exists")
 JSON = typer.Option(False, "--json", help="print one JSON document on stdout")
 ARCH_KWARGS = typer.Option(None, "--arch-kwargs", help="JSON object of factory keyword arguments")
-RECOMPUTE = typer.Option(False, "--recompute-tt", help="TT layers recompute their cores in backward: less memory (MS-ResNet18 batch 32: 0.74x a TT step's peak, below dense training's) for about 1.01-1.04x the step time (benchmarks/bench_training.py)")
-STYLE = typer.Option(None, "--style", help="execution style when detection cannot tell: auto, multistep, sequential, "
-                     "stepped (called once per step) or own_loop (its own time loop); see the README")
+RECOMPUTE = typer.Option(False, "--recompute-tt", help="TT layers recompute their cores in backward: less memory "
+                         "(MS-ResNet18 batch 32: 0.74x a TT step's peak, below dense training's) for about 1.01-1.04x "
+                         "the step time (benchmarks/bench_training.py)")
+STYLE = typer.Option(None, "--style", help=STYLE_HELP)
 TRUST = typer.Option(False, "--trust-pickle", help="accept a pickled nn.Module (runs code from the file)")
 TRUST_ARCH = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP)
 

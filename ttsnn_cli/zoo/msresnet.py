@@ -69,9 +69,10 @@ class MSBlock(nn.Module):
         return residual + self.shortcut(x)
 
     def _spiking_conv_bn(self, lif: nn.Module, conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-        """bn(conv(lif(x))), keeping less for backward: the spikes as bool when they are exactly 0/1
-        (`saved.packed_spikes`), as the very byte the neuron keeps when it runs as one node; and for a TT conv in `recompute` mode, its last core's output is
-        recomputed for BatchNorm's backward instead of kept (`saved.conv1x1_bn`, cheaper than the
+        """bn(conv(lif(x))), keeping less for backward: the spikes, when they are exactly 0/1, as the
+        very byte the neuron keeps when it runs as one node, else as bool (`saved.packed_spikes`); and
+        for a TT conv in `recompute` mode, its last core's output is recomputed for BatchNorm's
+        backward instead of kept (`saved.conv1x1_bn`, cheaper than the
         layer's own checkpointing, which would keep the spikes as floats and rerun every core)."""
         binary = isinstance(lif, MultiStepLIF) and lif.binary_output()  # export swaps the neurons
         pack = self.pack_spikes and torch.is_grad_enabled() and binary
