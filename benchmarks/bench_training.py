@@ -71,10 +71,12 @@ def build(kind: str, timesteps: int) -> torch.nn.Module:
 
 @contextlib.contextmanager
 def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = False) -> Iterator[None]:
-    """Switch ttsnn's levers off for the block (runtime flags only): `one_node` (the LIF as one autograd
-    node keeping one state byte per neuron), `packed` (the convs reading spikes keep that byte, or a
+    """Switch ttsnn's levers off for the block (runtime flags only): `native` (the one-node LIF's
+    compiled kernel, `lif_kernel`), `one_node` (the LIF as one autograd node keeping one state byte
+    per neuron), `packed` (the convs reading spikes keep that byte, or a
     bool copy, rather than floats), `channels_last`; `recompute` switches `--recompute-tt` on."""
     flags = [(m, "one_node") for m in model.modules() if isinstance(m, MultiStepLIF) and "one_node" in off]
+    flags += [(m, "native") for m in model.modules() if isinstance(m, MultiStepLIF) and "native" in off]
     flags += [(m, "pack_spikes") for m in model.modules() if isinstance(m, MSBlock) and "packed" in off]
     flags += [(m, "channels_last") for m in model.modules() if isinstance(m, MSResNet) and "channels_last" in off]
     for module, name in flags:
@@ -216,13 +218,15 @@ def profile(run: Callable[[], None], label: str) -> None:
 
 LEVERS = {  # name: (model, levers switched off, recompute, compiled)
     "PTT (defaults)": ("tt", (), False, False),
+    "PTT, LIF kernel in PyTorch": ("tt", ("native",), False, False),
     "PTT, LIF op by op": ("tt", ("one_node",), False, False),
     "PTT, spikes saved as float": ("tt", ("packed",), False, False),
     "PTT, NCHW": ("tt", ("channels_last",), False, False),
-    "PTT, none of the three": ("tt", ("one_node", "packed", "channels_last"), False, False),
+    "PTT, none of the four": ("tt", ("native", "one_node", "packed", "channels_last"), False, False),
     "PTT, --recompute-tt": ("tt", (), True, False),
     "dense (defaults)": ("dense", (), False, False),
-    "dense, none of the three": ("dense", ("one_node", "packed", "channels_last"), False, False),
+    "dense, LIF kernel in PyTorch": ("dense", ("native",), False, False),
+    "dense, none of the four": ("dense", ("native", "one_node", "packed", "channels_last"), False, False),
 }
 
 

@@ -1,0 +1,183 @@
+"""The compiled LIF kernel (`lif_kernel`) against the PyTorch loops of `neurons._LIFSequence`, bitwise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ttsnn_cli import lif_kernel, neurons
+from ttsnn_cli.neurons import BETA, SURROGATE_WIDTH, THRESHOLD, MultiStepLIF, _lif_grad_loop, _lif_loop, _LIFSequence
+
+MECHANISMS = (0, 1, 2)
+
+needs_compiler = pytest.mark.skipif(lif_kernel._compiler() is None, reason="no C compiler on this machine")
+
+
+def _membranes(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Inputs that make neurons fire, stay silent and sit inside the surrogate's window, with exact
+    ties on the threshold and on both window edges."""
+    generator = torch.Generator().manual_seed(seed)
+    seq = torch.randn(shape, generator=generator) * 0.6 + 0.2
+    flat = seq.view(-1)
+    ties = torch.tensor([THRESHOLD, THRESHOLD + SURROGATE_WIDTH, THRESHOLD - SURROGATE_WIDTH, 0.0, -0.0])
+    flat[: min(flat.numel(), ties.numel())] = ties[: flat.numel()]
+    return seq
+
+
+def _both(seq: torch.Tensor, mechanism: int, grad: torch.Tensor):
+    beta, threshold = torch.tensor(BETA), torch.tensor(THRESHOLD)
+    reference = _lif_loop(seq, beta, threshold, mechanism)
+    fast = lif_kernel.forward(seq, BETA, THRESHOLD, SURROGATE_WIDTH, mechanism)
+    return reference, fast, _lif_grad_loop(grad, reference[1], beta, mechanism), lif_kernel.backward(grad, reference[1], BETA, mechanism)
+
+
+@needs_compiler
+def test_the_kernel_builds_here_and_passes_its_own_check() -> None:
+    assert lif_kernel.library() is not None, lif_kernel.build_status()
+    assert lif_kernel.build_status().startswith("built with")
+    assert neurons._native_verified()
+
+
+@needs_compiler
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("steps", [1, 4])
+def test_kernel_equals_the_pytorch_loops_bitwise(mechanism: int, layout: str, steps: int) -> None:
+    seq = _membranes((steps * 3, 5, 7, 9), seed=mechanism)
+    if layout == "channels_last":
+        seq = seq.contiguous(memory_format=torch.channels_last)
+    seq = seq.unflatten(0, (steps, 3))
+    grad = torch.randn(seq.shape)
+    (spikes, state), (fast_spikes, fast_state), grad_seq, fast_grad = _both(seq, mechanism, grad)
+    assert torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state)
+    assert fast_spikes.stride() == seq.stride() and fast_state.stride() == seq.stride()
+    assert torch.equal(grad_seq, fast_grad)
+    assert torch.equal(neurons.spikes_of_state(state, torch.float32), spikes)
+
+
+@needs_compiler
+def test_large_tensors_split_between_threads_give_the_same_bits() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        n = 2 * lif_kernel._MIN_SPLIT + 777  # several shares, the last one not a whole block
+        seq = _membranes((4, n), seed=3)
+        grad = torch.randn(seq.shape)
+        for mechanism in MECHANISMS:
+            (spikes, state), (fast_spikes, fast_state), grad_seq, fast_grad = _both(seq, mechanism, grad)
+            assert torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state)
+            assert torch.equal(grad_seq, fast_grad)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_compiler
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.integers(1, 6),
+    width=st.integers(1, 600),
+    mechanism=st.sampled_from(MECHANISMS),
+    scale=st.floats(0.01, 4.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_kernel_equals_the_loops_on_random_sequences(steps: int, width: int, mechanism: int, scale: float, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    seq = torch.randn(steps, width, generator=generator) * scale
+    grad = torch.randn(steps, width, generator=generator) * scale
+    (spikes, state), (fast_spikes, fast_state), grad_seq, fast_grad = _both(seq, mechanism, grad)
+    assert torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state)
+    assert torch.equal(grad_seq, fast_grad)
+
+
+@needs_compiler
+def test_a_gradient_in_another_layout_is_read_in_the_states_layout() -> None:
+    seq = _membranes((8, 6, 5, 5), seed=4).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2))
+    x = seq.clone().requires_grad_()
+    spikes, _ = _LIFSequence.apply(x, torch.tensor(BETA), torch.tensor(THRESHOLD), 1, True)
+    grad = torch.randn(seq.shape)  # contiguous, unlike the channels-last state
+    spikes.backward(grad)
+    reference = seq.clone().requires_grad_()
+    ref_spikes, _ = _LIFSequence.apply(reference, torch.tensor(BETA), torch.tensor(THRESHOLD), 1, False)
+    ref_spikes.backward(grad)
+    assert torch.equal(x.grad, reference.grad)
+    expanded = torch.ones(()).expand(seq.shape)  # what the gradient of a sum arrives as
+    x.grad = reference.grad = None
+    _LIFSequence.apply(x, torch.tensor(BETA), torch.tensor(THRESHOLD), 1, True)[0].backward(expanded)
+    _LIFSequence.apply(reference, torch.tensor(BETA), torch.tensor(THRESHOLD), 1, False)[0].backward(expanded)
+    assert torch.equal(x.grad, reference.grad)
+
+
+@pytest.mark.parametrize("case", ["float64", "strided steps", "per-channel beta"])
+def test_other_inputs_run_the_pytorch_loop(case: str) -> None:
+    seq = _membranes((4, 3, 8), seed=5)
+    beta = torch.tensor(BETA)
+    if case == "float64":
+        seq, beta = seq.double(), beta.double()
+    elif case == "strided steps":
+        seq = seq[:, :, ::2]
+    else:
+        beta = torch.full((8,), BETA)
+    assert not neurons._native_applies(seq, beta, torch.tensor(THRESHOLD, dtype=seq.dtype))
+
+
+def test_the_multistep_neuron_gives_the_same_spikes_and_gradients_with_and_without_the_kernel() -> None:
+    seq = _membranes((4 * 2, 16, 6, 6), seed=6).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(seq.shape)
+    results = []
+    for native in (True, False):
+        lif = MultiStepLIF()
+        lif.native = native
+        x = seq.clone().requires_grad_()
+        spikes = lif(x, timesteps=4)
+        spikes.backward(grad)
+        results.append((spikes, x.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_a_kernel_that_disagrees_with_the_loops_is_never_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The once-per-process check is what stands between a miscompiled kernel and a training run."""
+    real = lif_kernel.forward
+
+    def off_by_one_spike(seq, *args):
+        spikes, state = real(seq, *args)
+        first = (0,) * spikes.dim()
+        spikes[first] = 1 - spikes[first]
+        return spikes, state
+
+    monkeypatch.setattr(lif_kernel, "forward", off_by_one_spike)
+    neurons._native_verified.cache_clear()
+    try:
+        assert not neurons._native_verified()
+        seq = _membranes((2, 3, 4), seed=7)
+        assert not neurons._native_applies(seq, torch.tensor(BETA), torch.tensor(THRESHOLD))
+    finally:
+        monkeypatch.undo()
+        neurons._native_verified.cache_clear()
+
+
+def test_without_a_compiler_or_when_switched_off_everything_runs_the_pytorch_loop() -> None:
+    """In fresh interpreters: CC naming no program, and TTSNN_NATIVE=0; the neuron still trains."""
+    script = (
+        "import torch\n"
+        "from ttsnn_cli import lif_kernel\n"
+        "from ttsnn_cli.neurons import MultiStepLIF\n"
+        "x = torch.randn(8, 4, 5, requires_grad=True)\n"
+        "MultiStepLIF()(x, timesteps=4).sum().backward()\n"
+        "assert lif_kernel.library() is None and x.grad is not None\n"
+        "print(lif_kernel.build_status())\n"
+    )
+    for env, expected in (({"CC": "no-such-compiler-ttsnn"}, "no C compiler"), ({"TTSNN_NATIVE": "0"}, "switched off")):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                              env={**_environment(), **env})
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stdout
+
+
+def _environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("CC", "TTSNN_NATIVE")}

@@ -1,0 +1,197 @@
+"""The fused LIF neuron (`neurons._LIFSequence`) as a small compiled C kernel for CPU float32 tensors.
+
+Why: after the PyTorch-level levers the neuron loop still makes about a dozen passes over memory per
+step, forward and backward, each a separate op; one C loop per direction makes one pass and keeps the
+membrane in cache across the T steps (benchmarks/bench_training.py --levers gives the figure). The
+source, `lif_kernel.c`, uses no Python C API and no torch headers: the system C compiler builds it in
+well under a second, once per process, into a private temporary folder, with the flags of this
+machine (-march=native is safe because the library never leaves the process that built it), and
+ctypes loads it. `neurons` checks it bitwise against the PyTorch loop before first use.
+
+Everything else runs the PyTorch loop: CUDA and other devices, other dtypes, tensors whose steps are
+not dense blocks, tracing and compiling, a machine without a C compiler, and `TTSNN_NATIVE=0`.
+ctypes releases the GIL during a call, so one tensor is split between torch.get_num_threads() threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+
+import torch
+
+ENV_SWITCH = "TTSNN_NATIVE"
+"""Set to 0 to never build or use the compiled kernel."""
+
+_FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")  # no FMA: bitwise equality
+_BLOCK = 512  # lif_kernel.c's BLOCK: thread shares start on block boundaries
+_MIN_SPLIT = 1 << 15  # neurons per step below which one thread does everything
+_BUILD_TIMEOUT_S = 120
+
+_P, _L, _F, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
+_SIGNATURES = {
+    "lif_forward": [_P, _P, _P, _L, _L, _L, _L, _F, _F, _F, _I],
+    "lif_backward": [_P, _P, _P, _L, _L, _L, _L, _F, _I],
+    "lif_spikes_of_state": [_P, _P, _L, _L],
+}
+
+
+def enabled() -> bool:
+    """False when the user switched the kernel off (`TTSNN_NATIVE=0`)."""
+    return os.environ.get(ENV_SWITCH, "1").strip() != "0"
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, built on first use; None when switched off or when it cannot be built."""
+    return _build()[0] if enabled() else None
+
+
+def build_status() -> str:
+    """Why the kernel is or is not in use, in a few words (for benchmarks and bug reports)."""
+    if not enabled():
+        return f"switched off ({ENV_SWITCH}=0)"
+    return _build()[1]
+
+
+def _compiler() -> str | None:
+    named = os.environ.get("CC", "").strip()
+    if named:
+        return shutil.which(named)
+    for name in ("cc", "gcc", "clang"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@functools.cache
+def _build() -> tuple[ctypes.CDLL | None, str]:
+    compiler = _compiler()
+    if compiler is None:
+        return None, "no C compiler found (set CC)"
+    source = resources.files("ttsnn_cli").joinpath("lif_kernel.c").read_bytes()
+    folder = tempfile.mkdtemp(prefix="ttsnn-lif-")  # private (0700): nobody else can swap the library
+    try:
+        source_path = os.path.join(folder, "lif_kernel.c")
+        library_path = os.path.join(folder, "lif_kernel.so")
+        with open(source_path, "wb") as handle:
+            handle.write(source)
+        errors = ""
+        for extra in (("-march=native",), ()):  # a compiler without -march=native still builds it
+            try:
+                done = subprocess.run([compiler, *_FLAGS, *extra, "-o", library_path, source_path],
+                                      capture_output=True, timeout=_BUILD_TIMEOUT_S, check=False)
+            except (OSError, subprocess.SubprocessError) as exc:
+                return None, f"{compiler} failed to run: {exc}"
+            if done.returncode == 0:
+                break
+            errors = done.stderr.decode(errors="replace").strip().splitlines()[:1]
+        else:
+            return None, f"{compiler} could not build it: {errors[0] if errors else 'no message'}"
+        lib = ctypes.CDLL(library_path)  # stays mapped after its folder is removed
+    except OSError as exc:
+        return None, f"could not load it: {exc}"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for name, argtypes in _SIGNATURES.items():
+        function = getattr(lib, name)
+        function.argtypes, function.restype = argtypes, None
+    return lib, f"built with {compiler}"
+
+
+def is_dense(x: torch.Tensor) -> bool:
+    """True when `x` fills one block of x.numel() elements in some memory format (no gaps, no overlap)."""
+    expected = 1
+    for size, stride in sorted(zip(x.shape, x.stride()), key=lambda pair: pair[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def steps_are_dense(x: torch.Tensor) -> bool:
+    """True when `x` [T, ...] holds its steps one after another, each a dense block of x[0].numel()
+    elements: the layout the kernel indexes as [T, n]."""
+    if x.dim() < 1 or x.shape[0] == 0:
+        return False
+    return (x.shape[0] == 1 or x.stride(0) == x[0].numel()) and is_dense(x[0])
+
+
+def usable(*tensors: torch.Tensor) -> bool:
+    """True when the kernel may run on these tensors: plain CPU tensors of float32 (or the uint8
+    state), not being traced or compiled, and the kernel built."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    if any(t.device.type != "cpu" or t.dtype not in (torch.float32, torch.uint8) for t in tensors):
+        return False
+    if any(type(t) is not torch.Tensor for t in tensors):
+        return False  # subclasses (fake, functional) have no real memory behind data_ptr
+    return library() is not None
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_key = (0, 0)  # (process id, workers): a forked child must not reuse its parent's dead threads
+
+
+def _split(function, pointers: tuple, sizes: tuple, n: int, *scalars) -> None:
+    """Run `function(*pointers, *sizes, begin, end, *scalars)` over [0, n) on torch's thread count."""
+    global _pool, _pool_key
+    workers = min(torch.get_num_threads(), max(1, n // _MIN_SPLIT))
+    if workers <= 1:
+        function(*pointers, *sizes, 0, n, *scalars)
+        return
+    share = -(-n // workers)  # ceil(n / workers), then up to a whole number of blocks
+    share = -(-share // _BLOCK) * _BLOCK
+    bounds = [(begin, min(begin + share, n)) for begin in range(0, n, share)]
+    key = (os.getpid(), max(len(bounds) - 1, _pool_key[1] if _pool_key[0] == os.getpid() else 0))
+    if _pool is None or key != _pool_key:
+        _pool, _pool_key = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="ttsnn-lif"), key
+    futures = [_pool.submit(function, *pointers, *sizes, begin, end, *scalars) for begin, end in bounds[1:]]
+    function(*pointers, *sizes, *bounds[0], *scalars)
+    for future in futures:
+        future.result()
+
+
+def forward(seq: torch.Tensor, beta: float, threshold: float, width: float, mechanism: int
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes (float, 0/1) and state bytes of the LIF over `seq` [T, ...]; requires `usable(seq)`
+    and `steps_are_dense(seq)`. Both outputs keep the layout of `seq`."""
+    lib = library()
+    assert lib is not None
+    spikes = torch.empty_like(seq)
+    state = torch.empty_like(seq, dtype=torch.uint8)
+    steps, n = seq.shape[0], seq[0].numel()
+    _split(lib.lif_forward, (seq.data_ptr(), spikes.data_ptr(), state.data_ptr()), (steps, n), n,
+           beta, threshold, width, mechanism)
+    return spikes, state
+
+
+def backward(grad: torch.Tensor, state: torch.Tensor, beta: float, mechanism: int) -> torch.Tensor:
+    """d loss / d seq from the spikes' gradient and the forward's state; `grad` is copied into the
+    state's layout first when it arrives in another one."""
+    lib = library()
+    assert lib is not None
+    if grad.stride() != state.stride() or not steps_are_dense(grad):
+        grad = torch.empty_like(state, dtype=grad.dtype).copy_(grad)
+    out = torch.empty_like(grad)
+    steps, n = state.shape[0], state[0].numel()
+    _split(lib.lif_backward, (grad.data_ptr(), state.data_ptr(), out.data_ptr()), (steps, n), n, beta, mechanism)
+    return out
+
+
+def spikes_of_state(state: torch.Tensor) -> torch.Tensor:
+    """The float 0/1 spikes a state tensor records, in its layout (one pass, not three); requires
+    `usable(state)` and `is_dense(state)`."""
+    lib = library()
+    assert lib is not None
+    spikes = torch.empty_like(state, dtype=torch.float32)
+    _split(lib.lif_spikes_of_state, (state.data_ptr(), spikes.data_ptr()), (), state.numel())
+    return spikes
