@@ -12,9 +12,9 @@ and the median step time is reported. Memory, per configuration:
   (deduplicated by storage, parameters excluded) plus the gradients and SGD momentum.
 `--levers` times each of ttsnn's speed and memory levers switched off one at a time (and
 `--recompute-tt`, `torch.compile` switched on), against the defaults; `--profile` prints where the
-time goes.
+time goes; `--layers` times one 3x3 layer per stage, TT against dense, in both memory formats.
 
-    PYTHONPATH=. python benchmarks/bench_training.py --batch 8 [--steps 5] [--levers] [--profile]
+    PYTHONPATH=. python benchmarks/bench_training.py --batch 8 [--steps 5] [--levers] [--profile] [--layers]
 
 Goals (issue 11): ttsnn PTT >= 2.5x faster than the paper code's PTT step and than ttsnn's dense
 step; its step peak at batch 32 <= 0.45x the paper PTT's and below ttsnn dense's.
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from ttsnn_cli.arch import build_arch
 from ttsnn_cli.decompose import CompressConfig, compress_model
 from ttsnn_cli.engine.memory import recomputing_tt
+from ttsnn_cli.layers import TTConv2d
 from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli.ranks import RankSpec
 from ttsnn_cli.runner import run_timesteps
@@ -74,19 +75,25 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
     """Switch ttsnn's levers off for the block (runtime flags only): `native` (the one-node LIF's
     compiled kernel, `lif_kernel`), `one_node` (the LIF as one autograd node keeping one state byte
     per neuron), `packed` (the convs reading spikes keep that byte, or a
-    bool copy, rather than floats), `channels_last`; `recompute` switches `--recompute-tt` on."""
+    bool copy, rather than floats), `channels_last` (everywhere) or `last_stage_channels_last` (layer4
+    only); `recompute` switches `--recompute-tt` on."""
     flags = [(m, "one_node") for m in model.modules() if isinstance(m, MultiStepLIF) and "one_node" in off]
     flags += [(m, "native") for m in model.modules() if isinstance(m, MultiStepLIF) and "native" in off]
     flags += [(m, "pack_spikes") for m in model.modules() if isinstance(m, MSBlock) and "packed" in off]
     flags += [(m, "channels_last") for m in model.modules() if isinstance(m, MSResNet) and "channels_last" in off]
     for module, name in flags:
         setattr(module, name, False)
+    hooks = []
+    if "last_stage_channels_last" in off:  # a variant, not a lever: the last stage in NCHW
+        hooks.append(model.layer4.register_forward_pre_hook(lambda module, args: (args[0].contiguous(),)))
     try:
         with recomputing_tt(model, enabled=recompute):
             yield
     finally:
         for module, name in flags:
             delattr(module, name)  # back to the class default
+        for hook in hooks:
+            hook.remove()
 
 
 def loss_of(model: torch.nn.Module, image: torch.Tensor, y: torch.Tensor, timesteps: int) -> torch.Tensor:
@@ -222,10 +229,12 @@ LEVERS = {  # name: (model, levers switched off, recompute, compiled)
     "PTT, LIF op by op": ("tt", ("one_node",), False, False),
     "PTT, spikes saved as float": ("tt", ("packed",), False, False),
     "PTT, NCHW": ("tt", ("channels_last",), False, False),
+    "PTT, last stage NCHW": ("tt", ("last_stage_channels_last",), False, False),
     "PTT, none of the four": ("tt", ("native", "one_node", "packed", "channels_last"), False, False),
     "PTT, --recompute-tt": ("tt", (), True, False),
     "dense (defaults)": ("dense", (), False, False),
     "dense, LIF kernel in PyTorch": ("dense", ("native",), False, False),
+    "dense, last stage NCHW": ("dense", ("last_stage_channels_last",), False, False),
     "dense, none of the four": ("dense", ("native", "one_node", "packed", "channels_last"), False, False),
 }
 
@@ -239,6 +248,8 @@ def main() -> None:
     parser.add_argument("--levers", action="store_true", help="time each lever switched off against the defaults")
     parser.add_argument("--compile", action="store_true", help="with --levers: also torch.compile (reports compile time)")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--layers", action="store_true",
+                        help="one 3x3 layer per stage, TT (PTT) against dense, forward + backward, NCHW and channels-last")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--off", default="", help=argparse.SUPPRESS)
@@ -255,6 +266,9 @@ def main() -> None:
           f"(interleaved, median), torch threads {torch.get_num_threads()}")
     if args.levers:
         lever_table(args, image, y)
+        return
+    if args.layers:
+        layer_table(args)
         return
 
     kinds = {"paper dense": "paper-dense", "paper PTT": "paper-ptt", "dense": "dense", "PTT": "tt"}
@@ -303,6 +317,31 @@ def main() -> None:
     if args.profile:
         for name in MAIN:
             profile(configs[name][0], name)
+
+
+STAGES = [(64, 32, 2), (128, 16, 6), (256, 8, 10), (512, 4, 14)]  # channels, size, a stride-1 conv's rank index
+
+
+def layer_table(args) -> None:
+    """Where the TT step loses against the MAC ratio: one stride-1 3x3 layer per stage on 20 % spikes,
+    forward + backward (input gradient too), TT at the paper's rank against the dense conv."""
+    print(f"{'stage':<22}{'MAC ratio':>10}{'format':>8}{'dense ms':>10}{'PTT ms':>9}{'speed-up':>10}")
+    for channels, size, index in STAGES:
+        rank = PAPER_RANKS_R18_CIFAR10[index]
+        dense = torch.nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        tt = TTConv2d.from_conv(dense, (rank, rank, rank), mode="ptt", svd="randomized_svd")
+        spikes = (torch.rand(args.batch * args.timesteps, channels, size, size) < 0.2).float()
+        grad = torch.randn(spikes.shape)
+        configs = {}
+        for fmt, memory_format in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
+            x, g = spikes.contiguous(memory_format=memory_format), grad.contiguous(memory_format=memory_format)
+            for name, layer in (("dense", dense), ("PTT", tt)):
+                configs[(fmt, name)] = (lambda x=x, g=g, layer=layer: layer(x.detach().requires_grad_()).backward(g),)
+        median = timed(configs, max(args.steps, 7))
+        macs = channels * channels * 9 / (2 * channels * rank + 6 * rank * rank)  # core1 + core4, core2 + core3
+        for fmt in ("NCHW", "NHWC"):
+            d, t = median[(fmt, "dense")], median[(fmt, "PTT")]
+            print(f"{f'{channels} ch {size}x{size} r={rank}':<22}{macs:>9.2f}x{fmt:>8}{d * 1e3:>10.2f}{t * 1e3:>9.2f}{d / t:>9.2f}x")
 
 
 def lever_table(args, image, y) -> None:
