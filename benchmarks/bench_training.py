@@ -2,12 +2,16 @@
 (PTT, the paper's CIFAR10 ranks) and dense models against the TT-SNN paper's code's execution
 pattern (`reference_pattern.py`: its dense and PTT variants), and the levers behind the difference.
 
-Side by side in one run (the machines are shared and noisy): every configuration is timed
-interleaved, step by step, on the same batches (one image batch repeated over T, direct encoding),
-and the median step time is reported. Memory, per configuration:
+Side by side in one run (the machines are shared and noisy): every configuration runs in its own
+worker process, as a user's training run does (its own heap; the allocator setting of the `ttsnn`
+command, `allocator.keep_freed_memory`, in every worker, the paper code's too), and the workers take
+one step each in turn on the same batch (one image batch repeated over T, direct encoding); the
+median step time is reported. Memory, per configuration:
 - step peak: in a fresh subprocess, after one warm-up step, the rise of the kernel's peak-RSS mark
   (reset just before the step) over the RSS at that moment. glibc's malloc runs with a fixed mmap
   threshold there, so freed tensors go back to the OS and RSS follows the live tensors;
+- resident: the timing worker's own peak RSS above the built model, with the allocator keeping
+  freed memory: what the process really holds;
 - exact count (allocator-independent): the bytes of every tensor autograd saves for backward
   (deduplicated by storage, parameters excluded) plus the gradients and SGD momentum.
 `--levers` times each of ttsnn's speed and memory levers switched off one at a time (and
@@ -36,6 +40,7 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from ttsnn_cli.allocator import keep_freed_memory
 from ttsnn_cli.arch import build_arch
 from ttsnn_cli.decompose import CompressConfig, compress_model
 from ttsnn_cli.engine.memory import recomputing_tt
@@ -160,6 +165,71 @@ def measure_memory(kind: str, batch: int, timesteps: int, off: tuple[str, ...] =
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def worker_main(kind: str, batch: int, timesteps: int, off: tuple[str, ...], recompute: bool, compiled: bool) -> None:
+    """One configuration in its own process, as a user's training run has it (its own heap, the
+    allocator setting the `ttsnn` command applies unless `allocator` is off): builds the model, runs
+    a warm-up step, then one timed step per `step` line on stdin; `quit` prints the process's
+    resident high-water mark above the built model, as JSON."""
+    if "allocator" not in off:
+        keep_freed_memory()
+    torch.set_num_threads(2)
+    model = build(kind, timesteps).train()
+    optimizer = sgd(model)
+    runner = torch.compile(model) if compiled else model
+    torch.manual_seed(1)
+    image, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    gc.collect()
+    built = _rss_bytes()
+    with levers(model, off, recompute):
+        start = time.perf_counter()
+        train_step(runner, optimizer, image, y, timesteps)
+        print(f"{time.perf_counter() - start:.6f}", flush=True)
+        for line in sys.stdin:
+            if line.strip() != "step":
+                break
+            start = time.perf_counter()
+            train_step(runner, optimizer, image, y, timesteps)
+            print(f"{time.perf_counter() - start:.6f}", flush=True)
+    print(json.dumps({"resident": _peak_bytes() - built}), flush=True)
+
+
+Spec = tuple[str, tuple[str, ...], bool, bool]  # kind, levers off, recompute, torch.compile
+
+
+def timed_in_workers(specs: dict[str, Spec], batch: int, timesteps: int, steps: int) -> dict[str, dict]:
+    """Median seconds per step of each configuration, each in its own worker process, the steps
+    interleaved across the workers (one step of each in turn, so drift on a shared machine hits all
+    alike); also each worker's first-step seconds and resident high-water mark."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    workers = {}
+    for name, (kind, off, recompute, compiled) in specs.items():
+        command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--batch", str(batch),
+                   "--timesteps", str(timesteps), "--off", ",".join(off)]
+        command += (["--recompute-probe"] if recompute else []) + (["--compile"] if compiled else [])
+        workers[name] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    results = {name: {"times": []} for name in specs}
+    try:
+        for name, worker in workers.items():  # the warm-up steps, one worker at a time
+            results[name]["first"] = float(worker.stdout.readline())
+        for _ in range(steps):
+            for name, worker in workers.items():
+                worker.stdin.write("step\n")
+                worker.stdin.flush()
+                results[name]["times"].append(float(worker.stdout.readline()))
+        for name, worker in workers.items():
+            worker.stdin.write("quit\n")
+            worker.stdin.flush()
+            results[name].update(json.loads(worker.stdout.readline()))
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()
+            worker.wait()
+    for result in results.values():
+        result["median"] = statistics.median(result["times"])
+    return results
+
+
 def autograd_memory(model, image, y, timesteps: int) -> dict:
     """Bytes one training step must hold at its peak, counted exactly (allocator-independent): every
     tensor autograd saves for backward (deduplicated by storage, parameters excluded), plus the
@@ -223,19 +293,21 @@ def profile(run: Callable[[], None], label: str) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
 
 
-LEVERS = {  # name: (model, levers switched off, recompute, compiled)
+LEVERS: dict[str, tuple[str, tuple[str, ...], bool, bool]] = {  # name: (model, levers off, recompute, compiled)
     "PTT (defaults)": ("tt", (), False, False),
+    "PTT, allocator returns memory": ("tt", ("allocator",), False, False),
     "PTT, LIF kernel in PyTorch": ("tt", ("native",), False, False),
     "PTT, LIF op by op": ("tt", ("one_node",), False, False),
     "PTT, spikes saved as float": ("tt", ("packed",), False, False),
     "PTT, NCHW": ("tt", ("channels_last",), False, False),
     "PTT, last stage NCHW": ("tt", ("last_stage_channels_last",), False, False),
-    "PTT, none of the four": ("tt", ("native", "one_node", "packed", "channels_last"), False, False),
+    "PTT, none of the five": ("tt", ("allocator", "native", "one_node", "packed", "channels_last"), False, False),
     "PTT, --recompute-tt": ("tt", (), True, False),
     "dense (defaults)": ("dense", (), False, False),
+    "dense, allocator returns memory": ("dense", ("allocator",), False, False),
     "dense, LIF kernel in PyTorch": ("dense", ("native",), False, False),
     "dense, last stage NCHW": ("dense", ("last_stage_channels_last",), False, False),
-    "dense, none of the four": ("dense", ("native", "one_node", "packed", "channels_last"), False, False),
+    "dense, none of the five": ("dense", ("allocator", "native", "one_node", "packed", "channels_last"), False, False),
 }
 
 
@@ -252,12 +324,17 @@ def main() -> None:
                         help="one 3x3 layer per stage, TT (PTT) against dense, forward + backward, NCHW and channels-last")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--off", default="", help=argparse.SUPPRESS)
     parser.add_argument("--recompute-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    off = tuple(filter(None, args.off.split(",")))
     if args.memory_probe:
-        memory_probe(args.memory_probe, args.batch, args.timesteps, tuple(filter(None, args.off.split(","))), args.recompute_probe)
+        memory_probe(args.memory_probe, args.batch, args.timesteps, off, args.recompute_probe)
+        return
+    if args.worker:
+        worker_main(args.worker, args.batch, args.timesteps, off, args.recompute_probe, args.compile)
         return
     torch.manual_seed(1)
     image, y = torch.rand(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
@@ -277,23 +354,20 @@ def main() -> None:
     kinds["PTT recompute"] = "tt"
     optimizers = {name: sgd(m) for name, m in models.items()}
     params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
-
-    def step(name: str) -> None:
-        with levers(models[name], recompute=name == "PTT recompute"):
-            train_step(models[name], optimizers[name], image, y, T)
-
-    configs = {name: (lambda n=name: step(n),) for name in MAIN}
-    median = timed(configs, args.steps)
+    workers = timed_in_workers({name: (kinds[name], (), name == "PTT recompute", False) for name in MAIN},
+                               args.batch, T, args.steps)
+    median = {name: workers[name]["median"] for name in MAIN}
     exact = {}
     for name in MAIN:
         with levers(models[name], recompute=name == "PTT recompute"):
             exact[name] = autograd_memory(models[name], image, y, T)
     memory = {} if args.no_memory else {
         name: measure_memory(kinds[name], args.batch, T, recompute=name == "PTT recompute") for name in MAIN}
-    print(f"{'configuration':<16}{'params':>12}{'s/step':>9}{'exact MB':>10}{'step peak MB':>14}")
+    print(f"{'configuration':<16}{'params':>12}{'s/step':>9}{'exact MB':>10}{'step peak MB':>14}{'resident MB':>13}")
     for name in MAIN:
         peak = f"{memory[name]['step_peak'] / 2**20:>14.0f}" if memory else f"{'-':>14}"
-        print(f"{name:<16}{params[name]:>12,}{median[name]:>9.3f}{exact[name]['total'] / 2**20:>10.0f}{peak}")
+        print(f"{name:<16}{params[name]:>12,}{median[name]:>9.3f}{exact[name]['total'] / 2**20:>10.0f}{peak}"
+              f"{workers[name]['resident'] / 2**20:>13.0f}")
     rows = [
         ("PTT vs paper PTT, speed-up", median["paper PTT"] / median["PTT"], ">= 2.5x"),
         ("PTT vs ttsnn dense, speed-up", median["dense"] / median["PTT"], ">= 2.5x"),
@@ -316,7 +390,8 @@ def main() -> None:
         print(f"{name:<36}{value:>9.2f}x{goal:>10}")
     if args.profile:
         for name in MAIN:
-            profile(configs[name][0], name)
+            with levers(models[name], recompute=name == "PTT recompute"):
+                profile(lambda n=name: train_step(models[n], optimizers[n], image, y, T), name)
 
 
 STAGES = [(64, 32, 2), (128, 16, 6), (256, 8, 10), (512, 4, 14)]  # channels, size, a stride-1 conv's rank index
@@ -347,40 +422,27 @@ def layer_table(args) -> None:
 def lever_table(args, image, y) -> None:
     T = args.timesteps
     models = {"tt": build("tt", T).train(), "dense": build("dense", T).train()}
-    optimizers = {k: sgd(m) for k, m in models.items()}
-    chosen = dict(LEVERS)
-    compile_seconds = None
+    specs: dict[str, Spec] = dict(LEVERS)
     if args.compile:
-        compiled = build("tt", T).train()
-        compiled_opt = sgd(compiled)
-        runner = torch.compile(compiled)
-        start = time.perf_counter()
-        train_step(runner, compiled_opt, image, y, T)
-        compile_seconds = time.perf_counter() - start
-
-    def run(name: str) -> None:
-        kind, off, recompute, _ = chosen[name]
-        with levers(models[kind], off, recompute):
-            train_step(models[kind], optimizers[kind], image, y, T)
-
-    configs = {name: (lambda n=name: run(n),) for name in chosen}
-    if args.compile:
-        configs["PTT, torch.compile"] = (lambda: train_step(runner, compiled_opt, image, y, T),)
-    median = timed(configs, args.steps)
+        specs["PTT, torch.compile"] = ("tt", (), False, True)
+    workers = timed_in_workers(specs, args.batch, T, args.steps)
     exact = {}
-    for name, (kind, off, recompute, _) in chosen.items():
-        with levers(models[kind], off, recompute):
-            exact[name] = autograd_memory(models[kind], image, y, T)
+    for name, (kind, off, recompute, compiled) in specs.items():
+        if not compiled:
+            with levers(models[kind], off, recompute):
+                exact[name] = autograd_memory(models[kind], image, y, T)
     memory = {} if args.no_memory else {
-        name: measure_memory(kind, args.batch, T, off, recompute) for name, (kind, off, recompute, _) in chosen.items()}
-    print(f"{'configuration':<30}{'s/step':>9}{'vs defaults':>12}{'exact MB':>10}{'step peak MB':>14}")
-    for name in configs:
-        base = median["dense (defaults)" if name.startswith("dense") else "PTT (defaults)"]
+        name: measure_memory(kind, args.batch, T, off, recompute) for name, (kind, off, recompute, compiled) in specs.items()
+        if not compiled and "allocator" not in off}  # the probe runs the returning allocator anyway
+    print(f"{'configuration':<34}{'s/step':>9}{'vs defaults':>12}{'exact MB':>10}{'step peak MB':>14}{'resident MB':>13}")
+    for name in specs:
+        base = workers["dense (defaults)" if name.startswith("dense") else "PTT (defaults)"]["median"]
         mb = f"{exact[name]['total'] / 2**20:>10.0f}" if name in exact else f"{'-':>10}"
         peak = f"{memory[name]['step_peak'] / 2**20:>14.0f}" if name in memory else f"{'-':>14}"
-        print(f"{name:<30}{median[name]:>9.3f}{median[name] / base:>11.2f}x{mb}{peak}")
-    if compile_seconds is not None:
-        print(f"torch.compile: first step (compilation) {compile_seconds:.1f} s")
+        median = workers[name]["median"]
+        print(f"{name:<34}{median:>9.3f}{median / base:>11.2f}x{mb}{peak}{workers[name]['resident'] / 2**20:>13.0f}")
+    if args.compile:
+        print(f"torch.compile: first step (compilation) {workers['PTT, torch.compile']['first']:.1f} s")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 
+from ttsnn_cli.allocator import keep_freed_memory
 from ttsnn_cli.errors import Interrupted, interruption, record_interruption
 
 _CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -46,6 +47,7 @@ def _one_line_error(message: str, code: int) -> None:
 def main() -> None:
     """Run the command line; usage errors are one line too (exit 2), interruptions exit 130/143."""
     install_signal_handlers()
+    keep_freed_memory()  # before torch allocates anything (ttsnn_cli.allocator says why)
     try:
         from ttsnn_cli.cli import app
 
