@@ -203,15 +203,14 @@ def timed_in_workers(specs: dict[str, Spec], batch: int, timesteps: int, steps: 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     workers = {}
-    for name, (kind, off, recompute, compiled) in specs.items():
-        command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--batch", str(batch),
-                   "--timesteps", str(timesteps), "--off", ",".join(off)]
-        command += (["--recompute-probe"] if recompute else []) + (["--compile"] if compiled else [])
-        workers[name] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     results = {name: {"times": []} for name in specs}
     try:
-        for name, worker in workers.items():  # the warm-up steps, one worker at a time
-            results[name]["first"] = float(worker.stdout.readline())
+        for name, (kind, off, recompute, compiled) in specs.items():  # one at a time: build and warm-up
+            command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--batch", str(batch),
+                       "--timesteps", str(timesteps), "--off", ",".join(off)]
+            command += (["--recompute-probe"] if recompute else []) + (["--compile"] if compiled else [])
+            workers[name] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            results[name]["first"] = float(workers[name].stdout.readline())
         for _ in range(steps):
             for name, worker in workers.items():
                 worker.stdin.write("step\n")
