@@ -18,7 +18,7 @@ median step time is reported. Memory, per configuration:
 `--recompute-tt`, `torch.compile` switched on), against the defaults; `--profile` prints where the
 time goes; `--layers` times one 3x3 layer per stage, TT against dense, in both memory formats.
 
-    PYTHONPATH=. python benchmarks/bench_training.py --batch 8 [--steps 5] [--levers] [--profile] [--layers]
+    PYTHONPATH=. python benchmarks/bench_training.py --batch 8 [--steps 5] [--processes 2] [--levers] [--profile] [--layers]
 
 Goals (issue 11): ttsnn PTT >= 2.5x faster than the paper code's PTT step and than ttsnn's dense
 step; its step peak at batch 32 <= 0.45x the paper PTT's and below ttsnn dense's.
@@ -196,10 +196,26 @@ def worker_main(kind: str, batch: int, timesteps: int, off: tuple[str, ...], rec
 Spec = tuple[str, tuple[str, ...], bool, bool]  # kind, levers off, recompute, torch.compile
 
 
-def timed_in_workers(specs: dict[str, Spec], batch: int, timesteps: int, steps: int) -> dict[str, dict]:
-    """Median seconds per step of each configuration, each in its own worker process, the steps
-    interleaved across the workers (one step of each in turn, so drift on a shared machine hits all
-    alike); also each worker's first-step seconds and resident high-water mark."""
+def timed_in_workers(specs: dict[str, Spec], batch: int, timesteps: int, steps: int, processes: int = 1
+                     ) -> dict[str, dict]:
+    """Median seconds per step of each configuration over `processes` rounds of fresh workers (the
+    same configuration runs 10-15 % faster or slower in one process than in another, whatever the
+    machine does: a user's run lands anywhere in that spread), with each round's median, the first
+    step's seconds and the largest resident high-water mark."""
+    rounds = [_one_round(specs, batch, timesteps, steps) for _ in range(processes)]
+    merged = {}
+    for name in specs:
+        times = [t for one in rounds for t in one[name]["times"]]
+        merged[name] = {"median": statistics.median(times), "times": times,
+                        "process_medians": [statistics.median(one[name]["times"]) for one in rounds],
+                        "first": max(one[name]["first"] for one in rounds),
+                        "resident": max(one[name]["resident"] for one in rounds)}
+    return merged
+
+
+def _one_round(specs: dict[str, Spec], batch: int, timesteps: int, steps: int) -> dict[str, dict]:
+    """Each configuration in its own worker process, the steps interleaved across the workers (one
+    step of each in turn, so drift on a shared machine hits all alike)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     workers = {}
@@ -210,23 +226,30 @@ def timed_in_workers(specs: dict[str, Spec], batch: int, timesteps: int, steps: 
                        "--timesteps", str(timesteps), "--off", ",".join(off)]
             command += (["--recompute-probe"] if recompute else []) + (["--compile"] if compiled else [])
             workers[name] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-            results[name]["first"] = float(workers[name].stdout.readline())
+            results[name]["first"] = float(_reply(name, workers[name]))
         for _ in range(steps):
             for name, worker in workers.items():
                 worker.stdin.write("step\n")
-                worker.stdin.flush()
-                results[name]["times"].append(float(worker.stdout.readline()))
+                worker.stdin.flush()  # a dead worker raises BrokenPipeError here
+                results[name]["times"].append(float(_reply(name, worker)))
         for name, worker in workers.items():
             worker.stdin.write("quit\n")
             worker.stdin.flush()
-            results[name].update(json.loads(worker.stdout.readline()))
+            results[name].update(json.loads(_reply(name, worker)))
     finally:
         for worker in workers.values():
-            worker.stdin.close()
+            with contextlib.suppress(BrokenPipeError):
+                worker.stdin.close()
             worker.wait()
-    for result in results.values():
-        result["median"] = statistics.median(result["times"])
     return results
+
+
+def _reply(name: str, worker: subprocess.Popen) -> str:
+    line = worker.stdout.readline()
+    if not line:
+        raise RuntimeError(f"worker '{name}' stopped (exit code {worker.wait()}); every idle worker keeps its memory, "
+                           "so many workers at a large batch can exhaust RAM")
+    return line
 
 
 def autograd_memory(model, image, y, timesteps: int) -> dict:
@@ -316,6 +339,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (after one warm-up)")
     parser.add_argument("--timesteps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="rounds of fresh worker processes per configuration (steps pooled)")
     parser.add_argument("--levers", action="store_true", help="time each lever switched off against the defaults")
     parser.add_argument("--compile", action="store_true", help="with --levers: also torch.compile (reports compile time)")
     parser.add_argument("--profile", action="store_true")
@@ -354,7 +379,7 @@ def main() -> None:
     optimizers = {name: sgd(m) for name, m in models.items()}
     params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
     workers = timed_in_workers({name: (kinds[name], (), name == "PTT recompute", False) for name in MAIN},
-                               args.batch, T, args.steps)
+                               args.batch, T, args.steps, args.processes)
     median = {name: workers[name]["median"] for name in MAIN}
     exact = {}
     for name in MAIN:
@@ -362,10 +387,12 @@ def main() -> None:
             exact[name] = autograd_memory(models[name], image, y, T)
     memory = {} if args.no_memory else {
         name: measure_memory(kinds[name], args.batch, T, recompute=name == "PTT recompute") for name in MAIN}
-    print(f"{'configuration':<16}{'params':>12}{'s/step':>9}{'exact MB':>10}{'step peak MB':>14}{'resident MB':>13}")
+    print(f"{'configuration':<16}{'params':>12}{'s/step':>9}{'per process':>15}{'exact MB':>10}{'step peak MB':>14}"
+          f"{'resident MB':>13}")
     for name in MAIN:
         peak = f"{memory[name]['step_peak'] / 2**20:>14.0f}" if memory else f"{'-':>14}"
-        print(f"{name:<16}{params[name]:>12,}{median[name]:>9.3f}{exact[name]['total'] / 2**20:>10.0f}{peak}"
+        spread = "/".join(f"{m:.3f}" for m in workers[name]["process_medians"])
+        print(f"{name:<16}{params[name]:>12,}{median[name]:>9.3f}{spread:>15}{exact[name]['total'] / 2**20:>10.0f}{peak}"
               f"{workers[name]['resident'] / 2**20:>13.0f}")
     rows = [
         ("PTT vs paper PTT, speed-up", median["paper PTT"] / median["PTT"], ">= 2.5x"),
@@ -424,7 +451,7 @@ def lever_table(args, image, y) -> None:
     specs: dict[str, Spec] = dict(LEVERS)
     if args.compile:
         specs["PTT, torch.compile"] = ("tt", (), False, True)
-    workers = timed_in_workers(specs, args.batch, T, args.steps)
+    workers = timed_in_workers(specs, args.batch, T, args.steps, args.processes)
     exact = {}
     for name, (kind, off, recompute, compiled) in specs.items():
         if not compiled:
