@@ -342,6 +342,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1,
                         help="rounds of fresh worker processes per configuration (steps pooled)")
     parser.add_argument("--levers", action="store_true", help="time each lever switched off against the defaults")
+    parser.add_argument("--only", default="",
+                        help="with --levers: only the configurations whose name contains one of these "
+                             "comma-separated words, beside the defaults (every idle worker keeps its memory: "
+                             "at batch 32, all of them do not fit in 24 GB)")
     parser.add_argument("--compile", action="store_true", help="with --levers: also torch.compile (reports compile time)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--layers", action="store_true",
@@ -448,7 +452,9 @@ def layer_table(args) -> None:
 def lever_table(args, image, y) -> None:
     T = args.timesteps
     models = {"tt": build("tt", T).train(), "dense": build("dense", T).train()}
-    specs: dict[str, Spec] = dict(LEVERS)
+    words = [w.strip() for w in args.only.split(",") if w.strip()]
+    specs: dict[str, Spec] = {name: spec for name, spec in LEVERS.items()
+                              if not words or "(defaults)" in name or any(w in name for w in words)}
     if args.compile:
         specs["PTT, torch.compile"] = ("tt", (), False, True)
     workers = timed_in_workers(specs, args.batch, T, args.steps, args.processes)
