@@ -391,12 +391,12 @@ def main() -> None:
             exact[name] = autograd_memory(models[name], image, y, T)
     memory = {} if args.no_memory else {
         name: measure_memory(kinds[name], args.batch, T, recompute=name == "PTT recompute") for name in MAIN}
-    print(f"{'configuration':<16}{'params':>12}{'s/step':>9}{'per process':>15}{'exact MB':>10}{'step peak MB':>14}"
+    print(f"{'configuration':<16}{'params':>12}{'s/step':>9}{'per process':>24}{'exact MB':>10}{'step peak MB':>14}"
           f"{'resident MB':>13}")
     for name in MAIN:
         peak = f"{memory[name]['step_peak'] / 2**20:>14.0f}" if memory else f"{'-':>14}"
         spread = "/".join(f"{m:.3f}" for m in workers[name]["process_medians"])
-        print(f"{name:<16}{params[name]:>12,}{median[name]:>9.3f}{spread:>15}{exact[name]['total'] / 2**20:>10.0f}{peak}"
+        print(f"{name:<16}{params[name]:>12,}{median[name]:>9.3f}{spread:>24}{exact[name]['total'] / 2**20:>10.0f}{peak}"
               f"{workers[name]['resident'] / 2**20:>13.0f}")
     rows = [
         ("PTT vs paper PTT, speed-up", median["paper PTT"] / median["PTT"], ">= 2.5x"),
