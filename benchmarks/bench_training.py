@@ -450,14 +450,31 @@ def layer_table(args) -> None:
 
 
 def lever_table(args, image, y) -> None:
+    """Runtime levers are timed interleaved in this one process (switched per step: the finest
+    comparison); the process-wide ones, the allocator and torch.compile, in worker processes against
+    a worker with the defaults (`--processes` rounds). This process keeps freed memory, as `ttsnn` does."""
+    keep_freed_memory()
     T = args.timesteps
     models = {"tt": build("tt", T).train(), "dense": build("dense", T).train()}
+    optimizers = {k: sgd(m) for k, m in models.items()}
     words = [w.strip() for w in args.only.split(",") if w.strip()]
     specs: dict[str, Spec] = {name: spec for name, spec in LEVERS.items()
                               if not words or "(defaults)" in name or any(w in name for w in words)}
     if args.compile:
         specs["PTT, torch.compile"] = ("tt", (), False, True)
-    workers = timed_in_workers(specs, args.batch, T, args.steps, args.processes)
+    process_wide = {name for name, (_, off, _, compiled) in specs.items() if compiled or "allocator" in off}
+
+    def run(name: str) -> None:
+        kind, off, recompute, _ = specs[name]
+        with levers(models[kind], off, recompute):
+            train_step(models[kind], optimizers[kind], image, y, T)
+
+    median = timed({name: (lambda n=name: run(n),) for name in specs if name not in process_wide}, args.steps)
+    worker_specs = {name: specs[name] for name in process_wide}
+    if process_wide:
+        worker_specs |= {f"{name}, own process": specs[name] for name in ("PTT (defaults)", "dense (defaults)")}
+        workers = timed_in_workers(worker_specs, args.batch, T, args.steps, args.processes)
+        median |= {name: result["median"] for name, result in workers.items()}
     exact = {}
     for name, (kind, off, recompute, compiled) in specs.items():
         if not compiled:
@@ -465,14 +482,15 @@ def lever_table(args, image, y) -> None:
                 exact[name] = autograd_memory(models[kind], image, y, T)
     memory = {} if args.no_memory else {
         name: measure_memory(kind, args.batch, T, off, recompute) for name, (kind, off, recompute, compiled) in specs.items()
-        if not compiled and "allocator" not in off}  # the probe runs the returning allocator anyway
-    print(f"{'configuration':<34}{'s/step':>9}{'vs defaults':>12}{'exact MB':>10}{'step peak MB':>14}{'resident MB':>13}")
-    for name in specs:
-        base = workers["dense (defaults)" if name.startswith("dense") else "PTT (defaults)"]["median"]
+        if name not in process_wide}  # the probe runs its own allocator setting
+    print(f"{'configuration':<36}{'s/step':>9}{'vs defaults':>12}{'exact MB':>10}{'step peak MB':>14}{'timed':>11}")
+    for name in median:
+        base_name = "dense (defaults)" if name.startswith("dense") else "PTT (defaults)"
+        own = name in process_wide or name.endswith("own process")
+        base = median[f"{base_name}, own process" if own else base_name]
         mb = f"{exact[name]['total'] / 2**20:>10.0f}" if name in exact else f"{'-':>10}"
         peak = f"{memory[name]['step_peak'] / 2**20:>14.0f}" if name in memory else f"{'-':>14}"
-        median = workers[name]["median"]
-        print(f"{name:<34}{median:>9.3f}{median / base:>11.2f}x{mb}{peak}{workers[name]['resident'] / 2**20:>13.0f}")
+        print(f"{name:<36}{median[name]:>9.3f}{median[name] / base:>11.2f}x{mb}{peak}{'workers' if own else 'here':>11}")
     if args.compile:
         print(f"torch.compile: first step (compilation) {workers['PTT, torch.compile']['first']:.1f} s")
 
