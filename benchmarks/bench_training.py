@@ -2,16 +2,18 @@
 (PTT, the paper's CIFAR10 ranks) and dense models against the TT-SNN paper's code's execution
 pattern (`reference_pattern.py`: its dense and PTT variants), and the levers behind the difference.
 
-Side by side in one run (the machines are shared and noisy): every configuration runs in its own
-worker process, as a user's training run does (its own heap; the allocator setting of the `ttsnn`
-command, `allocator.keep_freed_memory`, in every worker, the paper code's too), and the workers take
-one step each in turn on the same batch (one image batch repeated over T, direct encoding); the
-median step time is reported. Memory, per configuration:
+Side by side in one run (the machines are shared and noisy): the configurations take one step each
+in turn on the same batch (one image batch repeated over T, direct encoding), in this process, which
+keeps freed memory as the `ttsnn` command does (`allocator.keep_freed_memory`); the median step time
+is reported. With `--processes N` each configuration runs instead in its own worker process, N
+rounds of fresh workers, as separate training runs would: one process then runs 10-15 % off another
+of the same configuration at batch 8, and TT workers at batch 32 up to 1.6x apart, so the in-process
+comparison is the finer one. Memory, per configuration:
 - step peak: in a fresh subprocess, after one warm-up step, the rise of the kernel's peak-RSS mark
   (reset just before the step) over the RSS at that moment. glibc's malloc runs with a fixed mmap
   threshold there, so freed tensors go back to the OS and RSS follows the live tensors;
-- resident: the timing worker's own peak RSS above the built model, with the allocator keeping
-  freed memory: what the process really holds;
+- resident (with `--processes`): the worker's own peak RSS above the built model, with the allocator
+  keeping freed memory: what a training process really holds;
 - exact count (allocator-independent): the bytes of every tensor autograd saves for backward
   (deduplicated by storage, parameters excluded) plus the gradients and SGD momentum.
 `--levers` times each of ttsnn's speed and memory levers switched off one at a time (and
@@ -339,8 +341,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (after one warm-up)")
     parser.add_argument("--timesteps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--processes", type=int, default=1,
-                        help="rounds of fresh worker processes per configuration (steps pooled)")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="time each configuration in its own worker process, N rounds of fresh workers "
+                             "(steps pooled; also reports resident memory); 0: all in this process")
     parser.add_argument("--levers", action="store_true", help="time each lever switched off against the defaults")
     parser.add_argument("--only", default="",
                         help="with --levers: only the configurations whose name contains one of these "
@@ -382,9 +385,17 @@ def main() -> None:
     kinds["PTT recompute"] = "tt"
     optimizers = {name: sgd(m) for name, m in models.items()}
     params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
-    workers = timed_in_workers({name: (kinds[name], (), name == "PTT recompute", False) for name in MAIN},
-                               args.batch, T, args.steps, args.processes)
-    median = {name: workers[name]["median"] for name in MAIN}
+    keep_freed_memory()  # as the `ttsnn` command does
+    if args.processes:
+        workers = timed_in_workers({name: (kinds[name], (), name == "PTT recompute", False) for name in MAIN},
+                                   args.batch, T, args.steps, args.processes)
+        median = {name: workers[name]["median"] for name in MAIN}
+    else:
+        def step(name: str) -> None:
+            with levers(models[name], recompute=name == "PTT recompute"):
+                train_step(models[name], optimizers[name], image, y, T)
+
+        median = timed({name: (lambda n=name: step(n),) for name in MAIN}, args.steps)
     exact = {}
     for name in MAIN:
         with levers(models[name], recompute=name == "PTT recompute"):
@@ -395,9 +406,10 @@ def main() -> None:
           f"{'resident MB':>13}")
     for name in MAIN:
         peak = f"{memory[name]['step_peak'] / 2**20:>14.0f}" if memory else f"{'-':>14}"
-        spread = "/".join(f"{m:.3f}" for m in workers[name]["process_medians"])
+        spread = "/".join(f"{m:.3f}" for m in workers[name]["process_medians"]) if args.processes else "-"
+        resident = f"{workers[name]['resident'] / 2**20:>13.0f}" if args.processes else f"{'-':>13}"
         print(f"{name:<16}{params[name]:>12,}{median[name]:>9.3f}{spread:>24}{exact[name]['total'] / 2**20:>10.0f}{peak}"
-              f"{workers[name]['resident'] / 2**20:>13.0f}")
+              f"{resident}")
     rows = [
         ("PTT vs paper PTT, speed-up", median["paper PTT"] / median["PTT"], ">= 2.5x"),
         ("PTT vs ttsnn dense, speed-up", median["dense"] / median["PTT"], ">= 2.5x"),
@@ -473,7 +485,7 @@ def lever_table(args, image, y) -> None:
     worker_specs = {name: specs[name] for name in process_wide}
     if process_wide:
         worker_specs |= {f"{name}, own process": specs[name] for name in ("PTT (defaults)", "dense (defaults)")}
-        workers = timed_in_workers(worker_specs, args.batch, T, args.steps, args.processes)
+        workers = timed_in_workers(worker_specs, args.batch, T, args.steps, max(args.processes, 1))
         median |= {name: result["median"] for name, result in workers.items()}
     exact = {}
     for name, (kind, off, recompute, compiled) in specs.items():
