@@ -162,7 +162,8 @@ def test_a_kernel_that_disagrees_with_the_loops_is_never_used(monkeypatch: pytes
 
 
 def test_without_a_compiler_or_when_switched_off_everything_runs_the_pytorch_loop() -> None:
-    """In fresh interpreters: CC naming no program, and TTSNN_NATIVE=0; the neuron still trains."""
+    """In fresh interpreters: CC naming no program or one that fails, and TTSNN_NATIVE=0; the neuron
+    still trains."""
     script = (
         "import torch\n"
         "from ttsnn_cli import lif_kernel\n"
@@ -172,7 +173,9 @@ def test_without_a_compiler_or_when_switched_off_everything_runs_the_pytorch_loo
         "assert lif_kernel.library() is None and x.grad is not None\n"
         "print(lif_kernel.build_status())\n"
     )
-    for env, expected in (({"CC": "no-such-compiler-ttsnn"}, "no C compiler"), ({"TTSNN_NATIVE": "0"}, "switched off")):
+    cases = (({"CC": "no-such-compiler-ttsnn"}, "no C compiler"), ({"TTSNN_NATIVE": "0"}, "switched off"),
+             ({"CC": "false"}, "could not build it"))
+    for env, expected in cases:
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                               env={**_environment(), **env})
         assert done.returncode == 0, done.stderr

@@ -75,8 +75,11 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     compiler = _compiler()
     if compiler is None:
         return None, "no C compiler found (set CC)"
-    source = resources.files("ttsnn_cli").joinpath("lif_kernel.c").read_bytes()
-    folder = tempfile.mkdtemp(prefix="ttsnn-lif-")  # private (0700): nobody else can swap the library
+    try:
+        source = resources.files("ttsnn_cli").joinpath("lif_kernel.c").read_bytes()
+        folder = tempfile.mkdtemp(prefix="ttsnn-lif-")  # private (0700): nobody else can swap the library
+    except OSError as exc:  # no source installed, no writable temporary folder: the PyTorch loop runs
+        return None, f"could not prepare the build: {exc}"
     try:
         source_path = os.path.join(folder, "lif_kernel.c")
         library_path = os.path.join(folder, "lif_kernel.so")
