@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -59,22 +60,28 @@ def build_status() -> str:
     return _build()[1]
 
 
-def _compiler() -> str | None:
-    named = os.environ.get("CC", "").strip()
+def _compiler() -> list[str] | None:
+    """The compiler command: `$CC` as the shell would split it (`CC="gcc -m64"`), else cc, gcc, clang."""
+    try:
+        named = shlex.split(os.environ.get("CC", ""))
+    except ValueError:  # unbalanced quotes
+        return None
     if named:
-        return shutil.which(named)
+        found = shutil.which(named[0])
+        return [found, *named[1:]] if found else None
     for name in ("cc", "gcc", "clang"):
         found = shutil.which(name)
         if found:
-            return found
+            return [found]
     return None
 
 
 @functools.cache
 def _build() -> tuple[ctypes.CDLL | None, str]:
-    compiler = _compiler()
-    if compiler is None:
+    command = _compiler()
+    if command is None:
         return None, "no C compiler found (set CC)"
+    compiler = " ".join(command)
     try:
         source = resources.files("ttsnn_cli").joinpath("lif_kernel.c").read_bytes()
         folder = tempfile.mkdtemp(prefix="ttsnn-lif-")  # private (0700): nobody else can swap the library
@@ -88,7 +95,7 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
         errors = ""
         for extra in (("-march=native",), ()):  # a compiler without -march=native still builds it
             try:
-                done = subprocess.run([compiler, *_FLAGS, *extra, "-o", library_path, source_path],
+                done = subprocess.run([*command, *_FLAGS, *extra, "-o", library_path, source_path],
                                       capture_output=True, timeout=_BUILD_TIMEOUT_S, check=False)
             except (OSError, subprocess.SubprocessError) as exc:
                 return None, f"{compiler} failed to run: {exc}"
