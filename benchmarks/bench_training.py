@@ -317,7 +317,7 @@ def profile(run: Callable[[], None], label: str) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
 
 
-LEVERS: dict[str, tuple[str, tuple[str, ...], bool, bool]] = {  # name: (model, levers off, recompute, compiled)
+LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "PTT (defaults)": ("tt", (), False, False),
     "PTT, allocator returns memory": ("tt", ("allocator",), False, False),
     "PTT, LIF kernel in PyTorch": ("tt", ("native",), False, False),
@@ -367,6 +367,7 @@ def main() -> None:
     if args.worker:
         worker_main(args.worker, args.batch, args.timesteps, off, args.recompute_probe, args.compile)
         return
+    keep_freed_memory()  # this process times configurations too: it allocates as the `ttsnn` command does
     torch.manual_seed(1)
     image, y = torch.rand(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
     T = args.timesteps
@@ -385,7 +386,6 @@ def main() -> None:
     kinds["PTT recompute"] = "tt"
     optimizers = {name: sgd(m) for name, m in models.items()}
     params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
-    keep_freed_memory()  # as the `ttsnn` command does
     if args.processes:
         workers = timed_in_workers({name: (kinds[name], (), name == "PTT recompute", False) for name in MAIN},
                                    args.batch, T, args.steps, args.processes)
@@ -464,8 +464,7 @@ def layer_table(args) -> None:
 def lever_table(args, image, y) -> None:
     """Runtime levers are timed interleaved in this one process (switched per step: the finest
     comparison); the process-wide ones, the allocator and torch.compile, in worker processes against
-    a worker with the defaults (`--processes` rounds). This process keeps freed memory, as `ttsnn` does."""
-    keep_freed_memory()
+    a worker with the defaults (`--processes` rounds)."""
     T = args.timesteps
     models = {"tt": build("tt", T).train(), "dense": build("dense", T).train()}
     optimizers = {k: sgd(m) for k, m in models.items()}

@@ -92,7 +92,7 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
         library_path = os.path.join(folder, "lif_kernel.so")
         with open(source_path, "wb") as handle:
             handle.write(source)
-        errors = ""
+        first_error = "no message"
         for extra in (("-march=native",), ()):  # a compiler without -march=native still builds it
             try:
                 done = subprocess.run([*command, *_FLAGS, *extra, "-o", library_path, source_path],
@@ -101,9 +101,9 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
                 return None, f"{compiler} failed to run: {exc}"
             if done.returncode == 0:
                 break
-            errors = done.stderr.decode(errors="replace").strip().splitlines()[:1]
+            first_error = (done.stderr.decode(errors="replace").strip().splitlines() or [first_error])[0]
         else:
-            return None, f"{compiler} could not build it: {errors[0] if errors else 'no message'}"
+            return None, f"{compiler} could not build it: {first_error}"
         lib = ctypes.CDLL(library_path)  # stays mapped after its folder is removed
     except OSError as exc:
         return None, f"could not load it: {exc}"
@@ -148,12 +148,12 @@ def usable(*tensors: torch.Tensor) -> bool:
 
 
 _pool: ThreadPoolExecutor | None = None
-_pool_key = (0, 0)  # (process id, workers): a forked child must not reuse its parent's dead threads
+_pool_owner = (0, 0)  # (process id, threads): a forked child must not reuse its parent's dead threads
 
 
 def _split(function, pointers: tuple, sizes: tuple, n: int, *scalars) -> None:
     """Run `function(*pointers, *sizes, begin, end, *scalars)` over [0, n) on torch's thread count."""
-    global _pool, _pool_key
+    global _pool, _pool_owner
     workers = min(torch.get_num_threads(), max(1, n // _MIN_SPLIT))
     if workers <= 1:
         function(*pointers, *sizes, 0, n, *scalars)
@@ -161,9 +161,9 @@ def _split(function, pointers: tuple, sizes: tuple, n: int, *scalars) -> None:
     share = -(-n // workers)  # ceil(n / workers), then up to a whole number of blocks
     share = -(-share // _BLOCK) * _BLOCK
     bounds = [(begin, min(begin + share, n)) for begin in range(0, n, share)]
-    key = (os.getpid(), max(len(bounds) - 1, _pool_key[1] if _pool_key[0] == os.getpid() else 0))
-    if _pool is None or key != _pool_key:
-        _pool, _pool_key = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="ttsnn-lif"), key
+    pid, helpers = os.getpid(), len(bounds) - 1
+    if _pool is None or _pool_owner[0] != pid or _pool_owner[1] < helpers:
+        _pool, _pool_owner = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="ttsnn-lif"), (pid, helpers)
     futures = [_pool.submit(function, *pointers, *sizes, begin, end, *scalars) for begin, end in bounds[1:]]
     function(*pointers, *sizes, *bounds[0], *scalars)
     for future in futures:
