@@ -161,7 +161,7 @@ def test_recomputing_the_last_core_for_batchnorm_gives_the_same_step(mode, per_s
 
     model = _small_msresnet(mode)
     x = torch.rand(4, 2, 3, 8, 8) * 2
-    _levers(model, False)  # nothing else repacks what is saved: the count below sees everything
+    _levers(model, False)  # outside the mode nothing repacks what is saved; inside it packs spikes too
     results = []
     for recompute in (False, True):
         state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -177,3 +177,35 @@ def test_recomputing_the_last_core_for_batchnorm_gives_the_same_step(mode, per_s
     for name in plain_state:
         assert torch.allclose(plain_state[name].float(), again_state[name].float(), rtol=1e-5, atol=1e-7), name
     assert again_bytes < plain_bytes
+
+
+def test_spikes_are_packed_only_in_the_memory_saving_mode(monkeypatch):
+    """Packing costs time (decoding in backward), so the defaults, the fastest settings, keep float
+    spikes; --recompute-tt (`recomputing_tt`) packs them for the block and puts every flag back."""
+    from ttsnn_cli.engine.memory import recomputing_tt
+    from ttsnn_cli.layers import TTConv2d
+
+    model = _small_msresnet("ptt")
+    blocks = [m for m in model.modules() if isinstance(m, MSBlock)]
+    layers = [m for m in model.modules() if isinstance(m, TTConv2d)]
+    x = torch.rand(4, 2, 3, 8, 8) * 2
+    packed = []
+    real = saved_module._Packed.__init__
+
+    def counting(self, tensor, state=None):
+        packed.append(tensor.shape)
+        real(self, tensor, state)
+
+    monkeypatch.setattr(saved_module._Packed, "__init__", counting)
+    plain = _gradients(model, x, per_step=False)
+    assert packed == [] and not any(b.pack_spikes for b in blocks) and not any(t.recompute for t in layers)
+    blocks[0].pack_spikes = False  # a setting of the user's own is restored, not dropped
+    with recomputing_tt(model):
+        assert all(b.pack_spikes for b in blocks) and all(t.recompute for t in layers)
+        again = _gradients(model, x, per_step=False)
+    assert len(packed) == 2 * len(blocks)
+    assert blocks[0].__dict__["pack_spikes"] is False and "pack_spikes" not in blocks[1].__dict__
+    assert not any(t.recompute for t in layers)
+    for name in plain:
+        scale = plain[name].abs().max().clamp_min(1e-6)
+        assert (plain[name] - again[name]).abs().max() <= 1e-5 * scale, name

@@ -1,4 +1,4 @@
-"""Less training memory for TT layers: recompute their inner cores in backward instead of saving them.
+"""The memory-saving mode of training (`--recompute-tt`): keep less for backward, for a little time.
 
 A dense conv saves only its input for backward. A TT layer saves its input too, and in addition the
 first core's output A (r channels) and the last core's input (r channels): at the paper's ranks that
@@ -6,13 +6,15 @@ is up to 0.75 of an output-sized tensor more per layer, which cancels the parame
 activation-dominated training steps (benchmarks/bench_training.py counts it). Under
 `recomputing_tt(model)` each TTConv2d runs through `torch.utils.checkpoint` (non-reentrant): it saves
 its input only and recomputes the cheap cores during backward. Values and gradients are unchanged.
-Inside an MS-ResNet block (`zoo.msresnet.MSBlock`), where the layer reads 0/1 spikes kept packed and
-feeds a BatchNorm, the flag instead keeps the TT layer's own saved tensors and drops BatchNorm's: the
-last core's output is recomputed from its r3-channel input (`saved.conv1x1_bn`), one 1x1 conv more
-in backward instead of rerunning every core on float spikes.
+Inside an MS-ResNet block (`zoo.msresnet.MSBlock`, a `saved.PacksSpikes`), the mode also keeps the
+0/1 spikes the convs read as the neuron's one-byte state instead of floats, and for a TT layer
+feeding a BatchNorm it keeps the layer's own saved tensors and drops BatchNorm's: the last core's
+output is recomputed from its r3-channel input (`saved.conv1x1_bn`), one 1x1 conv more in backward
+instead of rerunning every core on float spikes.
 
-The switch is the layers' runtime `recompute` flag (like `folded_timesteps`), set for the block only:
-nothing is persisted (state_dict and pickling untouched).
+Both are off by default because each costs time (the defaults are the fastest exact settings). The
+switches are the modules' runtime flags (like `folded_timesteps`), set for the block only: nothing
+is persisted (state_dict and pickling untouched), and each flag returns to what it was.
 """
 
 from __future__ import annotations
@@ -23,16 +25,28 @@ from collections.abc import Iterator
 from torch import nn
 
 from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.saved import PacksSpikes
 
 
 @contextlib.contextmanager
 def recomputing_tt(model: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Within the block, every TTConv2d of `model` recomputes its cores in backward."""
-    layers = [m for m in model.modules() if isinstance(m, TTConv2d)] if enabled else []
-    for layer in layers:
-        layer.recompute = True
+    """Within the block, every TTConv2d of `model` recomputes its cores in backward and every block
+    that can keep its spikes packed does."""
+    flags = []
+    if enabled:
+        flags = [(m, "recompute") for m in model.modules() if isinstance(m, TTConv2d)]
+        flags += [(m, "pack_spikes") for m in model.modules() if isinstance(m, PacksSpikes)]
+    saved = [(module, name, module.__dict__.get(name, _CLASS_DEFAULT)) for module, name in flags]
+    for module, name in flags:
+        setattr(module, name, True)
     try:
         yield
     finally:
-        for layer in layers:
-            layer.recompute = False
+        for module, name, before in saved:
+            if before is _CLASS_DEFAULT:
+                delattr(module, name)
+            else:
+                setattr(module, name, before)
+
+
+_CLASS_DEFAULT = object()  # the flag was not set on the instance: remove it again afterwards

@@ -27,7 +27,7 @@ from torch import nn
 
 from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli.layers import TTConv2d
-from ttsnn_cli.saved import conv1x1_bn, packed_spikes
+from ttsnn_cli.saved import PacksSpikes, conv1x1_bn, packed_spikes
 from ttsnn_cli.state import time_folded
 from ttsnn_cli.zoo import register
 
@@ -42,11 +42,10 @@ def _bn(channels: int, gamma: float) -> nn.BatchNorm2d:
     return bn
 
 
-class MSBlock(nn.Module):
-    """Membrane-shortcut basic block; input and output are real-valued membranes [N, C, H, W]."""
-
-    pack_spikes: bool = True
-    """Runtime switch (not persisted): conv1/conv2 keep the spikes they read as bool for backward."""
+class MSBlock(PacksSpikes, nn.Module):
+    """Membrane-shortcut basic block; input and output are real-valued membranes [N, C, H, W].
+    With `pack_spikes` (off by default, on under --recompute-tt) conv1/conv2 keep the spikes they
+    read as the neuron's state byte for backward instead of floats."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
@@ -69,11 +68,12 @@ class MSBlock(nn.Module):
         return residual + self.shortcut(x)
 
     def _spiking_conv_bn(self, lif: nn.Module, conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-        """bn(conv(lif(x))), keeping less for backward: the spikes, when they are exactly 0/1, as the
-        very byte the neuron keeps when it runs as one node, else as bool (`saved.packed_spikes`); and
-        for a TT conv in `recompute` mode, its last core's output is recomputed for BatchNorm's
-        backward instead of kept (`saved.conv1x1_bn`, cheaper than the
-        layer's own checkpointing, which would keep the spikes as floats and rerun every core)."""
+        """bn(conv(lif(x))). In the memory-saving mode (--recompute-tt) it keeps less for backward:
+        with `pack_spikes`, the spikes, when they are exactly 0/1, as the very byte the neuron keeps
+        when it runs as one node, else as bool (`saved.packed_spikes`); and for a TT conv in
+        `recompute` mode, its last core's output is recomputed for BatchNorm's backward instead of
+        kept (`saved.conv1x1_bn`, cheaper than the layer's own checkpointing, which would keep the
+        spikes as floats and rerun every core)."""
         binary = isinstance(lif, MultiStepLIF) and lif.binary_output()  # export swaps the neurons
         pack = self.pack_spikes and torch.is_grad_enabled() and binary
         spikes, state = lif(x, with_state=True) if pack else (lif(x), None)
