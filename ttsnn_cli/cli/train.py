@@ -104,8 +104,9 @@ RESUME = typer.Option(False, "--resume", help="continue an interrupted run from 
 FORCE = typer.Option(False, "--force", help="overwrite OUT if it exists")
 JSON = typer.Option(False, "--json", help="print one JSON document on stdout")
 ARCH_KWARGS = typer.Option(None, "--arch-kwargs", help="JSON object of factory keyword arguments")
-RECOMPUTE = typer.Option(False, "--recompute-tt", help="TT layers recompute their cores in backward: less memory "
-                         "(MS-ResNet18 batch 32: 0.74x a TT step's peak, below dense training's) for about 1.01-1.04x "
+RECOMPUTE = typer.Option(False, "--recompute-tt", help="the memory-saving mode: TT layers recompute their cores in "
+                         "backward and MS-ResNet blocks keep the spikes their convs read as one byte: less memory "
+                         "(MS-ResNet18 batch 32: 0.74x a TT step's peak, below dense training's) for about 1.06x "
                          "the step time (benchmarks/bench_training.py)")
 STYLE = typer.Option(None, "--style", help=STYLE_HELP)
 TRUST = typer.Option(False, "--trust-pickle", help="accept a pickled nn.Module (runs code from the file)")
