@@ -90,6 +90,19 @@ def test_spikes_read_by_a_conv_are_kept_as_the_neurons_own_state_byte():
     assert 0 < spikes.sum() < spikes.numel()
 
 
+def _count_packing(monkeypatch) -> list:
+    """The shapes of the tensors packed from now on (a list that fills as the model runs)."""
+    packed = []
+    real = saved_module._Packed.__init__
+
+    def counting(self, tensor, state=None):
+        packed.append(tensor.shape)
+        real(self, tensor, state)
+
+    monkeypatch.setattr(saved_module._Packed, "__init__", counting)
+    return packed
+
+
 def _levers(model: nn.Module, on: bool) -> None:
     for m in model.modules():
         if isinstance(m, MultiStepLIF):
@@ -140,14 +153,7 @@ def test_levers_give_the_plain_paths_gradients(mode, per_step, monkeypatch):
         assert (plain[name] - fast[name]).abs().max() <= 1e-4 * scale, name
     assert any(plain[n].abs().sum() > 0 for n in plain if "layer4" in n)  # spikes reach the last stage
 
-    packed = []
-    real = saved_module._Packed.__init__
-
-    def counting(self, tensor, state=None):
-        packed.append(tensor.shape)
-        real(self, tensor, state)
-
-    monkeypatch.setattr(saved_module._Packed, "__init__", counting)
+    packed = _count_packing(monkeypatch)
     _gradients(model, x, per_step)
     convs_reading_spikes = 2 * sum(isinstance(m, MSBlock) for m in model.modules())
     assert len(packed) == convs_reading_spikes * (x.shape[0] if per_step else 1)
@@ -189,14 +195,7 @@ def test_spikes_are_packed_only_in_the_memory_saving_mode(monkeypatch):
     blocks = [m for m in model.modules() if isinstance(m, MSBlock)]
     layers = [m for m in model.modules() if isinstance(m, TTConv2d)]
     x = torch.rand(4, 2, 3, 8, 8) * 2
-    packed = []
-    real = saved_module._Packed.__init__
-
-    def counting(self, tensor, state=None):
-        packed.append(tensor.shape)
-        real(self, tensor, state)
-
-    monkeypatch.setattr(saved_module._Packed, "__init__", counting)
+    packed = _count_packing(monkeypatch)
     plain = _gradients(model, x, per_step=False)
     assert packed == [] and not any(b.pack_spikes for b in blocks) and not any(t.recompute for t in layers)
     blocks[0].pack_spikes = False  # a setting of the user's own is restored, not dropped
