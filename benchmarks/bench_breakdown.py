@@ -2,9 +2,10 @@
 "2.5x faster than ttsnn's own dense step", for MS-ResNet18 (3x32x32, T = 4, SGD, the paper's CIFAR10
 ranks, PTT), in the process setting of `bench_training.py` (freed memory kept, 2 threads).
 
-1. Per module kind, inside the real step: forward and backward wall time of the TT layers (all four
-   cores), dense convs, shortcut convs, BatchNorms and neurons, by stage, from module hooks (full
-   backward hooks add a little time of their own; the sum is printed beside the unhooked step).
+1. Inside the real step, per stage: forward and backward wall time of the residual path's convs and
+   BatchNorms (dense, or TT layers with their BatchNorm), of the neurons and of the shortcuts, from
+   module hooks (full backward hooks add a little time of their own; the sum is printed beside the
+   unhooked step).
 2. The step time at two batch sizes, interleaved, fitted as fixed + per-sample cost: the ratio of
    the per-sample costs is what the dense/TT ratio tends to at large batches.
 
@@ -27,24 +28,39 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_training import build, sgd, timed, train_step  # noqa: E402
 
 from ttsnn_cli.allocator import keep_freed_memory  # noqa: E402
-from ttsnn_cli.layers import TTConv2d  # noqa: E402
 from ttsnn_cli.neurons import MultiStepLIF  # noqa: E402
+from ttsnn_cli.zoo.msresnet import MSBlock  # noqa: E402
 
 Totals = dict[str, float]
 
 
 def _kind(name: str, module: torch.nn.Module) -> str | None:
-    """The row a module's time goes to; None for modules inside a TT layer or containers."""
+    """The row a module's time goes to. Hooks go on whole blocks, neurons, shortcuts and the stem,
+    never on a TT layer or its BatchNorm: a watched TT layer runs its unfused path
+    (`lowrank_bn.has_hooks`), so its time is its block's minus the neurons' and the shortcut's."""
     stage = name.split(".")[0]
-    if isinstance(module, TTConv2d):
-        return f"TT layers, {stage}"
-    if isinstance(module, torch.nn.Conv2d) and ".core" not in name:
-        return "shortcut convs" if "shortcut" in name else "stem conv" if stage == "stem" else f"dense convs, {stage}"
-    if isinstance(module, torch.nn.BatchNorm2d):
-        return "BatchNorm"
+    if isinstance(module, MSBlock):
+        return f"blocks {stage}"
     if isinstance(module, MultiStepLIF):
-        return "LIF neurons"
+        return f"LIF {stage}" if stage.startswith("layer") else "LIF head"
+    if name.endswith("shortcut") and isinstance(module, torch.nn.Sequential):
+        return f"shortcut {stage}"
+    if name == "stem":
+        return "stem conv + BatchNorm"
     return None
+
+
+def _rows(total: Totals) -> Totals:
+    """Per stage: the residual path's convs and BatchNorms (block minus neurons and shortcut), the
+    neurons, the shortcut; then the stem and the head's neuron."""
+    rows: Totals = {}
+    for stage in sorted({k.split()[-1] for k in total if k.startswith("blocks")}):
+        rows[f"{stage}: convs + BatchNorm of the residual path"] = (
+            total[f"blocks {stage}"] - total.get(f"LIF {stage}", 0.0) - total.get(f"shortcut {stage}", 0.0))
+    rows["all stages: LIF neurons"] = sum(v for k, v in total.items() if k.startswith("LIF layer"))
+    rows["all stages: shortcut conv + BatchNorm"] = sum(v for k, v in total.items() if k.startswith("shortcut"))
+    rows["stem conv + BatchNorm, head LIF"] = total.get("stem conv + BatchNorm", 0.0) + total.get("LIF head", 0.0)
+    return rows
 
 
 def hooked_times(model: torch.nn.Module, step, steps: int) -> tuple[Totals, Totals]:
@@ -107,15 +123,15 @@ def main() -> None:
     configs = {(k, b): (stepper(k, b),) for k in models for b in batches}
     median = timed(configs, args.steps)
     print(f"MS-ResNet18, T={T}, batch {args.batch}, torch threads {torch.get_num_threads()}, {args.steps} steps")
-    print(f"\n{'module kind (forward + backward, ms per step)':<46}{'dense':>10}{'PTT':>10}")
-    times = {k: hooked_times(models[k], stepper(k, args.batch), args.steps) for k in models}
-    kinds = sorted({kind for fwd, bwd in times.values() for kind in (*fwd, *bwd)})
-    for kind in kinds:
-        cells = [1e3 * (times[k][0].get(kind, 0.0) + times[k][1].get(kind, 0.0)) for k in models]
-        print(f"{kind:<46}" + "".join(f"{c:>10.1f}" for c in cells))
-    sums = [1e3 * (sum(times[k][0].values()) + sum(times[k][1].values())) for k in models]
-    print(f"{'sum of the rows':<46}" + "".join(f"{s:>10.1f}" for s in sums))
-    print(f"{'the whole step, no hooks':<46}" + "".join(f"{1e3 * median[(k, args.batch)]:>10.1f}" for k in models))
+    print(f"\n{'forward + backward, ms per step':<58}{'dense':>10}{'PTT':>10}")
+    times = {}
+    for k in models:
+        forward, backward = hooked_times(models[k], stepper(k, args.batch), args.steps)
+        times[k] = _rows({kind: forward.get(kind, 0.0) + backward.get(kind, 0.0) for kind in {*forward, *backward}})
+    for row in times["PTT"]:
+        print(f"{row:<58}" + "".join(f"{1e3 * times[k][row]:>10.1f}" for k in models))
+    print(f"{'sum of the rows':<58}" + "".join(f"{1e3 * sum(times[k].values()):>10.1f}" for k in models))
+    print(f"{'the whole step, no hooks':<58}" + "".join(f"{1e3 * median[(k, args.batch)]:>10.1f}" for k in models))
 
     print(f"\n{'fit: step = fixed + batch x per-sample (ms)':<46}{'dense':>10}{'PTT':>10}{'ratio':>10}")
     big, small = args.batch, args.small

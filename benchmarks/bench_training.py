@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from ttsnn_cli import lowrank_bn
 from ttsnn_cli.allocator import keep_freed_memory
 from ttsnn_cli.arch import build_arch
 from ttsnn_cli.decompose import CompressConfig, compress_model
@@ -81,7 +82,8 @@ def build(kind: str, timesteps: int) -> torch.nn.Module:
 def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = False) -> Iterator[None]:
     """Switch ttsnn's levers off for the block (runtime flags only): `native` (the one-node LIF's
     compiled kernel, `lif_kernel`), `one_node` (the LIF as one autograd node keeping one state byte
-    per neuron), `channels_last` (everywhere) or `last_stage_channels_last` (layer4 only); and
+    per neuron), `channels_last` (everywhere) or `last_stage_channels_last` (layer4 only),
+    `lowrank_bn` (BatchNorm after a TT layer through its rank bottleneck, `ttsnn_cli/lowrank_bn.py`); and
     variants that are not defaults on: `packed` (the convs reading spikes keep that byte rather than
     floats, part of `--recompute-tt`), and `recompute`, the whole of `--recompute-tt`."""
     flags = [(m, "one_node", False) for m in model.modules() if isinstance(m, MultiStepLIF) and "one_node" in off]
@@ -91,6 +93,9 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
     for module, name, value in flags:
         setattr(module, name, value)
     hooks = []
+    fused_from = lowrank_bn.MIN_ROWS
+    if "lowrank_bn" in off:
+        lowrank_bn.MIN_ROWS = sys.maxsize  # the default path never pays; --recompute-tt still fuses
     if "last_stage_channels_last" in off:  # a variant, not a lever: the last stage in NCHW
         hooks.append(model.layer4.register_forward_pre_hook(lambda module, args: (args[0].contiguous(),)))
     try:
@@ -101,6 +106,7 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
             delattr(module, name)  # back to the class default
         for hook in hooks:
             hook.remove()
+        lowrank_bn.MIN_ROWS = fused_from
 
 
 def loss_of(model: torch.nn.Module, image: torch.Tensor, y: torch.Tensor, timesteps: int) -> torch.Tensor:
@@ -321,11 +327,12 @@ LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "PTT (defaults)": ("tt", (), False, False),
     "PTT, allocator returns memory": ("tt", ("allocator",), False, False),
     "PTT, LIF kernel in PyTorch": ("tt", ("native",), False, False),
+    "PTT, BatchNorm as its own module": ("tt", ("lowrank_bn",), False, False),
     "PTT, LIF op by op": ("tt", ("one_node",), False, False),
     "PTT, spikes kept packed (on)": ("tt", ("packed",), False, False),
     "PTT, NCHW": ("tt", ("channels_last",), False, False),
     "PTT, last stage NCHW": ("tt", ("last_stage_channels_last",), False, False),
-    "PTT, none of the four": ("tt", ("allocator", "native", "one_node", "channels_last"), False, False),
+    "PTT, none of the five": ("tt", ("allocator", "native", "one_node", "channels_last", "lowrank_bn"), False, False),
     "PTT, --recompute-tt": ("tt", (), True, False),
     "dense (defaults)": ("dense", (), False, False),
     "dense, allocator returns memory": ("dense", ("allocator",), False, False),

@@ -162,11 +162,13 @@ def test_levers_give_the_plain_paths_gradients(mode, per_step, monkeypatch):
 @pytest.mark.parametrize("mode, per_step", [("stt", False), ("ptt", False), ("htt", False), ("htt", True)])
 def test_recomputing_the_last_core_for_batchnorm_gives_the_same_step(mode, per_step):
     """--recompute-tt in an MS-ResNet block: gradients and BatchNorm running statistics unchanged,
-    less kept for backward."""
+    less kept for backward. In float64: BatchNorm over two samples of a 1x1 map (the last stage
+    here) divides by a variance of two values, which magnifies float32 rounding past any fixed
+    tolerance; float64 shows the two paths compute the same function."""
     from ttsnn_cli.engine.memory import recomputing_tt
 
-    model = _small_msresnet(mode)
-    x = torch.rand(4, 2, 3, 8, 8) * 2
+    model = _small_msresnet(mode).double()
+    x = torch.rand(4, 2, 3, 8, 8, dtype=torch.float64) * 2
     _levers(model, False)  # outside the mode nothing repacks what is saved; inside it packs spikes too
     results = []
     for recompute in (False, True):
@@ -179,9 +181,9 @@ def test_recomputing_the_last_core_for_batchnorm_gives_the_same_step(mode, per_s
     (plain, plain_state, plain_bytes), (again, again_state, again_bytes) = results
     for name in plain:
         scale = plain[name].abs().max().clamp_min(1e-6)
-        assert (plain[name] - again[name]).abs().max() <= 1e-5 * scale, name
+        assert (plain[name] - again[name]).abs().max() <= 1e-10 * scale, name
     for name in plain_state:
-        assert torch.allclose(plain_state[name].float(), again_state[name].float(), rtol=1e-5, atol=1e-7), name
+        assert torch.allclose(plain_state[name].double(), again_state[name].double(), rtol=1e-10, atol=1e-12), name
     assert again_bytes < plain_bytes
 
 

@@ -215,22 +215,35 @@ class TTConv2d(TimeAware, nn.Module):
 
     def core4_input(self, x: torch.Tensor) -> torch.Tensor:
         """Everything before the last core: its r3-channel input (a caller fusing core4 with what
-        follows, `saved.conv1x1_bn`, runs this and then core4 itself)."""
-        a = self.core1(x)
-        if self._mode_pad is not None:
-            a = F.pad(a, self._mode_pad, mode=self.padding_mode)
+        follows, `lowrank_bn.conv1x1_bn`, runs this and then core4 itself)."""
+        a = self._first(x)
         if self.mode == "stt":
             return self._run(self.core3, self._pad3, self._run(self.core2, self._pad2, a))
         if self.mode == "ptt":
             return self._parallel(a)
         return self._half(a)
 
+    def core4_input_unscaled(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """`core4_input(x)` as (m, s) with m * s equal to it bitwise: PTT's halving of the branch
+        sum is left to a caller that folds it into what follows (`lowrank_bn.conv1x1_bn` scales a
+        few small matrices instead of every activation)."""
+        if self.mode == "ptt":
+            return self._branch_sum(self._first(x)), 0.5
+        return self.core4_input(x), 1.0
+
+    def _first(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.core1(x)
+        return a if self._mode_pad is None else F.pad(a, self._mode_pad, mode=self.padding_mode)
+
     @staticmethod
     def _run(conv: nn.Conv2d, pads: Pads | None, x: torch.Tensor) -> torch.Tensor:
         return conv(x if pads is None else F.pad(x, pads))
 
     def _parallel(self, a: torch.Tensor) -> torch.Tensor:
-        return (self._run(self.core2, self._pad2, a) + self._run(self.core3, self._pad3, a)) / 2
+        return self._branch_sum(a) / 2
+
+    def _branch_sum(self, a: torch.Tensor) -> torch.Tensor:
+        return self._run(self.core2, self._pad2, a) + self._run(self.core3, self._pad3, a)
 
     def _reduced(self, a: torch.Tensor) -> torch.Tensor:
         sh, sw = self.stride

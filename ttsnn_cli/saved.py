@@ -17,8 +17,6 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ttsnn_cli.neurons import spikes_of_state
 
@@ -73,51 +71,3 @@ def packed_spikes(spikes: torch.Tensor, enabled: bool = True, state: torch.Tenso
 
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         yield
-
-
-class _Conv1x1BN(torch.autograd.Function):
-    """BatchNorm (training mode) of a 1x1 conv's output, keeping only the conv's input for backward.
-
-    A BatchNorm saves its input; after a TT layer that is the Cout-channel output of the last core,
-    which is recomputed here in backward from that core's r3-channel input (a 1x1 conv, the cheapest
-    core). Running statistics are updated as nn.BatchNorm2d updates them; gradients are the plain
-    path's (one more float rounding order inside the recomputed conv at most: none on CPU).
-    """
-
-    @staticmethod
-    def forward(ctx, m, weight, bias, gamma, beta, running_mean, running_var, momentum: float, eps: float):  # type: ignore[override]
-        y = F.conv2d(m, weight, bias)
-        out, save_mean, save_invstd = torch.ops.aten.native_batch_norm(
-            y, gamma, beta, running_mean, running_var, True, momentum, eps)
-        ctx.eps, ctx.has_bias = eps, bias is not None
-        ctx.save_for_backward(m, weight, bias, gamma, save_mean, save_invstd)  # running stats: not needed
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        m, weight, bias, gamma, save_mean, save_invstd = ctx.saved_tensors
-        with torch.no_grad():
-            y = F.conv2d(m, weight, bias)
-        need = ctx.needs_input_grad
-        grad_y, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
-            grad.contiguous(memory_format=_format(y)), y, gamma, None, None, save_mean, save_invstd,
-            True, ctx.eps, [True, gamma is not None and need[3], gamma is not None and need[4]])
-        grad_m, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad_y, m, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [0, 0], [1, 1], False,
-            [0, 0], 1, [need[0], need[1], ctx.has_bias and need[2]])
-        return grad_m, grad_w, grad_b, grad_gamma, grad_beta, None, None, None, None
-
-
-def _format(t: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() else torch.contiguous_format
-
-
-def conv1x1_bn(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
-    """bn(conv(m)) for a 1x1 stride-1 conv; in training with gradients, the conv's output is
-    recomputed in backward instead of being kept for BatchNorm (`_Conv1x1BN`)."""
-    if not (bn.training and torch.is_grad_enabled() and bn.track_running_stats and bn.running_mean is not None):
-        return bn(conv(m))
-    bn.num_batches_tracked.add_(1)
-    momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    return _Conv1x1BN.apply(m, conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                            momentum, bn.eps)

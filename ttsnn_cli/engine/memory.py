@@ -7,10 +7,9 @@ activation-dominated training steps (benchmarks/bench_training.py counts it). Un
 `recomputing_tt(model)` each TTConv2d runs through `torch.utils.checkpoint` (non-reentrant): it saves
 its input only and recomputes the cheap cores during backward. Values and gradients are unchanged.
 Inside an MS-ResNet block (`zoo.msresnet.MSBlock`, a `saved.PacksSpikes`), the mode also keeps the
-0/1 spikes the convs read as the neuron's one-byte state instead of floats, and for a TT layer
-feeding a BatchNorm it keeps the layer's own saved tensors and drops BatchNorm's: the last core's
-output is recomputed from its r3-channel input (`saved.conv1x1_bn`), one 1x1 conv more in backward
-instead of rerunning every core on float spikes.
+0/1 spikes the convs read as the neuron's one-byte state instead of floats, and a TT layer feeding
+a BatchNorm is not rerun at all: its last core and the BatchNorm always take the fused form that
+keeps no Cout-channel tensor (`lowrank_bn.conv1x1_bn`; by default only where that is faster).
 
 Both are off by default because each costs time (the defaults are the fastest exact settings). The
 switches are the modules' runtime flags (like `folded_timesteps`), set for the block only: nothing

@@ -27,7 +27,8 @@ from torch import nn
 
 from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli.layers import TTConv2d
-from ttsnn_cli.saved import PacksSpikes, conv1x1_bn, packed_spikes
+from ttsnn_cli.lowrank_bn import conv1x1_bn, has_hooks
+from ttsnn_cli.saved import PacksSpikes, packed_spikes
 from ttsnn_cli.state import time_folded
 from ttsnn_cli.zoo import register
 
@@ -68,18 +69,18 @@ class MSBlock(PacksSpikes, nn.Module):
         return residual + self.shortcut(x)
 
     def _spiking_conv_bn(self, lif: nn.Module, conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-        """bn(conv(lif(x))). In the memory-saving mode (--recompute-tt) it keeps less for backward:
-        with `pack_spikes`, the spikes, when they are exactly 0/1, as the very byte the neuron keeps
-        when it runs as one node, else as bool (`saved.packed_spikes`); and for a TT conv in
-        `recompute` mode, its last core's output is recomputed for BatchNorm's backward instead of
-        kept (`saved.conv1x1_bn`, cheaper than the layer's own checkpointing, which would keep the
-        spikes as floats and rerun every core)."""
+        """bn(conv(lif(x))). After a TT layer, BatchNorm runs through the layer's rank bottleneck
+        (`lowrank_bn.conv1x1_bn`: the layer's last core and BatchNorm as one step that never keeps
+        the Cout-channel output), where that pays, and always in the memory-saving mode
+        (--recompute-tt), which also keeps the spikes, when they are exactly 0/1, as the very byte
+        the neuron keeps when it runs as one node, else as bool (`saved.packed_spikes`)."""
         binary = isinstance(lif, MultiStepLIF) and lif.binary_output()  # export swaps the neurons
         pack = self.pack_spikes and torch.is_grad_enabled() and binary
         spikes, state = lif(x, with_state=True) if pack else (lif(x), None)
         with packed_spikes(spikes, enabled=pack, state=state):
-            if isinstance(conv, TTConv2d) and conv.recompute and torch.is_grad_enabled():
-                return conv1x1_bn(conv.core4_input(spikes), conv.core4, bn)
+            if isinstance(conv, TTConv2d) and torch.is_grad_enabled() and not has_hooks(conv):
+                m, scale = conv.core4_input_unscaled(spikes)
+                return conv1x1_bn(m, conv.core4, bn, always=conv.recompute, input_scale=scale)
             return bn(conv(spikes))
 
 
