@@ -7,8 +7,9 @@ in turn on the same batch (one image batch repeated over T, direct encoding), in
 keeps freed memory as the `ttsnn` command does (`allocator.keep_freed_memory`); the median step time
 is reported. With `--processes N` each configuration runs instead in its own worker process, N
 rounds of fresh workers, as separate training runs would: one process then runs 10-15 % off another
-of the same configuration at batch 8, and TT workers at batch 32 up to 1.6x apart, so the in-process
-comparison is the finer one. Memory, per configuration:
+of the same configuration at batch 8, so the in-process comparison is the finer one. A fresh worker
+keeping its freed memory grows its heap over its first four or five steps (a TT step at batch 32
+runs 1.6x slower while it does), so give workers `--steps 8` at batch 32. Memory, per configuration:
 - step peak: in a fresh subprocess, after one warm-up step, the rise of the kernel's peak-RSS mark
   (reset just before the step) over the RSS at that moment. glibc's malloc runs with a fixed mmap
   threshold there, so freed tensors go back to the OS and RSS follows the live tensors;
