@@ -125,8 +125,13 @@ def _spy(monkeypatch) -> list:
     return calls
 
 
+class _ScaledBatchNorm(nn.BatchNorm2d):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
 @pytest.mark.parametrize("case", ["eval", "no_grad", "conv_hook", "bn_pre_hook", "global_hook", "not_affine",
-                                  "no_running_stats", "strided", "padded"])
+                                  "no_running_stats", "strided", "padded", "sync", "own_forward"])
 def test_the_modules_run_where_the_fused_form_does_not_apply(case, monkeypatch):
     calls = _spy(monkeypatch)
     conv, bn = _pair(3, 6, True, 0.1, torch.float32)
@@ -149,6 +154,10 @@ def test_the_modules_run_where_the_fused_form_does_not_apply(case, monkeypatch):
         conv = nn.Conv2d(3, 6, 1, stride=2)
     elif case == "padded":
         conv = nn.Conv2d(3, 6, 1, padding=1)
+    elif case == "sync":  # its statistics span processes (outside a process group it runs locally)
+        bn = nn.SyncBatchNorm(6)
+    elif case == "own_forward":
+        bn = _ScaledBatchNorm(6)
     try:
         with context:
             expected = bn(conv(m))

@@ -109,9 +109,12 @@ def has_hooks(*modules: nn.Module) -> bool:
 
 def fused_applies(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> bool:
     """The fused form can stand for bn(conv(m)): training with gradients and running statistics, an
-    affine BatchNorm after a plain 1x1 conv, more than one value per channel, no hooks, no tracing."""
+    affine BatchNorm2d after a plain 1x1 conv (neither with a forward of its own: a SyncBatchNorm's
+    statistics span processes), more than one value per channel, no hooks, no tracing."""
     return (
-        bn.training and torch.is_grad_enabled() and bn.affine and bn.track_running_stats
+        isinstance(bn, nn.BatchNorm2d) and type(bn).forward is nn.BatchNorm2d.forward
+        and isinstance(conv, nn.Conv2d) and type(conv).forward is nn.Conv2d.forward
+        and bn.training and torch.is_grad_enabled() and bn.affine and bn.track_running_stats
         and bn.running_mean is not None and m.dim() == 4
         and conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding in ((0, 0), "valid")
         and conv.groups == 1 and conv.padding_mode == "zeros"
