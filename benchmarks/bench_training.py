@@ -19,9 +19,10 @@ runs 1.6x slower while it does), so give workers `--steps 8` at batch 32. Memory
   (deduplicated by storage, parameters excluded) plus the gradients and SGD momentum.
 `--levers` times each of ttsnn's speed and memory levers switched off one at a time (and
 `--recompute-tt`, `torch.compile` switched on), against the defaults; `--profile` prints where the
-time goes; `--layers` times one 3x3 layer per stage, TT against dense, in both memory formats.
+time goes; `--layers` times one 3x3 layer per stage, TT against dense, in both memory formats;
+`--fused-bn` times a TT layer's last core and BatchNorm per stage, fused (`lowrank_bn`) or not.
 
-    PYTHONPATH=. python benchmarks/bench_training.py --batch 8 [--steps 5] [--processes 2] [--levers] [--profile] [--layers]
+    PYTHONPATH=. python benchmarks/bench_training.py --batch 8 [--steps 5] [--processes 2] [--levers] [--profile] [--layers] [--fused-bn]
 
 Goals (issue 11): ttsnn PTT >= 2.5x faster than the paper code's PTT step and than ttsnn's dense
 step; its step peak at batch 32 <= 0.45x the paper PTT's and below ttsnn dense's.
@@ -362,6 +363,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--layers", action="store_true",
                         help="one 3x3 layer per stage, TT (PTT) against dense, forward + backward, NCHW and channels-last")
+    parser.add_argument("--fused-bn", action="store_true",
+                        help="a TT layer's last core + BatchNorm per stage, through the rank bottleneck against the modules")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -387,6 +390,9 @@ def main() -> None:
         return
     if args.layers:
         layer_table(args)
+        return
+    if args.fused_bn:
+        fused_bn_table(args)
         return
 
     kinds = {"paper dense": "paper-dense", "paper PTT": "paper-ptt", "dense": "dense", "PTT": "tt"}
@@ -468,6 +474,29 @@ def layer_table(args) -> None:
         for fmt in ("NCHW", "NHWC"):
             d, t = median[(fmt, "dense")], median[(fmt, "PTT")]
             print(f"{f'{channels} ch {size}x{size} r={rank}':<22}{macs:>9.2f}x{fmt:>8}{d * 1e3:>10.2f}{t * 1e3:>9.2f}{d / t:>9.2f}x")
+
+
+def fused_bn_table(args) -> None:
+    """Where BatchNorm through the rank bottleneck pays (`lowrank_bn.MIN_ROWS*`): a TT layer's last
+    core and its BatchNorm, forward + backward, fused against the two modules, per stage at the
+    paper's rank (PTT's halving included: the modules scale the activations, the fused form W)."""
+    print(f"{'stage':<22}{'pixels':>8}{'/ r^2':>8}{'modules ms':>12}{'fused ms':>10}{'speed-up':>10}{'default':>9}")
+    for channels, size, index in STAGES:
+        rank = PAPER_RANKS_R18_CIFAR10[index]
+        conv, bn = torch.nn.Conv2d(rank, channels, 1), torch.nn.BatchNorm2d(channels)
+        m = torch.randn(args.batch * args.timesteps, rank, size, size).contiguous(memory_format=torch.channels_last)
+        grad = torch.randn(m.shape[0], channels, size, size).contiguous(memory_format=torch.channels_last)
+
+        def run(fused: bool, m=m, grad=grad, conv=conv, bn=bn) -> None:
+            x = m.detach().requires_grad_()
+            out = lowrank_bn.conv1x1_bn(x, conv, bn, always=True, input_scale=0.5) if fused else bn(conv(x * 0.5))
+            out.backward(grad)
+
+        median = timed({False: (lambda: run(False),), True: (lambda: run(True),)}, max(args.steps, 15))
+        pixels = m.shape[0] * size * size
+        print(f"{f'{channels} ch {size}x{size} r={rank}':<22}{pixels:>8}{pixels / rank ** 2:>8.2f}"
+              f"{median[False] * 1e3:>12.2f}{median[True] * 1e3:>10.2f}{median[False] / median[True]:>9.2f}x"
+              f"{'fused' if lowrank_bn.pays(m) else 'modules':>9}")
 
 
 def lever_table(args, image, y) -> None:

@@ -19,10 +19,10 @@ reads it and G twice each and writes BatchNorm's gradient, which core4's backwar
 Here the forward reads B twice and writes Z; backward reads G twice and Bc twice; only Bc (r
 channels) is kept. The r x r and C x r products are extra; with few pixels per channel they cost
 more than they save, so the default path takes the fused form only from `MIN_ROWS` pixels and
-`MIN_ROWS_PER_RANK_SQUARED` * r^2 up (measured on MS-ResNet18's TT layers, forward and backward:
-1.35x faster at 52 r^2 pixels, 1.19x at 4.4 r^2, 1.09x at 1.7 r^2, 0.96x at 0.4 r^2, 0.71x at
-0.01 r^2; 1.02x at 4096 pixels), and the memory-saving mode (`--recompute-tt`) always does, for the
-memory. PTT's halving of the branch sum rides along: it scales W, not the activations.
+`MIN_ROWS_PER_RANK_SQUARED` * r^2 up (`benchmarks/bench_training.py --fused-bn --batch 1/8/32`,
+MS-ResNet18's four stages: 1.42x faster at 52 r^2 pixels, 1.79x at 210 r^2, 1.21x at 4.4 r^2,
+1.10x at 1.7 r^2, 1.04x at 6.6 r^2 and 4096 pixels; 1.02x at 0.42 r^2, 0.92x at 0.55 r^2, 0.72x at
+0.01 r^2), and the memory-saving mode (`--recompute-tt`) always does, for the memory. PTT's halving of the branch sum rides along: it scales W, not the activations.
 """
 
 from __future__ import annotations
