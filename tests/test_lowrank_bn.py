@@ -131,12 +131,13 @@ class _ScaledBatchNorm(nn.BatchNorm2d):
 
 
 @pytest.mark.parametrize("case", ["eval", "no_grad", "conv_hook", "bn_pre_hook", "global_hook", "not_affine",
-                                  "no_running_stats", "strided", "padded", "sync", "own_forward"])
+                                  "no_running_stats", "strided", "padded", "sync", "own_forward", "autocast"])
 def test_the_modules_run_where_the_fused_form_does_not_apply(case, monkeypatch):
     calls = _spy(monkeypatch)
     conv, bn = _pair(3, 6, True, 0.1, torch.float32)
     m = torch.randn(2, 3, 5, 5, requires_grad=True)
-    context = torch.no_grad() if case == "no_grad" else torch.enable_grad()
+    context = {"no_grad": torch.no_grad(), "autocast": torch.autocast("cpu", dtype=torch.bfloat16)}.get(
+        case, torch.enable_grad())
     handles = []
     if case == "eval":
         bn.eval()

@@ -110,7 +110,8 @@ def has_hooks(*modules: nn.Module) -> bool:
 def fused_applies(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> bool:
     """The fused form can stand for bn(conv(m)): training with gradients and running statistics, an
     affine BatchNorm2d after a plain 1x1 conv (neither with a forward of its own: a SyncBatchNorm's
-    statistics span processes), more than one value per channel, no hooks, no tracing."""
+    statistics span processes), more than one value per channel, no hooks, no tracing, and no
+    autocast (it would run the covariance in half precision, where BatchNorm keeps float32)."""
     return (
         isinstance(bn, nn.BatchNorm2d) and type(bn).forward is nn.BatchNorm2d.forward
         and isinstance(conv, nn.Conv2d) and type(conv).forward is nn.Conv2d.forward
@@ -120,6 +121,7 @@ def fused_applies(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> bool:
         and conv.groups == 1 and conv.padding_mode == "zeros"
         and m.shape[0] * m.shape[2] * m.shape[3] > 1
         and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+        and not torch.is_autocast_enabled(m.device.type)
         and not has_hooks(conv, bn)
     )
 
