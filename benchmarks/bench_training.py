@@ -8,8 +8,9 @@ keeps freed memory as the `ttsnn` command does (`allocator.keep_freed_memory`); 
 is reported. With `--processes N` each configuration runs instead in its own worker process, N
 rounds of fresh workers, as separate training runs would: one process then runs 10-15 % off another
 of the same configuration at batch 8, so the in-process comparison is the finer one. A fresh worker
-keeping its freed memory grows its heap over its first four or five steps (a TT step at batch 32
-runs 1.6x slower while it does), so give workers `--steps 8` at batch 32. Memory, per configuration:
+keeping its freed memory grows its heap over its first steps (at batch 32, TT workers timed 2.30x
+against dense with `--steps 3 --processes 2`, 2.48x with `--steps 8 --processes 1`), so give
+workers `--steps 8` at batch 32. Memory, per configuration:
 - step peak: in a fresh subprocess, after one warm-up step, the rise of the kernel's peak-RSS mark
   (reset just before the step) over the RSS at that moment. glibc's malloc runs with a fixed mmap
   threshold there, so freed tensors go back to the OS and RSS follows the live tensors;
@@ -40,11 +41,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 
-from ttsnn_cli import lowrank_bn
+from ttsnn_cli import lif_kernel, lowrank_bn
 from ttsnn_cli.allocator import keep_freed_memory
 from ttsnn_cli.arch import build_arch
 from ttsnn_cli.decompose import CompressConfig, compress_model
@@ -87,7 +89,8 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
     per neuron), `channels_last` (everywhere) or `last_stage_channels_last` (layer4 only),
     `lowrank_bn` (BatchNorm after a TT layer through its rank bottleneck, `ttsnn_cli/lowrank_bn.py`); and
     variants that are not defaults on: `packed` (the convs reading spikes keep that byte rather than
-    floats, part of `--recompute-tt`), and `recompute`, the whole of `--recompute-tt`."""
+    floats, part of `--recompute-tt`), `lif_threads` (the C neuron's calls split over torch's thread
+    count, as it once ran), and `recompute`, the whole of `--recompute-tt`."""
     flags = [(m, "one_node", False) for m in model.modules() if isinstance(m, MultiStepLIF) and "one_node" in off]
     flags += [(m, "native", False) for m in model.modules() if isinstance(m, MultiStepLIF) and "native" in off]
     flags += [(m, "pack_spikes", True) for m in model.modules() if isinstance(m, MSBlock) and "packed" in off]
@@ -95,7 +98,9 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
     for module, name, value in flags:
         setattr(module, name, value)
     hooks = []
-    fused_from = lowrank_bn.MIN_ROWS
+    fused_from, run_kernel = lowrank_bn.MIN_ROWS, lif_kernel._run
+    if "lif_threads" in off:
+        lif_kernel._run = _run_split
     if "lowrank_bn" in off:
         lowrank_bn.MIN_ROWS = sys.maxsize  # the default path never pays; --recompute-tt still fuses
     if "last_stage_channels_last" in off:  # a variant, not a lever: the last stage in NCHW
@@ -108,7 +113,26 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
             delattr(module, name)  # back to the class default
         for hook in hooks:
             hook.remove()
-        lowrank_bn.MIN_ROWS = fused_from
+        lowrank_bn.MIN_ROWS, lif_kernel._run = fused_from, run_kernel
+
+
+def _run_split(function, pointers: tuple, sizes: tuple, n: int, *scalars) -> None:
+    """The C neuron's calls split over torch's thread count (the kernel takes any [begin, end) of
+    neurons), in 512-neuron blocks: the variant `lif_threads` times against the default."""
+    global _helpers
+    workers = min(torch.get_num_threads(), max(1, n // (1 << 15)))
+    share = -(-n // workers)  # ceil(n / workers), then up to whole blocks
+    share = -(-share // 512) * 512
+    bounds = [(begin, min(begin + share, n)) for begin in range(0, n, share)]
+    if _helpers is None:
+        _helpers = ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads() - 1))
+    futures = [_helpers.submit(function, *pointers, *sizes, begin, end, *scalars) for begin, end in bounds[1:]]
+    function(*pointers, *sizes, *bounds[0], *scalars)
+    for future in futures:
+        future.result()
+
+
+_helpers: ThreadPoolExecutor | None = None
 
 
 def loss_of(model: torch.nn.Module, image: torch.Tensor, y: torch.Tensor, timesteps: int) -> torch.Tensor:
@@ -332,6 +356,7 @@ LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "PTT, BatchNorm as its own module": ("tt", ("lowrank_bn",), False, False),
     "PTT, LIF op by op": ("tt", ("one_node",), False, False),
     "PTT, spikes kept packed (on)": ("tt", ("packed",), False, False),
+    "PTT, LIF split over threads (on)": ("tt", ("lif_threads",), False, False),
     "PTT, NCHW": ("tt", ("channels_last",), False, False),
     "PTT, last stage NCHW": ("tt", ("last_stage_channels_last",), False, False),
     "PTT, none of the five": ("tt", ("allocator", "native", "one_node", "channels_last", "lowrank_bn"), False, False),
@@ -341,6 +366,7 @@ LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "dense, LIF kernel in PyTorch": ("dense", ("native",), False, False),
     "dense, last stage NCHW": ("dense", ("last_stage_channels_last",), False, False),
     "dense, spikes kept packed (on)": ("dense", ("packed",), False, False),
+    "dense, LIF split over threads (on)": ("dense", ("lif_threads",), False, False),
     "dense, none of the four": ("dense", ("allocator", "native", "one_node", "channels_last"), False, False),
 }
 

@@ -147,8 +147,9 @@ def usable(*tensors: torch.Tensor) -> bool:
 def _run(function, pointers: tuple, sizes: tuple, n: int, *scalars) -> None:
     """`function(*pointers, *sizes, 0, n, *scalars)` on the calling thread. Splitting a tensor over
     helper threads measured slower in a training step (the kernel streams memory, and the helpers
-    compete with torch's OpenMP threads, which spin after each parallel region): on 2 cores a TT
-    step ran 2 % and a dense step 2-3 % faster unsplit, at batch 8 and 32."""
+    compete with torch's OpenMP threads, which spin after each parallel region): split, a step
+    took 1.02x (TT) and 1.01x (dense) as long on 2 cores
+    (`benchmarks/bench_training.py --batch 8 --steps 11 --levers --only threads`)."""
     function(*pointers, *sizes, 0, n, *scalars)
 
 
