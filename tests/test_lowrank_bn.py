@@ -101,6 +101,19 @@ def test_fused_in_float32_at_a_first_stage_size():
     _close(_step(conv, bn, m, grad, False, 0.5), _step(conv, bn, m, grad, True, 0.5), 2e-5)
 
 
+def test_an_input_without_gradient_still_trains_the_weights():
+    conv, bn = _pair(5, 12, True, 0.1, torch.float64)
+    m = torch.randn(4, 5, 6, 6, dtype=torch.float64)  # no requires_grad: only the parameters learn
+    grad = torch.randn(4, 12, 6, 6, dtype=torch.float64)
+    grads = []
+    for fused in (False, True):
+        c, b = _copy(conv), _copy(bn)
+        (lowrank_bn.conv1x1_bn(m, c, b, always=True) if fused else b(c(m))).backward(grad)
+        grads.append([c.weight.grad, b.weight.grad, b.bias.grad])
+    for plain, fused in zip(*grads):
+        assert torch.allclose(plain, fused, rtol=1e-10, atol=1e-12)
+
+
 def test_fused_keeps_no_output_sized_tensor_for_backward():
     conv, bn = _pair(4, 32, True, 0.1, torch.float32)
     m = torch.randn(8, 4, 6, 6, requires_grad=True)

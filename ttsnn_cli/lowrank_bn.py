@@ -75,28 +75,28 @@ class _LowRankBatchNorm(torch.autograd.Function):
             mean_y = mean_m @ w.T if bias is None else mean_m @ w.T + bias
             running_mean.mul_(1 - momentum).add_(mean_y, alpha=momentum)
             running_var.mul_(1 - momentum).add_(var * (count / (count - 1)), alpha=momentum)
-        ctx.save_for_backward(centred, weight, gamma, w_cov, invstd)
+        ctx.save_for_backward(centred, w, scale, w_cov, invstd)  # w and scale: small, kept rather than redone
         ctx.shape, ctx.channels_last, ctx.has_bias = m.shape, channels_last, bias is not None
-        ctx.input_scale = input_scale
+        ctx.weight_shape, ctx.input_scale = weight.shape, input_scale
         return out
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        centred, weight, gamma, w_cov, invstd = ctx.saved_tensors
+        centred, w, scale, w_cov, invstd = ctx.saved_tensors
         count = centred.shape[0]
         g = _rows(grad)  # (P, C)
-        w = weight.flatten(1) * ctx.input_scale
         s = (centred.T @ g).T  # (C, r); this order runs faster than g.T @ centred
         grad_beta = g.new_ones(count) @ g
         grad_gamma = invstd * (s * w).sum(1)
-        scale = gamma * invstd
         grad_w = scale[:, None] * (s - (grad_gamma * invstd)[:, None] * w_cov)
-        mix = w.T @ ((scale * invstd * grad_gamma / count)[:, None] * w)  # (r, r)
-        shift = (scale * grad_beta / count) @ w  # (r,)
-        grad_rows = torch.mm(g, scale[:, None] * w).addmm_(centred, mix, alpha=-1).sub_(shift)
-        grad_m = _image(grad_rows, ctx.shape, ctx.channels_last)
+        grad_m = None
+        if ctx.needs_input_grad[0]:
+            mix = w.T @ ((scale * invstd * grad_gamma / count)[:, None] * w)  # (r, r)
+            shift = (scale * grad_beta / count) @ w  # (r,)
+            grad_rows = torch.mm(g, scale[:, None] * w).addmm_(centred, mix, alpha=-1).sub_(shift)
+            grad_m = _image(grad_rows, ctx.shape, ctx.channels_last)
         grad_bias = torch.zeros_like(w[:, 0]) if ctx.has_bias else None
-        grad_weight = (grad_w * ctx.input_scale).view_as(weight)
+        grad_weight = (grad_w * ctx.input_scale).view(ctx.weight_shape)
         return grad_m, grad_weight, grad_bias, grad_gamma, grad_beta, None, None, None, None, None
 
 

@@ -26,6 +26,8 @@ from torch import nn
 from ttsnn_cli.layers import TTConv2d
 from ttsnn_cli.saved import PacksSpikes
 
+_CLASS_DEFAULT = object()  # the flag was not set on the instance: remove it again afterwards
+
 
 @contextlib.contextmanager
 def recomputing_tt(model: nn.Module, enabled: bool = True) -> Iterator[None]:
@@ -46,6 +48,3 @@ def recomputing_tt(model: nn.Module, enabled: bool = True) -> Iterator[None]:
                 delattr(module, name)
             else:
                 setattr(module, name, before)
-
-
-_CLASS_DEFAULT = object()  # the flag was not set on the instance: remove it again afterwards
