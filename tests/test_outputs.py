@@ -204,3 +204,22 @@ def test_atomic_output_cleans_up_on_error(tmp_path: Path) -> None:
             temporary.write_bytes(b"partial")
             raise RuntimeError("writer failed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_signals_after_the_command_finished_change_nothing(monkeypatch) -> None:
+    """Once the exit code is decided, SIGINT/SIGTERM are ignored: Python restores the default
+    handlers while it shuts down, and a Ctrl-C then would kill a finished command (exit -2)."""
+    import ttsnn_cli.cli
+    from ttsnn_cli import entry
+
+    monkeypatch.setattr(ttsnn_cli.cli, "app", lambda standalone_mode: 0)
+    monkeypatch.setattr(entry, "keep_freed_memory", lambda: None)  # process-wide: not in the test runner
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as stop:
+            entry.main()
+        assert stop.value.code == 0
+        assert all(signal.getsignal(signum) == signal.SIG_IGN for signum in before)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

@@ -44,6 +44,13 @@ def _one_line_error(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _ignore_signals() -> None:
+    """From here on SIGINT/SIGTERM change nothing: the exit code is decided. (Python restores the
+    default handlers while it shuts down; a signal then would kill the process, exit -2/-15.)"""
+    for signum in _CODES:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def main() -> None:
     """Run the command line; usage errors are one line too (exit 2), interruptions exit 130/143."""
     install_signal_handlers()
@@ -66,13 +73,13 @@ def main() -> None:
             _one_line_error("aborted", 1)
         sys.exit(code if isinstance(code, int) else 0)
     except SystemExit:
+        _ignore_signals()  # the command is over: a signal during interpreter shutdown must not kill it
         raise
     except BaseException as error:  # noqa: BLE001 - an interruption however third-party code wrapped it
         stop = error if isinstance(error, (Interrupted, KeyboardInterrupt)) else interruption()
         if stop is None:
             raise
-        for signum in _CODES:  # a second Ctrl-C while unwinding must not print a traceback
-            signal.signal(signum, signal.SIG_IGN)
+        _ignore_signals()  # a second Ctrl-C while unwinding must not print a traceback
         name = getattr(stop, "signal_name", "SIGINT")
         sys.stderr.write(f"error: interrupted ({name})\n")
         sys.stderr.flush()
