@@ -41,7 +41,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -85,12 +84,12 @@ def build(kind: str, timesteps: int) -> torch.nn.Module:
 @contextlib.contextmanager
 def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = False) -> Iterator[None]:
     """Switch ttsnn's levers off for the block (runtime flags only): `native` (the one-node LIF's
-    compiled kernel, `lif_kernel`), `one_node` (the LIF as one autograd node keeping one state byte
+    compiled kernel, `lif_kernel`), `lif_omp` (that kernel split over torch's OpenMP threads: off, it
+    runs on the calling thread), `one_node` (the LIF as one autograd node keeping one state byte
     per neuron), `channels_last` (everywhere) or `last_stage_channels_last` (layer4 only),
     `lowrank_bn` (BatchNorm after a TT layer through its rank bottleneck, `ttsnn_cli/lowrank_bn.py`); and
     variants that are not defaults on: `packed` (the convs reading spikes keep that byte rather than
-    floats, part of `--recompute-tt`), `lif_threads` (the C neuron's calls split over torch's thread
-    count, as it once ran), and `recompute`, the whole of `--recompute-tt`."""
+    floats, part of `--recompute-tt`), and `recompute`, the whole of `--recompute-tt`."""
     flags = [(m, "one_node", False) for m in model.modules() if isinstance(m, MultiStepLIF) and "one_node" in off]
     flags += [(m, "native", False) for m in model.modules() if isinstance(m, MultiStepLIF) and "native" in off]
     flags += [(m, "pack_spikes", True) for m in model.modules() if isinstance(m, MSBlock) and "packed" in off]
@@ -98,9 +97,9 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
     for module, name, value in flags:
         setattr(module, name, value)
     hooks = []
-    fused_from, run_kernel = lowrank_bn.MIN_ROWS, lif_kernel._run
-    if "lif_threads" in off:
-        lif_kernel._run = _run_split
+    fused_from, kernel_threads = lowrank_bn.MIN_ROWS, lif_kernel.THREADS
+    if "lif_omp" in off:
+        lif_kernel.THREADS = 1
     if "lowrank_bn" in off:
         lowrank_bn.MIN_ROWS = sys.maxsize  # the default path never pays; --recompute-tt still fuses
     if "last_stage_channels_last" in off:  # a variant, not a lever: the last stage in NCHW
@@ -113,26 +112,7 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
             delattr(module, name)  # back to the class default
         for hook in hooks:
             hook.remove()
-        lowrank_bn.MIN_ROWS, lif_kernel._run = fused_from, run_kernel
-
-
-def _run_split(function, pointers: tuple, sizes: tuple, n: int, *scalars) -> None:
-    """The C neuron's calls split over torch's thread count (the kernel takes any [begin, end) of
-    neurons), in 512-neuron blocks: the variant `lif_threads` times against the default."""
-    global _helpers
-    workers = min(torch.get_num_threads(), max(1, n // (1 << 15)))
-    share = -(-n // workers)  # ceil(n / workers), then up to whole blocks
-    share = -(-share // 512) * 512
-    bounds = [(begin, min(begin + share, n)) for begin in range(0, n, share)]
-    if _helpers is None:
-        _helpers = ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads() - 1))
-    futures = [_helpers.submit(function, *pointers, *sizes, begin, end, *scalars) for begin, end in bounds[1:]]
-    function(*pointers, *sizes, *bounds[0], *scalars)
-    for future in futures:
-        future.result()
-
-
-_helpers: ThreadPoolExecutor | None = None
+        lowrank_bn.MIN_ROWS, lif_kernel.THREADS = fused_from, kernel_threads
 
 
 def loss_of(model: torch.nn.Module, image: torch.Tensor, y: torch.Tensor, timesteps: int) -> torch.Tensor:
@@ -356,7 +336,7 @@ LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "PTT, BatchNorm as its own module": ("tt", ("lowrank_bn",), False, False),
     "PTT, LIF op by op": ("tt", ("one_node",), False, False),
     "PTT, spikes kept packed (on)": ("tt", ("packed",), False, False),
-    "PTT, LIF split over threads (on)": ("tt", ("lif_threads",), False, False),
+    "PTT, LIF on one thread": ("tt", ("lif_omp",), False, False),
     "PTT, NCHW": ("tt", ("channels_last",), False, False),
     "PTT, last stage NCHW": ("tt", ("last_stage_channels_last",), False, False),
     "PTT, none of the five": ("tt", ("allocator", "native", "one_node", "channels_last", "lowrank_bn"), False, False),
@@ -366,7 +346,7 @@ LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "dense, LIF kernel in PyTorch": ("dense", ("native",), False, False),
     "dense, last stage NCHW": ("dense", ("last_stage_channels_last",), False, False),
     "dense, spikes kept packed (on)": ("dense", ("packed",), False, False),
-    "dense, LIF split over threads (on)": ("dense", ("lif_threads",), False, False),
+    "dense, LIF on one thread": ("dense", ("lif_omp",), False, False),
     "dense, none of the four": ("dense", ("allocator", "native", "one_node", "channels_last"), False, False),
 }
 

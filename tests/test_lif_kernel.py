@@ -73,6 +73,65 @@ def test_large_tensors_give_the_same_bits() -> None:
         assert torch.equal(grad_seq, fast_grad)
 
 
+def _shares_torch_openmp() -> bool:
+    return sys.platform == "linux" and "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+@needs_compiler
+@pytest.mark.skipif(not _shares_torch_openmp(), reason="torch runs on no OpenMP runtime the kernel can share here")
+def test_the_kernel_runs_on_torchs_own_openmp_threads_here() -> None:
+    assert "on torch's OpenMP threads" in lif_kernel.build_status()
+    assert lif_kernel.threads() == torch.get_num_threads()
+    loaded = {line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line}
+    assert len(loaded) == 1  # the kernel brought no OpenMP runtime of its own
+
+
+@needs_compiler
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_splitting_the_neurons_over_threads_changes_no_bit(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    n = 40 * 512 + 77  # whole blocks per thread, the last block partial
+    seq = _membranes((4, n), seed=5)
+    grad = torch.randn(seq.shape)
+    monkeypatch.setattr(lif_kernel, "THREADS", 1)
+    one = [lif_kernel.forward(seq, BETA, THRESHOLD, SURROGATE_WIDTH, m) for m in MECHANISMS]
+    one_grad = [lif_kernel.backward(grad, state, BETA, m) for m, (_, state) in zip(MECHANISMS, one)]
+    monkeypatch.setattr(lif_kernel, "THREADS", threads)
+    for m, (spikes, state), grad_seq in zip(MECHANISMS, one, one_grad):
+        fast_spikes, fast_state = lif_kernel.forward(seq, BETA, THRESHOLD, SURROGATE_WIDTH, m)
+        assert torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state)
+        assert torch.equal(grad_seq, lif_kernel.backward(grad, state, BETA, m))
+        assert torch.equal(lif_kernel.spikes_of_state(state), spikes)
+
+
+@needs_compiler
+def test_a_kernel_on_another_openmp_runtime_than_torchs_runs_on_the_calling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lif_kernel, "_torch_openmp_runtime", lambda: 1)  # no runtime lives at address 1
+    lif_kernel._build.cache_clear()
+    try:
+        assert "on the calling thread" in lif_kernel.build_status()
+        assert lif_kernel.threads() == 1
+        seq = _membranes((4, 3000), seed=6)
+        (spikes, state), (fast_spikes, fast_state), _, _ = _both(seq, 1, torch.randn(seq.shape))
+        assert torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state)
+    finally:
+        monkeypatch.undo()
+        lif_kernel._build.cache_clear()
+
+
+@needs_compiler
+@pytest.mark.skipif(sys.platform != "linux", reason="a POSIX shell wrapper around cc")
+def test_a_compiler_without_openmp_still_builds_the_kernel(tmp_path) -> None:
+    compiler = tmp_path / "cc-without-openmp"
+    compiler.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\nexec cc "$@"\n')
+    compiler.chmod(0o755)
+    script = ("import torch\nfrom ttsnn_cli import lif_kernel\n"
+              "print(lif_kernel.build_status(), lif_kernel.threads())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**_environment(), "CC": str(compiler)})
+    assert done.returncode == 0, done.stderr
+    assert "on the calling thread 1" in done.stdout
+
+
 @needs_compiler
 @settings(max_examples=40, deadline=None)
 @given(

@@ -4,8 +4,11 @@
  * T steps each hold n neurons in one dense block (any memory format: every tensor here shares it).
  * Every float operation is the one the PyTorch loop performs, in the same order and precision, so
  * the results are bitwise equal to it (the build disables FMA contraction; the loader checks).
- * Each call handles the neurons [begin, end) of every step, so callers may split a tensor between
- * threads; BLOCK neurons at a time keep the membrane in L1 cache across the T steps.
+ * BLOCK neurons at a time keep the membrane in L1 cache across the T steps. The exported functions
+ * split the n neurons into contiguous runs of whole blocks, one per thread, over the OpenMP runtime
+ * (built with -fopenmp; the loader uses `threads` > 1 only when that runtime is torch's own, whose
+ * threads then take the work instead of spinning beside it). The split changes no value: each
+ * neuron's arithmetic is its own.
  *
  * mechanism: 0 subtract, 1 zero, 2 none (snntorch's reset_mechanism_val codes).
  * state byte: 2 * (1 - spike) + window, window = |u - threshold| < width (the surrogate's support).
@@ -15,7 +18,7 @@
 
 #define BLOCK 512
 
-void lif_forward(const float *seq, float *spikes, uint8_t *state, long steps, long n, long begin,
+static void forward_range(const float *seq, float *spikes, uint8_t *state, long steps, long n, long begin,
                  long end, float beta, float threshold, float width, int mechanism)
 {
     float mem[BLOCK], previous[BLOCK];
@@ -59,7 +62,7 @@ void lif_forward(const float *seq, float *spikes, uint8_t *state, long steps, lo
 
 /* g_t = grad_t * window_t + carried, carried = ((1 - s_t) * g_{t+1}) * beta (zero reset) or
  * g_{t+1} * beta (subtract, none); nothing is carried into the last step. */
-void lif_backward(const float *grad, const uint8_t *state, float *out, long steps, long n, long begin,
+static void backward_range(const float *grad, const uint8_t *state, float *out, long steps, long n, long begin,
                   long end, float beta, int mechanism)
 {
     float next[BLOCK];
@@ -97,8 +100,39 @@ void lif_backward(const float *grad, const uint8_t *state, float *out, long step
     }
 }
 
-/* The 0/1 spikes recorded in a state byte, as floats: 1 - (state >> 1). */
-void lif_spikes_of_state(const uint8_t *state, float *spikes, long begin, long end)
+static long block_start(long k, long n) { return k * BLOCK < n ? k * BLOCK : n; }
+
+void lif_forward(const float *seq, float *spikes, uint8_t *state, long steps, long n, int threads,
+                 float beta, float threshold, float width, int mechanism)
 {
-    for (long i = begin; i < end; ++i) spikes[i] = (float)(1 - (state[i] >> 1));
+    long blocks = (n + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long k = 0; k < blocks; ++k)
+        forward_range(seq, spikes, state, steps, n, block_start(k, n), block_start(k + 1, n), beta, threshold,
+                      width, mechanism);
 }
+
+void lif_backward(const float *grad, const uint8_t *state, float *out, long steps, long n, int threads,
+                  float beta, int mechanism)
+{
+    long blocks = (n + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long k = 0; k < blocks; ++k)
+        backward_range(grad, state, out, steps, n, block_start(k, n), block_start(k + 1, n), beta, mechanism);
+}
+
+/* The 0/1 spikes recorded in a state byte, as floats: 1 - (state >> 1). */
+void lif_spikes_of_state(const uint8_t *state, float *spikes, long n, int threads)
+{
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long i = 0; i < n; ++i) spikes[i] = (float)(1 - (state[i] >> 1));
+}
+
+/* The entry point of the OpenMP runtime this library calls into, or null when built without it: the
+ * loader compares it with torch's own runtime's. */
+#ifdef _OPENMP
+#include <omp.h>
+void *lif_openmp_runtime(void) { return (void *)&omp_get_max_threads; }
+#else
+void *lif_openmp_runtime(void) { return 0; }
+#endif

@@ -10,7 +10,12 @@ ctypes loads it. `neurons` checks it bitwise against the PyTorch loop before fir
 
 Everything else runs the PyTorch loop: CUDA and other devices, other dtypes, tensors whose steps are
 not dense blocks, tracing and compiling, a machine without a C compiler, and `TTSNN_NATIVE=0`.
-Each call runs on the calling thread (`_run` says why).
+
+Threads: the kernel is built with OpenMP where the compiler has it, and splits its neurons over
+torch's thread count only when its OpenMP runtime is the very one torch runs on (`threads()`): that
+runtime's threads, spinning after torch's last parallel region, take the work at once. A pool of our
+own beside torch's measured slower in a training step (the two pools' threads compete for the same
+cores), so without a shared runtime the kernel runs on the calling thread.
 """
 
 from __future__ import annotations
@@ -33,11 +38,14 @@ _FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")  # 
 _BUILD_TIMEOUT_S = 120
 
 _P, _L, _F, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
-_SIGNATURES = {
-    "lif_forward": [_P, _P, _P, _L, _L, _L, _L, _F, _F, _F, _I],
-    "lif_backward": [_P, _P, _P, _L, _L, _L, _L, _F, _I],
-    "lif_spikes_of_state": [_P, _P, _L, _L],
+_SIGNATURES = {  # name: (argument types, return type)
+    "lif_forward": ([_P, _P, _P, _L, _L, _I, _F, _F, _F, _I], None),
+    "lif_backward": ([_P, _P, _P, _L, _L, _I, _F, _I], None),
+    "lif_spikes_of_state": ([_P, _P, _L, _I], None),
+    "lif_openmp_runtime": ([], _P),
 }
+_BUILDS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native",), ())
+"""Flag sets tried in turn: a compiler without OpenMP or -march=native still builds the kernel."""
 
 
 def enabled() -> bool:
@@ -74,42 +82,73 @@ def _compiler() -> list[str] | None:
 
 
 @functools.cache
-def _build() -> tuple[ctypes.CDLL | None, str]:
+def _build() -> tuple[ctypes.CDLL | None, str, bool]:
+    """(the library or None, how it went, whether it shares torch's OpenMP runtime)."""
     command = _compiler()
     if command is None:
-        return None, "no C compiler found (set CC)"
+        return None, "no C compiler found (set CC)", False
     compiler = " ".join(command)
     try:
         source = resources.files("ttsnn_cli").joinpath("lif_kernel.c").read_bytes()
         folder = tempfile.mkdtemp(prefix="ttsnn-lif-")  # private (0700): nobody else can swap the library
     except OSError as exc:  # no source installed, no writable temporary folder: the PyTorch loop runs
-        return None, f"could not prepare the build: {exc}"
+        return None, f"could not prepare the build: {exc}", False
     try:
         source_path = os.path.join(folder, "lif_kernel.c")
         library_path = os.path.join(folder, "lif_kernel.so")
         with open(source_path, "wb") as handle:
             handle.write(source)
-        first_error = "no message"
-        for extra in (("-march=native",), ()):  # a compiler without -march=native still builds it
+        first_error, lib = "no message", None
+        for extra in _BUILDS:
             try:
                 done = subprocess.run([*command, *_FLAGS, *extra, "-o", library_path, source_path],
                                       capture_output=True, timeout=_BUILD_TIMEOUT_S, check=False)
             except (OSError, subprocess.SubprocessError) as exc:
-                return None, f"{compiler} failed to run: {exc}"
-            if done.returncode == 0:
+                return None, f"{compiler} failed to run: {exc}", False
+            if done.returncode != 0:
+                first_error = (done.stderr.decode(errors="replace").strip().splitlines() or [first_error])[0]
+                continue
+            try:  # stays mapped after its folder is removed
+                lib = ctypes.CDLL(library_path)
                 break
-            first_error = (done.stderr.decode(errors="replace").strip().splitlines() or [first_error])[0]
-        else:
-            return None, f"{compiler} could not build it: {first_error}"
-        lib = ctypes.CDLL(library_path)  # stays mapped after its folder is removed
-    except OSError as exc:
-        return None, f"could not load it: {exc}"
+            except OSError as exc:  # e.g. built against an OpenMP runtime the loader cannot find
+                first_error = f"could not load it: {exc}"
+        if lib is None:
+            return None, f"{compiler} could not build it: {first_error}", False
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    for name, argtypes in _SIGNATURES.items():
+    for name, (argtypes, restype) in _SIGNATURES.items():
         function = getattr(lib, name)
-        function.argtypes, function.restype = argtypes, None
-    return lib, f"built with {compiler}"
+        function.argtypes, function.restype = argtypes, restype
+    runtime = lib.lif_openmp_runtime()
+    shared = runtime is not None and runtime == _torch_openmp_runtime()
+    return lib, f"built with {compiler}" + (", on torch's OpenMP threads" if shared else ", on the calling thread"), shared
+
+
+def _torch_openmp_runtime() -> int | None:
+    """The address of omp_get_max_threads in the OpenMP runtime libtorch_cpu calls, found through
+    the library itself (Linux: its path from /proc/self/maps); None where that cannot be told, or
+    torch runs on no OpenMP runtime."""
+    try:
+        with open("/proc/self/maps") as handle:
+            paths = {line.split()[-1] for line in handle if line.rstrip().endswith("/libtorch_cpu.so")}
+        if len(paths) != 1:
+            return None
+        return ctypes.cast(ctypes.CDLL(paths.pop()).omp_get_max_threads, ctypes.c_void_p).value
+    except (OSError, AttributeError, IndexError):
+        return None
+
+
+def threads() -> int:
+    """How many threads a kernel call uses: torch's thread count when the kernel shares torch's
+    OpenMP runtime (see the module docstring), else 1. Set `THREADS` to override (benchmarks)."""
+    if THREADS is not None:
+        return THREADS
+    return torch.get_num_threads() if enabled() and _build()[2] else 1
+
+
+THREADS: int | None = None
+"""Runtime override of `threads()` (the benchmark's lever); None: decide as `threads()` says."""
 
 
 def is_dense(x: torch.Tensor) -> bool:
@@ -144,15 +183,6 @@ def usable(*tensors: torch.Tensor) -> bool:
     return library() is not None
 
 
-def _run(function, pointers: tuple, sizes: tuple, n: int, *scalars) -> None:
-    """`function(*pointers, *sizes, 0, n, *scalars)` on the calling thread. Splitting a tensor over
-    helper threads measured slower in a training step (the kernel streams memory, and the helpers
-    compete with torch's OpenMP threads, which spin after each parallel region): split, a step
-    took 1.02x (TT) and 1.01x (dense) as long on 2 cores
-    (`benchmarks/bench_training.py --batch 8 --steps 11 --levers --only threads`)."""
-    function(*pointers, *sizes, 0, n, *scalars)
-
-
 def forward(seq: torch.Tensor, beta: float, threshold: float, width: float, mechanism: int
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Spikes (float, 0/1) and state bytes of the LIF over `seq` [T, ...]; requires `usable(seq)`
@@ -162,8 +192,8 @@ def forward(seq: torch.Tensor, beta: float, threshold: float, width: float, mech
     spikes = torch.empty_like(seq)
     state = torch.empty_like(seq, dtype=torch.uint8)
     steps, n = seq.shape[0], seq[0].numel()
-    _run(lib.lif_forward, (seq.data_ptr(), spikes.data_ptr(), state.data_ptr()), (steps, n), n,
-           beta, threshold, width, mechanism)
+    lib.lif_forward(seq.data_ptr(), spikes.data_ptr(), state.data_ptr(), steps, n, threads(),
+                    beta, threshold, width, mechanism)
     return spikes, state
 
 
@@ -176,7 +206,7 @@ def backward(grad: torch.Tensor, state: torch.Tensor, beta: float, mechanism: in
         grad = torch.empty_like(state, dtype=grad.dtype).copy_(grad)
     out = torch.empty_like(grad)
     steps, n = state.shape[0], state[0].numel()
-    _run(lib.lif_backward, (grad.data_ptr(), state.data_ptr(), out.data_ptr()), (steps, n), n, beta, mechanism)
+    lib.lif_backward(grad.data_ptr(), state.data_ptr(), out.data_ptr(), steps, n, threads(), beta, mechanism)
     return out
 
 
@@ -186,5 +216,5 @@ def spikes_of_state(state: torch.Tensor) -> torch.Tensor:
     lib = library()
     assert lib is not None
     spikes = torch.empty_like(state, dtype=torch.float32)
-    _run(lib.lif_spikes_of_state, (state.data_ptr(), spikes.data_ptr()), (), state.numel())
+    lib.lif_spikes_of_state(state.data_ptr(), spikes.data_ptr(), state.numel(), threads())
     return spikes
