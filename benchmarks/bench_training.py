@@ -49,6 +49,7 @@ from ttsnn_cli import lif_kernel, lowrank_bn
 from ttsnn_cli.allocator import keep_freed_memory
 from ttsnn_cli.arch import build_arch
 from ttsnn_cli.decompose import CompressConfig, compress_model
+from ttsnn_cli.engine.layout import match_weights_to_activations, restore_weights
 from ttsnn_cli.engine.memory import recomputing_tt
 from ttsnn_cli.layers import TTConv2d
 from ttsnn_cli.neurons import MultiStepLIF
@@ -63,21 +64,26 @@ PAPER_RANKS_R18_CIFAR10 = [24, 27, 25, 29, 37, 45, 43, 41, 65, 74, 70, 63, 104, 
 MAIN = ("paper dense", "paper PTT", "dense", "PTT", "PTT recompute")
 
 
-def build(kind: str, timesteps: int) -> torch.nn.Module:
-    """`dense`/`tt`: ttsnn's MS-ResNet18, dense or PTT at the paper's ranks; `paper-dense`/`paper-ptt`:
-    the same network in the reference code's execution pattern."""
+def build(kind: str, timesteps: int, off: tuple[str, ...] = ()) -> torch.nn.Module:
+    """`dense`/`tt`: ttsnn's MS-ResNet18, dense or PTT at the paper's ranks, its conv weights in the
+    layout its activations run in, as `ttsnn` trains it (`engine.layout`; with `channels_last` or
+    `last_stage_channels_last` in `off`, as those levers run the activations); `paper-dense`/
+    `paper-ptt`: the same network in the reference code's execution pattern."""
     torch.manual_seed(0)
     if kind.startswith("paper"):
         return ReferenceMSResNet18(PAPER_RANKS_R18_CIFAR10 if kind == "paper-ptt" else None, timesteps)
     model = build_arch("zoo:ms_resnet18", {"in_channels": 3, "num_classes": 10})
-    if kind == "dense":
-        return model
-    names = [n for n, m in model.named_modules()
-             if isinstance(m, torch.nn.Conv2d) and n.startswith("layer") and n.rsplit(".", 1)[-1] in ("conv1", "conv2")]
-    overrides = {f"^{n}$".replace(".", r"\."): r for n, r in zip(names, PAPER_RANKS_R18_CIFAR10)}
-    config = CompressConfig(RankSpec("fixed", None), mode="ptt", include=[f"^{n}$".replace(".", r"\.") for n in names],
-                            overrides=overrides, timesteps=timesteps, svd="randomized_svd")
-    model, _ = compress_model(model, config)
+    if kind != "dense":
+        names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and n.startswith("layer")
+                 and n.rsplit(".", 1)[-1] in ("conv1", "conv2")]
+        overrides = {f"^{n}$".replace(".", r"\."): r for n, r in zip(names, PAPER_RANKS_R18_CIFAR10)}
+        config = CompressConfig(RankSpec("fixed", None), mode="ptt", overrides=overrides, timesteps=timesteps,
+                                include=[f"^{n}$".replace(".", r"\.") for n in names], svd="randomized_svd")
+        model, _ = compress_model(model, config)
+    if "channels_last" not in off and "weights" not in off:
+        match_weights_to_activations(model)
+        if "last_stage_channels_last" in off:
+            restore_weights([p for p in model.layer4.parameters() if not p.is_contiguous()])
     return model
 
 
@@ -87,6 +93,7 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
     compiled kernel, `lif_kernel`), `lif_omp` (that kernel split over torch's OpenMP threads: off, it
     runs on the calling thread), `one_node` (the LIF as one autograd node keeping one state byte
     per neuron), `channels_last` (everywhere) or `last_stage_channels_last` (layer4 only),
+    `weights` (conv weights in the activations' layout: `build` sets it, per model, as a run does),
     `lowrank_bn` (BatchNorm after a TT layer through its rank bottleneck, `ttsnn_cli/lowrank_bn.py`); and
     variants that are not defaults on: `packed` (the convs reading spikes keep that byte rather than
     floats, part of `--recompute-tt`), and `recompute`, the whole of `--recompute-tt`."""
@@ -155,7 +162,7 @@ def _peak_bytes() -> int:
 def memory_probe(kind: str, batch: int, timesteps: int, off: tuple[str, ...], recompute: bool) -> None:
     """Runs in a fresh subprocess: the peak RSS one training step adds after a warm-up step, as JSON."""
     torch.set_num_threads(2)
-    model = build(kind, timesteps).train()
+    model = build(kind, timesteps, off).train()
     optimizer = sgd(model)
     torch.manual_seed(1)
     image, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
@@ -187,7 +194,7 @@ def worker_main(kind: str, batch: int, timesteps: int, off: tuple[str, ...], rec
     if "allocator" not in off:
         keep_freed_memory()
     torch.set_num_threads(2)
-    model = build(kind, timesteps).train()
+    model = build(kind, timesteps, off).train()
     optimizer = sgd(model)
     runner = torch.compile(model) if compiled else model
     torch.manual_seed(1)
@@ -338,6 +345,7 @@ LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "PTT, spikes kept packed (on)": ("tt", ("packed",), False, False),
     "PTT, LIF on one thread": ("tt", ("lif_omp",), False, False),
     "PTT, NCHW": ("tt", ("channels_last",), False, False),
+    "PTT, conv weights NCHW": ("tt", ("weights",), False, False),
     "PTT, last stage NCHW": ("tt", ("last_stage_channels_last",), False, False),
     "PTT, none of the five": ("tt", ("allocator", "native", "one_node", "channels_last", "lowrank_bn"), False, False),
     "PTT, --recompute-tt": ("tt", (), True, False),
@@ -345,6 +353,7 @@ LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "dense, allocator returns memory": ("dense", ("allocator",), False, False),
     "dense, LIF kernel in PyTorch": ("dense", ("native",), False, False),
     "dense, last stage NCHW": ("dense", ("last_stage_channels_last",), False, False),
+    "dense, conv weights NCHW": ("dense", ("weights",), False, False),
     "dense, spikes kept packed (on)": ("dense", ("packed",), False, False),
     "dense, LIF on one thread": ("dense", ("lif_omp",), False, False),
     "dense, none of the four": ("dense", ("allocator", "native", "one_node", "channels_last"), False, False),
@@ -505,24 +514,35 @@ def fused_bn_table(args) -> None:
               f"{'fused' if lowrank_bn.pays(m) else 'modules':>9}")
 
 
+LAYOUT_LEVERS = ("channels_last", "last_stage_channels_last", "weights")
+
+
+def model_key(kind: str, off: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """Configurations differing in a layout lever need their own model: `build` lays its weights out."""
+    return kind, tuple(o for o in off if o in LAYOUT_LEVERS)
+
+
 def lever_table(args, image, y) -> None:
     """Runtime levers are timed interleaved in this one process (switched per step: the finest
     comparison); the process-wide ones, the allocator and torch.compile, in worker processes against
     a worker with the defaults (`--processes` rounds)."""
     T = args.timesteps
-    models = {"tt": build("tt", T).train(), "dense": build("dense", T).train()}
-    optimizers = {k: sgd(m) for k, m in models.items()}
     words = [w.strip() for w in args.only.split(",") if w.strip()]
     specs: dict[str, Spec] = {name: spec for name, spec in LEVERS.items()
                               if not words or "(defaults)" in name or any(w in name for w in words)}
     if args.compile:
         specs["PTT, torch.compile"] = ("tt", (), False, True)
     process_wide = {name for name, (_, off, _, compiled) in specs.items() if compiled or "allocator" in off}
+    # the weights' layout is set once per model (as a run sets it), not per step: one model per layout
+    models = {model_key(kind, off): None for kind, off, _, _ in specs.values()}
+    models = {key: build(key[0], T, key[1]).train() for key in models}
+    optimizers = {k: sgd(m) for k, m in models.items()}
 
     def run(name: str) -> None:
         kind, off, recompute, _ = specs[name]
-        with levers(models[kind], off, recompute):
-            train_step(models[kind], optimizers[kind], image, y, T)
+        model = models[model_key(kind, off)]
+        with levers(model, off, recompute):
+            train_step(model, optimizers[model_key(kind, off)], image, y, T)
 
     median = timed({name: (lambda n=name: run(n),) for name in specs if name not in process_wide}, args.steps)
     worker_specs = {name: specs[name] for name in process_wide}
@@ -533,8 +553,8 @@ def lever_table(args, image, y) -> None:
     exact = {}
     for name, (kind, off, recompute, compiled) in specs.items():
         if not compiled:
-            with levers(models[kind], off, recompute):
-                exact[name] = autograd_memory(models[kind], image, y, T)
+            with levers(models[model_key(kind, off)], off, recompute):
+                exact[name] = autograd_memory(models[model_key(kind, off)], image, y, T)
     memory = {} if args.no_memory else {
         name: measure_memory(kind, args.batch, T, off, recompute) for name, (kind, off, recompute, compiled) in specs.items()
         if name not in process_wide}  # the probe runs its own allocator setting

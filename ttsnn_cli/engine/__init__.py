@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ttsnn_cli.data import DataBundle, Encoding, encode
 from ttsnn_cli.engine.distill import Distiller
+from ttsnn_cli.engine.layout import weights_in_activation_format
 from ttsnn_cli.engine.memory import recomputing_tt
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.fileio import atomic_torch_save, atomic_write_text, standard_json
@@ -308,7 +309,22 @@ def fit(
 ) -> dict[str, Any]:
     """Train `model` in place; see the module docstring. Returns `epochs`, `train_loss`,
     `test_accuracy` (percent, last epoch), `best_test_accuracy`, `history`, `output`, ...
-    With `teacher`, the loss mixes in its soft targets (`engine.distill`)."""
+    With `teacher`, the loss mixes in its soft targets (`engine.distill`). While it runs, the conv
+    weights are held in the activations' memory format (`engine.layout`)."""
+    with weights_in_activation_format(model, teacher):
+        return _fit(model, data, config, output, resume, progress, on_epoch, teacher)
+
+
+def _fit(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainConfig,
+    output: str | Path,
+    resume: bool,
+    progress: Progress | None,
+    on_epoch: Callable[[nn.Module, list[dict[str, Any]]], None] | None,
+    teacher: nn.Module | None,
+) -> dict[str, Any]:
     config.validate()
     if data.temporal and data.timesteps != config.timesteps:
         raise BadInputError(f"the event frames were binned for T={data.timesteps}, the run asks T={config.timesteps}")
