@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gc
 import json
 import os
@@ -471,7 +472,8 @@ STAGES = [(64, 32, 2), (128, 16, 6), (256, 8, 10), (512, 4, 14)]  # channels, si
 
 def layer_table(args) -> None:
     """Where the TT step loses against the MAC ratio: one stride-1 3x3 layer per stage on 20 % spikes,
-    forward + backward (input gradient too), TT at the paper's rank against the dense conv."""
+    forward + backward (input gradient too), TT at the paper's rank against the dense conv; in
+    channels-last with the weights channels-last too, as training runs them."""
     print(f"{'stage':<22}{'MAC ratio':>10}{'format':>8}{'dense ms':>10}{'PTT ms':>9}{'speed-up':>10}")
     for channels, size, index in STAGES:
         rank = PAPER_RANKS_R18_CIFAR10[index]
@@ -483,6 +485,10 @@ def layer_table(args) -> None:
         for fmt, memory_format in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
             x, g = spikes.contiguous(memory_format=memory_format), grad.contiguous(memory_format=memory_format)
             for name, layer in (("dense", dense), ("PTT", tt)):
+                if fmt == "NHWC":  # weights laid out as a channels-last run lays them out (engine.layout)
+                    layer = copy.deepcopy(layer)
+                    layer.channels_last = True
+                    match_weights_to_activations(layer)
                 configs[(fmt, name)] = (lambda x=x, g=g, layer=layer: layer(x.detach().requires_grad_()).backward(g),)
         median = timed(configs, max(args.steps, 7))
         macs = channels * channels * 9 / (2 * channels * rank + 6 * rank * rank)  # core1 + core4, core2 + core3

@@ -3,10 +3,10 @@
 oneDNN runs a convolution in its input's memory format and re-lays-out a weight held in another
 format on every call: forward and both halves of backward. The MS-ResNets run their activations
 channels-last (`zoo.msresnet.MSResNet.channels_last`), while their conv weights are created NCHW,
-so every training step copied each 3x3 weight into channels-last several times over (for dense
-MS-ResNet18 the 11 M weights, ~20 ms of a 0.45 s step at batch 8: `python
-benchmarks/bench_training.py --levers --only weights`). Holding the weights channels-last while the
-model trains removes those copies. A memory format is a layout, not a value: results are the same
+so every training step copied each 3x3 weight into channels-last several times over: a dense
+MS-ResNet18 step at batch 8 took 1.03-1.05x as long with its weights NCHW, a PTT one 1.00-1.01x
+(`python benchmarks/bench_training.py --levers --only weights --steps 15`). Holding the weights
+channels-last while the model trains removes those copies. A memory format is a layout, not a value: results are the same
 up to the summation order oneDNN picks (tests compare them).
 
 Only convs that read at least 16 channels convert, as only those run channels-last (the caveat on
