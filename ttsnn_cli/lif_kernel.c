@@ -15,11 +15,14 @@
  */
 #include <math.h>
 #include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define BLOCK 512
 
 static void forward_range(const float *seq, float *spikes, uint8_t *state, long steps, long n, long begin,
-                 long end, float beta, float threshold, float width, int mechanism)
+                          long end, float beta, float threshold, float width, int mechanism)
 {
     float mem[BLOCK], previous[BLOCK];
     for (long b = begin; b < end; b += BLOCK) {
@@ -63,7 +66,7 @@ static void forward_range(const float *seq, float *spikes, uint8_t *state, long 
 /* g_t = grad_t * window_t + carried, carried = ((1 - s_t) * g_{t+1}) * beta (zero reset) or
  * g_{t+1} * beta (subtract, none); nothing is carried into the last step. */
 static void backward_range(const float *grad, const uint8_t *state, float *out, long steps, long n, long begin,
-                  long end, float beta, int mechanism)
+                           long end, float beta, int mechanism)
 {
     float next[BLOCK];
     for (long b = begin; b < end; b += BLOCK) {
@@ -131,7 +134,6 @@ void lif_spikes_of_state(const uint8_t *state, float *spikes, long n, int thread
 /* The entry point of the OpenMP runtime this library calls into, or null when built without it: the
  * loader compares it with torch's own runtime's. */
 #ifdef _OPENMP
-#include <omp.h>
 void *lif_openmp_runtime(void) { return (void *)&omp_get_max_threads; }
 #else
 void *lif_openmp_runtime(void) { return 0; }

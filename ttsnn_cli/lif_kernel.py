@@ -115,6 +115,8 @@ def _build() -> tuple[ctypes.CDLL | None, str, bool]:
                 first_error = f"could not load it: {exc}"
         if lib is None:
             return None, f"{compiler} could not build it: {first_error}", False
+    except OSError as exc:  # the source could not be written (a full disk): the PyTorch loop runs
+        return None, f"could not prepare the build: {exc}", False
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     for name, (argtypes, restype) in _SIGNATURES.items():

@@ -6,8 +6,8 @@ channels-last (`zoo.msresnet.MSResNet.channels_last`), while their conv weights 
 so every training step copied each 3x3 weight into channels-last several times over: a dense
 MS-ResNet18 step at batch 8 took 1.03-1.05x as long with its weights NCHW, a PTT one 1.00-1.01x
 (`python benchmarks/bench_training.py --levers --only weights --steps 15`). Holding the weights
-channels-last while the model trains removes those copies. A memory format is a layout, not a value: results are the same
-up to the summation order oneDNN picks (tests compare them).
+channels-last while the model trains removes those copies. A memory format is a layout, not a
+value: results are the same up to the summation order oneDNN picks (tests compare them).
 
 Only convs that read at least 16 channels convert, as only those run channels-last (the caveat on
 `MSResNet.channels_last`). The weights go back to their own format when the run ends, so
