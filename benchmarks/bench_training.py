@@ -497,13 +497,18 @@ def layer_table(args) -> None:
             print(f"{f'{channels} ch {size}x{size} r={rank}':<22}{macs:>9.2f}x{fmt:>8}{d * 1e3:>10.2f}{t * 1e3:>9.2f}{d / t:>9.2f}x")
 
 
+NARROW = [(16, 8), (16, 16), (16, 24), (32, 8), (32, 16), (64, 8)]  # channels, rank: smaller nets' layers at 16x16
+
+
 def fused_bn_table(args) -> None:
-    """Where BatchNorm through the rank bottleneck pays (`lowrank_bn.MIN_ROWS*`): a TT layer's last
-    core and its BatchNorm, forward + backward, fused against the two modules, per stage at the
-    paper's rank (PTT's halving included: the modules scale the activations, the fused form W)."""
-    print(f"{'stage':<22}{'pixels':>8}{'/ r^2':>8}{'modules ms':>12}{'fused ms':>10}{'speed-up':>10}{'default':>9}")
-    for channels, size, index in STAGES:
-        rank = PAPER_RANKS_R18_CIFAR10[index]
+    """Where BatchNorm through the rank bottleneck pays (`lowrank_bn.pays`): a TT layer's last core
+    and its BatchNorm, forward + backward, fused against the two modules, per stage at the paper's
+    rank (PTT's halving included: the modules scale the activations, the fused form W); then narrow
+    layers (16-64 channels at 16x16, as in smaller networks than MS-ResNet18)."""
+    print(f"{'layer':<22}{'pixels':>8}{'/ r^2':>8}{'modules ms':>12}{'fused ms':>10}{'speed-up':>10}{'default':>9}")
+    shapes = [(channels, size, PAPER_RANKS_R18_CIFAR10[index]) for channels, size, index in STAGES]
+    shapes += [(channels, 16, rank) for channels, rank in NARROW]
+    for channels, size, rank in shapes:
         conv, bn = torch.nn.Conv2d(rank, channels, 1), torch.nn.BatchNorm2d(channels)
         m = torch.randn(args.batch * args.timesteps, rank, size, size).contiguous(memory_format=torch.channels_last)
         grad = torch.randn(m.shape[0], channels, size, size).contiguous(memory_format=torch.channels_last)
@@ -517,7 +522,7 @@ def fused_bn_table(args) -> None:
         pixels = m.shape[0] * size * size
         print(f"{f'{channels} ch {size}x{size} r={rank}':<22}{pixels:>8}{pixels / rank ** 2:>8.2f}"
               f"{median[False] * 1e3:>12.2f}{median[True] * 1e3:>10.2f}{median[False] / median[True]:>9.2f}x"
-              f"{'fused' if lowrank_bn.pays(m) else 'modules':>9}")
+              f"{'fused' if lowrank_bn.pays(m, channels) else 'modules':>9}")
 
 
 LAYOUT_LEVERS = ("channels_last", "last_stage_channels_last", "weights")

@@ -97,7 +97,7 @@ def test_fused_in_float32_at_a_first_stage_size():
     conv, bn = _pair(25, 64, True, 0.1, torch.float32)
     m = (torch.randn(32, 25, 32, 32) * 1.5 + 0.7).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(32, 64, 32, 32).contiguous(memory_format=torch.channels_last)
-    assert lowrank_bn.pays(m)
+    assert lowrank_bn.pays(m, 64)
     _close(_step(conv, bn, m, grad, False, 0.5), _step(conv, bn, m, grad, True, 0.5), 2e-5)
 
 
@@ -191,12 +191,19 @@ def test_one_value_per_channel_is_refused_as_batchnorm_refuses_it():
 
 
 def test_the_default_takes_the_fused_form_only_where_it_measured_faster():
-    assert lowrank_bn.pays(torch.empty(32, 25, 32, 32))  # first stage, batch 8 x T 4: 1.35x
-    assert lowrank_bn.pays(torch.empty(32, 43, 16, 16))  # second stage: 1.19x
-    assert not lowrank_bn.pays(torch.empty(32, 70, 8, 8))  # third: 0.96x
-    assert lowrank_bn.pays(torch.empty(128, 70, 8, 8))  # third at batch 32: 1.09x
-    assert not lowrank_bn.pays(torch.empty(128, 186, 4, 4))  # last: the r x r products cost more
-    assert not lowrank_bn.pays(torch.empty(4, 43, 16, 16))  # second stage at batch 1: 0.90x
+    """`python benchmarks/bench_training.py --fused-bn --batch 1/8/32`."""
+    assert lowrank_bn.pays(torch.empty(32, 25, 32, 32), 64)  # first stage, batch 8 x T 4: 1.35x
+    assert lowrank_bn.pays(torch.empty(32, 43, 16, 16), 128)  # second stage: 1.21x
+    assert not lowrank_bn.pays(torch.empty(32, 70, 8, 8), 256)  # third: 0.98x
+    assert lowrank_bn.pays(torch.empty(128, 70, 8, 8), 256)  # third at batch 32: 1.12x
+    assert not lowrank_bn.pays(torch.empty(128, 186, 4, 4), 512)  # last: the r x r products cost more
+    assert not lowrank_bn.pays(torch.empty(4, 43, 16, 16), 128)  # second stage at batch 1: 0.85x
+    # narrow layers: too few output channels to save on, however many pixels (0.81-0.99x at batch 32)
+    for rank in (8, 16, 24):
+        assert not lowrank_bn.pays(torch.empty(128, rank, 16, 16), 16)
+    assert lowrank_bn.pays(torch.empty(128, 16, 16, 16), 32)  # 1.53x
+    assert lowrank_bn.pays(torch.empty(32, 8, 16, 16), 64)  # 1.43x at batch 8
+    assert not lowrank_bn.pays(torch.empty(32, 24, 16, 16), 32)  # fewer than 2r outputs
 
 
 def _msresnet(mode: str) -> MSResNet:
@@ -217,8 +224,8 @@ def test_msresnet_steps_are_the_plain_steps(mode, per_step, monkeypatch):
     x = torch.rand(4, 2, 3, 8, 8, dtype=torch.float64) * 2
     results = []
     for threshold in (10**12, 0):
-        monkeypatch.setattr(lowrank_bn, "MIN_ROWS", threshold)
-        monkeypatch.setattr(lowrank_bn, "MIN_ROWS_PER_RANK_SQUARED", threshold)
+        for name in ("MIN_ROWS", "MIN_ROWS_PER_RANK_SQUARED", "MIN_OUT_CHANNELS", "MIN_OUT_PER_RANK"):
+            monkeypatch.setattr(lowrank_bn, name, threshold)
         calls = _spy(monkeypatch)
         model = _msresnet(mode)
         if per_step:

@@ -17,12 +17,16 @@ TT mode), with less work and less memory: the plain path writes Y, reads it twic
 statistics and the normalisation, keeps it for backward (Cout channels per pixel), and in backward
 reads it and G twice each and writes BatchNorm's gradient, which core4's backward reads twice again.
 Here the forward reads B twice and writes Z; backward reads G twice and Bc twice; only Bc (r
-channels) is kept. The r x r and C x r products are extra; with few pixels per channel they cost
-more than they save, so the default path takes the fused form only from `MIN_ROWS` pixels and
-`MIN_ROWS_PER_RANK_SQUARED` * r^2 up (`benchmarks/bench_training.py --fused-bn --batch 1/8/32`,
-MS-ResNet18's four stages: 1.42x faster at 52 r^2 pixels, 1.79x at 210 r^2, 1.21x at 4.4 r^2,
-1.10x at 1.7 r^2, 1.04x at 6.6 r^2 and 4096 pixels; 1.02x at 0.42 r^2, 0.92x at 0.55 r^2, 0.72x at
-0.01 r^2), and the memory-saving mode (`--recompute-tt`) always does, for the memory. PTT's halving of the branch sum rides along: it scales W, not the activations.
+channels) is kept. The r x r and C x r products are extra; with few pixels per channel, or few
+output channels to save on, they cost more than they save, so the default path takes the fused form
+only from `MIN_ROWS` pixels and `MIN_ROWS_PER_RANK_SQUARED` * r^2 up, for at least
+`MIN_OUT_CHANNELS` outputs and `MIN_OUT_PER_RANK` * r (`benchmarks/bench_training.py --fused-bn
+--batch 1/8/32`: MS-ResNet18's four stages 1.35x faster at 52 r^2 pixels, 1.70x at 210 r^2, 1.21x at
+4.4 r^2, 1.12x at 1.7 r^2, 1.01x at 6.6 r^2 and 4096 pixels; 0.98x at 0.42 r^2, 0.85x at 0.55 r^2,
+0.71x at 0.01 r^2. Narrow layers at 16x16: 16 outputs 0.74-0.99x at any rank and size; 32 outputs
+at ranks 8-16 1.11-1.53x and 64 at rank 8 1.43-1.76x, both below 1 at 1024 pixels). The
+memory-saving mode (`--recompute-tt`) always takes it, for the memory. PTT's halving of the branch
+sum rides along: it scales W, not the activations.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from torch import nn
 
 MIN_ROWS = 4096
 MIN_ROWS_PER_RANK_SQUARED = 1.5
+MIN_OUT_CHANNELS = 32
+MIN_OUT_PER_RANK = 2.0
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -126,10 +132,12 @@ def fused_applies(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> bool:
     )
 
 
-def pays(m: torch.Tensor) -> bool:
-    """The fused form is the faster one for this input (`MIN_ROWS`, `MIN_ROWS_PER_RANK_SQUARED`)."""
+def pays(m: torch.Tensor, out_channels: int) -> bool:
+    """The fused form is the faster one for this input and output width (`MIN_ROWS`,
+    `MIN_ROWS_PER_RANK_SQUARED`, `MIN_OUT_CHANNELS`, `MIN_OUT_PER_RANK`)."""
     rows, rank = m.shape[0] * m.shape[2] * m.shape[3], m.shape[1]
-    return rows >= MIN_ROWS and rows >= MIN_ROWS_PER_RANK_SQUARED * rank * rank
+    return (rows >= MIN_ROWS and rows >= MIN_ROWS_PER_RANK_SQUARED * rank * rank
+            and out_channels >= MIN_OUT_CHANNELS and out_channels >= MIN_OUT_PER_RANK * rank)
 
 
 def conv1x1_bn(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, always: bool = False,
@@ -137,7 +145,7 @@ def conv1x1_bn(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, always: boo
     """bn(conv(m * input_scale)) for a 1x1 stride-1 conv, in the fused form where it applies and pays
     (or `always`, for its memory), else as the two modules. The fused form folds `input_scale`
     into the conv's small weight instead of scaling m (PTT's halving: `TTConv2d.core4_input_unscaled`)."""
-    if not (fused_applies(m, conv, bn) and (always or pays(m))):
+    if not (fused_applies(m, conv, bn) and (always or pays(m, conv.out_channels))):
         return bn(conv(m if input_scale == 1 else m * input_scale))
     bn.num_batches_tracked.add_(1)
     momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
