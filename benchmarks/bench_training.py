@@ -487,7 +487,7 @@ def layer_table(args) -> None:
             for name, layer in (("dense", dense), ("PTT", tt)):
                 if fmt == "NHWC":  # weights laid out as a channels-last run lays them out (engine.layout)
                     layer = copy.deepcopy(layer)
-                    layer.channels_last = True
+                    layer.runs_channels_last = True
                     match_weights_to_activations(layer)
                 configs[(fmt, name)] = (lambda x=x, g=g, layer=layer: layer(x.detach().requires_grad_()).backward(g),)
         median = timed(configs, max(args.steps, 7))

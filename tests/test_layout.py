@@ -37,7 +37,9 @@ def test_a_model_that_runs_nchw_is_left_alone() -> None:
     plain = nn.Sequential(nn.Conv2d(32, 32, 3))
     model = _msresnet()
     model.channels_last = False
-    assert match_weights_to_activations(plain, model, None) == []
+    narrow_stem = MSResNet((1, 1, 1, 1), in_channels=3, num_classes=5, channels=(8, 16, 32, 32))  # runs NCHW
+    assert not narrow_stem.runs_channels_last
+    assert match_weights_to_activations(plain, model, narrow_stem, None) == []
 
 
 def test_the_layout_comes_back_when_the_run_fails_and_the_parameters_stay_the_same_objects() -> None:

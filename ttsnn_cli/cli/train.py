@@ -107,7 +107,7 @@ ARCH_KWARGS = typer.Option(None, "--arch-kwargs", help="JSON object of factory k
 RECOMPUTE = typer.Option(False, "--recompute-tt", help="the memory-saving mode: TT layers recompute their cores in "
                          "backward and MS-ResNet blocks keep the spikes their convs read as one byte: less memory "
                          "(MS-ResNet18 batch 32: 0.58x a TT step's exact saved bytes, 0.97x its RSS peak) for about "
-                         "1.04-1.07x the step time (benchmarks/bench_training.py)")
+                         "1.02-1.07x the step time (benchmarks/bench_training.py)")
 STYLE = typer.Option(None, "--style", help=STYLE_HELP)
 TRUST = typer.Option(False, "--trust-pickle", help="accept a pickled nn.Module (runs code from the file)")
 TRUST_ARCH = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP)

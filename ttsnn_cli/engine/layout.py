@@ -2,7 +2,7 @@
 
 oneDNN runs a convolution in its input's memory format and re-lays-out a weight held in another
 format on every call: forward and both halves of backward. The MS-ResNets run their activations
-channels-last (`zoo.msresnet.MSResNet.channels_last`), while their conv weights are created NCHW,
+channels-last (`zoo.msresnet.MSResNet.runs_channels_last`), while their conv weights are created NCHW,
 so every training step copied each 3x3 weight into channels-last several times over: a dense
 MS-ResNet18 step at batch 8 took 1.03-1.05x as long with its weights NCHW, a PTT one 1.00-1.01x
 (`python benchmarks/bench_training.py --levers --only weights --steps 15`). Holding the weights
@@ -27,8 +27,8 @@ MIN_CHANNELS = 16
 
 
 def runs_channels_last(model: nn.Module) -> bool:
-    """The model declares that its activations run channels-last (`MSResNet.channels_last`)."""
-    return bool(getattr(model, "channels_last", False))
+    """The model declares that its activations run channels-last (`MSResNet.runs_channels_last`)."""
+    return bool(getattr(model, "runs_channels_last", False))
 
 
 def match_weights_to_activations(*models: nn.Module | None) -> list[nn.Parameter]:

@@ -74,8 +74,8 @@ class MSBlock(PacksSpikes, nn.Module):
         the Cout-channel output), where that pays, and always in the memory-saving mode
         (--recompute-tt), which also keeps the spikes, when they are exactly 0/1, as the very byte
         the neuron keeps when it runs as one node, else as bool (`saved.packed_spikes`)."""
-        binary = isinstance(lif, MultiStepLIF) and lif.binary_output()  # export swaps the neurons
-        pack = self.pack_spikes and torch.is_grad_enabled() and binary
+        pack = (self.pack_spikes and torch.is_grad_enabled()
+                and isinstance(lif, MultiStepLIF) and lif.binary_output())  # export swaps the neurons
         spikes, state = lif(x, with_state=True) if pack else (lif(x), None)
         with packed_spikes(spikes, enabled=pack, state=state):
             if isinstance(conv, TTConv2d) and torch.is_grad_enabled() and not has_hooks(conv):
@@ -110,8 +110,14 @@ class MSResNet(nn.Module):
         self.lif = MultiStepLIF()
         self.fc = nn.Linear(channels[-1], num_classes)
 
+    @property
+    def runs_channels_last(self) -> bool:
+        """Whether the activations run channels-last now (`channels_last`, and a stem at least 16
+        wide); `engine.layout` lays the weights out to match while the model trains."""
+        return self.channels_last and self.stem.conv.out_channels >= 16
+
     def _body(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and self.stem.conv.out_channels >= 16:
+        if self.runs_channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = self.stem(x)
         y = self.layer4(self.layer3(self.layer2(self.layer1(y))))
