@@ -137,3 +137,33 @@ def test_one_node_lif_saves_one_byte_and_keeps_the_memory_format():
     assert set(saved[1]) <= {torch.uint8, torch.float32} and saved[1].count(torch.float32) <= 1  # beta only
     assert saved[1].count(torch.uint8) == 1  # spike and surrogate window in one byte per neuron
     assert m.binary_output() and 0 < outs[1].sum() < outs[1].numel()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_one_node_lif_backward_makes_no_zero_gradient_for_its_state(native):
+    """The state byte is not differentiable: autograd would otherwise fill a tensor of zeros the
+    size of the state for it before every backward of the neuron, only for it to be ignored."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class FilledTensors(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shapes: list[tuple[int, ...]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.__name__.split(".")[0] in ("zeros", "zeros_like", "fill_", "zero_", "new_zeros") \
+                    and isinstance(out, torch.Tensor):
+                self.shapes.append(tuple(out.shape))
+            return out
+
+    x = (torch.randn(4 * 2, 3, 5, 5) + 0.3).requires_grad_()
+    m = MultiStepLIF()
+    m.native = native
+    spikes, state = m(x, timesteps=4, with_state=True)
+    assert state is not None
+    filled = FilledTensors()
+    with filled:
+        spikes.sum().backward()
+    assert tuple(state.unflatten(0, (4, -1)).shape) not in filled.shapes
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -73,11 +73,14 @@ class _LIFSequence(torch.autograd.Function):
             spikes, state = _lif_loop(seq, beta, threshold, mechanism)
         ctx.mechanism = mechanism
         ctx.mark_non_differentiable(state)
+        ctx.set_materialize_grads(False)  # else autograd zero-fills a gradient for the state every call
         ctx.save_for_backward(beta, state)
         return spikes, state
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor, _grad_state: torch.Tensor | None = None):  # type: ignore[override]
+        if grad is None:  # the spikes fed nothing that needs a gradient
+            return None, None, None, None, None
         beta, state = ctx.saved_tensors
         if ctx.native and lif_kernel.usable(grad, state):
             return lif_kernel.backward(grad, state, float(beta), ctx.mechanism), None, None, None, None
