@@ -37,7 +37,7 @@ Totals = dict[str, float]
 def _kind(name: str, module: torch.nn.Module) -> str | None:
     """The row a module's time goes to. Hooks go on whole blocks, neurons, shortcuts and the stem,
     never on a TT layer or its BatchNorm: a watched TT layer runs its unfused path
-    (`lowrank_bn.has_hooks`), so its time is its block's minus the neurons' and the shortcut's."""
+    (`hooks.has_hooks`), so its time is its block's minus the neurons' and the shortcut's."""
     stage = name.split(".")[0]
     if isinstance(module, MSBlock):
         return f"blocks {stage}"

@@ -95,17 +95,23 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
     runs on the calling thread), `one_node` (the LIF as one autograd node keeping one state byte
     per neuron), `channels_last` (everywhere) or `last_stage_channels_last` (layer4 only),
     `weights` (conv weights in the activations' layout: `build` sets it, per model, as a run does),
-    `lowrank_bn` (BatchNorm after a TT layer through its rank bottleneck, `ttsnn_cli/lowrank_bn.py`); and
+    `lowrank_bn` (BatchNorm after a TT layer through its rank bottleneck, `ttsnn_cli/lowrank_bn.py`),
+    `in_place` (PTT's branch sum and the blocks' residual sum into an existing output buffer),
+    `sliced` (that BatchNorm's products over all pixels cut into one slice per thread); and
     variants that are not defaults on: `packed` (the convs reading spikes keep that byte rather than
     floats, part of `--recompute-tt`), and `recompute`, the whole of `--recompute-tt`."""
     flags = [(m, "one_node", False) for m in model.modules() if isinstance(m, MultiStepLIF) and "one_node" in off]
     flags += [(m, "native", False) for m in model.modules() if isinstance(m, MultiStepLIF) and "native" in off]
     flags += [(m, "pack_spikes", True) for m in model.modules() if isinstance(m, MSBlock) and "packed" in off]
     flags += [(m, "channels_last", False) for m in model.modules() if isinstance(m, MSResNet) and "channels_last" in off]
+    flags += [(m, "sum_in_place", False) for m in model.modules()
+              if isinstance(m, (TTConv2d, MSBlock)) and "in_place" in off]
     for module, name, value in flags:
         setattr(module, name, value)
     hooks = []
-    fused_from, kernel_threads = lowrank_bn.MIN_ROWS, lif_kernel.THREADS
+    fused_from, kernel_threads, slice_from = lowrank_bn.MIN_ROWS, lif_kernel.THREADS, lowrank_bn.MIN_ROWS_PER_SLICE
+    if "sliced" in off:
+        lowrank_bn.MIN_ROWS_PER_SLICE = sys.maxsize
     if "lif_omp" in off:
         lif_kernel.THREADS = 1
     if "lowrank_bn" in off:
@@ -120,7 +126,7 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
             delattr(module, name)  # back to the class default
         for hook in hooks:
             hook.remove()
-        lowrank_bn.MIN_ROWS, lif_kernel.THREADS = fused_from, kernel_threads
+        lowrank_bn.MIN_ROWS, lif_kernel.THREADS, lowrank_bn.MIN_ROWS_PER_SLICE = fused_from, kernel_threads, slice_from
 
 
 def loss_of(model: torch.nn.Module, image: torch.Tensor, y: torch.Tensor, timesteps: int) -> torch.Tensor:
@@ -237,7 +243,8 @@ def timed_in_workers(specs: dict[str, Spec], batch: int, timesteps: int, steps: 
 
 def _one_round(specs: dict[str, Spec], batch: int, timesteps: int, steps: int) -> dict[str, dict]:
     """Each configuration in its own worker process, the steps interleaved across the workers (one
-    step of each in turn, so drift on a shared machine hits all alike)."""
+    step of each in turn, so drift on a shared machine hits all alike; the order reversed every
+    other round)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     workers = {}
@@ -249,8 +256,9 @@ def _one_round(specs: dict[str, Spec], batch: int, timesteps: int, steps: int) -
             command += (["--recompute-probe"] if recompute else []) + (["--compile"] if compiled else [])
             workers[name] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
             results[name]["first"] = float(_reply(name, workers[name]))
-        for _ in range(steps):
-            for name, worker in workers.items():
+        for index in range(steps):  # in reverse order every other round, as `timed` does
+            order = list(workers.items())
+            for name, worker in (order if index % 2 == 0 else order[::-1]):
                 worker.stdin.write("step\n")
                 worker.stdin.flush()  # a dead worker raises BrokenPipeError here
                 results[name]["times"].append(float(_reply(name, worker)))
@@ -317,10 +325,14 @@ def autograd_memory(model, image, y, timesteps: int) -> dict:
 
 
 def timed(configs: dict[str, tuple[Callable[[], None]]], steps: int) -> dict[str, float]:
-    """Median seconds per step of each configuration, run interleaved after one warm-up round."""
+    """Median seconds per step of each configuration, run interleaved after one warm-up round, in
+    reverse order every other round: a step runs slower after some configurations than after others
+    (what the one before left in the caches and the heap), and a fixed order would hand that to the
+    same configuration every round (it measured a 1-2 % effect as none, `--levers`)."""
     times: dict[str, list[float]] = {k: [] for k in configs}
     for index in range(steps + 1):
-        for name, (run,) in configs.items():
+        order = list(configs.items())
+        for name, (run,) in (order if index % 2 == 0 else order[::-1]):
             start = time.perf_counter()
             run()
             if index:
@@ -343,6 +355,8 @@ LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "PTT, LIF kernel in PyTorch": ("tt", ("native",), False, False),
     "PTT, BatchNorm as its own module": ("tt", ("lowrank_bn",), False, False),
     "PTT, LIF op by op": ("tt", ("one_node",), False, False),
+    "PTT, sums into new buffers": ("tt", ("in_place",), False, False),
+    "PTT, pixel products unsliced": ("tt", ("sliced",), False, False),
     "PTT, spikes kept packed (on)": ("tt", ("packed",), False, False),
     "PTT, LIF on one thread": ("tt", ("lif_omp",), False, False),
     "PTT, NCHW": ("tt", ("channels_last",), False, False),
@@ -353,6 +367,7 @@ LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "dense (defaults)": ("dense", (), False, False),
     "dense, allocator returns memory": ("dense", ("allocator",), False, False),
     "dense, LIF kernel in PyTorch": ("dense", ("native",), False, False),
+    "dense, sums into new buffers": ("dense", ("in_place",), False, False),
     "dense, last stage NCHW": ("dense", ("last_stage_channels_last",), False, False),
     "dense, conv weights NCHW": ("dense", ("weights",), False, False),
     "dense, spikes kept packed (on)": ("dense", ("packed",), False, False),

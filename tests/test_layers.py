@@ -119,3 +119,19 @@ def test_cores_are_trainable_parameters_and_config_round_trips() -> None:
     assert torch.equal(clone(x), layer(x))
     layer(x).sum().backward()
     assert all(p.grad is not None for p in layer.parameters())
+
+
+def test_ptt_branch_sum_goes_into_core2s_buffer_and_leaves_a_hooked_output_alone():
+    """The sum is bitwise the out-of-place one; with a hook holding core2's output, that output
+    stays what the hook saw."""
+    torch.manual_seed(0)
+    layer = TTConv2d(6, 8, 3, (4, 4, 4), mode="ptt", padding=1)
+    x = torch.randn(2, 6, 5, 5)
+    a = layer.core1(x)
+    expected = layer.core2(a) + layer.core3(a)
+    assert torch.equal(layer._branch_sum(a), expected)
+    kept = []
+    layer.core2.register_forward_hook(lambda module, args, out: kept.append((out, out.clone())))
+    assert torch.equal(layer._branch_sum(a), expected)
+    held, seen = kept[0]
+    assert torch.equal(held, seen)

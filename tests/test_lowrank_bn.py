@@ -261,3 +261,48 @@ def test_unscaled_core4_input_times_its_scale_is_the_layers_bitwise(mode):
     m, scale = layer.core4_input_unscaled(x)
     assert scale == (0.5 if mode == "ptt" else 1.0)
     assert torch.equal(m * scale, layer.core4_input(x))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("count", [100, 2 * 4096, 3 * 4096 + 37, 9001])
+def test_rows_product_is_the_plain_product(threads, count):
+    """One slice of rows per thread (bmm, summed), plus the rows left over: a^T b to float64 rounding."""
+    generator = torch.Generator().manual_seed(count)
+    a = torch.randn(count, 7, dtype=torch.float64, generator=generator) + 2.0
+    b = torch.randn(count, 5, dtype=torch.float64, generator=generator)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        product = lowrank_bn._rows_product(a, b)
+    finally:
+        torch.set_num_threads(before)
+    assert product.shape == (7, 5)
+    assert torch.allclose(product, a.T @ b, rtol=1e-12, atol=1e-9)
+
+
+def test_rows_product_slices_only_where_each_slice_is_large(monkeypatch):
+    calls = []
+    real = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda *args: calls.append(args[0].shape) or real(*args))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        lowrank_bn._rows_product(torch.ones(2 * 4096 - 1, 3), torch.ones(2 * 4096 - 1, 4))
+        assert calls == []
+        total = lowrank_bn._rows_product(torch.ones(2 * 4096 + 5, 3), torch.ones(2 * 4096 + 5, 4))
+    finally:
+        torch.set_num_threads(before)
+    assert calls == [(2, 3, 4098)] and torch.equal(total, torch.full((3, 4), 2 * 4096 + 5.0))
+
+
+def test_fused_is_the_two_modules_in_float64_where_the_products_are_sliced():
+    """Enough pixels (2 x 4100) that the covariance and the weight-gradient product run sliced."""
+    conv, bn = _pair(6, 10, True, 0.1, torch.float64)
+    m = (torch.randn(2, 6, 41, 100, dtype=torch.float64) * 1.5 + 0.7).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 10, 41, 100, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _close(_step(conv, bn, m, grad, False, 0.5), _step(conv, bn, m, grad, True, 0.5), 1e-10)
+    finally:
+        torch.set_num_threads(before)

@@ -1,5 +1,5 @@
 """Training levers keep the plain path's values and gradients: spikes saved packed (`saved.py`), the
-LIF as one autograd node, channels-last execution; checked for dense training and every TT mode,
+LIF as one autograd node, channels-last execution, sums into existing buffers; checked for dense training and every TT mode,
 folded and per step (issue 11)."""
 
 import pytest
@@ -9,6 +9,7 @@ from torch import nn
 
 from ttsnn_cli.decompose import CompressConfig, compress_model
 from ttsnn_cli.engine.layout import match_weights_to_activations, restore_weights
+from ttsnn_cli.layers import TTConv2d
 from ttsnn_cli.neurons import MultiStepLIF, spikes_of_state
 from ttsnn_cli.ranks import parse_rank_spec
 from ttsnn_cli.runner import run_timesteps
@@ -112,6 +113,8 @@ def _levers(model: nn.Module, on: bool) -> None:
             m.pack_spikes = on
         if isinstance(m, MSResNet):
             m.channels_last = on
+        if isinstance(m, (MSBlock, TTConv2d)):
+            m.sum_in_place = on
 
 
 def _small_msresnet(mode: str | None) -> MSResNet:

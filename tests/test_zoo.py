@@ -5,7 +5,7 @@ from torch import nn
 
 from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli.runner import run_timesteps
-from ttsnn_cli.state import reset_states
+from ttsnn_cli.state import reset_states, time_folded
 from ttsnn_cli.zoo import zoo_entry, zoo_names
 
 
@@ -57,3 +57,20 @@ def test_digits_csnn_shape_and_neurons():
     convs = [m for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n != "stem.conv"]
     assert sum(c.weight.numel() for c in convs) > 0.9 * weights(model)
     assert zoo_entry("digits_csnn").input_shape({}) == (1, 16, 16)
+
+
+def test_msblock_adds_its_shortcut_in_place_unless_a_hook_holds_the_batchnorms_output():
+    from ttsnn_cli.zoo.msresnet import MSBlock
+
+    torch.manual_seed(0)
+    block = MSBlock(4, 4, 1).train()
+    x = torch.randn(2 * 3, 4, 5, 5) * 2
+    with time_folded(block, 2):
+        expected = block.bn2(block.conv2(block.lif2(block.bn1(block.conv1(block.lif1(x)))))) + x
+        plain = block(x)
+        kept = []
+        block.bn2.register_forward_hook(lambda module, args, out: kept.append((out, out.clone())))
+        hooked = block(x)
+    assert torch.allclose(plain, expected, atol=1e-6) and torch.allclose(hooked, expected, atol=1e-6)
+    held, seen = kept[0]
+    assert torch.equal(held, seen) and not torch.equal(held, hooked)

@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ttsnn_cli import tt
+from ttsnn_cli.hooks import has_hooks
 from ttsnn_cli.state import TimeAware
 
 Mode = Literal["stt", "ptt", "htt"]
@@ -243,7 +244,18 @@ class TTConv2d(TimeAware, nn.Module):
         return self._branch_sum(a) / 2
 
     def _branch_sum(self, a: torch.Tensor) -> torch.Tensor:
-        return self._run(self.core2, self._pad2, a) + self._run(self.core3, self._pad3, a)
+        """core2's output plus core3's, added into core2's fresh output (a conv's backward needs its
+        input, not its output): the same sum without a third r-channel buffer to write, which pays
+        in the memory-bound first stages. Out of place when a hook may hold core2's output."""
+        branch2 = self._run(self.core2, self._pad2, a)
+        branch3 = self._run(self.core3, self._pad3, a)
+        if not self.sum_in_place or has_hooks(self.core2):
+            return branch2 + branch3
+        return branch2.add_(branch3)
+
+    sum_in_place: bool = True
+    """Runtime switch (not persisted): PTT's branch sum goes into core2's output buffer; off, into a
+    new one (the reference `benchmarks/bench_training.py --levers` times it against)."""
 
     def _reduced(self, a: torch.Tensor) -> torch.Tensor:
         sh, sw = self.stride
