@@ -97,13 +97,15 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
     `weights` (conv weights in the activations' layout: `build` sets it, per model, as a run does),
     `lowrank_bn` (BatchNorm after a TT layer through its rank bottleneck, `ttsnn_cli/lowrank_bn.py`),
     `in_place` (PTT's branch sum and the blocks' residual sum into an existing output buffer),
-    `sliced` (that BatchNorm's products over all pixels cut into one slice per thread); and
+    `sliced` (that BatchNorm's products over all pixels cut into one slice per thread),
+    `static_stem` (the stem run once for the T identical frames of direct encoding); and
     variants that are not defaults on: `packed` (the convs reading spikes keep that byte rather than
     floats, part of `--recompute-tt`), and `recompute`, the whole of `--recompute-tt`."""
     flags = [(m, "one_node", False) for m in model.modules() if isinstance(m, MultiStepLIF) and "one_node" in off]
     flags += [(m, "native", False) for m in model.modules() if isinstance(m, MultiStepLIF) and "native" in off]
     flags += [(m, "pack_spikes", True) for m in model.modules() if isinstance(m, MSBlock) and "packed" in off]
     flags += [(m, "channels_last", False) for m in model.modules() if isinstance(m, MSResNet) and "channels_last" in off]
+    flags += [(m, "static_stem", False) for m in model.modules() if isinstance(m, MSResNet) and "static_stem" in off]
     flags += [(m, "sum_in_place", False) for m in model.modules()
               if isinstance(m, (TTConv2d, MSBlock)) and "in_place" in off]
     for module, name, value in flags:
@@ -357,6 +359,7 @@ LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "PTT, LIF op by op": ("tt", ("one_node",), False, False),
     "PTT, sums into new buffers": ("tt", ("in_place",), False, False),
     "PTT, pixel products unsliced": ("tt", ("sliced",), False, False),
+    "PTT, stem on every copy": ("tt", ("static_stem",), False, False),
     "PTT, spikes kept packed (on)": ("tt", ("packed",), False, False),
     "PTT, LIF on one thread": ("tt", ("lif_omp",), False, False),
     "PTT, NCHW": ("tt", ("channels_last",), False, False),
@@ -368,6 +371,7 @@ LEVERS: dict[str, Spec] = {  # name: (model, levers off, recompute, compiled)
     "dense, allocator returns memory": ("dense", ("allocator",), False, False),
     "dense, LIF kernel in PyTorch": ("dense", ("native",), False, False),
     "dense, sums into new buffers": ("dense", ("in_place",), False, False),
+    "dense, stem on every copy": ("dense", ("static_stem",), False, False),
     "dense, last stage NCHW": ("dense", ("last_stage_channels_last",), False, False),
     "dense, conv weights NCHW": ("dense", ("weights",), False, False),
     "dense, spikes kept packed (on)": ("dense", ("packed",), False, False),

@@ -10,7 +10,8 @@
 - Head: lif -> global average pool -> fc Linear(512, classes). The paper takes the mean over T before
   the Linear; the Linear commutes with the mean, so we return per-step logits [T, B, classes] whose
   mean over T is exactly the paper's output (and the per-step logits stay available to rate losses).
-- BatchNorm over B*T samples (time folded into the batch); gamma initialised to 0.5 (stem, shortcut,
+- BatchNorm over B*T samples (time folded into the batch; the stem's, when all T frames are one
+  image, over the B images with the same statistics, `static_stem`); gamma initialised to 0.5 (stem, shortcut,
   first BN of a block) and 0.1 (second BN of a block).
 - LIF: decay 0.25, threshold 0.5, hard reset, rectangular surrogate (`neurons.paper_lif`).
 
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from ttsnn_cli.neurons import MultiStepLIF
+from ttsnn_cli import static_stem
 from ttsnn_cli.hooks import has_hooks
 from ttsnn_cli.layers import TTConv2d
 from ttsnn_cli.lowrank_bn import conv1x1_bn
@@ -130,17 +132,27 @@ class MSResNet(nn.Module):
         wide); `engine.layout` lays the weights out to match while the model trains."""
         return self.channels_last and self.stem.conv.out_channels >= 16
 
-    def _body(self, x: torch.Tensor) -> torch.Tensor:
+    static_stem: bool = True
+    """Runtime switch (not persisted): when all T frames are the same image (direct encoding), the
+    stem runs on one copy and its output is repeated (`static_stem`; same values and running
+    statistics up to float rounding); off, it runs on all T copies."""
+
+    def _body(self, x: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        """The network on folded input, or with `repeats` > 1 on one frame that every one of
+        `repeats` timesteps sees (the stem runs once, `static_stem.stem_once`)."""
         if self.runs_channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        y = self.stem(x)
+        y = self.stem(x) if repeats == 1 else static_stem.stem_once(self.stem, x, repeats)
         y = self.layer4(self.layer3(self.layer2(self.layer1(y))))
         return self.fc(self.lif(y).mean((2, 3)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         steps, batch = x.shape[:2]
         with time_folded(self, steps):
-            y = self._body(x.flatten(0, 1))
+            if self.static_stem and static_stem.applies(self.stem, x):
+                y = self._body(x[0], repeats=steps)
+            else:
+                y = self._body(x.flatten(0, 1))
         return y.unflatten(0, (steps, batch))
 
     def forward_step(self, x: torch.Tensor) -> torch.Tensor:
