@@ -15,7 +15,6 @@ the larger element-wise costs of a step).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ttsnn_cli.hooks import has_hooks
@@ -45,11 +44,12 @@ def stem_once(stem: nn.Sequential, image: torch.Tensor, steps: int) -> torch.Ten
     if y.numel() // y.shape[1] < 2:  # one value per channel: BatchNorm would refuse what T copies make legal
         return bn(torch.cat([y] * steps))
     if bn.training and bn.track_running_stats:
-        out = F.batch_norm(y, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+        # the batch statistics come back with the output (torch.var_mean would be a slow extra pass)
+        out, mean, invstd = torch.native_batch_norm(y, bn.weight, bn.bias, None, None, True, 0.0, bn.eps)
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)
             momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-            var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=0)
+            var = invstd.pow(-2) - bn.eps  # biased, as BatchNorm normalises
             count = steps * y.numel() // y.shape[1]  # samples per channel in the plain path
             bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
             bn.running_var.mul_(1 - momentum).add_(var * (count / max(count - 1, 1)), alpha=momentum)
