@@ -76,8 +76,9 @@ class MSBlock(PacksSpikes, nn.Module):
     def _residual_is_own_buffer(self) -> bool:
         """The residual path ends in a BatchNorm whose output nothing else keeps (BatchNorm's
         backward needs its input, not its output), so the shortcut can be added into it in place:
-        the same sum, one fewer activation-sized buffer to write, 1.6-1.9 % of a PTT step at batch 8
-        (`benchmarks/bench_training.py`). Not when a hook may hold that output."""
+        the same sum, one fewer activation-sized buffer to write (with PTT's branch sum in place,
+        about 1 % of a PTT step at batch 8, `benchmarks/bench_training.py --levers`). Not when a
+        hook may hold that output."""
         return self.sum_in_place and isinstance(self.bn2, nn.BatchNorm2d) and not has_hooks(self.bn2)
 
     sum_in_place: bool = True
