@@ -105,7 +105,7 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
     flags += [(m, "native", False) for m in model.modules() if isinstance(m, MultiStepLIF) and "native" in off]
     flags += [(m, "pack_spikes", True) for m in model.modules() if isinstance(m, MSBlock) and "packed" in off]
     flags += [(m, "channels_last", False) for m in model.modules() if isinstance(m, MSResNet) and "channels_last" in off]
-    flags += [(m, "static_stem", False) for m in model.modules() if isinstance(m, MSResNet) and "static_stem" in off]
+    flags += [(m, "stem_once", False) for m in model.modules() if isinstance(m, MSResNet) and "static_stem" in off]
     flags += [(m, "sum_in_place", False) for m in model.modules()
               if isinstance(m, (TTConv2d, MSBlock)) and "in_place" in off]
     for module, name, value in flags:

@@ -30,7 +30,7 @@ def _model(mode: str | None, momentum: float | None = 0.1) -> MSResNet:
 def _step(model: MSResNet, frames: torch.Tensor, once: bool, steps: int = 2):
     """Outputs and gradients of `steps` training steps' losses, and every buffer after them."""
     model = _copy(model)
-    model.static_stem = once
+    model.stem_once = once
     outs, grads = [], []
     for _ in range(steps):
         model.zero_grad(set_to_none=True)
@@ -84,9 +84,9 @@ def test_the_stem_once_in_eval_mode_and_its_layout():
     image = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     frames = image.unsqueeze(0).expand(3, *image.shape).contiguous()
     with torch.no_grad():
-        model.static_stem = False
+        model.stem_once = False
         reference = run_timesteps(model, frames)
-        model.static_stem = True
+        model.stem_once = True
         fast = run_timesteps(model, frames)
         stem_out = static_stem.stem_once(model.stem, image.contiguous(memory_format=torch.channels_last), 3)
     _assert_close(reference, fast, "output")

@@ -11,8 +11,8 @@
   the Linear; the Linear commutes with the mean, so we return per-step logits [T, B, classes] whose
   mean over T is exactly the paper's output (and the per-step logits stay available to rate losses).
 - BatchNorm over B*T samples (time folded into the batch; the stem's, when all T frames are one
-  image, over the B images with the same statistics, `static_stem`); gamma initialised to 0.5 (stem, shortcut,
-  first BN of a block) and 0.1 (second BN of a block).
+  image, over the B images with the same statistics, `static_stem`); gamma initialised to 0.5
+  (stem, shortcut, first BN of a block) and 0.1 (second BN of a block).
 - LIF: decay 0.25, threshold 0.5, hard reset, rectangular surrogate (`neurons.paper_lif`).
 
 forward: [T, B, C, H, W] -> [T, B, classes]; `forward_step` runs one timestep [B, C, H, W] -> [B,
@@ -26,11 +26,11 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli import static_stem
 from ttsnn_cli.hooks import has_hooks
 from ttsnn_cli.layers import TTConv2d
 from ttsnn_cli.lowrank_bn import conv1x1_bn
+from ttsnn_cli.neurons import MultiStepLIF
 from ttsnn_cli.saved import PacksSpikes, packed_spikes
 from ttsnn_cli.state import time_folded
 from ttsnn_cli.zoo import register
@@ -133,7 +133,7 @@ class MSResNet(nn.Module):
         wide); `engine.layout` lays the weights out to match while the model trains."""
         return self.channels_last and self.stem.conv.out_channels >= 16
 
-    static_stem: bool = True
+    stem_once: bool = True
     """Runtime switch (not persisted): when all T frames are the same image (direct encoding), the
     stem runs on one copy and its output is repeated (`static_stem`; same values and running
     statistics up to float rounding); off, it runs on all T copies."""
@@ -150,7 +150,7 @@ class MSResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         steps, batch = x.shape[:2]
         with time_folded(self, steps):
-            if self.static_stem and static_stem.applies(self.stem, x):
+            if self.stem_once and static_stem.applies(self.stem, x):
                 y = self._body(x[0], repeats=steps)
             else:
                 y = self._body(x.flatten(0, 1))
