@@ -245,8 +245,7 @@ def timed_in_workers(specs: dict[str, Spec], batch: int, timesteps: int, steps: 
 
 def _one_round(specs: dict[str, Spec], batch: int, timesteps: int, steps: int) -> dict[str, dict]:
     """Each configuration in its own worker process, the steps interleaved across the workers (one
-    step of each in turn, so drift on a shared machine hits all alike; the order reversed every
-    other round)."""
+    step of each in turn, so drift on a shared machine hits all alike; in `round_order`)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     workers = {}
@@ -258,9 +257,8 @@ def _one_round(specs: dict[str, Spec], batch: int, timesteps: int, steps: int) -
             command += (["--recompute-probe"] if recompute else []) + (["--compile"] if compiled else [])
             workers[name] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
             results[name]["first"] = float(_reply(name, workers[name]))
-        for index in range(steps):  # in reverse order every other round, as `timed` does
-            order = list(workers.items())
-            for name, worker in (order if index % 2 == 0 else order[::-1]):
+        for index in range(steps):
+            for name, worker in round_order(workers, index):
                 worker.stdin.write("step\n")
                 worker.stdin.flush()  # a dead worker raises BrokenPipeError here
                 results[name]["times"].append(float(_reply(name, worker)))
@@ -326,15 +324,21 @@ def autograd_memory(model, image, y, timesteps: int) -> dict:
             "total": sum(saved.values()) + grads + state}
 
 
+def round_order(configs: dict, index: int) -> list:
+    """The configurations' (name, value) pairs for round `index`, in reverse every other round: a
+    step runs slower after some configurations than after others (what the one before left in the
+    caches and the heap), and a fixed order would hand that to the same configuration every round
+    (it measured a 1-2 % effect as none, `--levers`)."""
+    order = list(configs.items())
+    return order if index % 2 == 0 else order[::-1]
+
+
 def timed(configs: dict[str, tuple[Callable[[], None]]], steps: int) -> dict[str, float]:
     """Median seconds per step of each configuration, run interleaved after one warm-up round, in
-    reverse order every other round: a step runs slower after some configurations than after others
-    (what the one before left in the caches and the heap), and a fixed order would hand that to the
-    same configuration every round (it measured a 1-2 % effect as none, `--levers`)."""
+    `round_order`."""
     times: dict[str, list[float]] = {k: [] for k in configs}
     for index in range(steps + 1):
-        order = list(configs.items())
-        for name, (run,) in (order if index % 2 == 0 else order[::-1]):
+        for name, (run,) in round_order(configs, index):
             start = time.perf_counter()
             run()
             if index:

@@ -167,3 +167,25 @@ def test_one_node_lif_backward_makes_no_zero_gradient_for_its_state(native):
         spikes.sum().backward()
     assert tuple(state.unflatten(0, (4, -1)).shape) not in filled.shapes
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_one_node_lif_backward_with_no_gradient_for_its_spikes(native):
+    """An op after the neuron may return no gradient for the spikes; autograd still runs the
+    neuron's backward, now with None (it no longer zero-fills one), and x gets only its other path's."""
+
+    class NoGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, spikes):
+            return spikes * 1
+
+        @staticmethod
+        def backward(ctx, grad):
+            return None
+
+    x = (torch.randn(4 * 2, 3, 5, 5) + 0.3).requires_grad_()
+    m = MultiStepLIF()
+    m.native = native
+    spikes = m(x, timesteps=4)
+    (NoGradient.apply(spikes).sum() + x.sum()).backward()
+    assert torch.equal(x.grad, torch.ones_like(x))

@@ -1,9 +1,9 @@
 """Whether anything watches a module run.
 
-The training fast paths (the rank-bottleneck BatchNorm, sums done in place) stand in for plain
-module calls or reuse a module's output buffer. Counting and profiling hooks must see the plain
-calls, and a hook may keep the output it was given, so those paths step aside whenever a hook is
-registered on the modules involved or globally.
+The training fast paths (the rank-bottleneck BatchNorm, sums done in place, the stem run once for
+identical frames) stand in for plain module calls or reuse a module's output buffer. Counting and
+profiling hooks must see the plain calls, and a hook may keep the output it was given, so those
+paths step aside whenever a hook is registered on the modules involved or globally.
 """
 
 from __future__ import annotations

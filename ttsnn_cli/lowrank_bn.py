@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ttsnn_cli import running_stats
 from ttsnn_cli.hooks import has_hooks
 
 MIN_ROWS = 4096
@@ -101,8 +102,7 @@ class _LowRankBatchNorm(torch.autograd.Function):
             out = out.contiguous()
         with torch.no_grad():  # as nn.BatchNorm2d: the unbiased variance goes into the running estimate
             mean_y = mean_m @ w.T if bias is None else mean_m @ w.T + bias
-            running_mean.mul_(1 - momentum).add_(mean_y, alpha=momentum)
-            running_var.mul_(1 - momentum).add_(var * (count / (count - 1)), alpha=momentum)
+            running_stats.update(running_mean, running_var, mean_y, var, count, momentum)
         ctx.save_for_backward(centred, w, scale, w_cov, invstd)  # w and scale: small, kept rather than redone
         ctx.shape, ctx.channels_last, ctx.has_bias = m.shape, channels_last, bias is not None
         ctx.weight_shape, ctx.input_scale = weight.shape, input_scale
@@ -162,7 +162,6 @@ def conv1x1_bn(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, always: boo
     into the conv's small weight instead of scaling m (PTT's halving: `TTConv2d.core4_input_unscaled`)."""
     if not (fused_applies(m, conv, bn) and (always or pays(m, conv.out_channels))):
         return bn(conv(m if input_scale == 1 else m * input_scale))
-    bn.num_batches_tracked.add_(1)
-    momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    momentum = running_stats.next_momentum(bn)
     return _LowRankBatchNorm.apply(m, conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
                                    bn.running_var, momentum, bn.eps, input_scale)

@@ -79,7 +79,7 @@ class _LIFSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor, _grad_state: torch.Tensor | None = None):  # type: ignore[override]
-        if grad is None:  # the spikes fed nothing that needs a gradient
+        if grad is None:  # an op after the neuron gave no gradient for the spikes (autograd still calls us)
             return None, None, None, None, None
         beta, state = ctx.saved_tensors
         if ctx.native and lif_kernel.usable(grad, state):

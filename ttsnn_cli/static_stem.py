@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ttsnn_cli import running_stats
 from ttsnn_cli.hooks import has_hooks
 
 
@@ -41,18 +42,15 @@ def stem_once(stem: nn.Sequential, image: torch.Tensor, steps: int) -> torch.Ten
     the stem applied to the folded repetition (see the module docstring)."""
     conv, bn = stem.conv, stem.bn
     y = conv(image)
-    if y.numel() // y.shape[1] < 2:  # one value per channel: BatchNorm would refuse what T copies make legal
+    per_channel = y.numel() // y.shape[1]
+    if per_channel < 2:  # one value per channel: BatchNorm would refuse what T copies make legal
         return bn(torch.cat([y] * steps))
     if bn.training and bn.track_running_stats:
         # the batch statistics come back with the output (torch.var_mean would be a slow extra pass)
         out, mean, invstd = torch.native_batch_norm(y, bn.weight, bn.bias, None, None, True, 0.0, bn.eps)
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-            var = invstd.pow(-2) - bn.eps  # biased, as BatchNorm normalises
-            count = steps * y.numel() // y.shape[1]  # samples per channel in the plain path
-            bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-            bn.running_var.mul_(1 - momentum).add_(var * (count / max(count - 1, 1)), alpha=momentum)
+        var = invstd.detach().pow(-2) - bn.eps  # biased, as BatchNorm normalises
+        running_stats.update(bn.running_mean, bn.running_var, mean.detach(), var, steps * per_channel,
+                             running_stats.next_momentum(bn))  # the plain path counts T copies
     else:
         out = bn(y)  # running statistics, or batch statistics without keeping any: one copy's are all copies'
     return torch.cat([out] * steps)
