@@ -74,12 +74,14 @@ class MSBlock(PacksSpikes, nn.Module):
         return residual + self.shortcut(x)
 
     def _residual_is_own_buffer(self) -> bool:
-        """The residual path ends in a BatchNorm whose output nothing else keeps (BatchNorm's
-        backward needs its input, not its output), so the shortcut can be added into it in place:
-        the same sum, one fewer activation-sized buffer to write (with PTT's branch sum in place,
-        about 1 % of a PTT step at batch 8, `benchmarks/bench_training.py --levers`). Not when a
-        hook may hold that output."""
-        return self.sum_in_place and isinstance(self.bn2, nn.BatchNorm2d) and not has_hooks(self.bn2)
+        """The residual path ends in a plain BatchNorm (no forward of its own) whose output nothing
+        else keeps (BatchNorm's backward needs its input, not its output), so the shortcut can be
+        added into it in place: the same sum, one fewer activation-sized buffer to write (with PTT's
+        branch sum in place, about 1 % of a PTT step at batch 8, `benchmarks/bench_training.py
+        --levers`). Not when a hook may hold that output."""
+        bn = self.bn2
+        return (self.sum_in_place and isinstance(bn, nn.BatchNorm2d) and type(bn).forward is nn.BatchNorm2d.forward
+                and not has_hooks(bn))
 
     sum_in_place: bool = True
     """Runtime switch (not persisted): the shortcut is added into the residual path's output; off,
