@@ -28,11 +28,11 @@ import torch
 from torch import nn
 
 from ttsnn_cli.data.digits import digits_tensors
-from ttsnn_cli.decompose import CompressConfig, compress_model
-from ttsnn_cli.ranks import RankSpec
-from ttsnn_cli.runner import run_timesteps
-from ttsnn_cli.tt import factorize
-from ttsnn_cli.tt_linear import TTLinear
+from ttsnn_cli.compress.decompose import CompressConfig, compress_model
+from ttsnn_cli.maths.ranks import RankSpec
+from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.maths.tt import factorize
+from ttsnn_cli.layers.linear import TTLinear
 
 
 def lif(**kw) -> snn.Leaky:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ttsnn_cli.export.onnx import export_onnx
-from ttsnn_cli.layers import TTConv2d
+from ttsnn_cli.layers.conv2d import TTConv2d
 from ttsnn_cli.zoo import zoo_entry
 
 RESNET18_CIFAR10_RANKS = (24, 27, 25, 29, 37, 45, 43, 41, 65, 74, 70, 63, 104, 153, 186, 145)

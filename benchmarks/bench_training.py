@@ -46,16 +46,18 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from ttsnn_cli import lif_kernel, lowrank_bn
-from ttsnn_cli.allocator import keep_freed_memory
-from ttsnn_cli.arch import build_arch
-from ttsnn_cli.decompose import CompressConfig, compress_model
-from ttsnn_cli.engine.layout import match_weights_to_activations, restore_weights
-from ttsnn_cli.engine.memory import recomputing_tt
-from ttsnn_cli.layers import TTConv2d
-from ttsnn_cli.neurons import MultiStepLIF
-from ttsnn_cli.ranks import RankSpec
-from ttsnn_cli.runner import run_timesteps
+from ttsnn_cli.spiking import lif_kernel
+
+from ttsnn_cli.layers import lowrank_bn
+from ttsnn_cli.train.allocator import keep_freed_memory
+from ttsnn_cli.storage.trust import build_arch
+from ttsnn_cli.compress.decompose import CompressConfig, compress_model
+from ttsnn_cli.train.layout import match_weights_to_activations, restore_weights
+from ttsnn_cli.train.memory import recomputing_tt
+from ttsnn_cli.layers.conv2d import TTConv2d
+from ttsnn_cli.spiking.neurons import MultiStepLIF
+from ttsnn_cli.maths.ranks import RankSpec
+from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.zoo.msresnet import MSBlock, MSResNet
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

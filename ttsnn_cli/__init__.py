@@ -18,25 +18,25 @@ from ttsnn_cli._version import __version__
 if TYPE_CHECKING:
     from torch import nn
 
-    from ttsnn_cli.bundle import ModelIO
-    from ttsnn_cli.decompose import CompressConfig, compress_model
-    from ttsnn_cli.layers import TTConv2d
-    from ttsnn_cli.layers_conv1d import TTConv1d
-    from ttsnn_cli.loading import load_model
-    from ttsnn_cli.state import reset_states
-    from ttsnn_cli.tt_linear import TTLinear
+    from ttsnn_cli.storage.bundle import ModelIO
+    from ttsnn_cli.compress.decompose import CompressConfig, compress_model
+    from ttsnn_cli.layers.conv2d import TTConv2d
+    from ttsnn_cli.layers.conv1d import TTConv1d
+    from ttsnn_cli.storage.load import load_model
+    from ttsnn_cli.spiking.state import reset_states
+    from ttsnn_cli.layers.linear import TTLinear
 
 __all__ = ["__version__", "load_model", "save_model", "compress_model", "CompressConfig", "TTConv2d", "TTConv1d", "TTLinear",
            "reset_states"]
 
 _LAZY = {
-    "load_model": "ttsnn_cli.loading",
-    "compress_model": "ttsnn_cli.decompose",
-    "CompressConfig": "ttsnn_cli.decompose",
-    "TTConv2d": "ttsnn_cli.layers",
-    "TTConv1d": "ttsnn_cli.layers_conv1d",
-    "TTLinear": "ttsnn_cli.tt_linear",
-    "reset_states": "ttsnn_cli.state",
+    "load_model": "ttsnn_cli.storage.load",
+    "compress_model": "ttsnn_cli.compress.decompose",
+    "CompressConfig": "ttsnn_cli.compress.decompose",
+    "TTConv2d": "ttsnn_cli.layers.conv2d",
+    "TTConv1d": "ttsnn_cli.layers.conv1d",
+    "TTLinear": "ttsnn_cli.layers.linear",
+    "reset_states": "ttsnn_cli.spiking.state",
 }
 
 
@@ -56,8 +56,8 @@ def save_model(
 ) -> Path:
     """Write `model` as a ttsnn bundle (atomically). `arch` is needed unless the model came from
     `load_model` (which records it)."""
-    from ttsnn_cli.bundle import get_meta, save_bundle
-    from ttsnn_cli.fileio import check_output_path
+    from ttsnn_cli.storage.bundle import get_meta, save_bundle
+    from ttsnn_cli.storage.outputs import check_output_path
 
     meta = get_meta(model)
     if arch is not None:

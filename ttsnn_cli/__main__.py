@@ -1,3 +1,3 @@
-from ttsnn_cli.entry import main
+from ttsnn_cli.cli.entry import main
 
 main()

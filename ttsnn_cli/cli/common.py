@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from ttsnn_cli.errors import BadInputError, Interrupted, TtsnnError, abbreviate, interruption
-from ttsnn_cli.fileio import standard_json
-from ttsnn_cli.loading.trust import trusting
+from ttsnn_cli.storage.outputs import standard_json
+from ttsnn_cli.storage.trust import trusting
 
 #: the longest error line: a message beyond it is abbreviated in the middle (DESIGN.md: one line)
 MESSAGE_LIMIT = 1000

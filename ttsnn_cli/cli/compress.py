@@ -9,17 +9,17 @@ from typing import Optional
 
 import typer
 
-from ttsnn_cli.loading.trust import parse_arch_kwargs
-from ttsnn_cli.bundle import ModelIO
-from ttsnn_cli.decompose import NothingToDecompose
-from ttsnn_cli.cli import app
+from ttsnn_cli.storage.trust import parse_arch_kwargs
+from ttsnn_cli.storage.bundle import ModelIO
+from ttsnn_cli.compress.decompose import NothingToDecompose
+from ttsnn_cli.cli.app import app
 from ttsnn_cli.cli.common import STYLE_HELP, TRUST_ARCH_HELP, check_options, guarded, print_json, trust_scope, warn
 from ttsnn_cli.cli.progress import StepBar
 from ttsnn_cli.cli.render import compress_table
-from ttsnn_cli.compress_job import CompressJob, run_compress
+from ttsnn_cli.compress.job import CompressJob, run_compress
 from ttsnn_cli.errors import BadInputError, abbreviate
-from ttsnn_cli.recipe import load_recipe, resolve_data_spec, resolve_path
-from ttsnn_cli.sensitivity import DEFAULT_CALIB_SAMPLES
+from ttsnn_cli.pipeline.recipe import load_recipe, resolve_data_spec, resolve_path
+from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES
 
 
 class ModeChoice(str, Enum):

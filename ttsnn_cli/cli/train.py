@@ -9,11 +9,11 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ttsnn_cli.loading.trust import parse_arch_kwargs
-from ttsnn_cli.cli import app
+from ttsnn_cli.storage.trust import parse_arch_kwargs
+from ttsnn_cli.cli.app import app
 from ttsnn_cli.cli.common import STYLE_HELP, TRUST_ARCH_HELP, err_console, guarded, print_json, trust_scope
-from ttsnn_cli.engine import TrainConfig
-from ttsnn_cli.train_job import TrainJob, run_train_job
+from ttsnn_cli.train.engine import TrainConfig
+from ttsnn_cli.train.job import TrainJob, run_train_job
 
 DATA_HELP = "dataset: digits, cifar10:DIR, cifar100:DIR, ncaltech101:DIR"
 

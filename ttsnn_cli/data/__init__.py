@@ -6,6 +6,8 @@ augmentation on/off) and returns a `DataBundle`: train and test datasets yieldin
 is either a static frame [C, H, W] (the engine encodes it over T: `encode`) or already a sequence
 [T, C, H, W] (`temporal=True`, event data). Nothing is downloaded; a missing or malformed dataset
 raises `BadInputError` with one line saying what was looked for.
+May import: `errors`, `storage` (guarded reads), `spiking` (`compat` runs one sample through a model).
+Never compress, training or anything above.
 """
 
 from __future__ import annotations

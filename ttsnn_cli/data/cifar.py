@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from ttsnn_cli.data import DataBundle, register_dataset
 from ttsnn_cli.errors import BadInputError, first_line
-from ttsnn_cli.loading.read import read_bytes
+from ttsnn_cli.storage.read import read_bytes
 
 MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}

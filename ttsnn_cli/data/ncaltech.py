@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from ttsnn_cli.data import DataBundle, register_dataset
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.loading.read import read_bytes
+from ttsnn_cli.storage.read import read_bytes
 
 SENSOR = (180, 240)  # H, W (x < 240, y < 180)
 SIZE = 48

@@ -4,7 +4,8 @@
 - `onnx`: the unrolled and step graphs via `torch.onnx.export(dynamo=True)`;
 - `verify`: onnx.checker plus onnxruntime against torch;
 - `nir`: the NIR 1.0.8 graph;
-- `job`: one export as the CLI and the recipe stage run it; `stage`: the recipe stage.
+- `job`: one export end to end, as the CLI and the recipe stage run it.
+May import: everything below it (maths to report). Never pipeline or cli.
 """
 
 from __future__ import annotations

@@ -36,12 +36,12 @@ from torch import nn
 
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.neuron_slot import NeuronSlot
-from ttsnn_cli.layers import TTConv2d
-from ttsnn_cli.layers_conv1d import TTConv1d
-from ttsnn_cli.tt_linear import TTLinear
-from ttsnn_cli.neurons import MultiStepLIF
-from ttsnn_cli.runner import execution_style, first_output
-from ttsnn_cli.state import TimeAware, is_neuron, reset_states
+from ttsnn_cli.layers.conv2d import TTConv2d
+from ttsnn_cli.layers.conv1d import TTConv1d
+from ttsnn_cli.layers.linear import TTLinear
+from ttsnn_cli.spiking.neurons import MultiStepLIF
+from ttsnn_cli.spiking.runner import execution_style, first_output
+from ttsnn_cli.spiking.state import TimeAware, is_neuron, reset_states
 
 
 @dataclass

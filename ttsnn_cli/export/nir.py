@@ -44,17 +44,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttsnn_cli.bundle import tt_config
+from ttsnn_cli.storage.bundle import tt_config
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.nir_neurons import DT, neuron_node, one_to_one_node, recurrent_module, reset_notes
-from ttsnn_cli.fileio import atomic_output
-from ttsnn_cli.layers import TTConv2d
-from ttsnn_cli.layers_conv1d import TTConv1d, conv1d_padding
-from ttsnn_cli.neurons import MultiStepLIF
-from ttsnn_cli.runner import execution_style
-from ttsnn_cli.state import is_neuron
-from ttsnn_cli.tt import centre_tap
-from ttsnn_cli.tt_linear import TTLinear
+from ttsnn_cli.storage.outputs import atomic_output
+from ttsnn_cli.layers.conv2d import TTConv2d
+from ttsnn_cli.layers.conv1d import TTConv1d, conv1d_padding
+from ttsnn_cli.spiking.neurons import MultiStepLIF
+from ttsnn_cli.spiking.runner import execution_style
+from ttsnn_cli.spiking.state import is_neuron
+from ttsnn_cli.maths.tt import centre_tap
+from ttsnn_cli.layers.linear import TTLinear
 
 _SKIP = (nn.Identity, nn.Dropout)
 

@@ -26,7 +26,7 @@ from ttsnn_cli.errors import ExportVerificationError
 from ttsnn_cli.export.functional import Stepper, Unrolled
 from ttsnn_cli.export.neuron_slot import NeuronSlot
 from ttsnn_cli.export.onnx import OnnxGraphInfo, sample_input
-from ttsnn_cli.runner import run_timesteps
+from ttsnn_cli.spiking.runner import run_timesteps
 
 TOLERANCE = 1e-4
 MIN_AGREEMENT = 0.999

@@ -32,10 +32,10 @@ from torch import nn
 
 import math
 
-from ttsnn_cli.tt_layers import is_tt_layer
-from ttsnn_cli.tt_linear import TTLinear
-from ttsnn_cli.runner import run_timesteps
-from ttsnn_cli.state import reset_states
+from ttsnn_cli.layers.kinds import is_tt_layer
+from ttsnn_cli.layers.linear import TTLinear
+from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.spiking.state import reset_states
 
 
 @dataclass

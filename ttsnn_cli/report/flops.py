@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ttsnn_cli.report.counting import on_meta, probe_input
-from ttsnn_cli.runner import run_timesteps
+from ttsnn_cli.spiking.runner import run_timesteps
 
 
 def training_flops(model: nn.Module, input_shape: tuple[int, ...], timesteps: int, batch: int = 1) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ttsnn_cli.fileio import atomic_write_bytes
+from ttsnn_cli.storage.outputs import atomic_write_bytes
 
 DENSE, MODEL = "#9e9e9e", "#1f77b4"
 COMPONENTS = (("compute", "#1f77b4"), ("spad", "#2ca02c"), ("sram", "#ff7f0e"), ("dram", "#d62728"), ("static", "#7f7f7f"))

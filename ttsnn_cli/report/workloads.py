@@ -17,10 +17,10 @@ from __future__ import annotations
 from torch import nn
 
 from hw import LayerWorkload, tt_conv1d_cores, tt_cores, tt_matrix_steps
-from ttsnn_cli.layers import TTConv2d, conv_padding
-from ttsnn_cli.layers_conv1d import TTConv1d, conv1d_padding
-from ttsnn_cli.tt_layers import is_tt_layer
-from ttsnn_cli.tt_linear import TTLinear
+from ttsnn_cli.layers.conv2d import TTConv2d, conv_padding
+from ttsnn_cli.layers.conv1d import TTConv1d, conv1d_padding
+from ttsnn_cli.layers.kinds import is_tt_layer
+from ttsnn_cli.layers.linear import TTLinear
 from ttsnn_cli.report.counting import Profile
 
 

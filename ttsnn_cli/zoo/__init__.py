@@ -3,6 +3,7 @@
 Adding a model touches one place: decorate its factory with `@register(...)` in a module of this
 package and list that module in `_MODULES`. Each entry also declares what the model expects (input
 shape, default timesteps, default dataset), so commands need fewer options for zoo models.
+May import: `errors`, `maths`, `spiking`, `layers`. Never storage, kinds or anything above.
 """
 
 from __future__ import annotations

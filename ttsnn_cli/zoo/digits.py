@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ttsnn_cli.neurons import MultiStepLIF
-from ttsnn_cli.state import time_folded
+from ttsnn_cli.spiking.neurons import MultiStepLIF
+from ttsnn_cli.spiking.state import time_folded
 from ttsnn_cli.zoo import register
 
 

@@ -26,13 +26,13 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ttsnn_cli import static_stem
-from ttsnn_cli.hooks import has_hooks
-from ttsnn_cli.layers import TTConv2d
-from ttsnn_cli.lowrank_bn import conv1x1_bn
-from ttsnn_cli.neurons import MultiStepLIF
-from ttsnn_cli.saved import PacksSpikes, packed_spikes
-from ttsnn_cli.state import time_folded
+from ttsnn_cli.zoo import static_stem
+from ttsnn_cli.layers.hooks import has_hooks
+from ttsnn_cli.layers.conv2d import TTConv2d
+from ttsnn_cli.layers.lowrank_bn import conv1x1_bn
+from ttsnn_cli.spiking.neurons import MultiStepLIF
+from ttsnn_cli.spiking.saved import PacksSpikes, packed_spikes
+from ttsnn_cli.spiking.state import time_folded
 from ttsnn_cli.zoo import register
 
 CHANNELS = (64, 128, 256, 512)

@@ -1,0 +1,146 @@
+"""`ttsnn sweep` and the recipe's sweep stage: the points and their keys, resume (finished points kept),
+settings that changed are refused, the Pareto plot, the --max-acc-drop gate (exit 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
+from ttsnn_cli.cli.commands import app
+from ttsnn_cli.pipeline.sweep import gates, planned_points, SweepJob
+from ttsnn_cli.zoo import zoo_entry
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+runner = CliRunner()
+POINT_KEYS = {"method", "target", "param_ratio", "mac_ratio", "accuracy_before", "accuracy_after", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def dense_bundle(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = zoo_entry("digits_csnn").factory(width=4)
+    meta = get_meta(model)
+    meta.arch, meta.arch_kwargs, meta.io = "zoo:digits_csnn", {"width": 4}, ModelIO((1, 16, 16), 2, "digits")
+    path = tmp_path_factory.mktemp("dense") / "dense.tt"
+    save_bundle(path, model, meta)
+    return path
+
+
+def _sweep(dense: Path, out: Path, *extra: str):
+    return runner.invoke(app, ["sweep", str(dense), "--data", "digits", "-o", str(out), "--targets", "6",
+                               "--methods", "uniform,budget,sensitivity,vbmf", "--exclude", "stem",
+                               "--train-samples", "40", "--calib-samples", "8", "--batch-size", "40", "--json", *extra])
+
+
+def test_sweep_points_resume_and_refuse_other_settings(tmp_path: Path, dense_bundle: Path) -> None:
+    out = tmp_path / "sweep"
+    result = _sweep(dense_bundle, out, "--plot", str(tmp_path / "front.png"))
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [(p["method"], p["target"]) for p in document["points"]] == [
+        ("uniform", 6.0), ("budget", 6.0), ("sensitivity", 6.0), ("vbmf", None)]
+    for point in document["points"]:
+        assert POINT_KEYS <= set(point) and Path(point["output"]).is_file()
+        assert point["weight_ratio"] >= (point["target"] or 1) * 0.5  # stem and fc stay dense
+    budget6 = next(p for p in document["points"] if p["method"] == "budget" and p["target"] == 6.0)
+    uniform6 = next(p for p in document["points"] if p["method"] == "uniform" and p["target"] == 6.0)
+    assert budget6["weight_ratio"] > 3 and uniform6["weight_ratio"] > 3
+    assert document["output"] == str(out) and 0 <= document["dense_accuracy"] <= 100
+    assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "sweep.json").read_text())["points"] == document["points"]
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.tt")}
+    # a rerun keeps every finished point (same numbers, files untouched); the plot needs --force
+    again = _sweep(dense_bundle, out)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["points"] == document["points"]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.tt")} == stamps
+    exists = _sweep(dense_bundle, out, "--plot", str(tmp_path / "front.png"))
+    assert exists.exit_code == 3 and "exists" in exists.stderr
+    other = _sweep(dense_bundle, out, "--lr", "0.5")
+    assert other.exit_code == 3 and "other settings" in other.stderr
+
+
+def test_sweep_bad_options_are_bad_input(tmp_path: Path, dense_bundle: Path) -> None:
+    for args, message in ((["--methods", "magic"], "unknown method"), (["--targets", "0.5"], ">= 1"),
+                          (["--targets", "x"], "--targets"), (["--mode", "qtt"], "unknown mode")):
+        result = _sweep(dense_bundle, tmp_path / "s", *args)
+        assert result.exit_code == 3 and message in result.stderr, result.stderr
+        assert not (tmp_path / "s").exists()
+
+
+def test_sweep_records_the_style_asked_for(tmp_path: Path, dense_bundle: Path) -> None:
+    """--style reaches every point's bundle (a user network keeps running the way it was told), and a
+    style that does not exist is one line, exit 3, before anything is written."""
+    from ttsnn_cli.storage.load import load_checkpoint
+
+    bad = _sweep(dense_bundle, tmp_path / "bad", "--style", "sideways")
+    assert bad.exit_code == 3 and "--style 'sideways'" in bad.stderr and not (tmp_path / "bad").exists()
+    out = tmp_path / "styled"
+    result = runner.invoke(app, ["sweep", str(dense_bundle), "--data", "digits", "-o", str(out), "--targets", "6",
+                                 "--methods", "uniform", "--exclude", "stem", "--train-samples", "8", "--batch-size",
+                                 "8", "--style", "multistep", "--json"])
+    assert result.exit_code == 0, result.output
+    point = json.loads(result.stdout)["points"][0]
+    assert get_meta(load_checkpoint(point["output"])).io.style == "multistep"
+    assert json.loads((out / "sweep.json").read_text())["settings"]["style"] == "multistep"
+
+
+def test_gates_one_per_point() -> None:
+    document = {"dense_accuracy": 90.0, "points": [{"method": "budget", "target": 4.0, "accuracy_after": 89.5},
+                                                   {"method": "vbmf", "target": None, "accuracy_after": 80.0}]}
+    result = gates(document, 1.0)
+    assert [(g["point"], g["passed"]) for g in result] == [("budget-4", True), ("vbmf", False)]
+    assert gates(document, None) == []
+    assert planned_points(SweepJob(Path("m"), "digits", Path("o"), targets=[2.0], methods=["vbmf", "budget"])) == [
+        ("vbmf", None), ("budget", 2.0)]
+
+
+def test_sweep_gate_fails_with_exit_4_and_recipe_stage(tmp_path: Path) -> None:
+    """A trained dense model, a point that cannot recover (lr ~ 0): the gate fails, JSON still written."""
+    recipe = {
+        "name": "front", "data": "digits",
+        "model": {"arch": "zoo:digits_csnn", "kwargs": {"width": 4}, "timesteps": 2},
+        "train": {"epochs": 1, "batch_size": 32, "lr": 0.1},
+        "sweep": {"targets": [30], "methods": ["uniform"], "exclude": ["stem"], "train_samples": 8,
+                  "finetune": {"epochs": 1, "lr": 1e-9, "batch_size": 8, "teacher": "source"},
+                  "max_acc_drop": 0.0},
+    }
+    path = tmp_path / "front.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 4, result.output
+    assert "sweep gate failed" in result.stderr and "uniform-30" in result.stderr
+    document = json.loads((tmp_path / "run" / "sweep" / "sweep.json").read_text())
+    assert document["points"][0]["accuracy_after"] < document["dense_accuracy"]
+    assert document["settings"]["teacher_sha256"] is not None  # distilled from the trained dense model
+    assert (tmp_path / "run" / "sweep" / "pareto.png").is_file()
+
+
+def test_sensitivity_curves_measured_once_serve_every_target_they_cover(tmp_path: Path, dense_bundle: Path) -> None:
+    """The curves are measured on a grid around the targets and kept in the folder: a later sweep
+    whose targets the grid covers reuses them (not re-measured); one outside it measures anew."""
+    out = tmp_path / "front"
+
+    def sweep(targets: str):
+        return runner.invoke(app, ["sweep", str(dense_bundle), "--data", "digits", "-o", str(out), "--targets",
+                                   targets, "--methods", "sensitivity", "--exclude", "stem", "--train-samples", "8",
+                                   "--calib-samples", "8", "--batch-size", "8", "--json"])
+
+    assert sweep("4,16").exit_code == 0
+    curves = out / "sensitivity.json"
+    measured = json.loads(curves.read_text())
+    stamp = curves.stat().st_mtime_ns
+    assert min(measured["factors"]) <= 2.0 and max(measured["factors"]) >= 32.0  # a factor-2 margin each side
+    narrower = sweep("8")
+    assert narrower.exit_code == 0, narrower.output
+    assert curves.stat().st_mtime_ns == stamp  # served by the stored curves
+    assert [p["target"] for p in json.loads(narrower.stdout)["points"]] == [8.0]  # this run's points
+    wider = sweep("64")
+    assert wider.exit_code == 0, wider.output
+    assert max(json.loads(curves.read_text())["factors"]) >= 128.0  # measured again, on the wider grid

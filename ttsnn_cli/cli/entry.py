@@ -1,0 +1,86 @@
+"""The `ttsnn` console script: signals first, then the (heavy) command line.
+
+SIGINT and SIGTERM raise `Interrupted` from the first instant, even while torch is being imported:
+the process answers with one line and exit 130 (143 for SIGTERM), no traceback, and every temporary
+file being written is removed on the way out (fileio). A BaseException, so click's own Ctrl-C
+handling ("Aborted!", exit 1) and user code catching Exception do not swallow it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from ttsnn_cli.train.allocator import keep_freed_memory
+from ttsnn_cli.errors import Interrupted, interruption, record_interruption
+
+_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    stop = Interrupted(signal.Signals(signum).name, _CODES.get(signum, 130))
+    record_interruption(stop)
+    raise stop
+
+
+def install_signal_handlers() -> None:
+    for signum in _CODES:
+        signal.signal(signum, _raise_interrupted)
+
+
+def _click_exceptions():  # typer >= 0.20 vendors click
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
+
+
+def _one_line_error(message: str, code: int) -> None:
+    from ttsnn_cli.errors import abbreviate
+
+    sys.stderr.write(f"error: {abbreviate(message, 1000)}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def _ignore_signals() -> None:
+    """From here on SIGINT/SIGTERM change nothing: the exit code is decided. (Python restores the
+    default handlers while it shuts down; a signal then would kill the process, exit -2/-15.)"""
+    for signum in _CODES:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def main() -> None:
+    """Run the command line; usage errors are one line too (exit 2), interruptions exit 130/143."""
+    install_signal_handlers()
+    keep_freed_memory()  # before torch allocates anything (ttsnn_cli.train.allocator says why)
+    try:
+        from ttsnn_cli.cli.commands import app
+
+        exceptions = _click_exceptions()
+        try:
+            code = app(standalone_mode=False)
+        except exceptions.NoArgsIsHelpError as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except exceptions.UsageError as error:
+            command = error.ctx.command_path if error.ctx is not None else "ttsnn"
+            _one_line_error(f"{error.format_message()} (see {command} --help)", error.exit_code)
+        except exceptions.ClickException as error:
+            _one_line_error(error.format_message(), error.exit_code)
+        except exceptions.Abort:
+            _one_line_error("aborted", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+    except SystemExit:
+        _ignore_signals()  # the command is over: a signal during interpreter shutdown must not kill it
+        raise
+    except BaseException as error:  # noqa: BLE001 - an interruption however third-party code wrapped it
+        stop = error if isinstance(error, (Interrupted, KeyboardInterrupt)) else interruption()
+        if stop is None:
+            raise
+        _ignore_signals()  # a second Ctrl-C while unwinding must not print a traceback
+        name = getattr(stop, "signal_name", "SIGINT")
+        sys.stderr.write(f"error: interrupted ({name})\n")
+        sys.stderr.flush()
+        sys.exit(getattr(stop, "exit_code", 130))

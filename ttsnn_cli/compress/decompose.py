@@ -1,0 +1,387 @@
+"""nn.Module -> nn.Module with TT layers: choose layers, resolve ranks, decompose, swap in place.
+
+`compress_model` is the library's stage function: it returns the same model object with each
+eligible layer of the chosen types (`--layer-types`, default conv2d,conv1d) replaced by its TT layer
+at the same name (Conv2d -> TTConv2d, Conv1d -> TTConv1d, Linear -> TTLinear), and a data-first
+report of what it did.
+
+Modes and the new types: a Conv1d takes STT or HTT; PTT needs two spatial axes, so `--mode ptt` on a
+model with a Conv1d to decompose is refused in one line naming the layer (a silent STT fallback would
+make the reported mode a lie; pass `--layer-types conv2d` or `--exclude` it). A TT-matrix Linear has
+no spatial cores: it runs its exact chain in every mode (its report note says so).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.maths.layer_ranks import describe_factors, linear_factors, resolve_module_ranks, would_grow
+from ttsnn_cli.layers.conv2d import MODES, Mode, TTConv2d
+from ttsnn_cli.layers.conv1d import PTT_REFUSAL, TTConv1d
+from ttsnn_cli.layers.kinds import DEFAULT_LAYER_TYPES, is_tt_layer, layer_type
+from ttsnn_cli.layers.linear import TTLinear
+from ttsnn_cli.maths.ranks import (
+    GLOBAL_METHODS,
+    RankSpec,
+    RankSpecError,
+    ResolvedRanks,
+    budget_ranks,
+    cap_ranks,
+    parse_ranks,
+    resolve_layer_ranks,
+    uniform_ranks,
+)
+from ttsnn_cli.maths.tt import SVD_METHODS, relative_error, tt_param_count
+
+
+@dataclass
+class CompressConfig:
+    """What to decompose and how. `overrides` maps a module name (or a regex matching whole names)
+    to ranks, for per-layer recipes such as the paper's."""
+
+    ranks: RankSpec
+    mode: Mode = "stt"
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    timesteps: int | None = None
+    svd: str = "qr_svd"
+    layer_types: tuple[str, ...] = DEFAULT_LAYER_TYPES
+    linear_cores: int = 3  # d, the number of TT-matrix cores of a Linear (in/out features split in d factors)
+    #: ranks chosen elsewhere (e.g. `sensitivity.choose_ranks` for `sensitivity:X`), by layer name
+    chosen_ranks: dict[str, ResolvedRanks] | None = None
+    allow_growth: bool = False  # decompose a Conv2d even when its cores hold more weights than the kernel (--allow-growth)
+
+
+@dataclass
+class LayerReport:
+    name: str
+    type: str
+    kernel: list[int] | None
+    in_channels: int | None
+    out_channels: int | None
+    ranks: list[int] | None
+    requested_ranks: list[int] | None
+    params_before: int
+    params_after: int
+    rel_error: float | None
+    skipped: str | None
+    note: str | None = None
+
+
+@dataclass
+class CompressionResult:
+    mode: str
+    rank_method: str
+    layers: list[LayerReport]
+    totals: dict[str, Any]
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "rank_method": self.rank_method,
+            "layers": [asdict(layer) for layer in self.layers],
+            "totals": self.totals,
+            "warnings": list(self.warnings),
+        }
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def skip_reason(conv: nn.Conv2d | nn.Conv1d) -> str | None:
+    """Why a Conv2d or Conv1d cannot (usefully) become TT cores, or None when it can."""
+    if conv.groups != 1:
+        kind = "depthwise" if conv.groups == conv.in_channels == conv.out_channels else "grouped"
+        return f"{kind} conv (groups={conv.groups}): TT cores cannot split channel groups"
+    if conv.kernel_size == (1, 1):
+        return "1x1 conv: already a channel matrix, nothing spatial to split"
+    if conv.kernel_size == (1,):
+        return "1-wide conv: already a channel matrix, nothing spatial to split"
+    if conv.padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+        return f"padding_mode {conv.padding_mode!r} not supported"
+    return None
+
+
+def _compile(patterns: list[str], option: str) -> list[re.Pattern[str]]:
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as error:
+            raise BadInputError(f"{option} {pattern!r} is not a valid regular expression: {error}") from None
+    return compiled
+
+
+def _override_for(name: str, overrides: dict[str, Any]) -> Any:
+    if name in overrides:
+        return overrides[name]
+    for pattern, value in overrides.items():
+        try:
+            if re.fullmatch(pattern, name):
+                return value
+        except re.error:
+            continue
+    return None
+
+
+def _check_overrides(names: list[str], overrides: dict[str, Any]) -> None:
+    """A per-layer rank whose name (or whole-name regex) matches no decomposed layer is a typo: refuse it."""
+    for key in overrides:
+        if key in names:
+            continue
+        try:
+            if any(re.fullmatch(key, name) for name in names):
+                continue
+        except re.error:
+            pass
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        raise BadInputError(f"per-layer ranks name {key!r}, which matches no layer being decomposed ({shown})")
+
+
+def _type_reason(name: str, module: nn.Module, model: nn.Module, config: CompressConfig) -> str | None:
+    """Why a layer of a known type is not decomposed before looking at its shape, or None."""
+    kind = layer_type(module)
+    if kind not in config.layer_types:
+        if kind == "linear":
+            return "Linear: not in --layer-types (add linear to decompose it as a TT-matrix), stays dense"
+        return f"{type(module).__name__}: not in --layer-types ({','.join(config.layer_types)}), stays dense"
+    parent = name.rpartition(".")[0]
+    if isinstance(model.get_submodule(parent) if parent else model, nn.MultiheadAttention):
+        return "inside MultiheadAttention, which reads the weight directly: stays dense"
+    if isinstance(module, (nn.Conv2d, nn.Conv1d)):
+        return skip_reason(module)
+    return None
+
+
+def plan_layers(model: nn.Module, config: CompressConfig) -> tuple[dict[str, nn.Module], list[LayerReport]]:
+    """Split the model's convs and linears into those to decompose and those skipped (with reasons)."""
+    include = _compile(config.include, "--include")
+    exclude = _compile(config.exclude, "--exclude")
+    chosen: dict[str, nn.Module] = {}
+    skipped: list[LayerReport] = []
+    inside_tt = [name for name, m in model.named_modules() if is_tt_layer(m)]
+    for name, module in model.named_modules():
+        if any(name == t or name.startswith(t + ".") for t in inside_tt):
+            continue
+        if not isinstance(module, (nn.Conv2d, nn.Conv1d, nn.Linear)):
+            continue
+        reason = _type_reason(name, module, model, config)
+        if reason is None and include and not any(p.search(name) for p in include):
+            reason = "not matched by --include"
+        if reason is None:
+            hit = next((p.pattern for p in exclude if p.search(name)), None)
+            if hit is not None:
+                reason = f"excluded by --exclude {hit}"
+        if reason is None:
+            chosen[name] = module
+        else:
+            skipped.append(_skipped(name, module, reason))
+    return chosen, skipped
+
+
+def _skipped(name: str, module: nn.Module, reason: str) -> LayerReport:
+    is_conv = isinstance(module, (nn.Conv2d, nn.Conv1d))
+    return LayerReport(
+        name=name,
+        type=type(module).__name__,
+        kernel=list(module.kernel_size) if is_conv else None,
+        in_channels=module.in_channels if is_conv else module.in_features,
+        out_channels=module.out_channels if is_conv else module.out_features,
+        ranks=None,
+        requested_ranks=None,
+        params_before=_params(module),
+        params_after=_params(module),
+        rel_error=None,
+        skipped=reason,
+    )
+
+
+def free_layers(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, nn.Conv2d]:
+    """The Conv2d layers a global rank method chooses for: those without a per-layer override."""
+    return {n: c for n, c in chosen.items()
+            if isinstance(c, nn.Conv2d) and _override_for(n, config.overrides) is None}
+
+
+def global_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, ResolvedRanks]:
+    """Ranks of the methods that share one budget over the layers without a per-layer override.
+
+    The budget covers the Conv2d layers it allocates; overridden layers keep the ranks the recipe
+    gives, and Conv1d / Linear layers take the per-layer rule (`layer_ranks`: each at least X times
+    smaller), so the whole still shrinks at least X times.
+    """
+    spec = config.ranks
+    free = free_layers(chosen, config)
+    if not free:
+        return {}
+    if spec.method == "sensitivity":
+        if config.chosen_ranks is None:
+            raise BadInputError("sensitivity:X measures the loss on data: give --data SPEC (calibration samples)")
+        missing = sorted(set(free) - set(config.chosen_ranks))
+        if missing:
+            raise BadInputError(f"sensitivity ranks were measured without layer(s) {', '.join(missing)}")
+        return {n: config.chosen_ranks[n] for n in free}
+    assert spec.value is not None
+    if spec.method == "uniform":
+        return uniform_ranks({n: tuple(c.weight.shape) for n, c in free.items()}, spec.value)
+    return budget_ranks({n: c.weight for n, c in free.items()}, spec.value, equal=config.mode != "stt")
+
+
+def resolve_all_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, ResolvedRanks]:
+    """Effective ranks per chosen layer: Conv2d through `ranks.py`, Conv1d / Linear through
+    `layer_ranks.py` (same methods on their own shapes; the global ones per layer)."""
+    equal = config.mode != "stt"
+    spec = config.ranks
+    shared = global_ranks(chosen, config) if spec.method in GLOBAL_METHODS else {}
+    resolved = {}
+    for name, conv in chosen.items():
+        override = _override_for(name, config.overrides)
+        try:
+            if not isinstance(conv, nn.Conv2d):
+                equal_here = equal and isinstance(conv, nn.Conv1d)
+                own = RankSpec("budget", value=spec.value) if spec.method in GLOBAL_METHODS else spec
+                resolved[name] = resolve_module_ranks(conv, own, override, equal_here, config.linear_cores)
+            elif override is not None:
+                resolved[name] = cap_ranks(tuple(conv.weight.shape), parse_ranks(override), equal)
+            elif name in shared:
+                picked = shared[name]
+                capped = cap_ranks(tuple(conv.weight.shape), picked.effective, equal)
+                resolved[name] = ResolvedRanks(picked.requested, capped.effective, capped.note or picked.note)
+            else:
+                resolved[name] = resolve_layer_ranks(conv.weight, spec, equal)
+        except RankSpecError as error:
+            raise BadInputError(f"layer {name}: {error}") from None
+    return resolved
+
+
+def _grows(module: nn.Module, ranks: tuple[int, ...], cores: int, allow: bool = False) -> str | None:
+    """The skip reason when the TT cores at `ranks` would hold no fewer weights than the dense layer
+    (e.g. a 1-input-channel stem at rank 8: 312 -> 334), else None. `allow` keeps a growing Conv2d
+    (full-rank checks against the dense oracle)."""
+    if not isinstance(module, nn.Conv2d):
+        return would_grow(module, ranks, cores)
+    if allow:
+        return None
+    before, after = module.weight.numel(), tt_param_count(tuple(module.weight.shape), ranks)  # type: ignore[arg-type]
+    if after < before:
+        return None
+    return (f"would grow {before:,} -> {after:,} weights at ranks {','.join(map(str, ranks))}: stays dense "
+            "(lower its ranks under compress.layers to decompose it)")
+
+
+class NothingToDecompose(BadInputError):
+    """Every candidate layer was skipped. The one-line message names each layer's reason; `document`
+    is compress's JSON document with the skipped layers (the CLI prints it with --json)."""
+
+    def __init__(self, model: nn.Module, config: CompressConfig, reports: list[LayerReport]) -> None:
+        order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+        reports = sorted(reports, key=lambda r: order.get(r.name, len(order)))
+        reasons = "; ".join(f"{r.name}: {r.skipped}" for r in reports) or "the model has no conv or linear layer"
+        super().__init__(f"no layer to decompose ({reasons})")
+        params = _params(model)
+        self.document = {
+            "mode": config.mode, "rank_method": config.ranks.describe(), "layers": [asdict(r) for r in reports],
+            "totals": {"params_before": params, "params_after": params, "param_ratio": 1.0, "decomposed_layers": 0,
+                       "skipped_layers": len(reports)},
+            "warnings": [], "output": None, "error": str(self),
+        }
+
+
+def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module, CompressionResult]:
+    """Decompose every eligible Conv2d of `model` in place; return it with the per-layer report."""
+    if config.mode not in MODES:
+        raise BadInputError(f"unknown mode {config.mode!r}; choose one of {', '.join(MODES)}")
+    if config.svd not in SVD_METHODS:
+        raise BadInputError(f"unknown SVD method {config.svd!r}; choose one of {', '.join(SVD_METHODS)}")
+    if config.mode == "htt" and not config.timesteps:
+        raise BadInputError("HTT needs the number of timesteps: pass --timesteps T (or set model.timesteps in the recipe)")
+    unknown = [t for t in config.layer_types if t not in ("conv2d", "conv1d", "linear")]
+    if unknown or not config.layer_types:
+        raise BadInputError(f"--layer-types takes a comma list of conv2d, conv1d, linear; got {','.join(config.layer_types)!r}")
+    if config.linear_cores < 1:
+        raise BadInputError(f"--linear-cores must be at least 1, got {config.linear_cores}")
+    params_total_before = _params(model)
+    chosen, reports = plan_layers(model, config)
+    if config.mode == "ptt":
+        conv1d = next((n for n, m in chosen.items() if isinstance(m, nn.Conv1d)), None)
+        if conv1d is not None:
+            raise BadInputError(f"layer {conv1d}: {PTT_REFUSAL}; use --mode stt/htt or drop conv1d from --layer-types")
+    if not chosen:
+        raise NothingToDecompose(model, config, reports)
+    _check_overrides(list(chosen), config.overrides)
+    resolved = resolve_all_ranks(chosen, config)
+    for name in list(chosen):  # compress never makes a layer larger unless asked: skip it, saying so
+        reason = _grows(chosen[name], resolved[name].effective, config.linear_cores, config.allow_growth)
+        if reason is not None:
+            reports.append(_skipped(name, chosen.pop(name), reason))
+            del resolved[name]
+    if not chosen:
+        raise NothingToDecompose(model, config, reports)
+    warnings = [f"{name}: ranks {r.note}" for name, r in resolved.items() if r.note and r.note.startswith("capped")]
+    warnings += [f"{name}: {r.note}" for name, r in resolved.items() if r.note and r.note.startswith("vbmf found")]
+    unmet = sorted({r.note for r in resolved.values() if r.note and "cannot be met" in r.note})
+    warnings += unmet
+    for name, conv in chosen.items():
+        ranks = resolved[name]
+        with torch.no_grad():
+            layer, error, note = _decompose_one(conv, ranks.effective, config)
+        is_conv = not isinstance(conv, nn.Linear)
+        reports.append(
+            LayerReport(
+                name=name,
+                type={"conv2d": "Conv2d", "conv1d": "Conv1d", "linear": "Linear"}[layer_type(conv) or "conv2d"],
+                kernel=list(conv.kernel_size) if is_conv else None,
+                in_channels=conv.in_channels if is_conv else conv.in_features,
+                out_channels=conv.out_channels if is_conv else conv.out_features,
+                ranks=list(ranks.effective),
+                requested_ranks=list(ranks.requested),
+                params_before=_params(conv),
+                params_after=_params(layer),
+                rel_error=error,
+                skipped=None,
+                note="; ".join(n for n in (ranks.note, note) if n) or None,
+            )
+        )
+        layer.train(conv.training)
+        model.set_submodule(name, layer)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    reports.sort(key=lambda r: order.get(r.name, len(order)))
+    decomposed = [r for r in reports if r.skipped is None]
+    before = sum(r.params_before for r in decomposed)
+    after = sum(r.params_after for r in decomposed)
+    params_total_after = _params(model)
+    totals = {
+        "params_before": params_total_before,
+        "params_after": params_total_after,
+        "param_ratio": params_total_before / params_total_after,
+        "decomposed_layers": len(decomposed),
+        "skipped_layers": len(reports) - len(decomposed),
+        "decomposed_params_before": before,
+        "decomposed_params_after": after,
+        "decomposed_param_ratio": before / after,
+    }
+    return model, CompressionResult(config.mode, config.ranks.describe(), reports, totals, warnings)
+
+
+def _decompose_one(module: nn.Module, ranks: tuple[int, ...], config: CompressConfig) -> tuple[nn.Module, float, str | None]:
+    """The TT layer for one chosen layer, its relative error against the dense weight, and a note."""
+    if isinstance(module, nn.Conv2d):
+        layer = TTConv2d.from_conv(module, ranks, config.mode, config.timesteps, config.svd)  # type: ignore[arg-type]
+        return layer, relative_error(layer.effective_kernel(), module.weight), None
+    if isinstance(module, nn.Conv1d):
+        conv1d = TTConv1d.from_conv(module, ranks, config.mode, config.timesteps, config.svd)  # type: ignore[arg-type]
+        return conv1d, relative_error(conv1d.effective_kernel(), module.weight), None
+    out_f, in_f = linear_factors(module, config.linear_cores)  # type: ignore[arg-type]
+    linear = TTLinear.from_linear(module, ranks, in_f, out_f, config.svd)  # type: ignore[arg-type]
+    note = describe_factors(module, config.linear_cores)
+    if config.mode != "stt":
+        note += f" (no spatial cores: runs the exact chain in {config.mode.upper()} too)"
+    return linear, relative_error(linear.effective_weight(), module.weight), note

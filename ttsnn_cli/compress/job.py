@@ -1,0 +1,130 @@
+"""The compress stage end to end: load a checkpoint (or build a zoo model), decompose, save a bundle.
+
+Shared by `ttsnn compress` and the recipe pipeline, so both behave the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ttsnn_cli.storage.trust import build_arch, zoo_io
+from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
+from ttsnn_cli.storage.load import load_checkpoint
+from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.storage.outputs import check_output_path
+from ttsnn_cli.maths.ranks import RankSpecError, parse_rank_spec
+from ttsnn_cli.layers.kinds import parse_layer_types
+from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES, Progress, sensitivity_ranks
+from ttsnn_cli.spiking.runner import check_style, resolve_timesteps
+
+
+@dataclass
+class CompressJob:
+    output: Path
+    checkpoint: Path | None = None
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] | None = None
+    ranks: Any = None
+    rank_method: str | None = None
+    mode: str = "stt"
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    io: ModelIO = field(default_factory=ModelIO)
+    svd: str = "qr_svd"
+    layer_types: Any = None  # comma text or a list; None = the default (conv2d, conv1d)
+    linear_cores: int = 3
+    seed: int = 0
+    force: bool = False
+    trust_pickle: bool = False
+    data: str | None = None  # sensitivity:X calibration data (default: the bundle's recorded data)
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    allow_growth: bool = False  # decompose a Conv2d even when its cores outgrow the kernel
+
+
+def load_source(job: CompressJob) -> nn.Module:
+    """The dense model to compress: the checkpoint, or a freshly initialised zoo model (planning)."""
+    if job.checkpoint is not None:
+        model = load_checkpoint(job.checkpoint, job.arch, job.arch_kwargs, job.trust_pickle)
+    elif job.arch and job.arch.startswith("zoo:"):
+        torch.manual_seed(job.seed)
+        model = build_arch(job.arch, job.arch_kwargs)
+        meta = get_meta(model)
+        meta.arch, meta.arch_kwargs = job.arch, dict(job.arch_kwargs or {})
+        meta.history.append({"stage": "init", "note": f"freshly initialised (seed {job.seed}): planning, no trained weights"})
+    else:
+        raise BadInputError("compress needs a CHECKPOINT, or --arch zoo:NAME to plan on a freshly initialised model")
+    meta = get_meta(model)
+    meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io).merged(job.io)
+    check_style(meta.io.style)
+    # an own-loop model taking one frame runs its own T (HTT's first half depends on it): learn it
+    meta.io.timesteps = resolve_timesteps(model, meta.io.input_shape, job.io.timesteps, meta.io.timesteps)
+    return model
+
+
+def _sensitivity(job: CompressJob, model: nn.Module, config: CompressConfig, factor: float,
+                 progress: Progress | None) -> dict[str, Any]:
+    """`sensitivity:X`: measure on calibration data, put the chosen ranks into `config`."""
+    from ttsnn_cli.data import load_data
+    from ttsnn_cli.data.compat import check_compatible
+
+    meta = get_meta(model)
+    spec = job.data or meta.io.data
+    if not spec:
+        raise BadInputError("sensitivity:X measures the loss on data: give --data SPEC (digits, cifar10:DIR, ...)")
+    if job.calib_samples < 1:
+        raise BadInputError(f"--calib-samples must be >= 1, got {job.calib_samples}")
+    timesteps = meta.io.timesteps or 4
+    data = load_data(spec, timesteps=timesteps, augment=False)
+    check_compatible(model, data, timesteps, spec)
+    layers = free_layers(plan_layers(model, config)[0], config)
+    config.chosen_ranks, measured = sensitivity_ranks(model, layers, factor, data, job.calib_samples, timesteps, job.seed,
+                                                      config.mode, config.svd, progress)
+    return measured | {"data": spec}
+
+
+def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Validate everything first, then decompose and write the bundle; returns the contract's dict.
+
+    `progress` receives the sensitivity measurement's events (`sensitivity:X` only)."""
+    check_output_path(job.output, [job.checkpoint], job.force)
+    try:
+        spec = parse_rank_spec(job.ranks, job.rank_method, per_layer=bool(job.overrides))
+        layer_types = parse_layer_types(job.layer_types)
+    except RankSpecError as error:
+        raise BadInputError(str(error)) from None
+    except ValueError as error:
+        raise BadInputError(f"--layer-types: {error}") from None
+    model = load_source(job)
+    meta = get_meta(model)
+    config = CompressConfig(
+        ranks=spec,
+        mode=job.mode,  # type: ignore[arg-type]
+        include=list(job.include),
+        exclude=list(job.exclude),
+        overrides=dict(job.overrides),
+        timesteps=meta.io.timesteps,
+        svd=job.svd,
+        allow_growth=job.allow_growth,
+        layer_types=layer_types,
+        linear_cores=job.linear_cores,
+    )
+    measured = _sensitivity(job, model, config, spec.value, progress) if spec.method == "sensitivity" else None
+    model, result = compress_model(model, config)
+    meta.history.append({"stage": "compress", "mode": job.mode, "rank_method": result.rank_method,
+                         "totals": result.totals})
+    save_bundle(job.output, model, meta)
+    document = result.to_dict()
+    document["output"] = str(job.output)
+    if measured is not None:
+        curves = {c["name"]: c["points"] for c in measured.pop("layers")}
+        document["sensitivity"] = measured
+        for layer in document["layers"]:
+            layer["sensitivity"] = curves.get(layer["name"])
+    return model, document

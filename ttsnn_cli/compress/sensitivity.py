@@ -1,0 +1,276 @@
+"""`sensitivity:X`: measured per-layer loss curves, and ranks chosen from them under a global budget.
+
+Why: reconstruction error (what `budget:X` balances) is only a proxy. Some layers tolerate a large
+kernel error at little cost in loss, others not at all, and only data tells which (ALDS, NeurIPS
+2021; the layer-wise sensitivity of Zhang et al.'s global rank search).
+
+1. Calibration (`calibration_set`): a fixed, seeded subset of the *training* split (never the test
+   split the accuracy is reported on), direct-encoded over T, labels kept.
+2. Measurement (`measure_sensitivity`): for every decomposed layer and every candidate rank, that
+   layer alone is replaced by its TT layer (TT-SVD, in the compress mode) and the calibration loss
+   (cross-entropy of the time-averaged output, in eval mode, no gradients) is compared with the
+   dense model's: `loss_increase = loss(layer at rank r) - loss(dense)`. Candidate ranks are the
+   largest equal ranks shrinking the layer by the factors `candidate_factors` lists (a sqrt(2) grid
+   around the target), plus rank 1.
+3. Allocation (`choose_ranks`): every layer starts at its largest candidate; while the TT weights
+   exceed sum(kernel weights) / X, the layer whose next step down costs the least loss per weight
+   saved steps down (a greedy knapsack on the monotone envelope of each curve: noise that makes a
+   smaller rank look better than a larger one is not rewarded); then the weights left under the
+   budget buy steps back up, most loss recovered per weight first. Layer interactions are ignored, as
+   in every layer-wise sensitivity method; the fine-tune recovers them.
+
+Deterministic: the subset comes from the seed, TT-SVD and the eval forward are deterministic.
+The library never prints: progress goes to the `progress` callback, one event per measurement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ttsnn_cli.data import DataBundle, encode
+from ttsnn_cli.layers.conv2d import Mode, TTConv2d
+from ttsnn_cli.maths.ranks import Ranks, ResolvedRanks
+from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.maths.tt import max_tt_ranks, tt_param_count
+
+Progress = Callable[[dict[str, Any]], None]  # an event sink, as the training engine takes
+
+DEFAULT_CALIB_SAMPLES = 256
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Inputs [T, N, ...] (direct-encoded) and labels [N] the loss is measured on."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    indices: list[int]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurement: the layer at `ranks` (`weights` TT core weights), and the loss it gives."""
+
+    ranks: Ranks
+    weights: int
+    loss: float
+    loss_increase: float
+
+
+@dataclass
+class LayerCurve:
+    """A layer's sensitivity curve: its dense kernel size and one point per candidate rank,
+    sorted by weights (ascending)."""
+
+    name: str
+    dense_weights: int
+    points: list[Point]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dense_weights": self.dense_weights,
+                "points": [asdict(p) | {"ranks": list(p.ranks)} for p in self.points]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerCurve:
+        points = [Point(tuple(p["ranks"]), int(p["weights"]), float(p["loss"]), float(p["loss_increase"]))  # type: ignore[arg-type]
+                  for p in data["points"]]
+        return cls(str(data["name"]), int(data["dense_weights"]), points)
+
+
+def candidate_factors(targets: Iterable[float], spread: float = 4.0) -> list[float]:
+    """Shrink factors to measure: a sqrt(2) grid from min(targets) / spread to max(targets) * spread
+    (at least 1): the allocation moves weights between layers, so each layer needs points on both
+    sides of the target."""
+    targets = list(targets)
+    low = max(1.0, min(targets) / spread)
+    high = max(targets) * spread
+    steps = int(math.floor(2 * math.log2(high / low) + 1e-9))
+    return [low * 2 ** (k / 2) for k in range(steps + 1)]
+
+
+def candidate_ranks(shape: tuple[int, ...], factors: Iterable[float]) -> list[Ranks]:
+    """Equal ranks r (every mode can use them): for each factor, the largest r whose cores are at
+    least that many times smaller than the kernel; plus rank 1. Unique, ascending."""
+    dense = math.prod(shape)
+    limit = min(max_tt_ranks(shape))
+    ranks = {1}
+    for factor in factors:
+        r = 1
+        while r < limit and tt_param_count(shape, (r + 1,) * 3) * factor <= dense:
+            r += 1
+        ranks.add(r)
+    return [(r, r, r) for r in sorted(ranks)]
+
+
+def calibration_set(data: DataBundle, samples: int, timesteps: int, seed: int) -> Calibration:
+    """A seeded subset of the training split (without augmentation: load the data with augment=False)."""
+    count = min(samples, len(data.train))
+    generator = torch.Generator().manual_seed(seed)
+    indices = sorted(torch.randperm(len(data.train), generator=generator)[:count].tolist())
+    xs, ys = zip(*(data.train[i] for i in indices))
+    inputs = encode(torch.stack(xs), timesteps, "direct", data.temporal)
+    return Calibration(inputs, torch.as_tensor(ys, dtype=torch.long), indices)
+
+
+@torch.no_grad()
+def calibration_loss(model: nn.Module, calibration: Calibration, batch_size: int = 128) -> float:
+    """Mean cross-entropy of the time-averaged output over the calibration set (model in eval)."""
+    device = next(model.parameters()).device
+    total = 0.0
+    count = calibration.labels.shape[0]
+    for start in range(0, count, batch_size):
+        inputs = calibration.inputs[:, start:start + batch_size].to(device)
+        labels = calibration.labels[start:start + batch_size].to(device)
+        out = run_timesteps(model, inputs, fold=True)
+        total += float(F.cross_entropy(out.mean(0), labels, reduction="sum"))
+    return total / max(count, 1)
+
+
+def measure_sensitivity(
+    model: nn.Module,
+    layers: dict[str, nn.Conv2d],
+    calibration: Calibration,
+    factors: Iterable[float],
+    mode: Mode = "stt",
+    timesteps: int | None = None,
+    svd: str = "qr_svd",
+    progress: Progress | None = None,
+) -> tuple[float, dict[str, LayerCurve]]:
+    """(dense calibration loss, one curve per layer). `model` is left as it was (every swapped
+    layer is put back, also on error) and in the train/eval state it had."""
+    factors = list(factors)
+    report = progress or (lambda event: None)
+    plan = {name: candidate_ranks(tuple(conv.weight.shape), factors) for name, conv in layers.items()}
+    total = sum(len(c) for c in plan.values())
+    was_training = model.training
+    model.eval()
+    try:
+        base = calibration_loss(model, calibration)
+        done = 0
+        report({"kind": "sensitivity_start", "total": total, "layers": len(plan), "dense_loss": base})
+        curves = {}
+        for name, conv in layers.items():
+            points = []
+            for ranks in plan[name]:
+                with torch.no_grad():
+                    layer = TTConv2d.from_conv(conv, ranks, mode, timesteps, svd).eval()
+                model.set_submodule(name, layer)
+                try:
+                    loss = calibration_loss(model, calibration)
+                finally:
+                    model.set_submodule(name, conv)
+                weights = tt_param_count(tuple(conv.weight.shape), ranks)
+                points.append(Point(ranks, weights, loss, loss - base))
+                done += 1
+                report({"kind": "sensitivity", "done": done, "total": total, "layer": name,
+                        "ranks": list(ranks), "loss_increase": loss - base})
+            curves[name] = LayerCurve(name, conv.weight.numel(), sorted(points, key=lambda p: p.weights))
+    finally:
+        model.train(was_training)
+    return base, curves
+
+
+def _envelope(points: list[Point]) -> list[float]:
+    """Loss increase made non-increasing in weights: a smaller rank never counts as better."""
+    values = [p.loss_increase for p in points]
+    for i in range(len(values) - 2, -1, -1):
+        values[i] = max(values[i], values[i + 1])
+    return values
+
+
+def choose_ranks(curves: dict[str, LayerCurve], factor: float) -> dict[str, ResolvedRanks]:
+    """Greedy allocation under the global budget (see the module docstring)."""
+    dense = sum(c.dense_weights for c in curves.values())
+    allowed = dense / factor
+    envelope = {name: _envelope(c.points) for name, c in curves.items()}
+    position = {name: len(c.points) - 1 for name, c in curves.items()}
+
+    def cost() -> int:
+        return sum(curves[n].points[i].weights for n, i in position.items())
+
+    while cost() > allowed:
+        best: tuple[float, str] | None = None
+        for name, index in position.items():
+            if index == 0:
+                continue
+            points = curves[name].points
+            saved = points[index].weights - points[index - 1].weights
+            price = (envelope[name][index - 1] - envelope[name][index]) / max(saved, 1)
+            if best is None or price < best[0]:
+                best = (price, name)
+        if best is None:
+            break  # every layer at its smallest candidate
+        position[best[1]] -= 1
+    met = cost() <= allowed
+    while met:  # steps down are coarse: spend what is left where it buys the most loss back
+        spare = allowed - cost()
+        best = None
+        for name, index in position.items():
+            points = curves[name].points
+            if index + 1 >= len(points) or points[index + 1].weights - points[index].weights > spare:
+                continue
+            gain = (envelope[name][index] - envelope[name][index + 1]) / max(points[index + 1].weights - points[index].weights, 1)
+            if gain > 0 and (best is None or gain > best[0]):
+                best = (gain, name)
+        if best is None:
+            break
+        position[best[1]] += 1
+    resolved = {}
+    for name, index in position.items():
+        point = curves[name].points[index]
+        note = (f"sensitivity {factor:g}x: loss +{point.loss_increase:.4f} alone, "
+                f"this layer {curves[name].dense_weights / point.weights:.2f}x smaller")
+        if not met:
+            note = (f"sensitivity {factor:g}x cannot be met: the smallest candidates shrink the decomposed "
+                    f"weights only {dense / cost():.2f}x")
+        resolved[name] = ResolvedRanks(point.ranks, point.ranks, note)
+    return resolved
+
+
+def curves_document(base_loss: float, curves: dict[str, LayerCurve], calibration: Calibration,
+                    seed: int) -> dict[str, Any]:
+    """The JSON the compress result carries under `sensitivity`."""
+    return {
+        "calib_samples": len(calibration.indices),
+        "seed": seed,
+        "split": "train",
+        "dense_loss": base_loss,
+        "loss": "cross-entropy of the time-averaged output, eval mode",
+        "layers": [c.to_dict() for c in curves.values()],
+    }
+
+
+def sensitivity_ranks(
+    model: nn.Module,
+    layers: dict[str, nn.Conv2d],
+    factor: float,
+    data: DataBundle,
+    calib_samples: int,
+    timesteps: int,
+    seed: int,
+    mode: Mode = "stt",
+    svd: str = "qr_svd",
+    progress: Progress | None = None,
+    measured: dict[str, Any] | None = None,
+) -> tuple[dict[str, ResolvedRanks], dict[str, Any]]:
+    """Measure (or reuse `measured`, a `curves_document` whose factors cover `factor`) and allocate.
+
+    Returns the chosen ranks by layer and the curves document (with the factors measured).
+    """
+    if measured is None:
+        calibration = calibration_set(data, calib_samples, timesteps, seed)
+        factors = candidate_factors([factor])
+        base, curves = measure_sensitivity(model, layers, calibration, factors, mode, timesteps, svd, progress)
+        measured = curves_document(base, curves, calibration, seed) | {"factors": factors, "mode": mode}
+    curves = {c["name"]: LayerCurve.from_dict(c) for c in measured["layers"]}
+    missing = sorted(set(layers) - set(curves))
+    if missing:
+        raise ValueError(f"sensitivity curves lack layer(s) {', '.join(missing)}")
+    return choose_ranks({name: curves[name] for name in layers}, factor), measured

@@ -1,0 +1,167 @@
+"""BatchNorm after a TT layer, computed through the layer's rank-r bottleneck.
+
+A TT layer ends in a 1x1 conv, core4: Y = B W^T + b, from its r-channel input B (rows = pixels) to
+Cout channels. In training, BatchNorm normalises Y with its batch statistics, and everything it
+needs is a linear image of B's statistics:
+    mean(Y) = mean(B) W^T + b,    var(Y)_c = w_c Cov(B) w_c^T     (Cov(B): r x r),
+so with Bc = B - mean(B), a = gamma * invstd, the normalised output is one 1x1 conv of Bc,
+    Z = Bc (diag(a) W)^T + beta,
+and backward needs no Cout-channel tensor but the incoming gradient G either. With S = G^T Bc
+(C x r, the product core4's weight gradient computes anyway), grad_beta = sum_p G, and
+grad_gamma = invstd * rowdot(S, W):
+    dL/dW = diag(a) (S - diag(grad_gamma * invstd) W Cov(B))
+    dL/dB = G diag(a) W - Bc M - (a * grad_beta / P) W,   M = W^T diag(a * invstd * grad_gamma / P) W
+    dL/db = 0 (BatchNorm removes any bias; the plain path computes it as float noise around 0).
+That is the plain path's values and gradients up to float rounding (tests compare them for every
+TT mode), with less work and less memory: the plain path writes Y, reads it twice more for the
+statistics and the normalisation, keeps it for backward (Cout channels per pixel), and in backward
+reads it and G twice each and writes BatchNorm's gradient, which core4's backward reads twice again.
+Here the forward reads B twice and writes Z; backward reads G twice and Bc twice; only Bc (r
+channels) is kept. The r x r and C x r products are extra; with few pixels per channel, or few
+output channels to save on, they cost more than they save, so the default path takes the fused form
+only from `MIN_ROWS` pixels and `MIN_ROWS_PER_RANK_SQUARED` * r^2 up, for at least
+`MIN_OUT_CHANNELS` outputs and `MIN_OUT_PER_RANK` * r (`benchmarks/bench_training.py --fused-bn
+--batch 1/8/32`: MS-ResNet18's four stages 1.35x faster at 52 r^2 pixels, 1.70x at 210 r^2, 1.21x at
+4.4 r^2, 1.12x at 1.7 r^2, 1.01x at 6.6 r^2 and 4096 pixels; 0.98x at 0.42 r^2, 0.85x at 0.55 r^2,
+0.71x at 0.01 r^2. Narrow layers at 16x16: 16 outputs 0.74-0.99x at any rank and size; 32 outputs
+at ranks 8-16 1.11-1.53x and 64 at rank 8 1.43-1.76x, both below 1 at 1024 pixels). The
+memory-saving mode (`--recompute-tt`) always takes it, for the memory. PTT's halving of the branch
+sum rides along: it scales W, not the activations.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ttsnn_cli.layers import running_stats
+from ttsnn_cli.layers.hooks import has_hooks
+
+MIN_ROWS = 4096
+MIN_ROWS_PER_RANK_SQUARED = 1.5
+MIN_OUT_CHANNELS = 32
+MIN_OUT_PER_RANK = 2.0
+MIN_ROWS_PER_SLICE = 4096
+"""`_rows_product` cuts its rows into one slice per thread only from this many rows per slice."""
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N*H*W, C]: a view of channels-last data, a copy of any other layout."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def _image(rows: torch.Tensor, shape: torch.Size, channels_last: bool) -> torch.Tensor:
+    """[N*H*W, C] rows back to [N, C, H, W], channels-last (a view) or contiguous (a copy)."""
+    n, _, h, w = shape
+    image = rows.view(n, h, w, rows.shape[1]).permute(0, 3, 1, 2)
+    return image if channels_last else image.contiguous()
+
+
+def _rows_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a^T b for row matrices a (P x m) and b (P x n), P pixels, m and n a few dozen channels.
+
+    On CPU the GEMM behind `a.T @ b` splits its work over the output, one or two tiles here, so
+    with 2 threads a 32768 x 27 covariance took 0.70 ms where one thread alone took 0.49 ms. Cut
+    into one slice of rows per thread, the slices' products summed (`torch.bmm` runs them in
+    parallel), it took 0.23 ms, and the C x r product of backward 0.59 against 0.79 ms. The same
+    sum up to the order of float additions."""
+    count = a.shape[0]
+    slices = torch.get_num_threads() if a.device.type == "cpu" else 1
+    if slices < 2 or count < slices * MIN_ROWS_PER_SLICE:
+        return a.T @ b
+    size = count // slices
+    bulk = slices * size
+    total = torch.bmm(a[:bulk].reshape(slices, size, -1).transpose(1, 2), b[:bulk].reshape(slices, size, -1)).sum(0)
+    return total.addmm_(a[bulk:].T, b[bulk:]) if bulk < count else total
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+class _LowRankBatchNorm(torch.autograd.Function):
+    """Training-mode BatchNorm of a 1x1 conv's output from the conv's r-channel input (module doc)."""
+
+    @staticmethod
+    def forward(ctx, m, weight, bias, gamma, beta, running_mean, running_var, momentum: float, eps: float,  # type: ignore[override]
+                input_scale: float):
+        channels_last = _is_channels_last(m)
+        rows = _rows(m)
+        count = rows.shape[0]
+        w = weight.flatten(1) * input_scale  # (C, r): the conv reads m * input_scale
+        mean_m = (rows.new_ones(count) @ rows) / count  # a matrix-vector product: faster than a column sum
+        centred = rows - mean_m
+        covariance = _rows_product(centred, centred) / count  # (r, r)
+        w_cov = w @ covariance
+        var = (w_cov * w).sum(1)  # (C,) biased, as BatchNorm normalises
+        invstd = (var + eps).rsqrt()
+        scale = gamma * invstd
+        out = F.conv2d(_image(centred, m.shape, True), (scale[:, None] * w)[:, :, None, None], beta)
+        if not channels_last:
+            out = out.contiguous()
+        with torch.no_grad():  # as nn.BatchNorm2d: the unbiased variance goes into the running estimate
+            mean_y = mean_m @ w.T if bias is None else mean_m @ w.T + bias
+            running_stats.update(running_mean, running_var, mean_y, var, count, momentum)
+        ctx.save_for_backward(centred, w, scale, w_cov, invstd)  # w and scale: small, kept rather than redone
+        ctx.shape, ctx.channels_last, ctx.has_bias = m.shape, channels_last, bias is not None
+        ctx.weight_shape, ctx.input_scale = weight.shape, input_scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        centred, w, scale, w_cov, invstd = ctx.saved_tensors
+        count = centred.shape[0]
+        g = _rows(grad)  # (P, C)
+        s = _rows_product(centred, g).T  # (C, r); this order runs faster than g^T centred
+        grad_beta = g.new_ones(count) @ g
+        grad_gamma = invstd * (s * w).sum(1)
+        grad_w = scale[:, None] * (s - (grad_gamma * invstd)[:, None] * w_cov)
+        grad_m = None
+        if ctx.needs_input_grad[0]:
+            mix = w.T @ ((scale * invstd * grad_gamma / count)[:, None] * w)  # (r, r)
+            shift = (scale * grad_beta / count) @ w  # (r,)
+            grad_rows = torch.mm(g, scale[:, None] * w).addmm_(centred, mix, alpha=-1).sub_(shift)
+            grad_m = _image(grad_rows, ctx.shape, ctx.channels_last)
+        grad_bias = torch.zeros_like(w[:, 0]) if ctx.has_bias else None
+        grad_weight = (grad_w * ctx.input_scale).view(ctx.weight_shape)
+        return grad_m, grad_weight, grad_bias, grad_gamma, grad_beta, None, None, None, None, None
+
+
+def fused_applies(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> bool:
+    """The fused form can stand for bn(conv(m)): training with gradients and running statistics, an
+    affine BatchNorm2d after a plain 1x1 conv (neither with a forward of its own: a SyncBatchNorm's
+    statistics span processes), more than one value per channel, no hooks, no tracing, and no
+    autocast (it would run the covariance in half precision, where BatchNorm keeps float32)."""
+    return (
+        isinstance(bn, nn.BatchNorm2d) and type(bn).forward is nn.BatchNorm2d.forward
+        and isinstance(conv, nn.Conv2d) and type(conv).forward is nn.Conv2d.forward
+        and bn.training and torch.is_grad_enabled() and bn.affine and bn.track_running_stats
+        and bn.running_mean is not None and m.dim() == 4
+        and conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding in ((0, 0), "valid")
+        and conv.groups == 1 and conv.padding_mode == "zeros"
+        and m.shape[0] * m.shape[2] * m.shape[3] > 1
+        and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+        and not torch.is_autocast_enabled(m.device.type)
+        and not has_hooks(conv, bn)
+    )
+
+
+def pays(m: torch.Tensor, out_channels: int) -> bool:
+    """The fused form is the faster one for this input and output width (`MIN_ROWS`,
+    `MIN_ROWS_PER_RANK_SQUARED`, `MIN_OUT_CHANNELS`, `MIN_OUT_PER_RANK`)."""
+    rows, rank = m.shape[0] * m.shape[2] * m.shape[3], m.shape[1]
+    return (rows >= MIN_ROWS and rows >= MIN_ROWS_PER_RANK_SQUARED * rank * rank
+            and out_channels >= MIN_OUT_CHANNELS and out_channels >= MIN_OUT_PER_RANK * rank)
+
+
+def conv1x1_bn(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, always: bool = False,
+               input_scale: float = 1.0) -> torch.Tensor:
+    """bn(conv(m * input_scale)) for a 1x1 stride-1 conv, in the fused form where it applies and pays
+    (or `always`, for its memory), else as the two modules. The fused form folds `input_scale`
+    into the conv's small weight instead of scaling m (PTT's halving: `TTConv2d.core4_input_unscaled`)."""
+    if not (fused_applies(m, conv, bn) and (always or pays(m, conv.out_channels))):
+        return bn(conv(m if input_scale == 1 else m * input_scale))
+    momentum = running_stats.next_momentum(bn)
+    return _LowRankBatchNorm.apply(m, conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
+                                   bn.running_var, momentum, bn.eps, input_scale)

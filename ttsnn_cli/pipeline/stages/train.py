@@ -1,0 +1,76 @@
+"""The recipe stages owned by the engine: `train` (dense, before compress) and `finetune` (after)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ttsnn_cli.train.engine import TrainConfig
+from ttsnn_cli.pipeline.context import RunContext
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.pipeline.recipe import FinetuneSection, Recipe, TrainSection, resolve_data_spec, resolve_path
+from ttsnn_cli.train.job import TrainJob, run_train_job
+
+
+def train_config(section: TrainSection) -> TrainConfig:
+    distill = {"distill_weight": section.distill_weight, "distill_temperature": section.distill_temperature} \
+        if isinstance(section, FinetuneSection) else {}
+    return TrainConfig(**distill,
+        epochs=section.epochs, batch_size=section.batch_size, lr=section.lr, optimizer=section.optimizer,
+        momentum=section.momentum, weight_decay=section.weight_decay, schedule=section.schedule, seed=section.seed,
+        device=section.device, train=section.train, loss=section.loss, encoding=section.encoding,
+        recompute_tt=section.recompute_tt,
+    )
+
+
+def _progress(context: RunContext, stage: str):
+    def report(event: dict[str, Any]) -> None:
+        if event["kind"] == "epoch_end":
+            context.emit("message", text=(
+                f"{stage} epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f}, "
+                f"test acc {event['test_accuracy']:.2f} % ({event['seconds']:.1f} s)"))
+    return report
+
+
+def _data(recipe: Recipe, context: RunContext, section: TrainSection) -> str | None:
+    return resolve_data_spec(context.base_dir, section.data or recipe.data)
+
+
+def train_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
+    section = recipe.train
+    assert section is not None
+    output = context.out_dir / "dense.tt"
+    job = TrainJob("train", output, train_config(section), data=_data(recipe, context, section), arch=recipe.model.arch,
+                   arch_kwargs=recipe.model.kwargs, timesteps=section.timesteps or recipe.model.timesteps,
+                   force=context.force)
+    _, result = run_train_job(job, progress=_progress(context, "train"))
+    context.model_path = output
+    context.dense_path = output
+    return result
+
+
+def teacher_path(teacher: str | None, context: RunContext):
+    """`source`: the compress stage's input (the dense model); anything else: a path."""
+    if teacher is None:
+        return None
+    if teacher == "source":
+        if context.dense_path is None or not context.dense_path.is_file():
+            raise BadInputError("finetune.teacher: source needs a trained dense model before compress "
+                                "(a train stage, or model.checkpoint)")
+        return context.dense_path
+    return resolve_path(context.base_dir, teacher)
+
+
+def finetune_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
+    section = recipe.finetune
+    assert section is not None
+    checkpoint = context.input_model(recipe)
+    output = context.out_dir / "finetuned.tt"
+    arch = None if context.model_path else recipe.model.arch  # a bundle knows its architecture
+    job = TrainJob("finetune", output, train_config(section), data=_data(recipe, context, section), arch=arch,
+                   arch_kwargs=recipe.model.kwargs if arch else None, checkpoint=checkpoint,
+                   timesteps=section.timesteps or recipe.model.timesteps, force=context.force,
+                   teacher=teacher_path(section.teacher, context),
+                   teacher_arch=recipe.model.arch, teacher_arch_kwargs=recipe.model.kwargs)
+    _, result = run_train_job(job, progress=_progress(context, "finetune"))
+    context.model_path = output
+    return result

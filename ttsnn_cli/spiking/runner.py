@@ -1,0 +1,211 @@
+"""Drive any supported model over T timesteps: the one place that knows the execution styles.
+
+Styles (`execution_style`; detection below, `--style` settles what it cannot):
+- multistep: a model (the zoo's) whose forward takes the whole sequence [T, B, ...] and returns
+  [T, B, ...]; it folds time into the batch itself. Marked by `model.multistep = True`.
+- sequential: an nn.Sequential whose snntorch neurons all have `init_hidden=True`, written to be
+  called once per step. We run it fast: each child without neurons once over all T steps with time
+  folded into the batch (time-major), each neuron looped over time, and each child that hides
+  neurons inside (a user's block) called once per step. `fold=False` calls the whole Sequential
+  step by step instead (the reference for tests and benchmarks).
+- stepped: any other module whose neurons all have `init_hidden=True` (a class called once per
+  timestep): called once per step with [B, ...].
+- own_loop: a module whose neurons take their state as arguments (`mem = lif.init_leaky()`), i.e.
+  a class with its own `for step in range(num_steps)` loop. It is probed once (`own_loop_layout`):
+  does it take one static frame [B, ...] or the sequence [T, B, ...], does it return [T, B, ...] or
+  batch-first [B, T, ...], and how many steps does it run. A static-frame model runs its own number
+  of steps, which the tool learns from what it returns (`resolve_timesteps`).
+Detection: `model.multistep` -> multistep; a neuron without `init_hidden` -> own_loop; else
+sequential for an nn.Sequential, stepped for any other module with neurons, own_loop without. `--style` (recorded in the bundle
+as `io.style`, or `model.ttsnn_style`) overrides it.
+In every style the neurons are reset first, and the result is the network's first output over T,
+time-major (a tuple output such as (spk, mem) gives its first element).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.spiking.state import is_neuron, reset_states, time_folded
+
+Style = Literal["multistep", "sequential", "stepped", "own_loop"]
+STYLES = ("auto", "multistep", "sequential", "stepped", "own_loop")
+
+
+def forced_style(model: nn.Module) -> str | None:
+    """The style the user asked for (`--style`, carried in the model's metadata), if any."""
+    style = getattr(model, "ttsnn_style", None)
+    if style is None:
+        io = getattr(getattr(model, "ttsnn_meta", None), "io", None)
+        style = getattr(io, "style", None)
+    return None if style in (None, "auto") else style
+
+
+def check_style(style: str | None) -> None:
+    if style is not None and style not in STYLES:
+        raise BadInputError(f"--style {style!r} is not one of {', '.join(STYLES)}")
+
+
+def apply_style(model: nn.Module, style: str | None) -> None:
+    """Run `model` in `style` from now on (`--style`; None or auto: detect)."""
+    check_style(style)
+    if style is not None:
+        model.ttsnn_style = style  # type: ignore[assignment]
+
+
+def execution_style(model: nn.Module) -> Style:
+    forced = forced_style(model)
+    if forced is not None:
+        check_style(forced)
+        if forced == "sequential" and not isinstance(model, nn.Sequential):
+            raise BadInputError(f"--style sequential: {type(model).__name__} is not an nn.Sequential (use stepped)")
+        return forced  # type: ignore[return-value]
+    if getattr(model, "multistep", False):
+        return "multistep"
+    neurons = [m for m in model.modules() if is_neuron(m)]
+    if not all(getattr(n, "init_hidden", False) for n in neurons):
+        return "own_loop"
+    if isinstance(model, nn.Sequential):
+        return "sequential"
+    return "stepped" if neurons else "own_loop"
+
+
+def first_output(result: torch.Tensor | tuple | list) -> torch.Tensor:
+    return result[0] if isinstance(result, (tuple, list)) else result
+
+
+@dataclass(frozen=True)
+class LoopLayout:
+    """How an own-loop model eats and returns time (see the module docstring)."""
+
+    sequence_input: bool  # forward(x[T, B, ...]); else forward(x[B, ...]) with its own step count
+    batch_first: bool  # returns [B, T, ...]
+    steps: int  # the steps it returned when probed (a sequence model runs as many as it is given)
+
+
+def _is_meta(x: torch.Tensor) -> bool:
+    return x.device.type == "meta"
+
+
+def _layout_of(y: torch.Tensor, batch: int) -> tuple[bool, int] | None:
+    """(batch_first, steps) of an output over time, None when it is not [T, B, ...] / [B, T, ...]."""
+    if y.dim() < 3:
+        return None
+    if y.shape[1] == batch and y.shape[0] != batch:
+        return False, int(y.shape[0])
+    if y.shape[0] == batch and y.shape[1] != batch:
+        return True, int(y.shape[1])
+    return None
+
+
+def own_loop_layout(model: nn.Module, inputs: torch.Tensor) -> LoopLayout:
+    """Probe an own-loop model once (eval, no grad, on a few samples of `inputs` [T, B, ...]).
+
+    Tried first with one static frame, then with the sequence; the first call whose output is over
+    time ([T, B, ...] or [B, T, ...], told apart by a batch size no step count shares) wins. Cached on
+    the model (`_ttsnn_loop`, runtime only; copies keep it). Works on meta tensors: only shapes are read.
+    """
+    cached = getattr(model, "_ttsnn_loop", None)
+    if isinstance(cached, LoopLayout):
+        return cached
+    problems: list[str] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for sequence in (False, True):
+                for batch in (3, 5):  # two sizes: an output [3, 3, ...] is ambiguous, [5, 5, ...] too is not
+                    index = torch.arange(batch, device=inputs.device) % inputs.shape[1]
+                    x = inputs[:, index] if sequence else inputs[0, index]
+                    reset_states(model)
+                    try:
+                        y = first_output(model(x))
+                    except Exception as error:  # noqa: BLE001 - a model rejecting one layout is the probe's answer
+                        problems.append(str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__)
+                        break
+                    found = _layout_of(y, batch) if isinstance(y, torch.Tensor) else None
+                    if found is not None:
+                        layout = LoopLayout(sequence, *found)
+                        model._ttsnn_loop = layout  # type: ignore[assignment]
+                        return layout
+                    if not isinstance(y, torch.Tensor) or y.dim() < 3 or y.shape[0] != y.shape[1]:
+                        problems.append(f"it returned {list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}"
+                                        ", not an output over time [T, B, ...] or [B, T, ...]")
+                        break
+    finally:
+        reset_states(model)
+        model.train(was_training)
+    raise BadInputError(
+        f"{type(model).__name__} runs its own time loop but takes neither one frame [B, ...] nor the sequence "
+        f"[T, B, ...] ({'; '.join(problems[:2]) if problems else 'no answer'}); if it is called once per step, pass --style stepped"
+    )
+
+
+def resolve_timesteps(model: nn.Module, input_shape: tuple[int, ...] | None, requested: int | None,
+                      recorded: int | None = None, option: str = "--timesteps") -> int | None:
+    """T for `model`: an own-loop model taking one frame runs its own number of steps, learned from
+    what it returns; a different `requested` T is bad input. Otherwise `requested`, else `recorded`."""
+    if input_shape is None or execution_style(model) != "own_loop":
+        return requested or recorded
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    layout = own_loop_layout(model, torch.rand(requested or recorded or 2, 1, *input_shape, device=device))
+    if layout.sequence_input:
+        return requested or recorded
+    if requested and requested != layout.steps:
+        raise BadInputError(f"{type(model).__name__} runs its own loop of {layout.steps} steps, {option} {requested} "
+                            f"conflicts: drop {option} or pass {option} {layout.steps}")
+    return layout.steps
+
+
+def _static(inputs: torch.Tensor) -> bool:
+    """Whether every step of the sequence is the same frame (never asked of meta tensors)."""
+    steps = inputs.shape[0]
+    return steps == 1 or bool(torch.equal(inputs[0], inputs[-1]) and torch.equal(inputs[0], inputs[steps // 2]))
+
+
+def run_timesteps(model: nn.Module, inputs: torch.Tensor, fold: bool = True, reset: bool = True) -> torch.Tensor:
+    """The network's first output over time, [T, B, ...], for an input sequence [T, B, ...]."""
+    style = execution_style(model)
+    if style == "own_loop":
+        layout = own_loop_layout(model, inputs)
+    if reset:
+        reset_states(model)
+    steps = inputs.shape[0]
+    if style == "multistep":
+        with time_folded(model, steps):
+            return first_output(model(inputs))
+    if style == "sequential" and fold:
+        return _run_folded(model, inputs)
+    if style in ("sequential", "stepped"):
+        return torch.stack([first_output(model(inputs[t])) for t in range(steps)])
+    if layout.sequence_input:
+        y = first_output(model(inputs))
+    else:
+        if not _is_meta(inputs) and not _static(inputs):
+            raise BadInputError(
+                f"{type(model).__name__} takes one frame and loops over it itself, so it cannot take a different "
+                "input at each step (rate encoding, event data): use --encoding direct, or let forward take x[T, B, ...]"
+            )
+        y = first_output(model(inputs[0]))
+    return y.transpose(0, 1) if layout.batch_first else y
+
+
+def _run_folded(seq: nn.Sequential, inputs: torch.Tensor) -> torch.Tensor:
+    """[T, B, ...] through a Sequential: neuron-free children folded, neurons and blocks stepped."""
+    steps, batch = inputs.shape[:2]
+    x = inputs
+    for child in seq:
+        if isinstance(child, nn.Sequential):
+            x = _run_folded(child, x)
+        elif is_neuron(child) or any(is_neuron(m) for m in child.modules()):
+            x = torch.stack([first_output(child(x[t])) for t in range(steps)])
+        else:
+            with time_folded(child, steps):
+                y = child(x.flatten(0, 1))
+            x = y.unflatten(0, (steps, batch))
+    return x

@@ -1,0 +1,7 @@
+"""Training: surrogate-gradient BPTT over T, for dense training and TT fine-tuning alike.
+
+Owns: the engine (`engine`: fit, evaluate, resume state, metrics), distillation (`distill`), the
+training-memory levers (`memory`, `layout`, `allocator`), and `job` (the train / finetune job end
+to end, shared by the CLI and the recipe stages).
+May import: everything below it (maths to compress). Never report, export, pipeline or cli.
+"""

@@ -1,0 +1,487 @@
+"""One training engine for `train` (dense) and `finetune` (TT): surrogate-gradient BPTT over T steps.
+
+`fit(model, data, config, output)` trains `model` in place and returns a JSON-ready result. Per epoch:
+shuffle (seeded by seed + epoch), forward every batch through `runner.run_timesteps` (stateless layers
+folded over T*B, neurons looped over time; models with their own time loop driven as they are), loss
+on the output sequence, backward, optimiser step, cosine schedule step; then evaluate on the test
+split, append one JSON line to `<output>.metrics.jsonl`, write the resume state
+`<output>.resume.pt` (model, optimiser, scheduler, epoch, every RNG, history) atomically, and call
+`config`'s `on_epoch` so the caller can save its bundle. `resume=True` continues from the resume
+state and ends with exactly the weights an uninterrupted run with the same seed would have.
+
+Losses (on the output sequence [T, B, classes]):
+  ce        cross-entropy of the time-averaged output (the paper's)
+  ce_rate   snntorch.functional.ce_rate_loss (cross-entropy at every step)
+  ce_count  snntorch.functional.ce_count_loss
+  mse_count snntorch.functional.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)
+
+Distillation (`engine.distill`): with a `teacher`, the loss becomes
+(1 - a) * task + a * t^2 * KL(teacher/t || student/t) on the time-averaged outputs
+(`distill_weight` a, `distill_temperature` t); the teacher runs frozen in eval mode.
+
+Distributed: under torchrun (WORLD_SIZE > 1) the process group is initialised with gloo on CPU and
+nccl on CUDA, the model is wrapped in DistributedDataParallel, each rank reads its shard of every
+epoch's permutation, metrics are all-reduced, and only rank 0 writes files or reports progress.
+The library never prints: progress goes to the `progress` callback.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from ttsnn_cli.data import DataBundle, Encoding, encode
+from ttsnn_cli.train.distill import Distiller
+from ttsnn_cli.train.layout import weights_in_activation_format
+from ttsnn_cli.train.memory import recomputing_tt
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.storage.outputs import atomic_torch_save, atomic_write_text, standard_json
+from ttsnn_cli.layers.kinds import is_tt_layer
+from ttsnn_cli.spiking.runner import run_timesteps
+
+OPTIMIZERS = ("sgd", "adam")
+LOSSES = ("ce", "ce_rate", "ce_count", "mse_count")
+TRAINABLE = ("all", "cores")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    timesteps: int = 4
+    lr: float = 0.1
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "constant"] = "cosine"
+    seed: int = 0
+    device: str = "auto"
+    train: Literal["all", "cores"] = "all"
+    loss: str = "ce"
+    encoding: Encoding = "direct"
+    recompute_tt: bool = False  # TT layers recompute their cores in backward: less memory, more time
+    distill_weight: float = 0.5  # a: share of the distillation term (only with a teacher)
+    distill_temperature: float = 4.0  # t: softmax temperature of the distillation term
+
+    def validate(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.timesteps < 1:
+            problems.append(f"--timesteps must be >= 1, got {self.timesteps}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"--lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            problems.append(f"--momentum (SGD momentum, Adam beta1) must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        if not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
+        try:
+            check_device(self.device)
+        except BadInputError as error:
+            problems.append(str(error))
+        if not 0 <= self.distill_weight <= 1:
+            problems.append(f"--distill-weight must be in [0, 1], got {self.distill_weight}")
+        if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
+            problems.append(f"--distill-temperature must be > 0, got {self.distill_temperature}")
+        for option, value, allowed in (
+            ("--optimizer", self.optimizer, OPTIMIZERS),
+            ("--loss", self.loss, LOSSES),
+            ("--train", self.train, TRAINABLE),
+            ("--schedule", self.schedule, SCHEDULES),
+        ):
+            if value not in allowed:
+                problems.append(f"{option} {value!r} is not one of {', '.join(allowed)}")
+        if problems:
+            raise BadInputError("; ".join(problems))
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_device(name: str) -> None:
+    """Refuse a device name torch would reject later, or one that cannot train (meta holds no data)."""
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise BadInputError(f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise BadInputError(f"--device {name!r}: ttsnn trains on auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInputError("--device cuda asked for, but no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BadInputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+# --------------------------------------------------------------------------------------- helpers
+def resolve_device(name: str, dist_info: Distributed | None = None) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_info.local_rank if dist_info else 0)
+        return torch.device("cpu")
+    check_device(name)
+    return torch.device(name)
+
+
+def init_distributed() -> Distributed:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1), else one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def trainable_parameters(model: nn.Module, which: str) -> list[nn.Parameter]:
+    """`all`: every parameter; `cores`: only the TT cores (everything else frozen)."""
+    if which == "all":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return list(model.parameters())
+    core_ids = {id(p) for m in model.modules() if is_tt_layer(m) for p in m.parameters()}
+    if not core_ids:
+        raise BadInputError("--train cores: the model has no TT layers (compress it first, or use --train all)")
+    chosen = []
+    for p in model.parameters():
+        p.requires_grad_(id(p) in core_ids)
+        if id(p) in core_ids:
+            chosen.append(p)
+    return chosen
+
+
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(
+        params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay
+    )
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if name == "ce":
+        return lambda out, y: F.cross_entropy(out.mean(0), y)
+    import snntorch.functional as SF
+
+    factory = {
+        "ce_rate": SF.ce_rate_loss,
+        "ce_count": SF.ce_count_loss,
+        "mse_count": lambda: SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2),
+    }[name]
+    return factory()
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys).astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def side_paths(output: str | Path) -> tuple[Path, Path]:
+    """(metrics log, resume state) written beside `output`."""
+    output = Path(output)
+    return output.with_name(output.name + ".metrics.jsonl"), output.with_name(output.name + ".resume.pt")
+
+
+class _Sequence(nn.Module):
+    """Adapter giving every model style one forward [T, B, ...] -> [T, B, ...], so DDP can wrap it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return run_timesteps(self.model, inputs, fold=True)
+
+
+def _epoch_order(size: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+    return torch.randperm(size, generator=generator).tolist()
+
+
+def _batches(dataset, order: list[int], batch_size: int, dist_info: Distributed) -> DataLoader:
+    # every rank takes the same number of samples (DDP needs matching step counts): drop the tail
+    per_rank = len(order) // dist_info.world
+    shard = order[dist_info.rank * per_rank : (dist_info.rank + 1) * per_rank] if dist_info.world > 1 else order
+    return DataLoader(Subset(dataset, shard), batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+def _all_sum(values: list[float], dist_info: Distributed, device: torch.device) -> list[float]:
+    if dist_info.world == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, device: torch.device,
+             dist_info: Distributed | None = None) -> float:
+    """Test accuracy in percent: argmax of the time-averaged output."""
+    dist_info = dist_info or Distributed()
+    was_training = model.training
+    model.eval()
+    indices = list(range(len(data.test)))[dist_info.rank :: dist_info.world]
+    correct = total = 0
+    for x, y in DataLoader(Subset(data.test, indices), batch_size=max(config.batch_size, 64), num_workers=0):
+        inputs = encode(x.to(device), config.timesteps, config.encoding, data.temporal)
+        out = run_timesteps(model, inputs, fold=True)
+        correct += int((out.mean(0).argmax(-1) == y.to(device)).sum())
+        total += len(y)
+    model.train(was_training)
+    correct, total = _all_sum([correct, total], dist_info, device)
+    return 100.0 * correct / max(total, 1)
+
+
+# --------------------------------------------------------------------------------------- fit
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainConfig,
+    output: str | Path,
+    resume: bool = False,
+    progress: Progress | None = None,
+    on_epoch: Callable[[nn.Module, list[dict[str, Any]]], None] | None = None,
+    teacher: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Train `model` in place; see the module docstring. Returns `epochs`, `train_loss`,
+    `test_accuracy` (percent, last epoch), `best_test_accuracy`, `history`, `output`, ...
+    With `teacher`, the loss mixes in its soft targets (`engine.distill`). While it runs, the conv
+    weights are held in the activations' memory format (`engine.layout`)."""
+    with weights_in_activation_format(model, teacher):
+        return _fit(model, data, config, output, resume, progress, on_epoch, teacher)
+
+
+def _fit(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainConfig,
+    output: str | Path,
+    resume: bool,
+    progress: Progress | None,
+    on_epoch: Callable[[nn.Module, list[dict[str, Any]]], None] | None,
+    teacher: nn.Module | None,
+) -> dict[str, Any]:
+    config.validate()
+    if data.temporal and data.timesteps != config.timesteps:
+        raise BadInputError(f"the event frames were binned for T={data.timesteps}, the run asks T={config.timesteps}")
+    dist_info = init_distributed()
+    device = resolve_device(config.device, dist_info)
+    report = progress if (progress is not None and dist_info.main) else (lambda event: None)
+    metrics_path, state_path = side_paths(output)
+
+    set_seed(config.seed)
+    model.to(device)
+    params = trainable_parameters(model, config.train)
+    per_rank = len(data.train) // dist_info.world
+    batches_per_epoch = math.ceil(per_rank / config.batch_size)
+    if batches_per_epoch == 0:
+        raise BadInputError(f"the training split has {len(data.train)} samples: too few for {dist_info.world} processes")
+    optimizer = make_optimizer(params, config)
+    scheduler = make_scheduler(optimizer, config, config.epochs * batches_per_epoch)
+    loss_fn = loss_function(config.loss)
+    distiller = None
+    if teacher is not None:
+        distiller = Distiller(teacher, config.distill_weight, config.distill_temperature)
+        distiller.prepare(device)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+
+    if resume:
+        if not state_path.is_file():
+            raise BadInputError(f"--resume: no resume state {state_path} (was the run started with -o {output}?)")
+        history, start_epoch = _resume(state_path, config, model, optimizer, scheduler)
+
+    runner: nn.Module = _Sequence(model)
+    if dist_info.world > 1:
+        runner = nn.parallel.DistributedDataParallel(
+            runner, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        order = _epoch_order(len(data.train), config.seed, epoch)
+        loader = _batches(data.train, order, config.batch_size, dist_info)
+        report({"kind": "epoch_start", "epoch": epoch + 1, "epochs": config.epochs, "batches": len(loader)})
+        loss_sum = correct = seen = 0.0
+        spiked = False  # did the output ever spike this epoch (a silent network learns nothing)
+        epoch_start = time.perf_counter()
+        for index, (x, y) in enumerate(loader):
+            x, y = x.to(device), y.to(device)
+            inputs = encode(x, config.timesteps, config.encoding, data.temporal)
+            with recomputing_tt(model, config.recompute_tt):
+                out = runner(inputs)
+                loss = loss_fn(out, y)
+                if distiller is not None:
+                    loss = distiller.loss(loss, out, inputs)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            if not torch.isfinite(loss.detach()).all():
+                raise BadInputError(_diverged(loss, epoch, index, config))
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += float((out.detach().mean(0).argmax(-1) == y).sum())
+            spiked = spiked or bool(out.detach().ne(0).any())
+            seen += len(y)
+            elapsed = time.perf_counter() - epoch_start
+            report({"kind": "batch", "epoch": epoch + 1, "batch": index + 1, "batches": len(loader),
+                    "loss": loss_sum / seen, "accuracy": 100.0 * correct / seen,
+                    "samples_per_s": seen * dist_info.world / max(elapsed, 1e-9)})
+        loss_sum, correct, seen, spiked_any = _all_sum([loss_sum, correct, seen, float(spiked)], dist_info, device)
+        if not spiked_any:
+            report({"kind": "warning", "epoch": epoch + 1, "message": (
+                f"epoch {epoch + 1}: the output never spiked (loss stays at ln(classes)); check the input scale and "
+                "encoding, the output neurons' threshold and beta, and the learning rate")})
+        seconds = time.perf_counter() - epoch_start
+        accuracy = evaluate(model, data, config, device, dist_info)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": 100.0 * correct / max(seen, 1),
+            "test_accuracy": accuracy,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "samples_per_s": seen / max(seconds, 1e-9),
+        }
+        history.append(record)
+        if not all(torch.isfinite(p.detach()).all() for p in model.parameters()):
+            raise BadInputError(_diverged(None, epoch, None, config))
+        if dist_info.main:
+            atomic_write_text(metrics_path, "".join(standard_json(r) + "\n" for r in history))
+            if on_epoch is not None:
+                on_epoch(model, history)
+            atomic_torch_save(state_path, {
+                "epoch": epoch + 1,
+                "config": _config_key(config),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "history": history,
+            })
+        report({"kind": "epoch_end", **record, "epochs": config.epochs})
+    if dist_info.world > 1:
+        dist.barrier()
+    last = history[-1] if history else {}
+    return {
+        "epochs": config.epochs,
+        "train_loss": last.get("train_loss"),
+        "train_accuracy": last.get("train_accuracy"),
+        "test_accuracy": last.get("test_accuracy"),
+        "best_test_accuracy": max((r["test_accuracy"] for r in history), default=None),
+        "history": history,
+        "seconds": time.perf_counter() - started,
+        "device": str(device),
+        "world_size": dist_info.world,
+        "resumed_from_epoch": start_epoch if resume else None,
+        "distilled": teacher is not None,
+        "config": asdict(config),
+        "output": str(output),
+        "metrics_log": str(metrics_path),
+        "resume_state": str(state_path),
+    }
+
+
+def _diverged(loss: torch.Tensor | None, epoch: int, batch: int | None, config: TrainConfig) -> str:
+    where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
+    what = f"the loss became {float(loss.detach().float().mean())}" if loss is not None else "the weights became non-finite"
+    return (f"training diverged: {what} at {where}; lower the learning rate (--lr {config.lr:g} is too high?). "
+            "Nothing of this epoch was written")
+
+
+def _resume(state_path: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: Any) -> tuple[list[dict[str, Any]], int]:
+    """Restore a resume state (weights-only read; a garbage or mismatched file is bad input)."""
+    from ttsnn_cli.storage.read import read_checkpoint
+
+    state = read_checkpoint(state_path)
+    if not isinstance(state, dict):
+        raise BadInputError(f"--resume: {state_path} is not a ttsnn resume state")
+    if state.get("config") != _config_key(config):
+        raise BadInputError(f"--resume: {state_path} was written with other options: "
+                            f"{standard_json(state.get('config'))[:300]}")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        history = [dict(r) for r in state["history"]]
+        start_epoch = int(state["epoch"])
+    except Exception as error:  # noqa: BLE001 - any malformed field of the file is bad input
+        raise BadInputError(f"--resume: {state_path} is not a valid resume state "
+                            f"({type(error).__name__}: {str(error)[:150]})") from None
+    if not 0 <= start_epoch <= config.epochs:
+        raise BadInputError(f"--resume: {state_path} records epoch {start_epoch}, outside 0..{config.epochs}")
+    return history, start_epoch
+
+
+def _config_key(config: TrainConfig) -> dict[str, Any]:
+    """The options a resumed run must share with the original (device may differ)."""
+    key = asdict(config)
+    key.pop("device")
+    return key

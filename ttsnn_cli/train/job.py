@@ -1,0 +1,132 @@
+"""The train and finetune stages end to end: model + data + engine -> bundle written every epoch.
+
+Shared by `ttsnn train`, `ttsnn finetune` and the recipe pipeline, so all behave the same. Every input
+is validated before any work (output path, options, data, whether the model can eat the data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ttsnn_cli.storage.trust import build_arch, zoo_io
+from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
+from ttsnn_cli.storage.load import load_checkpoint
+from ttsnn_cli.data import DataBundle, load_data
+from ttsnn_cli.data.compat import check_compatible
+from ttsnn_cli.train.engine import Progress, TrainConfig, fit, set_seed, side_paths
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.storage.outputs import check_output_path
+from ttsnn_cli.spiking.runner import check_style, resolve_timesteps
+
+
+@dataclass
+class TrainJob:
+    stage: Literal["train", "finetune"]
+    output: Path
+    config: TrainConfig = field(default_factory=TrainConfig)
+    data: str | None = None
+    arch: str | None = None  # train: the architecture to build; finetune: overrides the bundle's
+    arch_kwargs: dict[str, Any] | None = None
+    checkpoint: Path | None = None  # finetune: the model to start from
+    timesteps: int | None = None  # None: from the bundle / zoo entry / 4
+    style: str | None = None  # --style (runner.STYLES); None: detected, or the bundle's
+    resume: bool = False
+    force: bool = False
+    trust_pickle: bool = False
+    teacher: Path | None = None  # finetune: distil from this model (a bundle, or a state_dict + teacher_arch)
+    teacher_arch: str | None = None  # default: the student's recorded (dense) architecture
+    teacher_arch_kwargs: dict[str, Any] | None = None
+
+
+def build_model(job: TrainJob) -> nn.Module:
+    """train: a fresh model (seeded); finetune: the checkpoint, with its recorded metadata."""
+    if job.stage == "train":
+        if not job.arch:
+            raise BadInputError("train needs --arch zoo:NAME or --arch MODULE:FACTORY")
+        set_seed(job.config.seed)
+        model = build_arch(job.arch, job.arch_kwargs)
+        meta = get_meta(model)
+        meta.arch, meta.arch_kwargs = job.arch, dict(job.arch_kwargs or {})
+    else:
+        if job.checkpoint is None:
+            raise BadInputError("finetune needs a MODEL (a ttsnn bundle, or a state_dict with --arch)")
+        model = load_checkpoint(job.checkpoint, job.arch, job.arch_kwargs, job.trust_pickle)
+        meta = get_meta(model)
+    meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io).merged(ModelIO(style=job.style))
+    return model
+
+
+def load_teacher(job: TrainJob, student: nn.Module) -> nn.Module | None:
+    """The frozen teacher of `finetune --teacher`: a bundle, or a state_dict of `teacher_arch` (by
+    default the student's own dense architecture, which a TT bundle records)."""
+    if job.teacher is None:
+        return None
+    if job.stage != "finetune":
+        raise BadInputError("--teacher distils into a model being fine-tuned: use it with finetune")
+    meta = get_meta(student)
+    arch = job.teacher_arch
+    kwargs = job.teacher_arch_kwargs
+    try:
+        return load_checkpoint(job.teacher, arch, kwargs, job.trust_pickle).eval()
+    except BadInputError as error:
+        if arch is not None or "plain state_dict" not in str(error) or not meta.arch:
+            raise
+    return load_checkpoint(job.teacher, meta.arch, meta.arch_kwargs, job.trust_pickle).eval()
+
+
+def run_train_job(job: TrainJob, progress: Progress | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Validate, train (or fine-tune), write the bundle every epoch; the contract's result dict."""
+    job.config.validate()
+    if job.timesteps is not None and job.timesteps < 1:
+        raise BadInputError(f"--timesteps must be >= 1, got {job.timesteps}")
+    check_output_path(job.output, [job.checkpoint, job.teacher], job.force or job.resume)
+    for side in side_paths(job.output):  # OUT.metrics.jsonl, OUT.resume.pt: --resume continues them
+        check_output_path(side, [job.checkpoint, job.teacher], job.force or job.resume)
+    model = build_model(job)
+    teacher = load_teacher(job, model)
+    meta = get_meta(model)
+    spec = job.data or meta.io.data
+    if not spec:
+        raise BadInputError(f"{job.stage} needs --data SPEC (digits, cifar10:DIR, cifar100:DIR, ncaltech101:DIR)")
+    check_style(job.style)
+    timesteps = job.timesteps or meta.io.timesteps or 4
+    data = load_data(spec, timesteps=timesteps, augment=True)
+    # an own-loop model taking one frame runs its own number of steps: learn it (a conflicting --timesteps is bad input)
+    learned = resolve_timesteps(model, tuple(data.input_shape), job.timesteps, timesteps)
+    if learned != timesteps:
+        timesteps = int(learned)  # type: ignore[arg-type]
+        if data.temporal:
+            data = load_data(spec, timesteps=timesteps, augment=True)
+    job.config.timesteps = timesteps
+    check_compatible(model, data, timesteps, spec)
+    if teacher is not None:
+        check_compatible(teacher, data, timesteps, spec)
+    meta.io = ModelIO(tuple(data.input_shape), timesteps, spec, meta.io.style)
+    base_history = list(meta.history)
+
+    def save(trained: nn.Module, history: list[dict[str, Any]]) -> None:
+        last = history[-1]
+        meta.history = base_history + [{
+            "stage": job.stage,
+            "data": spec,
+            "epochs": last["epoch"],
+            "of_epochs": job.config.epochs,
+            "test_accuracy": last["test_accuracy"],
+            "train_loss": last["train_loss"],
+            "options": {k: v for k, v in vars(job.config).items() if k != "device"},
+            "teacher": str(job.teacher) if job.teacher else None,
+        }]
+        save_bundle(job.output, trained, meta)
+
+    result = fit(model, data, job.config, job.output, resume=job.resume, progress=progress, on_epoch=save,
+                 teacher=teacher)
+    result["data"] = spec
+    result["timesteps"] = timesteps
+    result["stage"] = job.stage
+    result["teacher"] = str(job.teacher) if job.teacher else None
+    return model, result
