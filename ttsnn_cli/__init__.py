@@ -1,7 +1,10 @@
 """ttsnn: tensor-train compression of spiking neural networks (TT-SNN, DATE 2024).
 
-Public API (stable): `load_model`, `save_model`, `compress_model` (+ `CompressConfig`, the TT layers
-`TTConv2d`, `TTConv1d`, `TTLinear`).
+Public API (stable): everything a user needs to write their own training loop around a compressed
+model: `load_model`, `save_model` (+ `ModelIO`, what a bundle records of the model's input),
+`compress_model` (+ `CompressConfig`), the TT layers `TTConv2d`, `TTConv1d`, `TTLinear`, and time:
+`reset_states` (before each sequence), `run_timesteps` (a model over [T, B, ...] whatever its
+execution style), `encode` (a static batch as a [T, B, ...] sequence).
 Importing ttsnn changes no global state (tensorly's backend is switched only inside
 `tl.backend_context` while decomposing), and imports nothing heavy: the names below load their
 modules on first use, so the `ttsnn` command can answer Ctrl-C cleanly from its first instant.
@@ -18,16 +21,18 @@ from ttsnn_cli._version import __version__
 if TYPE_CHECKING:
     from torch import nn
 
-    from ttsnn_cli.storage.bundle import ModelIO
     from ttsnn_cli.compress.decompose import CompressConfig, compress_model
-    from ttsnn_cli.layers.conv2d import TTConv2d
+    from ttsnn_cli.data import encode
     from ttsnn_cli.layers.conv1d import TTConv1d
-    from ttsnn_cli.storage.load import load_model
-    from ttsnn_cli.spiking.state import reset_states
+    from ttsnn_cli.layers.conv2d import TTConv2d
     from ttsnn_cli.layers.linear import TTLinear
+    from ttsnn_cli.spiking.runner import run_timesteps
+    from ttsnn_cli.spiking.state import reset_states
+    from ttsnn_cli.storage.bundle import ModelIO
+    from ttsnn_cli.storage.load import load_model
 
-__all__ = ["__version__", "load_model", "save_model", "compress_model", "CompressConfig", "TTConv2d", "TTConv1d", "TTLinear",
-           "reset_states"]
+__all__ = ["__version__", "load_model", "save_model", "ModelIO", "compress_model", "CompressConfig", "TTConv2d",
+           "TTConv1d", "TTLinear", "reset_states", "run_timesteps", "encode"]
 
 _LAZY = {
     "load_model": "ttsnn_cli.storage.load",
@@ -37,6 +42,9 @@ _LAZY = {
     "TTConv1d": "ttsnn_cli.layers.conv1d",
     "TTLinear": "ttsnn_cli.layers.linear",
     "reset_states": "ttsnn_cli.spiking.state",
+    "run_timesteps": "ttsnn_cli.spiking.runner",
+    "encode": "ttsnn_cli.data",
+    "ModelIO": "ttsnn_cli.storage.bundle",
 }
 
 

@@ -1,4 +1,4 @@
-"""The output rule set (fileio): races, stale temporaries, full disk, read-only folders, signals."""
+"""The output rule set (`storage.outputs`): races, stale temporaries, full disk, read-only folders, signals."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def user_bundle(tmp_path: Path) -> Path:
 
 
 def _exploit_bundle(tmp_path: Path, marker: Path) -> Path:
-    """The attack of issue 8: a plain dict that passes weights_only and names os:system."""
+    """The classic attack: a plain dict that passes weights_only and names os:system."""
     from ttsnn_cli.storage.bundle import FORMAT, state_checksum
 
     state = user_nets.sequential_net().state_dict()

@@ -1,4 +1,4 @@
-"""checkpoint.py / bundle.py: safe loading, every bad file, exact round trips."""
+"""storage.load / storage.bundle: safe loading, every bad file, exact round trips."""
 
 from __future__ import annotations
 
