@@ -127,7 +127,7 @@ def mean_points(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def goals(plain: dict[str, Any], distilled: dict[str, Any] | None) -> dict[str, Any]:
-    """The issue's three goals, checked on the measured points (means over seeds)."""
+    """The three accuracy targets, checked on the measured points (means over seeds)."""
     dense = plain["dense_accuracy"]
     after = {(p["method"], p["target"]): p["accuracy_after"] for p in plain["points"]}
     targets = sorted({t for m, t in after if m == "uniform"})

@@ -1,5 +1,5 @@
-"""Where a training step's time goes, and how it grows with the batch: the evidence behind issue 11's
-"2.5x faster than ttsnn's own dense step", for MS-ResNet18 (3x32x32, T = 4, SGD, the paper's CIFAR10
+"""Where a training step's time goes, and how it grows with the batch: the evidence behind a
+TT step "2.5x faster than ttsnn's own dense step", for MS-ResNet18 (3x32x32, T = 4, SGD, the paper's CIFAR10
 ranks, PTT), in the process setting of `bench_training.py` (freed memory kept, 2 threads).
 
 1. Inside the real step, per stage: forward and backward wall time of the residual path's convs and

@@ -25,7 +25,7 @@ time goes; `--layers` times one 3x3 layer per stage, TT against dense, in both m
 
     PYTHONPATH=. python benchmarks/bench_training.py --batch 8 [--steps 5] [--processes 2] [--levers] [--profile] [--layers] [--fused-bn]
 
-Goals (issue 11): ttsnn PTT >= 2.5x faster than the paper code's PTT step and than ttsnn's dense
+Targets: ttsnn PTT >= 2.5x faster than the paper code's PTT step and than ttsnn's dense
 step; its step peak at batch 32 <= 0.45x the paper PTT's and below ttsnn dense's.
 """
 
@@ -69,7 +69,7 @@ MAIN = ("paper dense", "paper PTT", "dense", "PTT", "PTT recompute")
 
 def build(kind: str, timesteps: int, off: tuple[str, ...] = ()) -> torch.nn.Module:
     """`dense`/`tt`: ttsnn's MS-ResNet18, dense or PTT at the paper's ranks, its conv weights in the
-    layout its activations run in, as `ttsnn` trains it (`engine.layout`; with `channels_last` or
+    layout its activations run in, as `ttsnn` trains it (`train.layout`; with `channels_last` or
     `last_stage_channels_last` in `off`, as those levers run the activations); `paper-dense`/
     `paper-ptt`: the same network in the reference code's execution pattern."""
     torch.manual_seed(0)
@@ -97,7 +97,7 @@ def levers(model: torch.nn.Module, off: tuple[str, ...] = (), recompute: bool = 
     runs on the calling thread), `one_node` (the LIF as one autograd node keeping one state byte
     per neuron), `channels_last` (everywhere) or `last_stage_channels_last` (layer4 only),
     `weights` (conv weights in the activations' layout: `build` sets it, per model, as a run does),
-    `lowrank_bn` (BatchNorm after a TT layer through its rank bottleneck, `ttsnn_cli/lowrank_bn.py`),
+    `lowrank_bn` (BatchNorm after a TT layer through its rank bottleneck, `ttsnn_cli/layers/lowrank_bn.py`),
     `in_place` (PTT's branch sum and the blocks' residual sum into an existing output buffer),
     `sliced` (that BatchNorm's products over all pixels cut into one slice per thread),
     `static_stem` (the stem run once for the T identical frames of direct encoding); and
@@ -510,7 +510,7 @@ def layer_table(args) -> None:
         for fmt, memory_format in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
             x, g = spikes.contiguous(memory_format=memory_format), grad.contiguous(memory_format=memory_format)
             for name, layer in (("dense", dense), ("PTT", tt)):
-                if fmt == "NHWC":  # weights laid out as a channels-last run lays them out (engine.layout)
+                if fmt == "NHWC":  # weights laid out as a channels-last run lays them out (train.layout)
                     layer = copy.deepcopy(layer)
                     layer.runs_channels_last = True
                     match_weights_to_activations(layer)

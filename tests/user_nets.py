@@ -104,7 +104,7 @@ def digits_conv1d(hidden: int = 24, beta: float = 0.8) -> nn.Sequential:
 
 
 # ------------------------------------------------------------------------------------------------
-# The user-network zoo (issue 9): every execution style x neuron type x reset x pooling, written the
+# The user-network zoo: every execution style x neuron type x reset x pooling, written the
 # way snntorch's tutorials write them. Input: one 1x16x16 frame per step (the `digits` data), 10 classes.
 _KINDS = ("leaky", "synaptic", "alpha", "lapicque", "rleaky", "rsynaptic")
 

@@ -1,4 +1,4 @@
-"""decompose.py on whole networks in both user styles: layer by layer, then spikes statistically."""
+"""compress.decompose on whole networks in both user styles: layer by layer, then spikes statistically."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""sensitivity.py: candidate ranks, the measured curves (model left untouched, deterministic) and
+"""compress.sensitivity: candidate ranks, the measured curves (model left untouched, deterministic) and
 the greedy allocation under the global budget; `compress --rank-method sensitivity:X` end to end."""
 
 from __future__ import annotations

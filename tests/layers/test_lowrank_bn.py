@@ -1,6 +1,6 @@
 """BatchNorm through a TT layer's rank bottleneck (`lowrank_bn`) against the two modules it stands for:
 values, every gradient and the running statistics, in float64 to 1e-10 and in float32 to float
-tolerance; the cases it must leave to the modules; and the MS-ResNet steps that use it (issue 11)."""
+tolerance; the cases it must leave to the modules; and the MS-ResNet steps that use it."""
 
 import pytest
 import torch

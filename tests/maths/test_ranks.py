@@ -1,4 +1,4 @@
-"""ranks.py: parsing, capping, VBMF (never 0), energy, uniform and the global budget."""
+"""maths.ranks: parsing, capping, VBMF (never 0), energy, uniform and the global budget."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""tt.py: TT-SVD recovers planted low-rank kernels exactly; the PTT cross fit is least squares."""
+"""maths.tt: TT-SVD recovers planted low-rank kernels exactly; the PTT cross fit is least squares."""
 
 from __future__ import annotations
 

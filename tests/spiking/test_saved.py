@@ -1,6 +1,6 @@
-"""Training levers keep the plain path's values and gradients: spikes saved packed (`saved.py`), the
+"""Training levers keep the plain path's values and gradients: spikes saved packed (`spiking.saved`), the
 LIF as one autograd node, channels-last execution, sums into existing buffers; checked for dense training and every TT mode,
-folded and per step (issue 11)."""
+folded and per step."""
 
 import pytest
 
@@ -150,7 +150,7 @@ def test_levers_give_the_plain_paths_gradients(mode, per_step, monkeypatch):
     _levers(model, False)
     plain = _gradients(model, x, per_step)
     _levers(model, True)
-    relaid = match_weights_to_activations(model)  # what training does (engine.layout)
+    relaid = match_weights_to_activations(model)  # what training does (train.layout)
     assert relaid or mode is not None  # rank-4 cores read too few channels to run channels-last
     assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in relaid)
     fast = _gradients(model, x, per_step)

@@ -1,4 +1,4 @@
-"""engine.layout: conv weights held in the activations' memory format while a model trains."""
+"""train.layout: conv weights held in the activations' memory format while a model trains."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The stem run once for T identical frames (`static_stem`) against the stem on all T copies: the
-model's output, every gradient and BatchNorm's running statistics (issue 11)."""
+model's output, every gradient and BatchNorm's running statistics."""
 
 import copy
 

@@ -2,7 +2,7 @@
 
 SIGINT and SIGTERM raise `Interrupted` from the first instant, even while torch is being imported:
 the process answers with one line and exit 130 (143 for SIGTERM), no traceback, and every temporary
-file being written is removed on the way out (fileio). A BaseException, so click's own Ctrl-C
+file being written is removed on the way out (`storage.outputs`). A BaseException, so click's own Ctrl-C
 handling ("Aborted!", exit 1) and user code catching Exception do not swallow it.
 """
 

@@ -1,6 +1,6 @@
-/* The fused LIF sequence of ttsnn_cli/neurons.py (_LIFSequence) as one pass over memory per direction.
+/* The fused LIF sequence of ttsnn_cli/spiking/neurons.py (_LIFSequence) as one pass over memory per direction.
  *
- * Built at run time by ttsnn_cli/lif_kernel.py and called through ctypes on CPU float32 tensors whose
+ * Built at run time by ttsnn_cli/spiking/lif_kernel.py and called through ctypes on CPU float32 tensors whose
  * T steps each hold n neurons in one dense block (any memory format: every tensor here shares it).
  * Every float operation is the one the PyTorch loop performs, in the same order and precision, so
  * the results are bitwise equal to it (the build disables FMA contraction; the loader checks).

@@ -247,7 +247,7 @@ class MultiStepLIF(TimeAware, nn.Module):
     def binary_output(self) -> bool:
         """True when every output is exactly 0 or 1 (the fused path without graded spikes).
 
-        A convolution reading such spikes may keep them packed for backward (`engine.memory`)."""
+        A convolution reading such spikes may keep them packed for backward (`train.memory`)."""
         return self._fused() and not self._learnable() and self._plain_factor()
 
     def _learnable(self) -> bool:

@@ -44,7 +44,7 @@ class PacksSpikes:
     memory in an MS-ResNet18 step), but decoding the byte again in backward costs about 5 % of a TT
     step and 2 % of a dense one (benchmarks/bench_training.py --levers), and the defaults are the
     fastest exact settings. The memory-saving mode, `--recompute-tt`
-    (`engine.memory.recomputing_tt`), switches it on."""
+    (`train.memory.recomputing_tt`), switches it on."""
 
     pack_spikes: bool = False
 

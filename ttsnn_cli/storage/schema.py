@@ -62,7 +62,7 @@ class SourceRecord(_Record):
 
 
 class BundleRecord(_Record):
-    """The fields of a ttsnn bundle (bundle.py writes them; this reads them)."""
+    """The fields of a ttsnn bundle (`storage.bundle` writes them; this reads them)."""
 
     format: StrictStr
     format_version: StrictInt = Field(ge=1)
@@ -93,7 +93,7 @@ class BundleRecord(_Record):
 
 
 def validated(schema: type[ModelT], obj: Any, what: str, first_only: bool = False) -> ModelT:
-    """`obj` validated against `schema` (bundles here, recipes in `recipe.py`); otherwise one
+    """`obj` validated against `schema` (bundles here, recipes in `pipeline.recipe`); otherwise one
     BadInputError line, `what: field.path: message`, never pydantic's multi-line report."""
     try:
         return schema.model_validate(obj)

@@ -15,7 +15,7 @@ Losses (on the output sequence [T, B, classes]):
   ce_count  snntorch.functional.ce_count_loss
   mse_count snntorch.functional.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)
 
-Distillation (`engine.distill`): with a `teacher`, the loss becomes
+Distillation (`train.distill`): with a `teacher`, the loss becomes
 (1 - a) * task + a * t^2 * KL(teacher/t || student/t) on the time-averaged outputs
 (`distill_weight` a, `distill_temperature` t); the teacher runs frozen in eval mode.
 
@@ -309,8 +309,8 @@ def fit(
 ) -> dict[str, Any]:
     """Train `model` in place; see the module docstring. Returns `epochs`, `train_loss`,
     `test_accuracy` (percent, last epoch), `best_test_accuracy`, `history`, `output`, ...
-    With `teacher`, the loss mixes in its soft targets (`engine.distill`). While it runs, the conv
-    weights are held in the activations' memory format (`engine.layout`)."""
+    With `teacher`, the loss mixes in its soft targets (`train.distill`). While it runs, the conv
+    weights are held in the activations' memory format (`train.layout`)."""
     with weights_in_activation_format(model, teacher):
         return _fit(model, data, config, output, resume, progress, on_epoch, teacher)
 

@@ -132,7 +132,7 @@ class MSResNet(nn.Module):
     @property
     def runs_channels_last(self) -> bool:
         """Whether the activations run channels-last now (`channels_last`, and a stem at least 16
-        wide); `engine.layout` lays the weights out to match while the model trains."""
+        wide); `train.layout` lays the weights out to match while the model trains."""
         return self.channels_last and self.stem.conv.out_channels >= 16
 
     stem_once: bool = True
