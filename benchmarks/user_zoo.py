@@ -7,7 +7,7 @@ Each network starts from a state_dict of fresh weights (plus its factory, `--arc
 then: compress (STT, rank 2), finetune (1 epoch on digits), report, export ONNX unrolled and step
 (each verified in onnxruntime) and NIR. The later commands pass `--trust-arch`, as the user who named
 the factory must: the bundles record user code, which ttsnn imports only when trusted. NIR files are re-simulated by snntorch's importer in
-tests/test_nir_resim.py. Prints a markdown table; a cell is `ok` or the one-line refusal.
+tests/export/test_nir_resim.py. Prints a markdown table; a cell is `ok` or the one-line refusal.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-#: the test suite's own network modules, trusted as a user trusts theirs (README: Trust); tests of the
+#: the test suite's own network modules, trusted as a user trusts theirs (docs/trust-and-outputs.md); tests of the
 #: trust boundary itself clear this variable
 TRUSTED_TEST_MODULES = "user_nets,report_models,test_export_cli"
 

@@ -1,6 +1,6 @@
 """NIR verified outside our own code: graphs ttsnn writes are read back with snntorch's importer
 (`snntorch.import_nir.import_from_nir`, through nirtorch) and re-simulated; their spikes must match
-the original model's. The importer follows NIR's reset-to-v_reset; as the README says, an importer
+the original model's. The importer follows NIR's reset-to-v_reset; as docs/export.md says, an importer
 rebuilds each neuron's discrete reset from the node metadata (`reset_mechanism`, `reset_delay`, and
 beta = 1 for an IF node) - `_apply_metadata` does exactly that and nothing else."""
 
@@ -26,7 +26,7 @@ T = 6
 
 
 def _apply_metadata(net: torch.nn.Module, graph) -> None:
-    """What the README asks of an importer: rebuild each neuron with the recorded discrete reset."""
+    """What docs/export.md asks of an importer: rebuild each neuron with the recorded discrete reset."""
     for name, node in graph.nodes.items():
         meta = getattr(node, "metadata", None) or {}
         if "reset_mechanism" not in meta:

@@ -98,7 +98,7 @@ def guarded(func: F) -> F:
 TRUST_ARCH_HELP = ("import the module:factory architecture the input bundles record (runs its code: only for "
                    "files you trust; see also TTSNN_TRUSTED_ARCH)")
 STYLE_HELP = ("Execution style when detection cannot tell: auto, multistep, sequential, stepped (called once per "
-              "timestep) or own_loop (its own time loop); recorded in the bundle. See the README.")
+              "timestep) or own_loop (its own time loop); recorded in the bundle. See docs/networks.md.")
 
 
 def trust_scope(trust_arch: bool, *named: str | None) -> contextlib.AbstractContextManager[None]:

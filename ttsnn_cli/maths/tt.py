@@ -287,7 +287,7 @@ def conv1d_kernel(cores: TTCores1d) -> torch.Tensor:
 def factorize(size: int, parts: int) -> tuple[int, ...]:
     """`size` as a product of `parts` factors, as balanced as its prime factors allow.
 
-    The rule (documented in the README): take the prime factors, largest first, and multiply each
+    The rule (documented in docs/compression.md): take the prime factors, largest first, and multiply each
     into the currently smallest factor; pad with 1s when `size` has fewer prime factors than
     `parts`; sort largest first. 784, 3 -> (14, 8, 7); 1000, 3 -> (10, 10, 10); 10, 3 -> (5, 2, 1);
     a prime p -> (p, 1, ..., 1) (exact, but such a side does not compress).

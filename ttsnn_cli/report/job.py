@@ -27,17 +27,17 @@ from ttsnn_cli.report.gates import MODE_SCHEDULE, GateLimits, evaluate_gates
 from ttsnn_cli.spiking.runner import apply_style, forced_style, resolve_timesteps
 from ttsnn_cli.report.synops import DEFAULT_SPIKE_RATE, spike_flags_by_layer, synops
 
-#: what the paper's -17.7 % time / -28.3 % energy most plausibly compare (reference/hw.md)
+#: what the paper's -17.7 % time / -28.3 % energy most plausibly compare (docs/hw.md)
 PAPER_NOTES = {
     "ptt_parallel vs stt": "closest to the paper's -17.7 % time / -28.3 % energy: a TT variant with "
-                           "concurrent middle cores vs sequential TT (hw.md)",
+                           "concurrent middle cores vs sequential TT (docs/hw.md)",
     "ptt_parallel vs ptt_sequential": "isolates the concurrency of the tailored array (time only; "
                                       "same ops, so the same dynamic energy)",
     "htt vs stt": "TT variant comparison (HTT skips the middle cores in the second half of T)",
     "stt vs dense": "NOT the paper's -17.7 % / -28.3 %: TT vs dense differs far more (about 0.17x "
-                    "the cycles of dense on a SATA array, hw.md)",
-    "ptt_parallel vs dense": "NOT the paper's figures: TT vs dense (hw.md)",
-    "htt vs dense": "NOT the paper's figures: TT vs dense (hw.md)",
+                    "the cycles of dense on a SATA array, docs/hw.md)",
+    "ptt_parallel vs dense": "NOT the paper's figures: TT vs dense (docs/hw.md)",
+    "htt vs dense": "NOT the paper's figures: TT vs dense (docs/hw.md)",
 }
 
 
