@@ -28,11 +28,11 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from ttsnn_cli.storage.trust import build_arch
-from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
 from ttsnn_cli.data import load_data
-from ttsnn_cli.train.engine import TrainConfig, fit
 from ttsnn_cli.pipeline.sweep import SweepJob, run_sweep
+from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
+from ttsnn_cli.storage.trust import build_arch
+from ttsnn_cli.train.engine import TrainConfig, fit
 
 #: the compute budget per model (dense training and the fine-tune every sweep point gets)
 SETUPS: dict[str, dict[str, Any]] = {

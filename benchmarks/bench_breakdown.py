@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_training import build, sgd, timed, train_step  # noqa: E402
 
-from ttsnn_cli.train.allocator import keep_freed_memory  # noqa: E402
 from ttsnn_cli.spiking.neurons import MultiStepLIF  # noqa: E402
+from ttsnn_cli.train.allocator import keep_freed_memory  # noqa: E402
 from ttsnn_cli.zoo.msresnet import MSBlock  # noqa: E402
 
 Totals = dict[str, float]

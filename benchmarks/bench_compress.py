@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from ttsnn_cli.storage.trust import build_arch
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
 from ttsnn_cli.maths.ranks import RankSpec
+from ttsnn_cli.storage.trust import build_arch
 
 PAPER_RANKS_R34 = [24, 23, 22, 17, 16, 12, 22, 31, 25, 25, 24, 21, 20, 19, 48, 79, 64, 69, 63, 69, 60, 65, 63, 63, 62, 58,
                    121, 170, 173, 147, 161, 108]

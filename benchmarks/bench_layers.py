@@ -27,12 +27,12 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from ttsnn_cli.data.digits import digits_tensors
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
-from ttsnn_cli.maths.ranks import RankSpec
-from ttsnn_cli.spiking.runner import run_timesteps
-from ttsnn_cli.maths.tt import factorize
+from ttsnn_cli.data.digits import digits_tensors
 from ttsnn_cli.layers.linear import TTLinear
+from ttsnn_cli.maths.ranks import RankSpec
+from ttsnn_cli.maths.tt import factorize
+from ttsnn_cli.spiking.runner import run_timesteps
 
 
 def lif(**kw) -> snn.Leaky:

@@ -46,18 +46,17 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from ttsnn_cli.spiking import lif_kernel
-
-from ttsnn_cli.layers import lowrank_bn
-from ttsnn_cli.train.allocator import keep_freed_memory
-from ttsnn_cli.storage.trust import build_arch
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
+from ttsnn_cli.layers import lowrank_bn
+from ttsnn_cli.layers.conv2d import TTConv2d
+from ttsnn_cli.maths.ranks import RankSpec
+from ttsnn_cli.spiking import lif_kernel
+from ttsnn_cli.spiking.neurons import MultiStepLIF
+from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.storage.trust import build_arch
+from ttsnn_cli.train.allocator import keep_freed_memory
 from ttsnn_cli.train.layout import match_weights_to_activations, restore_weights
 from ttsnn_cli.train.memory import recomputing_tt
-from ttsnn_cli.layers.conv2d import TTConv2d
-from ttsnn_cli.spiking.neurons import MultiStepLIF
-from ttsnn_cli.maths.ranks import RankSpec
-from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.zoo.msresnet import MSBlock, MSResNet
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -349,7 +348,8 @@ def timed(configs: dict[str, tuple[Callable[[], None]]], steps: int) -> dict[str
 
 
 def profile(run: Callable[[], None], label: str) -> None:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         run()

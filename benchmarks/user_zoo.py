@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-from ttsnn_cli.storage.trust import build_arch
 from ttsnn_cli.cli.commands import app
+from ttsnn_cli.storage.trust import build_arch
 
 NETS = {  # name: (factory spec, kwargs, extra finetune options[, extra compress options])
     "tutorial (own loop, Leaky subtract, maxpool, T=8)": ("user_nets:tutorial_net", {}, []),

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ttsnn_cli.storage.trust import build_arch
-from ttsnn_cli.storage.bundle import ModelIO, get_meta
 from ttsnn_cli.layers.conv2d import TTConv2d, conv_padding
+from ttsnn_cli.storage.bundle import ModelIO, get_meta
+from ttsnn_cli.storage.trust import build_arch
 
 R34_RANKS = [int(r) for r in (
     "24,23,22,17,16,12,22,31,25,25,24,21,20,19,48,79,64,69,63,69,60,65,63,63,62,58,121,170,173,147,161,108"

@@ -11,8 +11,16 @@ import torch
 from torch import nn
 
 import ttsnn_cli
-from ttsnn_cli import (CompressConfig, ModelIO, compress_model, encode, load_model, reset_states, run_timesteps,
-                       save_model)
+from ttsnn_cli import (
+    CompressConfig,
+    ModelIO,
+    compress_model,
+    encode,
+    load_model,
+    reset_states,
+    run_timesteps,
+    save_model,
+)
 
 
 def test_every_declared_name_resolves() -> None:
@@ -29,7 +37,7 @@ def test_importing_the_package_loads_nothing_heavy() -> None:
 
 def _tutorial_net() -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), snn.Leaky(beta=0.9, init_hidden=True),
+        nn.Conv2d(2, 8, 3, padding=1), snn.Leaky(beta=0.9, init_hidden=True),
         nn.Conv2d(8, 8, 3, padding=1), snn.Leaky(beta=0.9, init_hidden=True),
         nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 3), snn.Leaky(beta=0.9, init_hidden=True, output=True),
     )
@@ -39,9 +47,9 @@ def test_a_users_own_loop_over_a_compressed_model(tmp_path: Path, monkeypatch) -
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     torch.manual_seed(0)
     model = _tutorial_net()
-    model, result = compress_model(model, CompressConfig(ranks=4))
+    model, result = compress_model(model, CompressConfig(ranks=4))  # as --ranks 4
     assert result.totals["decomposed_layers"] == 2
-    images, labels = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    images, labels = torch.rand(6, 2, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(5):
@@ -54,8 +62,8 @@ def test_a_users_own_loop_over_a_compressed_model(tmp_path: Path, monkeypatch) -
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     path = save_model(model, tmp_path / "mine.tt", arch="test_public_api:_tutorial_net",
-                      io=ModelIO((1, 8, 8), 4, None))
-    again = load_model(path)
+                      io=ModelIO((2, 8, 8), 4, None))
+    again = load_model(path, arch="test_public_api:_tutorial_net")  # naming the code is trusting it
     model.eval()
     again.eval()
     with torch.no_grad():

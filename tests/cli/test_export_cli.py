@@ -15,9 +15,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 from ttsnn_cli import save_model
-from ttsnn_cli.storage.bundle import ModelIO
 from ttsnn_cli.cli.commands import app
 from ttsnn_cli.layers.conv2d import TTConv2d
+from ttsnn_cli.storage.bundle import ModelIO
 from ttsnn_cli.zoo import zoo_entry
 
 TESTS = Path(__file__).resolve().parent  # `--arch test_export_cli:...` names this module

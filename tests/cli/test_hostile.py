@@ -322,10 +322,10 @@ def _read_only(t: Path) -> Path:
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """A dense zoo bundle and a TT bundle, as bytes (copied per case)."""
     from ttsnn_cli import save_model
-    from ttsnn_cli.storage.bundle import ModelIO
     from ttsnn_cli.compress.decompose import CompressConfig, compress_model
-    from ttsnn_cli.storage.trust import build_arch
     from ttsnn_cli.maths.ranks import RankSpec
+    from ttsnn_cli.storage.bundle import ModelIO
+    from ttsnn_cli.storage.trust import build_arch
 
     folder = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)

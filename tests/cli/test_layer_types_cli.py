@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import user_nets
 import yaml
 from typer.testing import CliRunner
 
-import user_nets
 from ttsnn_cli import load_model
 from ttsnn_cli.cli.commands import app
 from ttsnn_cli.layers.conv1d import TTConv1d
-from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.layers.linear import TTLinear
+from ttsnn_cli.spiking.runner import run_timesteps
 
 runner = CliRunner()
 AUDIO = "user_nets:audio_net"

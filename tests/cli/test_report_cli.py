@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from report_models import dense_model, tt_model
 from typer.testing import CliRunner
 
-from report_models import dense_model, tt_model
-from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
 from ttsnn_cli.cli.commands import app
+from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
 
 runner = CliRunner()
 

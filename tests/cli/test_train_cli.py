@@ -10,12 +10,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ttsnn_cli.storage.bundle import get_meta, save_bundle
-from ttsnn_cli.storage.load import load_checkpoint
 from ttsnn_cli.cli.commands import app
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
 from ttsnn_cli.layers.conv2d import TTConv2d
 from ttsnn_cli.maths.ranks import parse_rank_spec
+from ttsnn_cli.storage.bundle import get_meta, save_bundle
+from ttsnn_cli.storage.load import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--epochs", "1", "--timesteps", "2", "--batch-size", "128", "--arch-kwargs", '{"width": 4}']

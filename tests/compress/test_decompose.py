@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
+import user_nets
 from torch import nn
 
-import user_nets
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.layers.conv2d import TTConv2d

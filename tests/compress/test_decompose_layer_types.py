@@ -6,16 +6,16 @@ import copy
 
 import pytest
 import torch
+import user_nets
 from torch import nn
 
-import user_nets
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.layers.conv2d import TTConv2d
 from ttsnn_cli.layers.conv1d import TTConv1d
+from ttsnn_cli.layers.conv2d import TTConv2d
+from ttsnn_cli.layers.linear import TTLinear
 from ttsnn_cli.maths.ranks import RankSpec
 from ttsnn_cli.spiking.runner import run_timesteps
-from ttsnn_cli.layers.linear import TTLinear
 
 FULL = RankSpec("fixed", (10_000, 10_000, 10_000))
 

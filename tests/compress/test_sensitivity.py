@@ -11,9 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ttsnn_cli.storage.trust import build_arch
 from ttsnn_cli.cli.commands import app
-from ttsnn_cli.data import load_data
 from ttsnn_cli.compress.sensitivity import (
     LayerCurve,
     Point,
@@ -23,7 +21,9 @@ from ttsnn_cli.compress.sensitivity import (
     choose_ranks,
     measure_sensitivity,
 )
+from ttsnn_cli.data import load_data
 from ttsnn_cli.maths.tt import tt_param_count
+from ttsnn_cli.storage.trust import build_arch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 import user_nets
+
 from ttsnn_cli.export.functional import Stepper, Unrolled, prepare_export_copy
 from ttsnn_cli.export.onnx import export_onnx
 from ttsnn_cli.export.verify import verify_onnx

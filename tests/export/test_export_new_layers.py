@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
-from ttsnn_cli.export.functional import DenseFolded1d, Unrolled, prepare_export_copy
+from ttsnn_cli.export.functional import Unrolled, prepare_export_copy
 from ttsnn_cli.export.onnx import export_onnx
 from ttsnn_cli.export.verify import verify_onnx
+from ttsnn_cli.kinds.conv1d import DenseFolded1d
 from ttsnn_cli.layers.conv1d import TTConv1d
+from ttsnn_cli.layers.linear import TTLinear
 from ttsnn_cli.maths.ranks import RankSpec
 from ttsnn_cli.spiking.runner import run_timesteps
-from ttsnn_cli.layers.linear import TTLinear
 
 T = 4
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from ttsnn_cli.errors import BadInputError, ExportVerificationError
-from ttsnn_cli.export.functional import DenseFolded, Stepper, Unrolled, prepare_export_copy
+from ttsnn_cli.export.functional import Stepper, Unrolled, prepare_export_copy
 from ttsnn_cli.export.onnx import export_onnx
 from ttsnn_cli.export.verify import verify_onnx
+from ttsnn_cli.kinds.conv2d import DenseFolded
 from ttsnn_cli.layers.conv2d import TTConv2d
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.zoo import zoo_entry

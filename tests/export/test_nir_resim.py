@@ -12,8 +12,8 @@ import io
 import pytest
 import snntorch as snn
 import torch
-
 import user_nets
+
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.nir import export_nir
 from ttsnn_cli.spiking.runner import run_timesteps

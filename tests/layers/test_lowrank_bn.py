@@ -4,11 +4,12 @@ tolerance; the cases it must leave to the modules; and the MS-ResNet steps that 
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-from ttsnn_cli.layers import lowrank_bn
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
+from ttsnn_cli.layers import lowrank_bn
 from ttsnn_cli.maths.ranks import parse_rank_spec
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.spiking.state import reset_states

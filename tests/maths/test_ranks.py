@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_tt import planted_kernel
 
 from ttsnn_cli.maths import tt
 from ttsnn_cli.maths.ranks import (
-    RankSpecError,
     ErrorProfile,
+    RankSpecError,
     budget_ranks,
     cap_ranks,
     energy_ranks,
@@ -19,7 +20,6 @@ from ttsnn_cli.maths.ranks import (
     uniform_ranks,
     vbmf_rank,
 )
-from test_tt import planted_kernel
 
 
 def test_parse_ranks_accepts_one_or_three() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from ttsnn_cli.storage.bundle import get_meta
-from ttsnn_cli.storage.load import load_checkpoint
 from ttsnn_cli.cli.commands import app
 from ttsnn_cli.pipeline.recipe import load_recipe
+from ttsnn_cli.storage.bundle import get_meta
+from ttsnn_cli.storage.load import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,9 +11,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
 from ttsnn_cli.cli.commands import app
-from ttsnn_cli.pipeline.sweep import gates, planned_points, SweepJob
+from ttsnn_cli.pipeline.sweep import SweepJob, gates, planned_points
+from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
 from ttsnn_cli.zoo import zoo_entry
 
 pytestmark = pytest.mark.usefixtures("one_thread")

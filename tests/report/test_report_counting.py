@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from report_models import dense_model, r18, r34, tt_model
 from torch import nn
 
-from report_models import dense_model, r18, r34, tt_model
 from ttsnn_cli.report.counting import count_model, profile_model
 from ttsnn_cli.report.flops import training_flops
 from ttsnn_cli.report.synops import synops

@@ -6,9 +6,9 @@ unpadded sizes and modelled stride by halving the input, so strided layers diffe
 from __future__ import annotations
 
 import pytest
+from report_models import r34
 
 import hw
-from report_models import r34
 from ttsnn_cli.report.counting import on_meta, probe_input, profile_model
 from ttsnn_cli.report.workloads import model_workloads
 

@@ -7,19 +7,19 @@ import json
 from pathlib import Path
 
 import torch
+import user_nets
 from torch import nn
 from typer.testing import CliRunner
 
 import hw
-import user_nets
-from ttsnn_cli.storage.bundle import get_meta, save_bundle
 from ttsnn_cli.cli.commands import app
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
 from ttsnn_cli.maths.ranks import RankSpec
-from ttsnn_cli.report.counting import count_model, profile_model, probe_input
+from ttsnn_cli.report.counting import count_model, probe_input, profile_model
 from ttsnn_cli.report.flops import training_flops
 from ttsnn_cli.report.synops import synops
 from ttsnn_cli.report.workloads import model_workloads
+from ttsnn_cli.storage.bundle import get_meta, save_bundle
 
 SHAPE = (16, 40)
 

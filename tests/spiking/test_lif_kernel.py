@@ -13,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ttsnn_cli.spiking import lif_kernel, neurons
-from ttsnn_cli.spiking.neurons import BETA, SURROGATE_WIDTH, THRESHOLD, MultiStepLIF, _lif_grad_loop, _lif_loop, _LIFSequence
+from ttsnn_cli.spiking.neurons import (
+    BETA,
+    SURROGATE_WIDTH,
+    THRESHOLD,
+    MultiStepLIF,
+    _lif_grad_loop,
+    _lif_loop,
+    _LIFSequence,
+)
 
 MECHANISMS = (0, 1, 2)
 

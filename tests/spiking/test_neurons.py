@@ -3,7 +3,6 @@
 import pickle
 
 import pytest
-
 import torch
 
 from ttsnn_cli.spiking.neurons import MultiStepLIF, paper_lif, rectangular

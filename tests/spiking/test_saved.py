@@ -3,19 +3,18 @@ LIF as one autograd node, channels-last execution, sums into existing buffers; c
 folded and per step."""
 
 import pytest
-
 import torch
 from torch import nn
 
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
-from ttsnn_cli.train.layout import match_weights_to_activations, restore_weights
 from ttsnn_cli.layers.conv2d import TTConv2d
-from ttsnn_cli.spiking.neurons import MultiStepLIF, spikes_of_state
 from ttsnn_cli.maths.ranks import parse_rank_spec
-from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.spiking import saved as saved_module
+from ttsnn_cli.spiking.neurons import MultiStepLIF, spikes_of_state
+from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.spiking.saved import packed_spikes
 from ttsnn_cli.spiking.state import reset_states
+from ttsnn_cli.train.layout import match_weights_to_activations, restore_weights
 from ttsnn_cli.zoo.msresnet import MSBlock, MSResNet
 
 
@@ -199,8 +198,8 @@ def test_recomputing_the_last_core_for_batchnorm_gives_the_same_step(mode, per_s
 def test_spikes_are_packed_only_in_the_memory_saving_mode(monkeypatch):
     """Packing costs time (decoding in backward), so the defaults, the fastest settings, keep float
     spikes; --recompute-tt (`recomputing_tt`) packs them for the block and puts every flag back."""
-    from ttsnn_cli.train.memory import recomputing_tt
     from ttsnn_cli.layers.conv2d import TTConv2d
+    from ttsnn_cli.train.memory import recomputing_tt
 
     model = _small_msresnet("ptt")
     blocks = [m for m in model.modules() if isinstance(m, MSBlock)]

@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+import user_nets
 from typer.testing import CliRunner
 
-import user_nets
 from ttsnn_cli.cli.commands import app
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.report.flops import training_flops

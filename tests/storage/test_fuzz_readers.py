@@ -22,20 +22,20 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import user_nets
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import user_nets
 from hw.config import AcceleratorConfigError, load_accelerator
 from ttsnn_cli import save_model
 from ttsnn_cli.data.cifar import read_batch
 from ttsnn_cli.data.ncaltech import events_to_frames, read_events
+from ttsnn_cli.errors import TtsnnError
+from ttsnn_cli.pipeline.recipe import load_recipe
+from ttsnn_cli.storage.load import load_checkpoint
 from ttsnn_cli.train.engine import TrainConfig, make_optimizer, make_scheduler
 from ttsnn_cli.train.engine import _resume as restore_resume_state
-from ttsnn_cli.errors import TtsnnError
-from ttsnn_cli.storage.load import load_checkpoint
-from ttsnn_cli.pipeline.recipe import load_recipe
 
 SMALL = 15
 CAMPAIGN = int(os.environ.get("FUZZ_EXAMPLES", "2000"))

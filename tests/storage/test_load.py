@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 import user_nets
+
 from ttsnn_cli import compress_model, load_model, save_model
-from ttsnn_cli.storage.trust import build_arch, parse_arch_kwargs
-from ttsnn_cli.storage.bundle import ModelIO
-from ttsnn_cli.storage.load import load_checkpoint
 from ttsnn_cli.compress.decompose import CompressConfig
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.maths.ranks import RankSpec
+from ttsnn_cli.storage.bundle import ModelIO
+from ttsnn_cli.storage.load import load_checkpoint
+from ttsnn_cli.storage.trust import build_arch, parse_arch_kwargs
 
 ARCH = "user_nets:sequential_net"
 

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import user_nets
 from typer.testing import CliRunner
 
-import user_nets
 from ttsnn_cli import save_model
 from ttsnn_cli.cli.commands import app
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.pipeline.recipe import load_recipe
 from ttsnn_cli.storage.load import load_checkpoint, read_checkpoint, trusting
 from ttsnn_cli.storage.read import holds_code
 from ttsnn_cli.storage.trust import build_arch, parse_arch_kwargs
-from ttsnn_cli.pipeline.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parents[1]

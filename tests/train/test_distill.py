@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch.utils.data import Subset
 from typer.testing import CliRunner
 
-from ttsnn_cli.storage.bundle import save_bundle, get_meta
 from ttsnn_cli.cli.commands import app
-from ttsnn_cli.data import DataBundle, load_data
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
-from ttsnn_cli.train.engine import TrainConfig, fit
-from ttsnn_cli.train.distill import distillation_term
+from ttsnn_cli.data import DataBundle, load_data
 from ttsnn_cli.maths.ranks import parse_rank_spec
+from ttsnn_cli.storage.bundle import get_meta, save_bundle
+from ttsnn_cli.train.distill import distillation_term
+from ttsnn_cli.train.engine import TrainConfig, fit
 from ttsnn_cli.zoo import zoo_entry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,10 +99,10 @@ def test_finetune_teacher_through_the_cli(tmp_path: Path) -> None:
 
 
 def test_recipe_teacher_source_is_the_compress_input(tmp_path: Path) -> None:
-    from ttsnn_cli.pipeline.stages.train import teacher_path
     from ttsnn_cli.errors import BadInputError
-    from ttsnn_cli.pipeline.run import RunContext
     from ttsnn_cli.pipeline.recipe import parse_recipe
+    from ttsnn_cli.pipeline.run import RunContext
+    from ttsnn_cli.pipeline.stages.train import teacher_path
 
     context = RunContext(out_dir=tmp_path, base_dir=tmp_path)
     with pytest.raises(BadInputError, match="source"):

@@ -31,9 +31,9 @@ def test_torchrun_two_processes_train(tmp_path):
 
 def test_torchrun_two_processes_finetune_with_a_teacher(tmp_path):
     """Distillation under DDP: each process runs its own frozen teacher; only rank 0 writes."""
-    from ttsnn_cli.storage.bundle import get_meta, save_bundle
     from ttsnn_cli.compress.decompose import CompressConfig, compress_model
     from ttsnn_cli.maths.ranks import parse_rank_spec
+    from ttsnn_cli.storage.bundle import get_meta, save_bundle
     from ttsnn_cli.zoo import zoo_entry
 
     torch.manual_seed(0)

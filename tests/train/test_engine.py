@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from ttsnn_cli.data import DataBundle, load_data
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
-from ttsnn_cli.train.engine import TrainConfig, fit, side_paths, trainable_parameters
+from ttsnn_cli.data import DataBundle, load_data
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.layers.conv2d import TTConv2d
 from ttsnn_cli.maths.ranks import parse_rank_spec
+from ttsnn_cli.train.engine import TrainConfig, fit, side_paths, trainable_parameters
 from ttsnn_cli.zoo import zoo_entry
 
 
@@ -131,8 +131,8 @@ def test_trains_a_user_sequential_snntorch_model(tmp_path, small_digits):
 
 
 def test_recomputing_tt_same_gradients_less_saved_memory():
-    from ttsnn_cli.train.memory import recomputing_tt
     from ttsnn_cli.spiking.runner import run_timesteps
+    from ttsnn_cli.train.memory import recomputing_tt
 
     model = compressed().train()
     x = torch.rand(2, 4, 1, 16, 16)

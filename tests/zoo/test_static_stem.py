@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from ttsnn_cli.zoo import static_stem
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model
 from ttsnn_cli.maths.ranks import parse_rank_spec
 from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.zoo import static_stem
 from ttsnn_cli.zoo.msresnet import MSResNet
 
 

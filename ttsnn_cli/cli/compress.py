@@ -9,17 +9,17 @@ from typing import Optional
 
 import typer
 
-from ttsnn_cli.storage.trust import parse_arch_kwargs
-from ttsnn_cli.storage.bundle import ModelIO
-from ttsnn_cli.compress.decompose import NothingToDecompose
 from ttsnn_cli.cli.app import app
 from ttsnn_cli.cli.common import STYLE_HELP, TRUST_ARCH_HELP, check_options, guarded, print_json, trust_scope, warn
 from ttsnn_cli.cli.progress import StepBar
 from ttsnn_cli.cli.render import compress_table
+from ttsnn_cli.compress.decompose import NothingToDecompose
 from ttsnn_cli.compress.job import CompressJob, run_compress
+from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES
 from ttsnn_cli.errors import BadInputError, abbreviate
 from ttsnn_cli.pipeline.recipe import load_recipe, resolve_data_spec, resolve_path
-from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES
+from ttsnn_cli.storage.bundle import ModelIO
+from ttsnn_cli.storage.trust import parse_arch_kwargs
 
 
 class ModeChoice(str, Enum):
@@ -63,7 +63,7 @@ def compress(
     recipe: Optional[Path] = typer.Option(None, help="Recipe whose model and compress sections fill unset options."),
     timesteps: Optional[int] = typer.Option(None, help="Timesteps T (needed by HTT when the model does not say)."),
     input_shape: Optional[str] = typer.Option(None, help="Per-step input shape C,H,W, recorded in the bundle."),
-    layer_types: Optional[str] = typer.Option(None, help="Which layers become TT: comma list of conv2d, conv1d, linear (TT-matrix). Default conv2d,conv1d."),
+    layer_types: Optional[str] = typer.Option(None, help="Which layers become TT: comma list of conv2d, conv1d, linear (TT-matrix), conv2d_grouped (a grouped Conv2d, one TT chain per group, STT). Default conv2d,conv1d."),
     linear_cores: Optional[int] = typer.Option(None, min=1, max=8, help="Cores d of a TT-matrix Linear: in/out features split into d balanced factors (default 3)."),
     svd: str = typer.Option("qr_svd", help="SVD inside tensorly's TT-SVD: qr_svd (default), truncated_svd, symeig_svd, randomized_svd."),
     seed: int = typer.Option(0, help="Seed for initialising a zoo model without checkpoint, and for the calibration subset."),

@@ -11,8 +11,8 @@ from __future__ import annotations
 import signal
 import sys
 
-from ttsnn_cli.train.allocator import keep_freed_memory
 from ttsnn_cli.errors import Interrupted, interruption, record_interruption
+from ttsnn_cli.train.allocator import keep_freed_memory
 
 _CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 

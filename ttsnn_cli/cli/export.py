@@ -8,12 +8,21 @@ from typing import Optional
 
 import typer
 
-from ttsnn_cli.storage.trust import parse_arch_kwargs
-from ttsnn_cli.storage.bundle import ModelIO
 from ttsnn_cli.cli.app import app
-from ttsnn_cli.cli.common import STYLE_HELP, TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope, warn
+from ttsnn_cli.cli.common import (
+    STYLE_HELP,
+    TRUST_ARCH_HELP,
+    check_options,
+    err_console,
+    guarded,
+    print_json,
+    trust_scope,
+    warn,
+)
 from ttsnn_cli.cli.compress import parse_input_shape
 from ttsnn_cli.export import ExportJob, run_export
+from ttsnn_cli.storage.bundle import ModelIO
+from ttsnn_cli.storage.trust import parse_arch_kwargs
 
 
 class LayoutChoice(str, Enum):

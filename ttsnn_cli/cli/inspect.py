@@ -8,11 +8,11 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ttsnn_cli.storage.trust import parse_arch_kwargs
 from ttsnn_cli.cli.app import app
 from ttsnn_cli.cli.common import TRUST_ARCH_HELP, err_console, guarded, print_json, trust_scope
 from ttsnn_cli.report.inspection import describe_model
 from ttsnn_cli.storage.load import load_checkpoint
+from ttsnn_cli.storage.trust import parse_arch_kwargs
 
 
 @app.command()

@@ -10,11 +10,19 @@ import typer
 from rich.table import Table
 
 from ttsnn_cli.cli.app import app
-from ttsnn_cli.cli.common import STYLE_HELP, TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope
+from ttsnn_cli.cli.common import (
+    STYLE_HELP,
+    TRUST_ARCH_HELP,
+    check_options,
+    err_console,
+    guarded,
+    print_json,
+    trust_scope,
+)
 from ttsnn_cli.cli.compress import parse_input_shape
 from ttsnn_cli.errors import GateFailedError
-from ttsnn_cli.report.job import ReportJob, run_report
 from ttsnn_cli.report.gates import GateLimits, failed
+from ttsnn_cli.report.job import ReportJob, run_report
 
 
 @app.command()

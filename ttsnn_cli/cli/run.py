@@ -11,10 +11,10 @@ import typer
 from ttsnn_cli.cli.app import app
 from ttsnn_cli.cli.common import err_console, guarded, print_json, trust_scope
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.storage.outputs import check_output_folder, make_output_folder
 from ttsnn_cli.pipeline.context import RunContext
-from ttsnn_cli.pipeline.run import planned_stages, run_recipe
 from ttsnn_cli.pipeline.recipe import Recipe, check_recipe_inputs, load_recipe, resolve_data_spec, schema_json
+from ttsnn_cli.pipeline.run import planned_stages, run_recipe
+from ttsnn_cli.storage.outputs import check_output_folder, make_output_folder
 
 
 @app.command()

@@ -8,14 +8,22 @@ from typing import Any, Optional
 
 import typer
 
-from ttsnn_cli.storage.trust import parse_arch_kwargs
 from ttsnn_cli.cli.app import app
-from ttsnn_cli.cli.common import STYLE_HELP, TRUST_ARCH_HELP, check_options, err_console, guarded, print_json, trust_scope
+from ttsnn_cli.cli.common import (
+    STYLE_HELP,
+    TRUST_ARCH_HELP,
+    check_options,
+    err_console,
+    guarded,
+    print_json,
+    trust_scope,
+)
 from ttsnn_cli.cli.progress import StepBar
-from ttsnn_cli.train.engine import TrainConfig
-from ttsnn_cli.errors import BadInputError, GateFailedError
 from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES
+from ttsnn_cli.errors import BadInputError, GateFailedError
 from ttsnn_cli.pipeline.sweep import METHODS, SweepJob, run_sweep
+from ttsnn_cli.storage.trust import parse_arch_kwargs
+from ttsnn_cli.train.engine import TrainConfig
 
 
 def parse_targets(text: str) -> list[float]:

@@ -9,9 +9,9 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ttsnn_cli.storage.trust import parse_arch_kwargs
 from ttsnn_cli.cli.app import app
 from ttsnn_cli.cli.common import STYLE_HELP, TRUST_ARCH_HELP, err_console, guarded, print_json, trust_scope
+from ttsnn_cli.storage.trust import parse_arch_kwargs
 from ttsnn_cli.train.engine import TrainConfig
 from ttsnn_cli.train.job import TrainJob, run_train_job
 

@@ -2,8 +2,9 @@
 
 `compress_model` is the library's stage function: it returns the same model object with each
 eligible layer of the chosen types (`--layer-types`, default conv2d,conv1d) replaced by its TT layer
-at the same name (Conv2d -> TTConv2d, Conv1d -> TTConv1d, Linear -> TTLinear), and a data-first
-report of what it did.
+at the same name (Conv2d -> TTConv2d, Conv1d -> TTConv1d, Linear -> TTLinear, a grouped Conv2d ->
+TTConv2dGrouped with `conv2d_grouped`), and a data-first report of what it did. Everything about a
+layer type (eligibility, ranks, growth, decomposition) is its kind's (`ttsnn_cli.kinds`).
 
 Modes and the new types: a Conv1d takes STT or HTT; PTT needs two spatial axes, so `--mode ptt` on a
 model with a Conv1d to decompose is refused in one line naming the layer (a silent STT fallback would
@@ -21,23 +22,18 @@ import torch
 from torch import nn
 
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.maths.layer_ranks import describe_factors, linear_factors, resolve_module_ranks, would_grow
-from ttsnn_cli.layers.conv2d import MODES, Mode, TTConv2d
-from ttsnn_cli.layers.conv1d import PTT_REFUSAL, TTConv1d
-from ttsnn_cli.layers.kinds import DEFAULT_LAYER_TYPES, is_tt_layer, layer_type
-from ttsnn_cli.layers.linear import TTLinear
+from ttsnn_cli.kinds import DEFAULT_LAYER_TYPES, KINDS, LayerKind, is_tt_layer, kind_of
+from ttsnn_cli.layers.conv2d import MODES, Mode
 from ttsnn_cli.maths.ranks import (
     GLOBAL_METHODS,
     RankSpec,
     RankSpecError,
     ResolvedRanks,
     budget_ranks,
-    cap_ranks,
-    parse_ranks,
-    resolve_layer_ranks,
+    parse_rank_spec,
     uniform_ranks,
 )
-from ttsnn_cli.maths.tt import SVD_METHODS, relative_error, tt_param_count
+from ttsnn_cli.maths.tt import SVD_METHODS
 
 
 @dataclass
@@ -56,7 +52,18 @@ class CompressConfig:
     linear_cores: int = 3  # d, the number of TT-matrix cores of a Linear (in/out features split in d factors)
     #: ranks chosen elsewhere (e.g. `sensitivity.choose_ranks` for `sensitivity:X`), by layer name
     chosen_ranks: dict[str, ResolvedRanks] | None = None
-    allow_growth: bool = False  # decompose a Conv2d even when its cores hold more weights than the kernel (--allow-growth)
+    allow_growth: bool = False  # decompose a layer even when its cores hold more weights than the kernel (--allow-growth)
+
+    def __post_init__(self) -> None:
+        """The Python API takes ranks as `--ranks` and `--rank-method` do: 8, "8,16,8" or "budget:8"."""
+        if isinstance(self.ranks, RankSpec):
+            return
+        text = str(self.ranks).strip()
+        method, ranks = (text, None) if ":" in text or text in ("vbmf",) else (None, self.ranks)
+        try:
+            self.ranks = parse_rank_spec(ranks, method, per_layer=bool(self.overrides))
+        except RankSpecError as error:
+            raise BadInputError(f"ranks={self.ranks!r}: {error}") from None
 
 
 @dataclass
@@ -97,20 +104,6 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def skip_reason(conv: nn.Conv2d | nn.Conv1d) -> str | None:
-    """Why a Conv2d or Conv1d cannot (usefully) become TT cores, or None when it can."""
-    if conv.groups != 1:
-        kind = "depthwise" if conv.groups == conv.in_channels == conv.out_channels else "grouped"
-        return f"{kind} conv (groups={conv.groups}): TT cores cannot split channel groups"
-    if conv.kernel_size == (1, 1):
-        return "1x1 conv: already a channel matrix, nothing spatial to split"
-    if conv.kernel_size == (1,):
-        return "1-wide conv: already a channel matrix, nothing spatial to split"
-    if conv.padding_mode not in ("zeros", "reflect", "replicate", "circular"):
-        return f"padding_mode {conv.padding_mode!r} not supported"
-    return None
-
-
 def _compile(patterns: list[str], option: str) -> list[re.Pattern[str]]:
     compiled = []
     for pattern in patterns:
@@ -149,17 +142,15 @@ def _check_overrides(names: list[str], overrides: dict[str, Any]) -> None:
 
 def _type_reason(name: str, module: nn.Module, model: nn.Module, config: CompressConfig) -> str | None:
     """Why a layer of a known type is not decomposed before looking at its shape, or None."""
-    kind = layer_type(module)
-    if kind not in config.layer_types:
-        if kind == "linear":
-            return "Linear: not in --layer-types (add linear to decompose it as a TT-matrix), stays dense"
+    kind = kind_of(module)
+    if kind is None:  # a subclass of a covered class: its forward may do more, so it is not ours to split
         return f"{type(module).__name__}: not in --layer-types ({','.join(config.layer_types)}), stays dense"
+    if kind.name not in config.layer_types:
+        return kind.unselected_reason(module, config.layer_types)
     parent = name.rpartition(".")[0]
     if isinstance(model.get_submodule(parent) if parent else model, nn.MultiheadAttention):
         return "inside MultiheadAttention, which reads the weight directly: stays dense"
-    if isinstance(module, (nn.Conv2d, nn.Conv1d)):
-        return skip_reason(module)
-    return None
+    return kind.skip_reason(module)
 
 
 def plan_layers(model: nn.Module, config: CompressConfig) -> tuple[dict[str, nn.Module], list[LayerReport]]:
@@ -172,7 +163,7 @@ def plan_layers(model: nn.Module, config: CompressConfig) -> tuple[dict[str, nn.
     for name, module in model.named_modules():
         if any(name == t or name.startswith(t + ".") for t in inside_tt):
             continue
-        if not isinstance(module, (nn.Conv2d, nn.Conv1d, nn.Linear)):
+        if kind_of(module, exact=False) is None or is_tt_layer(module):
             continue
         reason = _type_reason(name, module, model, config)
         if reason is None and include and not any(p.search(name) for p in include):
@@ -188,14 +179,20 @@ def plan_layers(model: nn.Module, config: CompressConfig) -> tuple[dict[str, nn.
     return chosen, skipped
 
 
+def _kind(module: nn.Module) -> LayerKind:
+    kind = kind_of(module, exact=False)
+    assert kind is not None, type(module).__name__
+    return kind
+
+
 def _skipped(name: str, module: nn.Module, reason: str) -> LayerReport:
-    is_conv = isinstance(module, (nn.Conv2d, nn.Conv1d))
+    kernel, cin, cout = _kind(module).shape_fields(module)
     return LayerReport(
         name=name,
         type=type(module).__name__,
-        kernel=list(module.kernel_size) if is_conv else None,
-        in_channels=module.in_channels if is_conv else module.in_features,
-        out_channels=module.out_channels if is_conv else module.out_features,
+        kernel=kernel,
+        in_channels=cin,
+        out_channels=cout,
         ranks=None,
         requested_ranks=None,
         params_before=_params(module),
@@ -206,9 +203,10 @@ def _skipped(name: str, module: nn.Module, reason: str) -> LayerReport:
 
 
 def free_layers(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, nn.Conv2d]:
-    """The Conv2d layers a global rank method chooses for: those without a per-layer override."""
-    return {n: c for n, c in chosen.items()
-            if isinstance(c, nn.Conv2d) and _override_for(n, config.overrides) is None}
+    """The layers a global rank method chooses for: those of a `global_budget` kind (Conv2d) without
+    a per-layer override."""
+    return {n: c for n, c in chosen.items()  # type: ignore[misc]
+            if _kind(c).global_budget and _override_for(n, config.overrides) is None}
 
 
 def global_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, ResolvedRanks]:
@@ -236,27 +234,19 @@ def global_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[s
 
 
 def resolve_all_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, ResolvedRanks]:
-    """Effective ranks per chosen layer: Conv2d through `ranks.py`, Conv1d / Linear through
-    `layer_ranks.py` (same methods on their own shapes; the global ones per layer)."""
-    equal = config.mode != "stt"
+    """Effective ranks per chosen layer, by its kind: a `global_budget` kind (Conv2d) takes the
+    shared allocation of a global method, the others that method's per-layer rule (`budget:X` each)."""
     spec = config.ranks
     shared = global_ranks(chosen, config) if spec.method in GLOBAL_METHODS else {}
     resolved = {}
     for name, conv in chosen.items():
         override = _override_for(name, config.overrides)
+        kind = _kind(conv)
+        own = spec
+        if not kind.global_budget and spec.method in GLOBAL_METHODS:
+            own = RankSpec("budget", value=spec.value)
         try:
-            if not isinstance(conv, nn.Conv2d):
-                equal_here = equal and isinstance(conv, nn.Conv1d)
-                own = RankSpec("budget", value=spec.value) if spec.method in GLOBAL_METHODS else spec
-                resolved[name] = resolve_module_ranks(conv, own, override, equal_here, config.linear_cores)
-            elif override is not None:
-                resolved[name] = cap_ranks(tuple(conv.weight.shape), parse_ranks(override), equal)
-            elif name in shared:
-                picked = shared[name]
-                capped = cap_ranks(tuple(conv.weight.shape), picked.effective, equal)
-                resolved[name] = ResolvedRanks(picked.requested, capped.effective, capped.note or picked.note)
-            else:
-                resolved[name] = resolve_layer_ranks(conv.weight, spec, equal)
+            resolved[name] = kind.resolve_ranks(conv, own, override, config.mode, config.linear_cores, shared.get(name))
         except RankSpecError as error:
             raise BadInputError(f"layer {name}: {error}") from None
     return resolved
@@ -264,17 +254,9 @@ def resolve_all_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> d
 
 def _grows(module: nn.Module, ranks: tuple[int, ...], cores: int, allow: bool = False) -> str | None:
     """The skip reason when the TT cores at `ranks` would hold no fewer weights than the dense layer
-    (e.g. a 1-input-channel stem at rank 8: 312 -> 334), else None. `allow` keeps a growing Conv2d
-    (full-rank checks against the dense oracle)."""
-    if not isinstance(module, nn.Conv2d):
-        return would_grow(module, ranks, cores)
-    if allow:
-        return None
-    before, after = module.weight.numel(), tt_param_count(tuple(module.weight.shape), ranks)  # type: ignore[arg-type]
-    if after < before:
-        return None
-    return (f"would grow {before:,} -> {after:,} weights at ranks {','.join(map(str, ranks))}: stays dense "
-            "(lower its ranks under compress.layers to decompose it)")
+    (e.g. a 1-input-channel stem at rank 8: 312 -> 334), else None. `allow` (--allow-growth) keeps a
+    growing layer of every kind (full-rank checks against the dense oracle)."""
+    return _kind(module).grows(module, ranks, cores, allow)
 
 
 class NothingToDecompose(BadInputError):
@@ -303,17 +285,17 @@ def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module,
         raise BadInputError(f"unknown SVD method {config.svd!r}; choose one of {', '.join(SVD_METHODS)}")
     if config.mode == "htt" and not config.timesteps:
         raise BadInputError("HTT needs the number of timesteps: pass --timesteps T (or set model.timesteps in the recipe)")
-    unknown = [t for t in config.layer_types if t not in ("conv2d", "conv1d", "linear")]
+    unknown = [t for t in config.layer_types if t not in KINDS]
     if unknown or not config.layer_types:
-        raise BadInputError(f"--layer-types takes a comma list of conv2d, conv1d, linear; got {','.join(config.layer_types)!r}")
+        raise BadInputError(f"--layer-types takes a comma list of {', '.join(KINDS)}; got {','.join(config.layer_types)!r}")
     if config.linear_cores < 1:
         raise BadInputError(f"--linear-cores must be at least 1, got {config.linear_cores}")
     params_total_before = _params(model)
     chosen, reports = plan_layers(model, config)
-    if config.mode == "ptt":
-        conv1d = next((n for n, m in chosen.items() if isinstance(m, nn.Conv1d)), None)
-        if conv1d is not None:
-            raise BadInputError(f"layer {conv1d}: {PTT_REFUSAL}; use --mode stt/htt or drop conv1d from --layer-types")
+    for name, module in chosen.items():
+        refusal = _kind(module).mode_refusal(config.mode)
+        if refusal is not None:
+            raise BadInputError(f"layer {name}: {refusal}")
     if not chosen:
         raise NothingToDecompose(model, config, reports)
     _check_overrides(list(chosen), config.overrides)
@@ -333,14 +315,15 @@ def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module,
         ranks = resolved[name]
         with torch.no_grad():
             layer, error, note = _decompose_one(conv, ranks.effective, config)
-        is_conv = not isinstance(conv, nn.Linear)
+        kind = _kind(conv)
+        kernel, cin, cout = kind.shape_fields(conv)
         reports.append(
             LayerReport(
                 name=name,
-                type={"conv2d": "Conv2d", "conv1d": "Conv1d", "linear": "Linear"}[layer_type(conv) or "conv2d"],
-                kernel=list(conv.kernel_size) if is_conv else None,
-                in_channels=conv.in_channels if is_conv else conv.in_features,
-                out_channels=conv.out_channels if is_conv else conv.out_features,
+                type=kind.label,
+                kernel=kernel,
+                in_channels=cin,
+                out_channels=cout,
                 ranks=list(ranks.effective),
                 requested_ranks=list(ranks.requested),
                 params_before=_params(conv),
@@ -373,15 +356,4 @@ def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module,
 
 def _decompose_one(module: nn.Module, ranks: tuple[int, ...], config: CompressConfig) -> tuple[nn.Module, float, str | None]:
     """The TT layer for one chosen layer, its relative error against the dense weight, and a note."""
-    if isinstance(module, nn.Conv2d):
-        layer = TTConv2d.from_conv(module, ranks, config.mode, config.timesteps, config.svd)  # type: ignore[arg-type]
-        return layer, relative_error(layer.effective_kernel(), module.weight), None
-    if isinstance(module, nn.Conv1d):
-        conv1d = TTConv1d.from_conv(module, ranks, config.mode, config.timesteps, config.svd)  # type: ignore[arg-type]
-        return conv1d, relative_error(conv1d.effective_kernel(), module.weight), None
-    out_f, in_f = linear_factors(module, config.linear_cores)  # type: ignore[arg-type]
-    linear = TTLinear.from_linear(module, ranks, in_f, out_f, config.svd)  # type: ignore[arg-type]
-    note = describe_factors(module, config.linear_cores)
-    if config.mode != "stt":
-        note += f" (no spatial cores: runs the exact chain in {config.mode.upper()} too)"
-    return linear, relative_error(linear.effective_weight(), module.weight), note
+    return _kind(module).decompose(module, ranks, config.mode, config.timesteps, config.svd, config.linear_cores)

@@ -12,16 +12,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ttsnn_cli.storage.trust import build_arch, zoo_io
+from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers
+from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES, Progress, sensitivity_ranks
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.kinds import parse_layer_types
+from ttsnn_cli.maths.ranks import RankSpecError, parse_rank_spec
+from ttsnn_cli.spiking.runner import check_style, resolve_timesteps
 from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
 from ttsnn_cli.storage.load import load_checkpoint
-from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers
-from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.storage.outputs import check_output_path
-from ttsnn_cli.maths.ranks import RankSpecError, parse_rank_spec
-from ttsnn_cli.layers.kinds import parse_layer_types
-from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES, Progress, sensitivity_ranks
-from ttsnn_cli.spiking.runner import check_style, resolve_timesteps
+from ttsnn_cli.storage.trust import build_arch, zoo_io
 
 
 @dataclass

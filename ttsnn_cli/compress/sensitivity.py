@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ttsnn_cli.data import DataBundle, encode
-from ttsnn_cli.layers.conv2d import Mode, TTConv2d
+from ttsnn_cli.kinds import kind_of
+from ttsnn_cli.layers.conv2d import Mode
 from ttsnn_cli.maths.ranks import Ranks, ResolvedRanks
-from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.maths.tt import max_tt_ranks, tt_param_count
+from ttsnn_cli.spiking.runner import run_timesteps
 
 Progress = Callable[[dict[str, Any]], None]  # an event sink, as the training engine takes
 
@@ -157,10 +158,12 @@ def measure_sensitivity(
         report({"kind": "sensitivity_start", "total": total, "layers": len(plan), "dense_loss": base})
         curves = {}
         for name, conv in layers.items():
+            kind = kind_of(conv)
+            assert kind is not None and kind.global_budget, name
             points = []
             for ranks in plan[name]:
                 with torch.no_grad():
-                    layer = TTConv2d.from_conv(conv, ranks, mode, timesteps, svd).eval()
+                    layer = kind.build(conv, ranks, mode, timesteps, svd, 0).eval()
                 model.set_submodule(name, layer)
                 try:
                     loss = calibration_loss(model, calibration)

@@ -16,6 +16,8 @@ model and swaps, in the copy only:
   `TTConv1d` folds the same way into Conv1d layers (`DenseFolded1d`), a `TTLinear` into the
   nn.Linear of its reconstructed weight; an HTT `TTConv1d` without folding becomes an `HTTStep`
   too (its full path is the chain core3(core2(A)), its reduced path core3(A) at the centre tap).
+  Each TT layer's replacement is its kind's (`LayerKind.export_replacement`; the classes live in
+  `ttsnn_cli.kinds`, re-exported here); a grouped TT conv folds into one grouped conv.
 Layers are swapped before neurons, so a recurrent neuron's own (TT) conv is swapped too. Any other
 neuron or time-aware module is refused with its name and the reason (exit 3).
 
@@ -26,19 +28,14 @@ The wrappers: `Unrolled` maps x[T, B, ...] -> y[T, B, ...] (T baked in, batch dy
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.neuron_slot import NeuronSlot
-from ttsnn_cli.layers.conv2d import TTConv2d
-from ttsnn_cli.layers.conv1d import TTConv1d
-from ttsnn_cli.layers.linear import TTLinear
+from ttsnn_cli.kinds import is_tt_layer, kind_of
 from ttsnn_cli.spiking.neurons import MultiStepLIF
 from ttsnn_cli.spiking.runner import execution_style, first_output
 from ttsnn_cli.spiking.state import TimeAware, is_neuron, reset_states
@@ -69,140 +66,6 @@ class StepContext:
 LeakySlot = NeuronSlot  # the name of the Leaky-only slot this generalises (kept for callers)
 
 
-class HTTStep(nn.Module):
-    """An HTT TTConv2d whose path follows the context's timestep (see the module docstring)."""
-
-    def __init__(self, name: str, layer: TTConv2d | TTConv1d, context: StepContext) -> None:
-        super().__init__()
-        self.slot_name, self.layer, self.context = name, layer, context
-        assert layer.timesteps is not None
-        self.full_steps = math.ceil(layer.timesteps / 2)
-        self.conv1d = isinstance(layer, TTConv1d)
-
-    def _a(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.layer.core1(x)
-        return a if self.layer._mode_pad is None else F.pad(a, self.layer._mode_pad, mode=self.layer.padding_mode)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self._a(x)
-        step = _timestep(self.context, self.slot_name)
-        layer = self.layer
-        path, last = (layer._chain, layer.core3) if self.conv1d else (layer._parallel, layer.core4)  # type: ignore[union-attr]
-        if isinstance(step, torch.Tensor):
-            return torch.where(step < self.full_steps, last(path(a)), last(layer._reduced(a)))
-        if step < self.full_steps:
-            return last(path(a))
-        return last(layer._reduced(a))
-
-
-def _timestep(context: StepContext, name: str) -> int | torch.Tensor:
-    """The step tensor in step mode, else this layer's own call count (as TTConv2d counts calls)."""
-    if isinstance(context.step, torch.Tensor):
-        return context.step
-    count = context.calls.get(name, 0)
-    context.calls[name] = count + 1
-    return count
-
-
-class DenseFolded(nn.Module):
-    """A TTConv2d folded back into dense convs (`--reconstruct-dense`); exact up to float rounding."""
-
-    def __init__(self, name: str, layer: TTConv2d, context: StepContext) -> None:
-        super().__init__()
-        self.slot_name, self.context, self.mode = name, context, layer.mode
-        self.stride, self.dilation = layer.stride, layer.dilation
-        self.mode_pad, self.padding_mode = layer._mode_pad, layer.padding_mode
-        left, right, top, bottom = (0, 0, 0, 0) if layer._mode_pad is not None else layer.padding
-        symmetric = left == right and top == bottom
-        self.pads = None if symmetric else (left, right, top, bottom)
-        padding = (top, left) if symmetric else (0, 0)
-        weight = layer.effective_kernel().to(layer.core1.weight.dtype)
-        bias = layer.core4.bias
-        self.full = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, padding,
-                              layer.dilation, bias=bias is not None)
-        with torch.no_grad():
-            self.full.weight.copy_(weight)
-            if bias is not None:
-                self.full.bias.copy_(bias)
-        self.reduced: nn.Conv2d | None = None
-        if layer.mode == "htt":
-            assert layer.timesteps is not None
-            self.full_steps = math.ceil(layer.timesteps / 2)
-            self.pad_reduced = layer._pad_reduced
-            self.reduced = nn.Conv2d(layer.in_channels, layer.out_channels, 1, bias=bias is not None)
-            with torch.no_grad():
-                self.reduced.weight.copy_(layer.reduced_kernel().to(weight.dtype)[:, :, None, None])
-                if bias is not None:
-                    self.reduced.bias.copy_(bias)
-
-    def _full(self, x: torch.Tensor) -> torch.Tensor:
-        return self.full(x if self.pads is None else F.pad(x, self.pads))
-
-    def _reduced(self, x: torch.Tensor) -> torch.Tensor:
-        assert self.reduced is not None
-        sh, sw = self.stride
-        return self.reduced(F.pad(x, self.pad_reduced)[..., ::sh, ::sw])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode_pad is not None:
-            x = F.pad(x, self.mode_pad, mode=self.padding_mode)
-        if self.reduced is None:
-            return self._full(x)
-        step = _timestep(self.context, self.slot_name)
-        if isinstance(step, torch.Tensor):
-            return torch.where(step < self.full_steps, self._full(x), self._reduced(x))
-        return self._full(x) if step < self.full_steps else self._reduced(x)
-
-
-class DenseFolded1d(nn.Module):
-    """A TTConv1d folded back into dense Conv1d layers (`--reconstruct-dense`), as DenseFolded."""
-
-    def __init__(self, name: str, layer: TTConv1d, context: StepContext) -> None:
-        super().__init__()
-        self.slot_name, self.context, self.stride = name, context, layer.stride
-        self.mode_pad, self.padding_mode = layer._mode_pad, layer.padding_mode
-        left, right = (0, 0) if layer._mode_pad is not None else layer.padding
-        self.pads = None if left == right else (left, right)
-        bias = layer.core3.bias
-        self.full = nn.Conv1d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                              left if left == right else 0, layer.dilation, bias=bias is not None)
-        dtype = layer.core1.weight.dtype
-        self.reduced: nn.Conv1d | None = None
-        if layer.mode == "htt":
-            assert layer.timesteps is not None
-            self.full_steps, self.pad_reduced = math.ceil(layer.timesteps / 2), layer._pad_reduced
-            self.reduced = nn.Conv1d(layer.in_channels, layer.out_channels, 1, bias=bias is not None)
-        with torch.no_grad():
-            self.full.weight.copy_(layer.effective_kernel().to(dtype))
-            if self.reduced is not None:
-                self.reduced.weight.copy_(layer.reduced_kernel().to(dtype)[:, :, None])
-            for conv in (self.full, self.reduced):
-                if conv is not None and bias is not None:
-                    conv.bias.copy_(bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode_pad is not None:
-            x = F.pad(x, self.mode_pad, mode=self.padding_mode)
-        full = self.full(x if self.pads is None else F.pad(x, self.pads))
-        if self.reduced is None:
-            return full
-        reduced = self.reduced(F.pad(x, self.pad_reduced)[..., :: self.stride])
-        step = _timestep(self.context, self.slot_name)
-        if isinstance(step, torch.Tensor):
-            return torch.where(step < self.full_steps, full, reduced)
-        return full if step < self.full_steps else reduced
-
-
-def dense_linear(layer: TTLinear) -> nn.Linear:
-    """The nn.Linear of a TT-matrix's reconstructed weight (`--reconstruct-dense`, NIR)."""
-    linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-    with torch.no_grad():
-        linear.weight.copy_(layer.effective_weight().to(linear.weight.dtype))
-        if layer.bias is not None:
-            linear.bias.copy_(layer.bias)
-    return linear.to(layer.cores[0].dtype)
-
-
 @dataclass
 class ExportCopy:
     """The rewritten copy, its context, its style, and what was swapped (for reports)."""
@@ -228,21 +91,16 @@ def prepare_export_copy(model: nn.Module, reconstruct_dense: bool = False) -> Ex
     # layers first (a recurrent neuron's own conv may be an HTT layer), then the neurons around them
     for name, module in list(work.named_modules()):
         if not name:
-            if isinstance(module, (MultiStepLIF, TTConv2d, TTConv1d, TTLinear)) or is_neuron(module):
+            if isinstance(module, MultiStepLIF) or is_tt_layer(module) or is_neuron(module):
                 raise BadInputError("the model is a single neuron or layer; export a network")
             continue
         if _inside_swapped(name, folded):
             continue
         replacement: nn.Module | None = None
-        if isinstance(module, (TTConv2d, TTConv1d)):
-            htt = htt or module.mode == "htt"
-            if reconstruct_dense:
-                fold = DenseFolded1d if isinstance(module, TTConv1d) else DenseFolded
-                replacement = fold(name, module, context)  # type: ignore[arg-type]
-            elif module.mode == "htt":
-                replacement = HTTStep(name, module, context)
-        elif isinstance(module, TTLinear) and reconstruct_dense:
-            replacement = dense_linear(module)
+        kind = kind_of(module)
+        if kind is not None and kind.owns_tt(module):
+            htt = htt or getattr(module, "mode", None) == "htt"
+            replacement = kind.export_replacement(name, module, context, reconstruct_dense)
         elif isinstance(module, TimeAware) and not isinstance(module, MultiStepLIF):
             raise BadInputError(f"layer {name} ({type(module).__name__}) depends on the timestep in a way export does not know")
         if replacement is not None:

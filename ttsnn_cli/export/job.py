@@ -14,12 +14,12 @@ from typing import Any
 
 from torch import nn
 
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.spiking.runner import apply_style, resolve_timesteps
 from ttsnn_cli.storage.bundle import ModelIO, get_meta, tt_config
 from ttsnn_cli.storage.load import load_checkpoint
-from ttsnn_cli.storage.trust import zoo_io
-from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.storage.outputs import check_output_path
-from ttsnn_cli.spiking.runner import apply_style, resolve_timesteps
+from ttsnn_cli.storage.trust import zoo_io
 
 MODES = ("unrolled", "step")
 

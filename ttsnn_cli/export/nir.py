@@ -29,6 +29,9 @@ Mapping:
   dilation), `<name>.core3` (1, r2 -> Cout, bias); symmetric zero padding only, as for Conv2d.
 - TTLinear (a TT-matrix) -> one Affine of its reconstructed weight (NIR has no tensor contraction
   node); the node's metadata says so and records the factors and ranks.
+- a grouped TT conv (`conv2d_grouped`) -> three Conv2d nodes, core1, the merged middle cores per
+  group and core4, each as its block-diagonal dense kernel (nir 1.0.8 mistypes grouped convs).
+  Each layer type's mapping above is its kind's (`LayerKind.nir_nodes`, in `ttsnn_cli.kinds`).
 - Linear -> Affine (Linear when bias-free); AvgPool2d -> AvgPool2d; Flatten -> Flatten (dims
   without the batch); digits_csnn's global average pool -> AvgPool2d over the whole map + Flatten.
 Graph metadata: the TT mode and each layer's ranks, T, and the LIF mapping.
@@ -44,17 +47,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttsnn_cli.storage.bundle import tt_config
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.nir_neurons import DT, neuron_node, one_to_one_node, recurrent_module, reset_notes
-from ttsnn_cli.storage.outputs import atomic_output
-from ttsnn_cli.layers.conv2d import TTConv2d
-from ttsnn_cli.layers.conv1d import TTConv1d, conv1d_padding
+from ttsnn_cli.kinds import kind_of
 from ttsnn_cli.spiking.neurons import MultiStepLIF
 from ttsnn_cli.spiking.runner import execution_style
 from ttsnn_cli.spiking.state import is_neuron
-from ttsnn_cli.maths.tt import centre_tap
-from ttsnn_cli.layers.linear import TTLinear
+from ttsnn_cli.storage.bundle import tt_config
+from ttsnn_cli.storage.outputs import atomic_output
 
 _SKIP = (nn.Identity, nn.Dropout)
 
@@ -97,108 +97,6 @@ def _flatten_sequential(seq: nn.Sequential, prefix: str) -> list[tuple[str, nn.M
     return chain
 
 
-def _np(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().cpu().to(torch.float32).numpy()
-
-
-def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval BatchNorm as y = scale * x + shift (float64)."""
-    var = bn.running_var.double() if bn.running_var is not None else torch.ones(bn.num_features, dtype=torch.float64)
-    mean = bn.running_mean.double() if bn.running_mean is not None else torch.zeros(bn.num_features, dtype=torch.float64)
-    weight = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
-    bias = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
-    scale = weight / torch.sqrt(var + bn.eps)
-    return scale, bias - mean * scale
-
-
-def _symmetric_padding(name: str, pads: tuple[int, int, int, int], padding_mode: str) -> tuple[int, int]:
-    left, right, top, bottom = pads
-    if padding_mode != "zeros":
-        raise BadInputError(f"layer {name}: padding_mode {padding_mode!r} has no NIR equivalent (zeros only)")
-    if left != right or top != bottom:
-        raise BadInputError(f"layer {name}: asymmetric padding {pads} has no NIR equivalent (Conv2d takes one symmetric padding)")
-    return (top, left)
-
-
-def _conv_node(name: str, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any, padding: Any, dilation: Any, groups: int,
-               hw: tuple[int, int], metadata: dict[str, Any] | None = None) -> Any:
-    import nir
-
-    bias_np = _np(bias) if bias is not None else np.zeros(weight.shape[0], dtype=np.float32)
-    padding, dilation = list(padding), tuple(dilation)
-    kh, kw = weight.shape[2], weight.shape[3]
-    if kh != kw:  # NIR infers shapes from kh alone: embed the kernel in a square one (exact)
-        if (kh - kw) % 2:
-            raise BadInputError(f"layer {name}: a {kh}x{kw} kernel cannot be embedded in a square kernel symmetrically "
-                                "(NIR's Conv2d shape inference assumes square kernels)")
-        axis, extra = (3, (kh - kw) // 2) if kh > kw else (2, (kw - kh) // 2)
-        pad = (extra, extra, 0, 0) if axis == 3 else (0, 0, extra, extra)
-        weight = torch.nn.functional.pad(weight, pad)
-        padding[axis - 2] += extra * dilation[axis - 2]  # the zero taps shift the origin by extra dilated taps
-    node = nir.Conv2d(input_shape=tuple(hw), weight=_np(weight), stride=tuple(stride), padding=tuple(padding),
-                      dilation=dilation, groups=groups, bias=bias_np, metadata=metadata or {})
-    return node
-
-
-def _fold(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if bn is None:
-        return weight, bias
-    scale, shift = _bn_affine(bn)  # type: ignore[arg-type]
-    base = bias.double() if bias is not None else torch.zeros_like(shift)
-    return weight.double() * scale.reshape(-1, *[1] * (weight.dim() - 1)), base * scale + shift
-
-
-def _conv1d_node(name: str, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int, dilation: int,
-                 length: int, metadata: dict[str, Any] | None = None) -> Any:
-    import nir
-
-    bias_np = _np(bias) if bias is not None else np.zeros(weight.shape[0], dtype=np.float32)
-    return nir.Conv1d(input_shape=length, weight=_np(weight), stride=stride, padding=padding, dilation=dilation,
-                      groups=1, bias=bias_np, metadata=metadata or {})
-
-
-def _conv1d_nodes(name: str, module: nn.Module, bn: nn.Module | None, x: torch.Tensor) -> tuple[list[tuple[str, Any]], torch.Tensor]:
-    """A Conv1d (one node) or a TTConv1d (three nodes); zero, symmetric padding only."""
-    length = int(x.shape[-1])
-    y = module(x)
-    y = bn(y) if bn is not None else y
-    if isinstance(module, TTConv1d):
-        if module.mode != "stt":
-            raise BadInputError(f"layer {name}: HTT switches path at t = ceil(T/2) and a NIR graph is time-invariant; "
-                                "export ONNX, or re-compress in stt for NIR")
-        left, right = module.padding
-        if module.padding_mode != "zeros" or left != right:
-            raise BadInputError(f"layer {name}: padding {module.padding} ({module.padding_mode}) has no NIR Conv1d equivalent "
-                                "(zeros, symmetric only)")
-        meta = {"tt_layer": name, "tt_mode": module.mode, "tt_ranks": list(module.ranks)}
-        a = module.core1(x)
-        weight, bias = _fold(module.core3.weight.detach(), module.core3.bias, bn)
-        return [(f"{name}.core1", _conv1d_node(name, module.core1.weight.detach(), None, 1, 0, 1, length, {**meta, "tt_core": "G1"})),
-                (f"{name}.core2", _conv1d_node(name, module.core2.weight.detach(), None, module.stride, left, module.dilation,
-                                               length, {**meta, "tt_core": "G2"})),
-                (f"{name}.core3", _conv1d_node(name, weight, bias, 1, 0, 1, int(module._chain(a).shape[-1]),
-                                               {**meta, "tt_core": "G3"}))], y
-    left, right = conv1d_padding(module)  # type: ignore[arg-type]
-    if module.padding_mode != "zeros" or left != right or module.groups != 1:
-        raise BadInputError(f"layer {name}: Conv1d with padding {(left, right)} ({module.padding_mode}) or groups "
-                            f"{module.groups} has no NIR equivalent here (zeros, symmetric, groups 1)")
-    weight, bias = _fold(module.weight.detach(), module.bias, bn)
-    return [(name, _conv1d_node(name, weight, bias, module.stride[0], left, module.dilation[0], length))], y
-
-
-def tt_middle_kernel(layer: TTConv2d) -> torch.Tensor:
-    """The merged middle cores (r3, r1, kh, kw), float64: STT chain or PTT cross (module docstring)."""
-    w2 = layer.core2.weight.detach().double()[:, :, :, 0]  # (r2, r1, kh)
-    w3 = layer.core3.weight.detach().double()[:, :, 0, :]  # (r3, r2, kw)
-    kh, kw = layer.kernel_size
-    if layer.mode == "stt":
-        return torch.einsum("cbj,bai->caij", w3, w2)
-    kernel = torch.zeros(w3.shape[0], w2.shape[1], kh, kw, dtype=torch.float64)
-    kernel[:, :, :, centre_tap(kw)] += w2.permute(0, 1, 2) / 2
-    kernel[:, :, centre_tap(kh), :] += w3 / 2
-    return kernel
-
-
 def build_nir_graph(model: nn.Module, timesteps: int, input_shape: tuple[int, ...]) -> Any:
     """The NIR graph of `model` (a chain); see the module docstring for the mapping."""
     import nir
@@ -221,7 +119,8 @@ def build_nir_graph(model: nn.Module, timesteps: int, input_shape: tuple[int, ..
                 continue
             following = chain[index + 1][1] if index + 1 < len(chain) else None
             bn = following if isinstance(following, (nn.BatchNorm2d, nn.BatchNorm1d)) else None
-            consumed = 2 if bn is not None and isinstance(module, (nn.Conv2d, TTConv2d, nn.Conv1d, TTConv1d)) else 1
+            kind = kind_of(module, exact=False)
+            consumed = 2 if bn is not None and kind is not None and kind.folds_batchnorm else 1
             new_nodes, x = _convert(name, module, bn if consumed == 2 else None, x)
             for node_name, node in new_nodes:
                 nodes[node_name] = node
@@ -293,41 +192,9 @@ def _convert(name: str, module: nn.Module, bn: nn.BatchNorm2d | None, x: torch.T
     import nir
 
     hw = (int(x.shape[2]), int(x.shape[3])) if x.dim() == 4 else (0, 0)
-    if isinstance(module, TTConv2d):
-        if module.mode == "htt":
-            raise BadInputError(f"layer {name}: HTT switches path at t = ceil(T/2) and a NIR graph is time-invariant; "
-                                "export ONNX, or re-compress in stt/ptt for NIR")
-        padding = _symmetric_padding(name, module.padding, module.padding_mode)
-        meta = {"tt_layer": name, "tt_mode": module.mode, "tt_ranks": list(module.ranks)}
-        first = _conv_node(name, module.core1.weight.detach(), None, (1, 1), (0, 0), (1, 1), 1, hw, {**meta, "tt_core": "G1"})
-        a = module.core1(x)
-        middle_kernel = tt_middle_kernel(module)
-        middle = _conv_node(name, middle_kernel, None, module.stride, padding, module.dilation, 1, hw, {**meta, "tt_core": "G2G3"})
-        a = torch.nn.functional.conv2d(a.double(), middle_kernel, None, module.stride, padding, module.dilation).float()
-        weight, bias = _fold(module.core4.weight.detach(), module.core4.bias, bn)
-        last = _conv_node(name, weight, bias, (1, 1), (0, 0), (1, 1), 1, (int(a.shape[2]), int(a.shape[3])), {**meta, "tt_core": "G4"})
-        y = module(x)
-        y = bn(y) if bn is not None else y
-        return [(f"{name}.core1", first), (f"{name}.core23", middle), (f"{name}.core4", last)], y
-    if isinstance(module, (nn.Conv1d, TTConv1d)):
-        return _conv1d_nodes(name, module, bn, x)
-    if isinstance(module, TTLinear):
-        weight = module.effective_weight()
-        meta = {"tt_layer": name, "tt_matrix": "reconstructed Affine: NIR has no tensor-contraction node, so the "
-                "TT-matrix cores are multiplied out", "in_factors": list(module.in_factors),
-                "out_factors": list(module.out_factors), "tt_ranks": list(module.ranks)}
-        node = (nir.Affine(weight=_np(weight), bias=_np(module.bias), metadata=meta) if module.bias is not None
-                else nir.Linear(weight=_np(weight), metadata=meta))
-        return [(name, node)], module(x)
-    if isinstance(module, nn.Conv2d):
-        if isinstance(module.padding, str):
-            raise BadInputError(f"layer {name}: string padding {module.padding!r} is not exported; give explicit padding")
-        padding = _symmetric_padding(name, (module.padding[1], module.padding[1], module.padding[0], module.padding[0]),
-                                     module.padding_mode)
-        weight, bias = _fold(module.weight.detach(), module.bias, bn)
-        node = _conv_node(name, weight, bias, module.stride, padding, module.dilation, module.groups, hw)
-        y = module(x)
-        return [(name, node)], (bn(y) if bn is not None else y)
+    kind = kind_of(module, exact=False)
+    if kind is not None:  # conv, linear and their TT layers: the kind's mapping
+        return kind.nir_nodes(name, module, bn, x)
     if isinstance(module, nn.AvgPool2d):
         if module.ceil_mode or not module.count_include_pad and module.padding:
             raise BadInputError(f"layer {name}: AvgPool2d with ceil_mode or count_include_pad=False is not exported")
@@ -344,10 +211,6 @@ def _convert(name: str, module: nn.Module, bn: nn.BatchNorm2d | None, x: torch.T
         start = module.start_dim - 1 if module.start_dim > 0 else module.start_dim
         end = module.end_dim - 1 if module.end_dim > 0 else module.end_dim
         node = nir.Flatten(input_type={"input": np.array(x.shape[1:])}, start_dim=start, end_dim=end)
-        return [(name, node)], module(x)
-    if isinstance(module, nn.Linear):
-        node = (nir.Affine(weight=_np(module.weight), bias=_np(module.bias)) if module.bias is not None
-                else nir.Linear(weight=_np(module.weight)))
         return [(name, node)], module(x)
     if isinstance(module, _SKIP):
         return [], module(x)

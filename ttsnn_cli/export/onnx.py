@@ -28,11 +28,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ttsnn_cli.storage.bundle import tt_config
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.functional import ExportCopy, Stepper, Unrolled, prepare_export_copy
-from ttsnn_cli.storage.outputs import atomic_write_bytes
 from ttsnn_cli.spiking.runner import execution_style, own_loop_layout, run_timesteps
+from ttsnn_cli.storage.bundle import tt_config
+from ttsnn_cli.storage.outputs import atomic_write_bytes
 
 ExportMode = Literal["unrolled", "step"]
 

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ttsnn_cli.maths import tt
 from ttsnn_cli.layers.hooks import has_hooks
+from ttsnn_cli.maths import tt
 from ttsnn_cli.spiking.state import TimeAware
 
 Mode = Literal["stt", "ptt", "htt"]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hw.yamlload import load_yaml
 from ttsnn_cli.errors import BadInputError, abbreviate
+from ttsnn_cli.kinds import DEFAULT_LAYER_TYPES, LAYER_TYPES
 from ttsnn_cli.storage.read import read_bytes
 from ttsnn_cli.storage.schema import validated
 from ttsnn_cli.storage.trust import ArchSpec, JsonKwargs
@@ -51,9 +52,10 @@ class CompressSection(Section):
         default_factory=dict, description="per-layer ranks by module name (or a regex matching whole names)"
     )
     svd: Literal["qr_svd", "truncated_svd", "symeig_svd", "randomized_svd"] = "qr_svd"
-    layer_types: list[Literal["conv2d", "conv1d", "linear"]] = Field(
-        default_factory=lambda: ["conv2d", "conv1d"], min_length=1,
-        description="which dense layers become TT layers: conv2d, conv1d, linear (TT-matrix)")
+    layer_types: list[Literal[LAYER_TYPES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(DEFAULT_LAYER_TYPES), min_length=1,
+        description="which dense layers become TT layers: " + ", ".join(LAYER_TYPES)
+        + " (linear: a TT-matrix; conv2d_grouped: one TT chain per group)")
     linear_cores: int = Field(3, ge=1, le=8, description="cores d of a TT-matrix Linear (features split in d factors)")
     data: str | None = Field(None, description="sensitivity:X calibration data (default: the recipe's `data`)")
     calib_samples: int = Field(256, ge=1, description="training samples sensitivity:X measures the loss on")
@@ -188,9 +190,9 @@ def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
 def check_recipe_inputs(recipe: Recipe, base: Path) -> None:
     """What can be checked before any stage runs (and before a run folder is made): the model's
     checkpoint is a readable file, zoo kwargs fit the factory, training devices exist."""
-    from ttsnn_cli.train.engine import check_device
     from ttsnn_cli.storage.read import open_regular_file
     from ttsnn_cli.storage.trust import check_zoo_kwargs
+    from ttsnn_cli.train.engine import check_device
 
     checkpoint = resolve_path(base, recipe.model.checkpoint)
     if checkpoint is not None:

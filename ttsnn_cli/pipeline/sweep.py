@@ -27,18 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from ttsnn_cli.storage.trust import zoo_io
-from ttsnn_cli.storage.bundle import ModelIO, file_checksum, get_meta, save_bundle
-from ttsnn_cli.storage.load import load_checkpoint
-from ttsnn_cli.data import DataBundle, load_data
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers
-from ttsnn_cli.train.engine import Progress, TrainConfig, evaluate, fit, resolve_device
-from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.storage.outputs import atomic_write_text, check_output_path
-from ttsnn_cli.layers.conv2d import MODES
-from ttsnn_cli.maths.ranks import RankSpec
-from ttsnn_cli.report.counting import count_model
-from ttsnn_cli.spiking.runner import check_style
 from ttsnn_cli.compress.sensitivity import (
     DEFAULT_CALIB_SAMPLES,
     calibration_set,
@@ -47,7 +36,18 @@ from ttsnn_cli.compress.sensitivity import (
     measure_sensitivity,
     sensitivity_ranks,
 )
+from ttsnn_cli.data import DataBundle, load_data
 from ttsnn_cli.data.compat import check_compatible
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.layers.conv2d import MODES
+from ttsnn_cli.maths.ranks import RankSpec
+from ttsnn_cli.report.counting import count_model
+from ttsnn_cli.spiking.runner import check_style
+from ttsnn_cli.storage.bundle import ModelIO, file_checksum, get_meta, save_bundle
+from ttsnn_cli.storage.load import load_checkpoint
+from ttsnn_cli.storage.outputs import atomic_write_text, check_output_path
+from ttsnn_cli.storage.trust import zoo_io
+from ttsnn_cli.train.engine import Progress, TrainConfig, evaluate, fit, resolve_device
 
 METHODS = ("budget", "uniform", "sensitivity", "vbmf")
 TARGETLESS = ("vbmf",)

@@ -27,13 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-import math
-
-from ttsnn_cli.layers.kinds import is_tt_layer
-from ttsnn_cli.layers.linear import TTLinear
+from ttsnn_cli.kinds import LayerKind, is_tt_layer, kind_of, leaf_kind
+from ttsnn_cli.kinds.base import spatial
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.spiking.state import reset_states
 
@@ -69,41 +66,10 @@ class Profile:
         return self.steps * self.batch
 
 
-CONVS = (nn.Conv2d, nn.Conv1d)
-LEAVES = (nn.Conv2d, nn.Conv1d, nn.Linear, TTLinear)
-
-
-def _conv_window(conv: nn.Conv2d | nn.Conv1d) -> int:
-    return (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
-
-
-def _map(t: torch.Tensor) -> tuple[int, int]:
-    """The spatial size of a conv input/output: (H, W), or (1, L) for a Conv1d."""
-    return (int(t.shape[-2]), int(t.shape[-1])) if t.dim() == 4 else (1, int(t.shape[-1]))
-
-
-def _first_step_fanout(layer: TTLinear) -> int:
-    """Values a TT-matrix's first contraction writes per input element: m_1 r_1."""
-    return layer.out_factors[0] * (layer.ranks[0] if layer.ranks else 1)
-
-
-def _exact_acs(module: nn.Module, x: torch.Tensor) -> int:
-    """Accumulates a spike input costs: each output sums the nonzero inputs in its window."""
-    nz = (x != 0).to(torch.float32)
-    if isinstance(module, nn.Linear):
-        return int(nz.sum().item()) * module.out_features
-    if isinstance(module, TTLinear):
-        return int(nz.sum().item()) * _first_step_fanout(module)
-    conv: nn.Conv2d = module  # type: ignore[assignment]
-    if conv.groups != 1:
-        return 0
-    ones = torch.ones(1, conv.in_channels, *conv.kernel_size, dtype=torch.float32, device=x.device)
-    padding = conv.padding if conv.padding_mode == "zeros" else 0
-    if conv.padding_mode != "zeros" and any(conv.padding if not isinstance(conv.padding, str) else (1,)):
-        nz = F.pad(nz, conv._reversed_padding_repeated_twice)  # the padded values of a spike map
-    run = F.conv1d if isinstance(conv, nn.Conv1d) else F.conv2d
-    counts = run(nz, ones, None, conv.stride, padding, conv.dilation)
-    return int(counts.sum().item()) * conv.out_channels
+def _cored(module: nn.Module) -> bool:
+    """A TT layer built of core leaves (reported as one row summing its cores)."""
+    kind = kind_of(module)
+    return kind is not None and kind.owns_tt(module) and kind.has_cores
 
 
 def profile_model(model: nn.Module, inputs: torch.Tensor, exact_acs: bool = False) -> Profile:
@@ -114,46 +80,36 @@ def profile_model(model: nn.Module, inputs: torch.Tensor, exact_acs: bool = Fals
     tt_out: dict[str, tuple[int, int]] = {}
     handles = []
 
-    def leaf_hook(stats: LeafStats):
+    def leaf_hook(stats: LeafStats, kind: LayerKind):
         def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
             x = args[0]
-            if isinstance(module, CONVS):
-                batched = 4 if isinstance(module, nn.Conv2d) else 3
-                items = x.shape[0] if x.dim() == batched else 1
-                stats.macs += out.numel() * _conv_window(module)
-                stats.in_hw = stats.in_hw or _map(x)
-                stats.out_hw = stats.out_hw or _map(out)
-            elif isinstance(module, TTLinear):
-                items = out.numel() // module.out_features
-                total = items * module.macs_per_item()
-                stats.macs += total
-                stats.inner_macs += total - items * module.in_features * _first_step_fanout(module)
-                stats.in_hw = stats.out_hw = (1, 1)
-            else:
-                items = out.numel() // module.out_features  # type: ignore[operator]
-                stats.macs += out.numel() * module.in_features  # type: ignore[operator]
-                stats.in_hw = stats.out_hw = (1, 1)
-            stats.samples += items
+            call = kind.leaf_call(module, x, out)
+            stats.macs += call.macs
+            stats.inner_macs += call.inner_macs
+            stats.in_hw = stats.in_hw or call.in_hw
+            stats.out_hw = stats.out_hw or call.out_hw
+            stats.samples += call.items
             if x.device.type != "meta":
                 stats.binary = stats.binary and bool(((x == 0) | (x == 1)).all())
                 stats.input_nonzero += int((x != 0).sum())
                 stats.input_numel += x.numel()
                 if exact_acs and stats.binary:
-                    stats.acs_exact += _exact_acs(module, x)
+                    stats.acs_exact += kind.exact_acs(module, x)
             else:
                 stats.binary = False
         return hook
 
     def tt_hook(name: str):
         def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
-            tt_out.setdefault(name, _map(out))
+            tt_out.setdefault(name, spatial(out))
         return hook
 
     for name, module in model.named_modules():
-        if isinstance(module, LEAVES):
+        kind = leaf_kind(module)
+        if kind is not None:
             stats = LeafStats(name, module)
             leaves[name] = stats
-            handles.append(module.register_forward_hook(leaf_hook(stats)))
+            handles.append(module.register_forward_hook(leaf_hook(stats, kind)))
         elif is_tt_layer(module):
             handles.append(module.register_forward_hook(tt_hook(name)))
     try:
@@ -187,8 +143,7 @@ def probe_input(input_shape: tuple[int, ...], steps: int, batch: int = 1, seed: 
 def param_counts(model: nn.Module) -> dict[str, int]:
     """``total``: all parameters; ``weights``: conv + linear weights (the paper's convention)."""
     total = sum(p.numel() for p in model.parameters())
-    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (*CONVS, nn.Linear)))
-    weights += sum(c.numel() for m in model.modules() if isinstance(m, TTLinear) for c in m.cores)
+    weights = sum(kind.leaf_weights(m) for m in model.modules() if (kind := leaf_kind(m)) is not None)
     return {"total": int(total), "weights": int(weights)}
 
 
@@ -226,7 +181,7 @@ class LayerCount:
 
 def layer_counts(model: nn.Module, profile: Profile) -> list[LayerCount]:
     """Per-layer params and MACs per timestep (module order) from one profile."""
-    tt_layers = {name: m for name, m in model.named_modules() if is_tt_layer(m) and not isinstance(m, TTLinear)}
+    tt_layers = {name: m for name, m in model.named_modules() if _cored(m)}
     rows: dict[str, LayerCount] = {}
     raw: dict[str, list[int]] = {}  # TT layer -> [MACs, paper-convention MACs] over the run
     items = profile.items
@@ -236,20 +191,14 @@ def layer_counts(model: nn.Module, profile: Profile) -> list[LayerCount]:
         if owner is None:
             if stats.samples == 0:
                 continue  # never called (e.g. an unused branch)
-            conv = isinstance(module, CONVS)
+            kind = leaf_kind(module)
+            assert kind is not None
+            kernel, cin, cout = kind.shape_fields(module)
             macs = _div(stats.macs, items)
-            if isinstance(module, TTLinear):
-                rows[name] = LayerCount(
-                    name, "tt-linear", None, module.in_features, module.out_features, list(module.ranks),
-                    sum(p.numel() for p in module.parameters()), sum(c.numel() for c in module.cores), macs, macs,
-                    [1, 1], [1, 1], stats.binary)
-                continue
             rows[name] = LayerCount(
-                name, "conv" if conv else "linear",
-                list(module.kernel_size) if conv else None,  # type: ignore[union-attr]
-                module.in_channels if conv else module.in_features,  # type: ignore[union-attr]
-                module.out_channels if conv else module.out_features,  # type: ignore[union-attr]
-                None, sum(p.numel() for p in module.parameters()), module.weight.numel(),  # type: ignore[union-attr]
+                name, kind.count_type(module), kernel, cin, cout,
+                list(module.ranks) if kind.owns_tt(module) else None,  # type: ignore[arg-type]
+                sum(p.numel() for p in module.parameters()), kind.leaf_weights(module),
                 macs, macs, list(stats.in_hw) if stats.in_hw else None,
                 list(stats.out_hw) if stats.out_hw else None, stats.binary)
             continue
@@ -258,8 +207,11 @@ def layer_counts(model: nn.Module, profile: Profile) -> list[LayerCount]:
         if row is None:
             core1 = profile.leaves[f"{owner}.core1"]
             out_hw = profile.tt_out_hw.get(owner)
+            tt_kind = kind_of(tt)
+            assert tt_kind is not None
+            kernel, cin, cout = tt_kind.shape_fields(tt)
             row = rows[owner] = LayerCount(
-                owner, f"tt-{tt.mode}", [tt.kernel_size] if isinstance(tt.kernel_size, int) else list(tt.kernel_size), tt.in_channels, tt.out_channels, list(tt.ranks),
+                owner, tt_kind.count_type(tt), kernel, cin, cout, list(tt.ranks),  # type: ignore[arg-type]
                 sum(p.numel() for p in tt.parameters()), 0, 0, 0,
                 list(core1.in_hw) if core1.in_hw else None, list(out_hw) if out_hw else None, core1.binary)
             raw[owner] = [0, 0]
@@ -275,7 +227,7 @@ def layer_counts(model: nn.Module, profile: Profile) -> list[LayerCount]:
 
 def paper_macs_total(model: nn.Module, profile: Profile) -> int:
     """The paper-convention MACs of the whole run (not per timestep)."""
-    tt_names = {name for name, m in model.named_modules() if is_tt_layer(m) and not isinstance(m, TTLinear)}
+    tt_names = {name for name, m in model.named_modules() if _cored(m)}
     total = 0
     for name, stats in profile.leaves.items():
         owner = _owner(name, tt_names)

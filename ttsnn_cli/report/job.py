@@ -15,17 +15,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from ttsnn_cli.storage.trust import build_arch
-from ttsnn_cli.storage.bundle import get_meta, tt_config
-from ttsnn_cli.storage.load import load_checkpoint
-from ttsnn_cli.storage.trust import zoo_io
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.storage.outputs import check_output_path
-from ttsnn_cli.report.counting import Profile, count_model, needs_all_steps, on_meta, probe_input, profile_model, spike_profile
+from ttsnn_cli.report.counting import (
+    Profile,
+    count_model,
+    needs_all_steps,
+    on_meta,
+    probe_input,
+    profile_model,
+    spike_profile,
+)
 from ttsnn_cli.report.flops import training_flops
 from ttsnn_cli.report.gates import MODE_SCHEDULE, GateLimits, evaluate_gates
-from ttsnn_cli.spiking.runner import apply_style, forced_style, resolve_timesteps
 from ttsnn_cli.report.synops import DEFAULT_SPIKE_RATE, spike_flags_by_layer, synops
+from ttsnn_cli.spiking.runner import apply_style, forced_style, resolve_timesteps
+from ttsnn_cli.storage.bundle import get_meta, tt_config
+from ttsnn_cli.storage.load import load_checkpoint
+from ttsnn_cli.storage.outputs import check_output_path
+from ttsnn_cli.storage.trust import build_arch, zoo_io
 
 #: what the paper's -17.7 % time / -28.3 % energy most plausibly compare (docs/hw.md)
 PAPER_NOTES = {

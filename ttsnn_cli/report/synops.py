@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from ttsnn_cli.layers.kinds import is_tt_layer
+from ttsnn_cli.kinds import is_tt_layer
 from ttsnn_cli.report.counting import Profile
 
 DEFAULT_SPIKE_RATE = 0.1  # SATA's default spike sparsity sp_s = 0.9 (hw.md)

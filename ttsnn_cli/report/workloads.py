@@ -8,7 +8,8 @@ branch and grouped under the layer's name; `hw.simulate_schedules` derives the P
 (both middle cores reading the first core's output at the full stride, as our PTT layer does).
 Spike inputs come from the profile (binary inputs); a TT layer's cores 2-4 take real values.
 A Conv1d is a 1 x k conv on a 1 x L map; a TTConv1d its three cores (`hw.tt_conv1d_cores`); a
-TT-matrix Linear its contraction steps as GEMMs (`hw.tt_matrix_steps`).
+TT-matrix Linear its contraction steps as GEMMs (`hw.tt_matrix_steps`); a grouped TT conv its four
+grouped cores. Each layer type's workloads are its kind's (`ttsnn_cli.kinds`).
 Dilation is not modelled by `hw` (a dilated layer is counted as undilated).
 """
 
@@ -16,65 +17,20 @@ from __future__ import annotations
 
 from torch import nn
 
-from hw import LayerWorkload, tt_conv1d_cores, tt_cores, tt_matrix_steps
-from ttsnn_cli.layers.conv2d import TTConv2d, conv_padding
-from ttsnn_cli.layers.conv1d import TTConv1d, conv1d_padding
-from ttsnn_cli.layers.kinds import is_tt_layer
-from ttsnn_cli.layers.linear import TTLinear
+from hw import LayerWorkload
+from ttsnn_cli.kinds import is_tt_layer, kind_of
 from ttsnn_cli.report.counting import Profile
 
 
-def _pads(padding: tuple[int, int, int, int]) -> tuple[int, int]:
-    left, _right, top, _bottom = padding
-    return (top, left)
-
-
 def model_workloads(model: nn.Module, profile: Profile) -> list[LayerWorkload]:
-    """The model's workload list in execution order of definition (module order)."""
+    """The model's workload list in execution order of definition (module order): each dense layer
+    or TT layer asks its kind (`LayerKind.workloads`); a TT layer's cores are the layer's, not their own."""
     out: list[LayerWorkload] = []
-    leaves = profile.leaves
     for name, module in model.named_modules():
-        if isinstance(module, TTConv2d):
-            core1 = leaves.get(f"{name}.core1")
-            if core1 is None or core1.in_hw is None:
-                continue
-            ih, iw = core1.in_hw
-            kh, kw = module.kernel_size
-            dense = LayerWorkload(name, ih, iw, kh, kw, module.in_channels, module.out_channels,
-                                  stride=module.stride, padding=_pads(module.padding),
-                                  spike_input=core1.binary)
-            out.extend(tt_cores(dense, module.ranks))  # type: ignore[arg-type]
-        elif isinstance(module, TTConv1d):
-            core1 = leaves.get(f"{name}.core1")
-            if core1 is None or core1.in_hw is None:
-                continue
-            dense = LayerWorkload(name, 1, core1.in_hw[1], 1, module.kernel_size, module.in_channels,
-                                  module.out_channels, stride=(1, module.stride), padding=(0, module.padding[0]),
-                                  spike_input=core1.binary)
-            out.extend(tt_conv1d_cores(dense, module.ranks))  # type: ignore[arg-type]
-        elif isinstance(module, TTLinear) and name in leaves and leaves[name].samples:
-            out.extend(tt_matrix_steps(name, module.in_factors, module.out_factors, module.ranks,
-                                       leaves[name].binary))
-        elif isinstance(module, nn.Conv1d) and name in leaves and not _is_core(name, model):
-            stats = leaves[name]
-            if stats.in_hw is None:
-                continue
-            out.append(LayerWorkload(name, 1, stats.in_hw[1], 1, module.kernel_size[0],
-                                     module.in_channels // module.groups, module.out_channels,
-                                     stride=(1, module.stride[0]), padding=(0, conv1d_padding(module)[0]),
-                                     spike_input=stats.binary))
-        elif isinstance(module, nn.Conv2d) and name in leaves and not _is_core(name, model):
-            stats = leaves[name]
-            if stats.in_hw is None:
-                continue
-            ih, iw = stats.in_hw
-            kh, kw = module.kernel_size
-            out.append(LayerWorkload(name, ih, iw, kh, kw, module.in_channels // module.groups,
-                                     module.out_channels, stride=module.stride,
-                                     padding=_pads(conv_padding(module)), spike_input=stats.binary))
-        elif isinstance(module, nn.Linear) and name in leaves and leaves[name].samples:
-            out.append(LayerWorkload(name, 1, 1, 1, 1, module.in_features, module.out_features,
-                                     kind="linear", spike_input=leaves[name].binary))
+        kind = kind_of(module, exact=False)
+        if kind is None or _is_core(name, model):
+            continue
+        out.extend(kind.workloads(name, module, profile.leaves))
     return out
 
 

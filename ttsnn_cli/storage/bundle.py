@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from ttsnn_cli._version import __version__
+from ttsnn_cli.kinds import KINDS, is_tt_layer, tt_layer_config
 from ttsnn_cli.storage.outputs import atomic_torch_save
-from ttsnn_cli.layers.kinds import is_tt_layer, tt_layer_config
 
 FORMAT = "ttsnn.bundle"
 FORMAT_VERSION = 1
@@ -91,7 +91,7 @@ def tt_config(model: nn.Module) -> dict[str, Any] | None:
     if not layers:
         return None
     # a TT-matrix Linear has no spatial cores and runs the same chain in every mode: the convs say
-    modes = {cfg["mode"] for cfg in layers.values() if cfg["type"] != "linear"} or {"stt"}
+    modes = {cfg["mode"] for cfg in layers.values() if KINDS[cfg["type"]].mode_applies} or {"stt"}
     return {"mode": modes.pop() if len(modes) == 1 else "mixed", "layers": layers}
 
 

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ttsnn_cli.storage.bundle import ModelIO, file_checksum, get_meta, is_bundle, state_checksum
 from ttsnn_cli.errors import BadInputError, first_line
-from ttsnn_cli.layers.kinds import tt_layer_from_config
+from ttsnn_cli.kinds import tt_layer_from_config
+from ttsnn_cli.storage.bundle import ModelIO, file_checksum, get_meta, is_bundle, state_checksum
 from ttsnn_cli.storage.read import read_checkpoint
 from ttsnn_cli.storage.schema import BundleRecord, validate_bundle
 from ttsnn_cli.storage.trust import (

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
-from ttsnn_cli.storage.bundle import FORMAT, FORMAT_VERSION, ModelIO
 from ttsnn_cli.errors import BadInputError, describe_validation
+from ttsnn_cli.storage.bundle import FORMAT, FORMAT_VERSION, ModelIO
 from ttsnn_cli.storage.trust import ArchSpec, JsonKwargs, check_plain_json
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]

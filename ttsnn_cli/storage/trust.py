@@ -36,8 +36,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, StrictStr
 from torch import nn
 
-from ttsnn_cli.storage.bundle import ModelIO
 from ttsnn_cli.errors import BadInputError, abbreviate
+from ttsnn_cli.storage.bundle import ModelIO
 from ttsnn_cli.storage.guard import call_user_code
 from ttsnn_cli.zoo import zoo_entry
 

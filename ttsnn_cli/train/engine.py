@@ -44,13 +44,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ttsnn_cli.data import DataBundle, Encoding, encode
+from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.kinds import is_tt_layer
+from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.storage.outputs import atomic_torch_save, atomic_write_text, standard_json
 from ttsnn_cli.train.distill import Distiller
 from ttsnn_cli.train.layout import weights_in_activation_format
 from ttsnn_cli.train.memory import recomputing_tt
-from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.storage.outputs import atomic_torch_save, atomic_write_text, standard_json
-from ttsnn_cli.layers.kinds import is_tt_layer
-from ttsnn_cli.spiking.runner import run_timesteps
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "ce_rate", "ce_count", "mse_count")

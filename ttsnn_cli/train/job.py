@@ -13,15 +13,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ttsnn_cli.storage.trust import build_arch, zoo_io
-from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
-from ttsnn_cli.storage.load import load_checkpoint
 from ttsnn_cli.data import DataBundle, load_data
 from ttsnn_cli.data.compat import check_compatible
-from ttsnn_cli.train.engine import Progress, TrainConfig, fit, set_seed, side_paths
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.storage.outputs import check_output_path
 from ttsnn_cli.spiking.runner import check_style, resolve_timesteps
+from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
+from ttsnn_cli.storage.load import load_checkpoint
+from ttsnn_cli.storage.outputs import check_output_path
+from ttsnn_cli.storage.trust import build_arch, zoo_io
+from ttsnn_cli.train.engine import Progress, TrainConfig, fit, set_seed, side_paths
 
 
 @dataclass

@@ -23,10 +23,16 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from ttsnn_cli.layers.conv2d import TTConv2d
+from ttsnn_cli.kinds import kind_of
 from ttsnn_cli.spiking.saved import PacksSpikes
 
 _CLASS_DEFAULT = object()  # the flag was not set on the instance: remove it again afterwards
+
+
+def _recomputes(module: nn.Module) -> bool:
+    """A TT layer whose kind has the `recompute` switch (TTConv2d)."""
+    kind = kind_of(module)
+    return kind is not None and kind.recomputes and kind.owns_tt(module)
 
 
 @contextlib.contextmanager
@@ -35,7 +41,7 @@ def recomputing_tt(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     that can keep its spikes packed does."""
     flags = []
     if enabled:
-        flags = [(m, "recompute") for m in model.modules() if isinstance(m, TTConv2d)]
+        flags = [(m, "recompute") for m in model.modules() if _recomputes(m)]
         flags += [(m, "pack_spikes") for m in model.modules() if isinstance(m, PacksSpikes)]
     saved = [(module, name, module.__dict__.get(name, _CLASS_DEFAULT)) for module, name in flags]
     for module, name in flags:

@@ -26,14 +26,13 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ttsnn_cli.zoo import static_stem
-from ttsnn_cli.layers.hooks import has_hooks
 from ttsnn_cli.layers.conv2d import TTConv2d
+from ttsnn_cli.layers.hooks import has_hooks
 from ttsnn_cli.layers.lowrank_bn import conv1x1_bn
 from ttsnn_cli.spiking.neurons import MultiStepLIF
 from ttsnn_cli.spiking.saved import PacksSpikes, packed_spikes
 from ttsnn_cli.spiking.state import time_folded
-from ttsnn_cli.zoo import register
+from ttsnn_cli.zoo import register, static_stem
 
 CHANNELS = (64, 128, 256, 512)
 STRIDES = (1, 2, 2, 2)

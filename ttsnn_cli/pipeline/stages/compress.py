@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ttsnn_cli.storage.bundle import ModelIO
 from ttsnn_cli.compress.job import CompressJob, run_compress
 from ttsnn_cli.pipeline.context import RunContext
 from ttsnn_cli.pipeline.recipe import Recipe, resolve_data_spec
+from ttsnn_cli.storage.bundle import ModelIO
 
 
 def compress_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ttsnn_cli.storage.bundle import ModelIO
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.job import ExportJob, run_export
 from ttsnn_cli.pipeline.context import RunContext
 from ttsnn_cli.pipeline.recipe import Recipe
+from ttsnn_cli.storage.bundle import ModelIO
 
 
 def export_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:

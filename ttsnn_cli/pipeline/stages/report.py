@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from ttsnn_cli.errors import BadInputError, GateFailedError
-from ttsnn_cli.storage.outputs import atomic_write_text, check_output_path, standard_json
 from ttsnn_cli.pipeline.context import RunContext
 from ttsnn_cli.pipeline.recipe import Recipe, resolve_data_spec, resolve_path
-from ttsnn_cli.report.job import ReportJob, run_report
 from ttsnn_cli.report.gates import GateLimits, failed
+from ttsnn_cli.report.job import ReportJob, run_report
+from ttsnn_cli.storage.outputs import atomic_write_text, check_output_path, standard_json
 
 
 def job_from_recipe(recipe: Recipe, context: RunContext) -> ReportJob:

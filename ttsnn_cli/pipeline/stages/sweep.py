@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ttsnn_cli.pipeline.stages.train import teacher_path, train_config
 from ttsnn_cli.errors import BadInputError, GateFailedError
 from ttsnn_cli.pipeline.context import RunContext
 from ttsnn_cli.pipeline.recipe import Recipe, resolve_data_spec, resolve_path
+from ttsnn_cli.pipeline.stages.train import teacher_path, train_config
 from ttsnn_cli.pipeline.sweep import SweepJob, run_sweep
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ttsnn_cli.train.engine import TrainConfig
-from ttsnn_cli.pipeline.context import RunContext
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.pipeline.context import RunContext
 from ttsnn_cli.pipeline.recipe import FinetuneSection, Recipe, TrainSection, resolve_data_spec, resolve_path
+from ttsnn_cli.train.engine import TrainConfig
 from ttsnn_cli.train.job import TrainJob, run_train_job
 
 

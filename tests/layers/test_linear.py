@@ -1,4 +1,4 @@
-"""tt_linear.py and tt.py's TT-matrix: factorisation rule, exactness at full rank, planted ranks,
+"""layers.linear and maths.tt's TT-matrix: factorisation rule, exactness at full rank, planted ranks,
 and a forward that matches the dense matrix for any leading shape."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from ttsnn_cli.maths import tt
 from ttsnn_cli.layers.linear import TTLinear
+from ttsnn_cli.maths import tt
 
 
 @pytest.mark.parametrize("size,parts,expected", [

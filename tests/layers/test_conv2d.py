@@ -1,4 +1,4 @@
-"""layers.py: every TT mode against its dense oracle, over every conv shape the decomposer accepts."""
+"""layers.conv2d: every TT mode against its dense oracle, over every conv shape the decomposer accepts."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from oracle import rel_error, shape_grid
 from torch import nn
 
-from ttsnn_cli.maths import tt
 from ttsnn_cli.layers.conv2d import TTConv2d
+from ttsnn_cli.maths import tt
 from ttsnn_cli.spiking.state import reset_states, time_folded
-
-from oracle import rel_error, shape_grid
 
 GRID = shape_grid([3, 5, (3, 5), (2, 4)], [1, 2, (2, 1)], [0, 1, (2, 1), "same"], [1, 2])
 

@@ -1,16 +1,15 @@
-"""layers_conv1d.py: the TT Conv1d against its dense oracle, over every Conv1d shape option."""
+"""layers.conv1d: the TT Conv1d against its dense oracle, over every Conv1d shape option."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from oracle import rel_error, shape_grid
 from torch import nn
 
-from ttsnn_cli.maths import tt
 from ttsnn_cli.layers.conv1d import PTT_REFUSAL, TTConv1d
+from ttsnn_cli.maths import tt
 from ttsnn_cli.spiking.state import reset_states, time_folded
-
-from oracle import rel_error, shape_grid
 
 GRID = shape_grid([2, 3, 5], [1, 2, 3], [0, 1, 2, "same", "valid"], [1, 2])
 

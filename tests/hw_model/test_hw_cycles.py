@@ -6,11 +6,11 @@ workload CSVs from SATA_Sim's TT-SNN artifacts, shipped as hw/workloads/*.csv.""
 from __future__ import annotations
 
 import math
+
 import pytest
 
-from hw.cycles import (conv_gemm, gemm_cycles, sata_inference_cycles, sata_layer_cycles,
-                       ws_filter_load_span)
-from hw.workload import Gemm, workload_path, LayerWorkload, dense_equivalent, from_csv, ptt_view, tt_cores
+from hw.cycles import conv_gemm, gemm_cycles, sata_inference_cycles, sata_layer_cycles, ws_filter_load_span
+from hw.workload import Gemm, LayerWorkload, dense_equivalent, from_csv, ptt_view, tt_cores, workload_path
 
 RES19 = workload_path("sata_res19_baseline_T4")
 RES34 = workload_path("sata_res34_stt_T6")

@@ -7,8 +7,16 @@ import itertools
 
 import pytest
 
-from hw.energy import (SATA_COMPONENTS, energy_preset, horowitz45, layer_counts, sata, sata_composites,
-                       training_energy, with_overrides)
+from hw.energy import (
+    SATA_COMPONENTS,
+    energy_preset,
+    horowitz45,
+    layer_counts,
+    sata,
+    sata_composites,
+    training_energy,
+    with_overrides,
+)
 from hw.workload import LayerWorkload, from_csv, workload_path
 
 TINY = LayerWorkload("tiny", 2, 2, 1, 1, 2, 3)  # W = 6, E^2 = H^2 = 4
