@@ -3,5 +3,5 @@
 Owns: explicit state (`state`: reset, time folding, `TimeAware`), the fused LIF and its C kernel
 (`neurons`, `lif_kernel`), the execution styles that run any supported model over T (`runner`), and
 what autograd keeps of binary spikes (`saved`).
-May import: `errors`, `maths`. Never layers, kinds, storage or anything above.
+May import: `errors`, `host`, `maths`. Never layers, kinds, storage or anything above.
 """

@@ -4,7 +4,7 @@ Why: after the PyTorch-level levers the neuron loop still makes about a dozen pa
 step, forward and backward, each a separate op; one C loop per direction makes one pass and keeps the
 membrane in cache across the T steps (benchmarks/bench_training.py --levers gives the figure). The
 source, `lif_kernel.c`, uses no Python C API and no torch headers: the system C compiler builds it in
-well under a second, once per process, into a private temporary folder, with the flags of this
+well under a second, once per process, into a private temporary folder (`host.private`), with the flags of this
 machine (-march=native is safe because the library never leaves the process that built it), and
 ctypes loads it. `neurons` checks it bitwise against the PyTorch loop before first use.
 
@@ -20,22 +20,30 @@ cores), so without a shared runtime the kernel runs on the calling thread.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
 import shlex
 import shutil
+import signal
 import subprocess
-import tempfile
+import sys
+import time
 from importlib import resources
 
 import torch
+
+from ttsnn_cli.host.private import make_private_temporary
 
 ENV_SWITCH = "TTSNN_NATIVE"
 """Set to 0 to never build or use the compiled kernel."""
 
 _FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")  # no FMA: bitwise equality
-_BUILD_TIMEOUT_S = 120
+_BUILD_TIMEOUT_S = 15
+"""The whole build, every flag set together: it takes well under a second; a compiler that hangs
+must not stall every command for long."""
+_LOAD_CHECK_TIMEOUT_S = 20
 
 _P, _L, _F, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
 _SIGNATURES = {  # name: (argument types, return type)
@@ -83,48 +91,104 @@ def _compiler() -> list[str] | None:
 
 @functools.cache
 def _build() -> tuple[ctypes.CDLL | None, str, bool]:
-    """(the library or None, how it went, whether it shares torch's OpenMP runtime)."""
+    """(the library or None, how it went, whether it shares torch's OpenMP runtime).
+
+    Any failure leaves the PyTorch loop in charge: no compiler, one that hangs (killed after
+    `_BUILD_TIMEOUT_S`, with everything it started), one that builds a library without our
+    symbols (a C++ compiler's mangled names), or a library that cannot live in this process (an
+    ASan build aborts whatever process loads it, so a child process loads it first)."""
     command = _compiler()
     if command is None:
         return None, "no C compiler found (set CC)", False
     compiler = " ".join(command)
     try:
         source = resources.files("ttsnn_cli.spiking").joinpath("lif_kernel.c").read_bytes()
-        folder = tempfile.mkdtemp(prefix="ttsnn-lif-")  # private (0700): nobody else can swap the library
-    except OSError as exc:  # no source installed, no writable temporary folder: the PyTorch loop runs
+        folder = make_private_temporary("ttsnn-lif-")  # nobody else can swap the library (host.private)
+    except OSError as exc:  # no source installed, no private writable folder: the PyTorch loop runs
         return None, f"could not prepare the build: {exc}", False
     try:
-        source_path = os.path.join(folder, "lif_kernel.c")
-        library_path = os.path.join(folder, "lif_kernel.so")
-        with open(source_path, "wb") as handle:
-            handle.write(source)
-        first_error, lib = "no message", None
-        for extra in _BUILDS:
-            try:
-                done = subprocess.run([*command, *_FLAGS, *extra, "-o", library_path, source_path],
-                                      capture_output=True, timeout=_BUILD_TIMEOUT_S, check=False)
-            except (OSError, subprocess.SubprocessError) as exc:
-                return None, f"{compiler} failed to run: {exc}", False
-            if done.returncode != 0:
-                first_error = (done.stderr.decode(errors="replace").strip().splitlines() or [first_error])[0]
-                continue
-            try:  # stays mapped after its folder is removed
-                lib = ctypes.CDLL(library_path)
-                break
-            except OSError as exc:  # e.g. built against an OpenMP runtime the loader cannot find
-                first_error = f"could not load it: {exc}"
-        if lib is None:
-            return None, f"{compiler} could not build it: {first_error}", False
+        lib, outcome = _compile_and_load(command, source, str(folder))
     except OSError as exc:  # the source could not be written (a full disk): the PyTorch loop runs
         return None, f"could not prepare the build: {exc}", False
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    if lib is None:
+        return None, f"{compiler} {outcome}", False
     for name, (argtypes, restype) in _SIGNATURES.items():
         function = getattr(lib, name)
         function.argtypes, function.restype = argtypes, restype
     runtime = lib.lif_openmp_runtime()
     shared = runtime is not None and runtime == _torch_openmp_runtime()
     return lib, f"built with {compiler}" + (", on torch's OpenMP threads" if shared else ", on the calling thread"), shared
+
+
+def _compile_and_load(command: list[str], source: bytes, folder: str) -> tuple[ctypes.CDLL | None, str]:
+    """Build with each flag set in turn until one gives a library that loads and has our symbols."""
+    source_path = os.path.join(folder, "lif_kernel.c")
+    library_path = os.path.join(folder, "lif_kernel.so")
+    with open(source_path, "wb") as handle:
+        handle.write(source)
+    first_error = "no message"
+    deadline = time.monotonic() + _BUILD_TIMEOUT_S
+    for extra in _BUILDS:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, f"took longer than {_BUILD_TIMEOUT_S} s"
+        code, stderr = _run_bounded([*command, *_FLAGS, *extra, "-o", library_path, source_path], left)
+        if code is None:
+            return None, stderr
+        if code != 0:
+            first_error = (stderr.strip().splitlines() or [first_error])[0]
+            continue
+        problem = _load_problem(library_path, min(left, _LOAD_CHECK_TIMEOUT_S))
+        if problem:
+            first_error = problem
+            continue
+        try:  # stays mapped after its folder is removed
+            return ctypes.CDLL(library_path), "built"
+        except OSError as exc:  # e.g. built against an OpenMP runtime the loader cannot find
+            first_error = f"could not load it: {exc}"
+    return None, f"could not build it: {first_error}"
+
+
+def _run_bounded(argv: list[str], timeout: float) -> tuple[int | None, str]:
+    """(exit code, stderr) of `argv`, or (None, why) when it could not run or outlived `timeout`:
+    then its whole process group is killed (a compiler driver's children would otherwise hold the
+    pipes open and keep us waiting)."""
+    try:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as exc:
+        return None, f"failed to run: {exc}"
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
+        process.wait()
+        return None, f"took longer than {_BUILD_TIMEOUT_S} s and was stopped"
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    return process.returncode, stderr.decode(errors="replace")
+
+
+def _load_problem(library_path: str, timeout: float) -> str | None:
+    """Why loading the library into this process would fail or kill it, learned by loading it in
+    a throwaway child first; None when the child found every symbol."""
+    probe = ("import ctypes, sys\n"
+             "lib = ctypes.CDLL(sys.argv[1])\n"
+             f"for name in {sorted(_SIGNATURES)!r}: getattr(lib, name)\n")
+    code, stderr = _run_bounded([sys.executable, "-I", "-c", probe, library_path], timeout)
+    if code == 0:
+        return None
+    if code is None:
+        return f"loading it {stderr}"
+    last = (stderr.strip().splitlines() or [f"exit status {code}"])[-1]
+    return f"the library it built does not load: {last}"
 
 
 def _torch_openmp_runtime() -> int | None:

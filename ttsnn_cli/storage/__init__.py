@@ -4,5 +4,5 @@ Owns: the bundle format (`bundle`), reading checkpoints and bundles without runn
 (`read`, `guard`, `schema`), which architectures may be imported (`trust`), `load_model` and
 `load_checkpoint` (`load`), and every file ttsnn writes (`outputs`: checked first, published
 atomically, never over an input).
-May import: `errors`, `maths`, `spiking`, `layers`, `kinds`, `zoo`. Never data, compress, training or above.
+May import: `errors`, `host`, `maths`, `spiking`, `layers`, `kinds`, `zoo`. Never data, compress, training or above.
 """

@@ -28,15 +28,15 @@ import json
 import math
 import os
 import re
-import sys
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, StrictStr
 from torch import nn
 
 from ttsnn_cli.errors import BadInputError, abbreviate
+from ttsnn_cli.host.imports import current_folder_last
 from ttsnn_cli.storage.bundle import ModelIO
 from ttsnn_cli.storage.guard import call_user_code
 from ttsnn_cli.zoo import zoo_entry
@@ -202,11 +202,16 @@ def check_zoo_kwargs(spec: str, kwargs: Mapping[str, Any]) -> Any:
 
 
 def _import_factory(spec: str) -> Any:
+    """The callable `spec` names, walking only through what its module itself defines.
+
+    Trusting `mynets` means trusting the code in `mynets`, not every module it imports: a recorded
+    `mynets:torch.os.system` or `mynets:save` (after `from torch import save`) would otherwise call
+    whatever those name with kwargs a bundle chose. So each step of the attribute path must be
+    defined in the module or below it (a class, function or submodule of `mynets`)."""
     module_name, _, attribute = spec.partition(":")
-    # Users run ttsnn from their project folder, as they would run `python -c "import mypkg"`.
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    # Users run ttsnn from their project folder, as they would run `python -c "import mypkg"`; the
+    # folder goes last on the path so it never hides an installed package (host.imports).
+    current_folder_last()
     try:
         module = call_user_code(lambda: importlib.import_module(module_name), f"importing {module_name!r} for --arch {spec} failed")
     except BadInputError as error:
@@ -218,9 +223,22 @@ def _import_factory(spec: str) -> Any:
         if not hasattr(factory, part):
             raise BadInputError(f"module {module_name!r} has no attribute {attribute!r} (from --arch {spec})")
         factory = getattr(factory, part)
+        home = _defined_in(factory)
+        if home is None or not (home == module_name or home.startswith(module_name + ".")):
+            where = f"defined in {home!r}" if home else "of unknown origin"
+            raise BadInputError(f"{spec} names {part!r}, which is {where}, not in module {module_name!r}: "
+                                f"a spec may only name code its own module defines")
     if not callable(factory):
         raise BadInputError(f"{spec} is not callable")
     return factory
+
+
+def _defined_in(value: Any) -> str | None:
+    """The module that defines `value` (a module's own name for a module), or None when it says none."""
+    if isinstance(value, ModuleType):
+        return value.__name__
+    home = getattr(value, "__module__", None)
+    return home if isinstance(home, str) else None
 
 
 def zoo_io(arch: str | None, kwargs: dict[str, Any] | None) -> ModelIO:
