@@ -9,9 +9,10 @@ from typing import Any, Optional
 import typer
 
 from ttsnn_cli.cli.app import app
-from ttsnn_cli.cli.common import err_console, guarded, print_json, trust_scope
+from ttsnn_cli.cli.common import err_console, guarded, print_json, print_stdout, trust_scope
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.pipeline.context import RunContext
+from ttsnn_cli.pipeline.outputs import check_run_outputs
 from ttsnn_cli.pipeline.recipe import Recipe, check_recipe_inputs, load_recipe, resolve_data_spec, schema_json
 from ttsnn_cli.pipeline.run import planned_stages, run_recipe
 from ttsnn_cli.storage.outputs import check_output_folder, make_output_folder
@@ -37,6 +38,7 @@ def run(
     check_recipe_inputs(parsed, base)
     name = parsed.name or recipe.stem
     out_dir = check_output_folder(out or Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "-", name), force)
+    check_run_outputs(parsed, base, out_dir.resolve(), force, recipe)  # inside the run folder, no input: before work
     created = not out_dir.exists()
     make_output_folder(out_dir)
     console = err_console()
@@ -87,8 +89,9 @@ def _summary(result: dict[str, Any]) -> str:
     gates = result.get("gates")
     if gates:
         parts.append(f"gates passed {sum(g['passed'] for g in gates)}/{len(gates)}")
-    if "verified" in result:
-        parts.append(f"verified {result['verified']} (max abs diff {result.get('max_abs_diff', float('nan')):.2g})")
+    if "verified" in result:  # max_abs_diff is None when export.verify is false
+        diff = result.get("max_abs_diff")
+        parts.append(f"verified {result['verified']}" + (f" (max abs diff {diff:.2g})" if isinstance(diff, (int, float)) else ""))
     if "output" in result:
         parts.append(f"-> {result['output']}")
     elif "onnx" in result:
@@ -100,4 +103,4 @@ def _summary(result: dict[str, Any]) -> str:
 @guarded
 def schema() -> None:
     """Print the recipe JSON Schema (generated from the validator) on stdout."""
-    typer.echo(schema_json())
+    print_stdout(schema_json())

@@ -93,7 +93,7 @@ def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn
     """Validate everything first, then decompose and write the bundle; returns the contract's dict.
 
     `progress` receives the sensitivity measurement's events (`sensitivity:X` only)."""
-    check_output_path(job.output, [job.checkpoint], job.force)
+    job.output = check_output_path(job.output, [job.checkpoint], job.force)  # write where it was checked (`~`)
     try:
         spec = parse_rank_spec(job.ranks, job.rank_method, per_layer=bool(job.overrides))
         layer_types = parse_layer_types(job.layer_types)

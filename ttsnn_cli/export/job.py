@@ -18,7 +18,7 @@ from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.spiking.runner import apply_style, resolve_timesteps
 from ttsnn_cli.storage.bundle import ModelIO, get_meta, tt_config
 from ttsnn_cli.storage.load import load_checkpoint
-from ttsnn_cli.storage.outputs import check_output_path
+from ttsnn_cli.storage.outputs import check_output_path, same_file
 from ttsnn_cli.storage.trust import zoo_io
 
 MODES = ("unrolled", "step")
@@ -62,11 +62,14 @@ def run_export(job: ExportJob) -> dict[str, Any]:
         raise BadInputError(f"--batch must be at least 1, got {job.batch}")
     if job.onnx is None and job.nir is None:
         raise BadInputError("nothing to export: give --onnx OUT and/or --nir OUT")
-    if job.onnx is not None and job.nir is not None and Path(job.onnx).resolve() == Path(job.nir).resolve():
+    if job.onnx is not None and job.nir is not None and same_file(job.onnx, job.nir):
         raise BadInputError("--onnx and --nir name the same file")
-    for output in (job.onnx, job.nir):
-        if output is not None:
-            check_output_path(output, [job.model], job.force)
+    # an ONNX or NIR graph is another kind of file than its model: it never replaces it, even with force;
+    # the checked (`~`-expanded) paths are the ones written
+    if job.onnx is not None:
+        job.onnx = check_output_path(job.onnx, [job.model], job.force, replace_input=False)
+    if job.nir is not None:
+        job.nir = check_output_path(job.nir, [job.model], job.force, replace_input=False)
     model = load_checkpoint(job.model, job.arch, job.arch_kwargs or None, job.trust_pickle).eval()
     timesteps, input_shape = resolve_io(model, job.io)
     config = tt_config(model)

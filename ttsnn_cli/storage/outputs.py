@@ -3,9 +3,11 @@
 Bundles, ONNX, NIR, plots, metrics and resume side files, run folders: all go through here.
 
 - `check_output_path` runs before any work: never an input (unless `--force` names it on purpose),
-  never an existing file without `force`, never a folder, device node, FIFO or socket (not even with
-  `force`), the folder must exist and be writable, and the temporary name must fit the filesystem's
-  NAME_MAX.
+  never an existing file without `force`, never a folder, device node, FIFO, socket or symbolic link
+  (not even with `force`: publishing replaces the name, so a link such as /dev/stdout would be replaced
+  by a regular file, not written through), the folder must exist and be writable, and the temporary
+  name must fit the filesystem's NAME_MAX. `~` is expanded as a shell would: callers write to the
+  path it returns, so the file checked is the file written.
 - `atomic_output` writes to `.NAME.<pid>-<random>.tmp` beside the output, fsyncs, and publishes. An
   output checked without `force` is published with `os.link`, which fails if the name exists: of two
   writers racing for the same new file exactly one wins and the other gets BadInputError (exit 3).
@@ -52,11 +54,34 @@ def _temp_pattern(name: str) -> re.Pattern[str]:
     return re.compile(rf"^\.{re.escape(name)}\.(?:(\d+)-)?[A-Za-z0-9_]+\.tmp$")
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (through links, `..` or a second hard link); False on errors."""
+    a, b = Path(a).expanduser(), Path(b).expanduser()
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
         return False
+
+
+def _existing_kind(path: Path) -> os.stat_result | None:
+    """`lstat` of an output (None if absent): the name itself, never what a link points to."""
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise BadInputError(f"cannot use output {path}: {error.strerror}") from None
+
+
+def _refuse_non_regular(path: Path, info: os.stat_result) -> None:
+    """Outputs are regular files: a folder, link, device, FIFO or socket is refused, even with force."""
+    if stat.S_ISLNK(info.st_mode):
+        raise BadInputError(f"output {path} is a symbolic link; name the file itself "
+                            "(ttsnn replaces the name, it does not write through links)")
+    if stat.S_ISDIR(info.st_mode):
+        raise BadInputError(f"output {path} is a folder; give a file name")
+    if not stat.S_ISREG(info.st_mode):
+        raise BadInputError(f"output {path} exists and is not a regular file (a device, FIFO or socket); refusing to replace it")
 
 
 def check_output_path(output: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False,
@@ -70,16 +95,9 @@ def check_output_path(output: str | Path, inputs: Iterable[str | Path | None] = 
     path = Path(output).expanduser()
     if not path.name or path.name in (".", ".."):
         raise BadInputError(f"output {path} names a folder; give a file name")
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        info = None
-    except OSError as error:
-        raise BadInputError(f"cannot use output {path}: {error.strerror}") from None
-    if info is not None and stat.S_ISDIR(info.st_mode):
-        raise BadInputError(f"output {path} is a folder; give a file name")
-    if info is not None and not stat.S_ISREG(info.st_mode):
-        raise BadInputError(f"output {path} exists and is not a regular file (a device, FIFO or socket); refusing to replace it")
+    info = _existing_kind(path)
+    if info is not None:
+        _refuse_non_regular(path, info)
     parent = path.parent
     if not parent.is_dir():
         raise BadInputError(f"output folder {parent} does not exist")
@@ -90,7 +108,7 @@ def check_output_path(output: str | Path, inputs: Iterable[str | Path | None] = 
         raise BadInputError(f"output name {path.name[:40]}... is too long: {len(path.name.encode())} bytes, "
                             f"at most {limit - _TEMP_OVERHEAD} here (the temporary name needs {_TEMP_OVERHEAD} more)")
     for candidate in inputs:
-        if candidate is not None and _same_file(Path(candidate).expanduser(), path) and not replace_input:
+        if candidate is not None and same_file(candidate, path) and not replace_input:
             hint = "choose another name" if force else "choose another name or pass --force"
             raise BadInputError(f"output {path} is the input file; {hint}")
     if info is not None and not force:
@@ -182,8 +200,9 @@ def _publish(temporary: Path, path: Path, exclusive: bool) -> None:
         info = path.lstat()
     except FileNotFoundError:
         info = None
-    if info is not None and not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
-        raise BadInputError(f"output {path} is no longer a regular file; refusing to replace it")
+    if info is not None and not stat.S_ISREG(info.st_mode):  # it became a link, folder, FIFO... after the check
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "no longer a regular file"
+        raise BadInputError(f"output {path} is {kind}; refusing to replace it (name the file itself)")
     if not exclusive:
         os.replace(temporary, path)
         return

@@ -6,6 +6,7 @@ from typing import Any
 
 from ttsnn_cli.compress.job import CompressJob, run_compress
 from ttsnn_cli.pipeline.context import RunContext
+from ttsnn_cli.pipeline.outputs import STAGE_FILES
 from ttsnn_cli.pipeline.recipe import Recipe, resolve_data_spec
 from ttsnn_cli.storage.bundle import ModelIO
 
@@ -14,7 +15,7 @@ def compress_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     section = recipe.compress
     assert section is not None
     checkpoint = context.input_model(recipe)
-    output = context.out_dir / "compressed.tt"
+    output = context.out_dir / STAGE_FILES["compress"]
     job = CompressJob(
         output=output,
         checkpoint=checkpoint,

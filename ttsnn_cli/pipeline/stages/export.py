@@ -7,6 +7,7 @@ from typing import Any
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.job import ExportJob, run_export
 from ttsnn_cli.pipeline.context import RunContext
+from ttsnn_cli.pipeline.outputs import stage_output
 from ttsnn_cli.pipeline.recipe import Recipe
 from ttsnn_cli.storage.bundle import ModelIO
 
@@ -20,13 +21,13 @@ def export_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     shape = tuple(recipe.model.input_shape) if recipe.model.input_shape else None
     job = ExportJob(
         model=model_path,
-        onnx=context.out_dir / section.onnx,
+        onnx=stage_output(context.out_dir, section.onnx, "export.onnx"),
         mode=section.mode,
         io=ModelIO(shape, recipe.model.timesteps, None),
         batch=section.batch,
         reconstruct_dense=section.reconstruct_dense,
         verify=section.verify,
-        nir=context.out_dir / section.nir if section.nir else None,
+        nir=stage_output(context.out_dir, section.nir, "export.nir") if section.nir else None,
         arch=None if context.model_path else recipe.model.arch,
         arch_kwargs=dict(recipe.model.kwargs),
         force=context.force,

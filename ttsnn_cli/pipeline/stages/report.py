@@ -10,6 +10,7 @@ from typing import Any
 
 from ttsnn_cli.errors import BadInputError, GateFailedError
 from ttsnn_cli.pipeline.context import RunContext
+from ttsnn_cli.pipeline.outputs import STAGE_FILES, stage_output
 from ttsnn_cli.pipeline.recipe import Recipe, resolve_data_spec, resolve_path
 from ttsnn_cli.report.gates import GateLimits, failed
 from ttsnn_cli.report.job import ReportJob, run_report
@@ -34,7 +35,7 @@ def job_from_recipe(recipe: Recipe, context: RunContext) -> ReportJob:
     gates = section.gates
     return ReportJob(
         model=context.model_path, baseline=baseline, data=data, hw=section.hw, accel=accel,
-        plot=context.out_dir / section.plot if section.plot else None,
+        plot=stage_output(context.out_dir, section.plot, "report.plot") if section.plot else None,
         timesteps=recipe.model.timesteps,
         input_shape=tuple(recipe.model.input_shape) if recipe.model.input_shape else None,
         gates=GateLimits(gates.min_param_reduction, gates.min_mac_reduction, gates.max_energy_ratio, gates.max_acc_drop),
@@ -43,7 +44,7 @@ def job_from_recipe(recipe: Recipe, context: RunContext) -> ReportJob:
 
 
 def report_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
-    output = check_output_path(context.out_dir / "report.json", [], context.force)
+    output = check_output_path(context.out_dir / STAGE_FILES["report"], [], context.force)
     document = run_report(job_from_recipe(recipe, context))
     atomic_write_text(output, standard_json(document, indent=2) + "\n")
     bad = failed(document["gates"])
