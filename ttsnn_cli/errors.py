@@ -24,6 +24,16 @@ class BadInputError(TtsnnError):
     exit_code = 3
 
 
+class UserCodeError(BadInputError):
+    """Code the user named (a model's forward, a factory, a module imported for `--arch`) failed or
+    returned something unusable: bad input (exit 3) naming that code, never a ttsnn bug. `cause` is
+    what it raised (None when it returned a wrong value), so a caller can tell a shape mismatch apart."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class GateFailedError(TtsnnError):
     """A regression gate of `ttsnn report` failed (exit 4)."""
 
@@ -88,3 +98,13 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (its type name when empty), abbreviated."""
     lines = str(error).strip().splitlines()
     return abbreviate(lines[0] if lines else type(error).__name__, limit)
+
+
+def what_it_raised(error: BaseException) -> str:
+    """What user code did, for one line: `raised KeyError: 'x'`, `called sys.exit(4)`, ... (a SystemExit
+    or bare BaseException from user code is its failure too, not a request to end ttsnn)."""
+    if isinstance(error, SystemExit):
+        return f"called sys.exit({first_line(error) if error.code is not None else ''})"
+    if isinstance(error, RecursionError):
+        return "raised RecursionError (nesting too deep)"
+    return f"raised {type(error).__name__}: {first_line(error)}"

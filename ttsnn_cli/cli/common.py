@@ -12,19 +12,20 @@ import functools
 import math
 import os
 import sys
-import tempfile
+import secrets
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from ttsnn_cli.errors import BadInputError, Interrupted, TtsnnError, abbreviate, interruption
+from ttsnn_cli.host.private import private_folder, write_private_file
 from ttsnn_cli.storage.outputs import standard_json
 from ttsnn_cli.storage.trust import trusting
 
@@ -53,11 +54,38 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def _log_internal_error() -> Path:
-    folder = Path(os.environ.get("TTSNN_LOG_DIR", Path(tempfile.gettempdir()) / "ttsnn-logs"))
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    path.write_text(traceback.format_exc())
-    return path
+    """Write the traceback where only this user can read it: `TTSNN_LOG_DIR` when set (the user's
+    own choice), else a private per-user folder (`host.private`: a shared TMPDIR cannot plant a link
+    there). The file is always new and never written through a link."""
+    named = os.environ.get("TTSNN_LOG_DIR")
+    folder = Path(named).expanduser() if named else private_folder("ttsnn-logs")
+    if named:
+        folder.mkdir(parents=True, exist_ok=True)
+    stamp = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    try:
+        return write_private_file(folder, f"{stamp}.log", traceback.format_exc())
+    except FileExistsError:  # a second internal error in the same second
+        return write_private_file(folder, f"{stamp}-{secrets.token_hex(3)}.log", traceback.format_exc())
+
+
+#: the real stdout while a command runs (`_stdout_to_stderr`): only `print_json` / `print_stdout` write there
+_STDOUT: list[TextIO] = []
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """While a command works, anything printed to stdout (a user's forward, a chatty library) goes to
+    stderr: stdout carries only the command's own document (`--json`'s must parse as one). Python-level
+    writes only: a C library writing to fd 1 is not caught. Nested commands keep the outermost stdout."""
+    if _STDOUT:
+        yield
+        return
+    _STDOUT.append(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _STDOUT.pop()
 
 
 def guarded(func: F) -> F:
@@ -70,7 +98,8 @@ def guarded(func: F) -> F:
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
             try:
-                return func(*args, **kwargs)
+                with _stdout_to_stderr():
+                    return func(*args, **kwargs)
             except (typer.Exit, typer.Abort, typer.BadParameter):
                 raise
             except TtsnnError as error:
@@ -120,10 +149,16 @@ def check_options(*checks: tuple[str, Any, float | None, float | None]) -> None:
             raise BadInputError(f"{option} must be {bounds}, got {value}")
 
 
+def print_stdout(text: str) -> None:
+    """`text` and a newline on the real stdout, even inside a command (whose stdout goes to stderr)."""
+    out = _STDOUT[-1] if _STDOUT else sys.stdout
+    out.write(text + "\n")
+    out.flush()
+
+
 def print_json(document: Any) -> None:
     """Exactly one standard JSON document on stdout (the CI contract: non-finite numbers are null)."""
-    sys.stdout.write(standard_json(document, indent=2) + "\n")
-    sys.stdout.flush()
+    print_stdout(standard_json(document, indent=2))
 
 
 def warn(message: str) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import signal
 import sys
+from types import SimpleNamespace
 
 from ttsnn_cli.errors import Interrupted, interruption, record_interruption
+from ttsnn_cli.host.imports import current_folder_last
 from ttsnn_cli.train.allocator import keep_freed_memory
 
 _CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -28,12 +30,28 @@ def install_signal_handlers() -> None:
         signal.signal(signum, _raise_interrupted)
 
 
-def _click_exceptions():  # typer >= 0.20 vendors click
+class _NeverRaised(Exception):
+    """Stands in for an exception class the installed typer/click does not have."""
+
+
+def _click_exceptions() -> SimpleNamespace:
+    """The click exceptions `main` handles, from whichever click the installed typer uses. typer >= 0.20
+    vendors click as `typer._click`, whose exceptions module has no `Abort` (typer's own is `typer.Abort`);
+    an `except` naming a missing attribute would itself raise while another exception unwinds, so every
+    class is looked up here, once, with a stand-in for what is missing."""
+    import typer
+
     try:
         from typer._click import exceptions
     except ImportError:  # pragma: no cover - older typer
         from click import exceptions  # type: ignore[no-redef]
-    return exceptions
+    aborts = {typer.Abort, getattr(exceptions, "Abort", typer.Abort)}
+    return SimpleNamespace(
+        NoArgsIsHelpError=getattr(exceptions, "NoArgsIsHelpError", _NeverRaised),
+        UsageError=getattr(exceptions, "UsageError", _NeverRaised),
+        ClickException=getattr(exceptions, "ClickException", _NeverRaised),
+        Abort=tuple(aborts),
+    )
 
 
 def _one_line_error(message: str, code: int) -> None:
@@ -54,6 +72,7 @@ def _ignore_signals() -> None:
 def main() -> None:
     """Run the command line; usage errors are one line too (exit 2), interruptions exit 130/143."""
     install_signal_handlers()
+    current_folder_last()  # `python -m ttsnn_cli` put it first: it must not hide installed packages
     keep_freed_memory()  # before torch allocates anything (ttsnn_cli.train.allocator says why)
     try:
         from ttsnn_cli.cli.commands import app

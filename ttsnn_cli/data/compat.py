@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ttsnn_cli.data import DataBundle, encode
-from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.errors import BadInputError, UserCodeError
 from ttsnn_cli.spiking.runner import run_timesteps
 
 
@@ -23,8 +23,11 @@ def check_compatible(model: nn.Module, data: DataBundle, timesteps: int, spec: s
     try:
         with torch.no_grad():
             out = run_timesteps(model, inputs)
-    except (RuntimeError, ValueError) as error:
-        first = (str(error).splitlines() or [""])[0][:200]
+    except (RuntimeError, ValueError, UserCodeError) as error:
+        cause = error.cause if isinstance(error, UserCodeError) else error
+        if not isinstance(cause, (RuntimeError, ValueError)):
+            raise  # not a shape mismatch: the runner's message names the user's code and what it did
+        first = (str(cause).splitlines() or [""])[0][:200]
         raise BadInputError(f"the model cannot consume --data {spec} (frames {list(data.input_shape)}): {first}") from None
     finally:
         model.train(was_training)

@@ -37,7 +37,7 @@ from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.neuron_slot import NeuronSlot
 from ttsnn_cli.kinds import is_tt_layer, kind_of
 from ttsnn_cli.spiking.neurons import MultiStepLIF
-from ttsnn_cli.spiking.runner import execution_style, first_output
+from ttsnn_cli.spiking.runner import call_model, execution_style
 from ttsnn_cli.spiking.state import TimeAware, is_neuron, reset_states
 
 
@@ -135,7 +135,8 @@ class Unrolled(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.context.clear()
         if self.style == "own_loop":
-            y = first_output(self.net(x[0] if self.static_input else x))
+            source = x[0] if self.static_input else x
+            y = call_model(self.net, lambda: self.net(source), x.shape[1], 0 if self.batch_first else 1)
             return y.transpose(0, 1) if self.batch_first else y
         outputs = []
         for t in range(self.timesteps):
@@ -145,9 +146,10 @@ class Unrolled(nn.Module):
 
 
 def _one_step(net: nn.Module, style: str, x: torch.Tensor) -> torch.Tensor:
+    """One timestep of `net` (a user's forward is guarded and checked as the runner does, also while traced)."""
     if style == "multistep":
-        return first_output(net(x.unsqueeze(0)))[0]
-    return first_output(net(x))
+        return call_model(net, lambda: net(x.unsqueeze(0)), x.shape[0], 1)[0]
+    return call_model(net, lambda: net(x), x.shape[0], 0)
 
 
 class Stepper(nn.Module):

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.errors import BadInputError, TtsnnError
 from ttsnn_cli.export.functional import ExportCopy, Stepper, Unrolled, prepare_export_copy
 from ttsnn_cli.spiking.runner import execution_style, own_loop_layout, run_timesteps
 from ttsnn_cli.storage.bundle import tt_config
@@ -151,10 +151,25 @@ def _dynamo_export(wrapper: nn.Module, args: tuple[Any, ...], dynamic: tuple[Any
                 output_names=info.output_names, verbose=False, optimize=True,
             )
     except Exception as error:  # noqa: BLE001 - what the exporter cannot trace is an unsupported model
+        ours = _typed_cause(error)
+        if ours is not None:  # e.g. the user's forward failing while traced (spiking.runner.call_model)
+            raise ours from None
         sys.stderr.write(chatter.getvalue()[-2000:])
         raise BadInputError(f"torch.onnx (dynamo) cannot export this model: {_first_line(error)}") from None
     finally:
         onnx_logger.setLevel(level)
+
+
+def _typed_cause(error: BaseException) -> TtsnnError | None:
+    """The first ttsnn error in `error`'s chain: torch.onnx wraps what the traced code raised."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, TtsnnError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _add_metadata(proto: Any, model: nn.Module, info: OnnxGraphInfo) -> None:

@@ -20,17 +20,21 @@ sequential for an nn.Sequential, stepped for any other module with neurons, own_
 as `io.style`, or `model.ttsnn_style`) overrides it.
 In every style the neurons are reset first, and the result is the network's first output over T,
 time-major (a tuple output such as (spk, mem) gives its first element).
+Every call of a user's model goes through here (`user_code`): whatever its forward raises (SystemExit
+and a bare BaseException included) or returns that is not a floating tensor keeping the batch is a
+UserCodeError (exit 3) naming that code and the call, never an internal error.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
-from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.errors import BadInputError, Interrupted, TtsnnError, UserCodeError, what_it_raised
 from ttsnn_cli.spiking.state import is_neuron, reset_states, time_folded
 
 Style = Literal["multistep", "sequential", "stepped", "own_loop"]
@@ -76,7 +80,77 @@ def execution_style(model: nn.Module) -> Style:
 
 
 def first_output(result: torch.Tensor | tuple | list) -> torch.Tensor:
-    return result[0] if isinstance(result, (tuple, list)) else result
+    return result[0] if isinstance(result, (tuple, list)) and len(result) else result  # type: ignore[return-value]
+
+
+def user_code(model: nn.Module) -> str | None:
+    """How an error names the code behind `model`'s forward ("the model's forward (mynets:build)"), or
+    None when ttsnn owns that code (the zoo): a failure there is ttsnn's bug and must surface as one."""
+    spec = getattr(getattr(model, "ttsnn_meta", None), "arch", None)
+    spec = spec if isinstance(spec, str) and spec else None
+    if type(model).__module__.split(".")[0] == "ttsnn_cli" or (spec or "").startswith("zoo:"):
+        return None
+    role = getattr(model, "ttsnn_role", None) or "model"  # the teacher of a distillation says so
+    return f"the {role}'s forward ({spec or f'{type(model).__module__}:{type(model).__qualname__}'})"
+
+
+def _call(owner: str | None, function: Callable[[], object]) -> object:
+    """function(), which runs a model. For a user's model
+    (`owner`) whatever it raises is a UserCodeError naming it; interruptions and ttsnn's typed errors
+    pass through. The TT layers ttsnn swapped in run inside that forward, so a bug of theirs would read
+    as the user's too: accepted, a forward cannot be split (the layers have their own tests)."""
+    if owner is None:
+        return function()
+    try:
+        return function()
+    except (KeyboardInterrupt, Interrupted, TtsnnError):
+        raise
+    except BaseException as error:  # noqa: BLE001 - the user's forward failing is bad input, by design
+        raise UserCodeError(f"{owner} {what_it_raised(error)}", error) from error
+
+
+def _kind(value: object) -> str:
+    """`value`'s type for a message: "a dict", "None", "an empty tuple", ..."""
+    if value is None:
+        return "None"
+    if isinstance(value, (tuple, list)) and not value:
+        return f"an empty {type(value).__name__}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} whose first element is {_kind(value[0])}"
+    return _a(type(value).__name__)
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _output(result: object, owner: str | None, batch: int, at: int) -> torch.Tensor:
+    """The first output of `result`, which a user's model must give as a floating tensor keeping the
+    batch (`batch` long in dimension `at`): anything else fails later, deep in ttsnn, as a bug."""
+    y = first_output(result)  # type: ignore[arg-type]
+    if owner is None:
+        return y
+    if not isinstance(y, torch.Tensor):
+        problem = f"returned {_kind(result)}; return a tensor (or a tuple whose first element is one)"
+    elif not y.is_floating_point():
+        problem = (f"returned {_a(str(y.dtype).removeprefix('torch.'))} tensor; return a "
+                   "floating-point one (spikes or membrane potentials)")
+    elif y.dim() <= at or y.shape[at] != batch:
+        size = f" ({batch})" if isinstance(batch, int) else ""  # symbolic while the exporter traces
+        problem = f"returned shape {list(y.shape)}; keep the batch{size} in dimension {at}"
+    else:
+        return y
+    raise UserCodeError(f"{owner} {problem}")
+
+
+def _run_checked(owner: str | None, function: Callable[[], object], batch: int, at: int) -> torch.Tensor:
+    return _output(_call(owner, function), owner, batch, at)
+
+
+def call_model(model: nn.Module, function: Callable[[], object], batch: int, at: int) -> torch.Tensor:
+    """The first output of `function()`, which calls `model` once, guarded and checked as every call in
+    `run_timesteps` is: for wrappers calling the model themselves (the exporter's, while it traces)."""
+    return _run_checked(user_code(model), function, batch, at)
 
 
 @dataclass(frozen=True)
@@ -114,6 +188,7 @@ def own_loop_layout(model: nn.Module, inputs: torch.Tensor) -> LoopLayout:
     if isinstance(cached, LoopLayout):
         return cached
     problems: list[str] = []
+    owner = user_code(model)
     was_training = model.training
     model.eval()
     try:
@@ -124,9 +199,12 @@ def own_loop_layout(model: nn.Module, inputs: torch.Tensor) -> LoopLayout:
                     x = inputs[:, index] if sequence else inputs[0, index]
                     reset_states(model)
                     try:
-                        y = first_output(model(x))
+                        y = first_output(_call(owner, lambda x=x: model(x)))  # type: ignore[arg-type]
                     except Exception as error:  # noqa: BLE001 - a model rejecting one layout is the probe's answer
-                        problems.append(str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__)
+                        if isinstance(error, UserCodeError) and not isinstance(error.cause, Exception):
+                            raise  # sys.exit or a bare BaseException: the user's code failed, whatever the layout
+                        cause = error.cause if isinstance(error, UserCodeError) and error.cause is not None else error
+                        problems.append(str(cause).strip().splitlines()[0][:200] if str(cause).strip() else type(cause).__name__)
                         break
                     found = _layout_of(y, batch) if isinstance(y, torch.Tensor) else None
                     if found is not None:
@@ -144,6 +222,15 @@ def own_loop_layout(model: nn.Module, inputs: torch.Tensor) -> LoopLayout:
         f"{type(model).__name__} runs its own time loop but takes neither one frame [B, ...] nor the sequence "
         f"[T, B, ...] ({'; '.join(problems[:2]) if problems else 'no answer'}); if it is called once per step, pass --style stepped"
     )
+
+
+def prepare_run(model: nn.Module, inputs: torch.Tensor) -> None:
+    """Learn now what `run_timesteps` would otherwise learn inside its first call: an own-loop model's
+    layout, by probing it (`own_loop_layout`, cached on the model). Call it before an instrumented run
+    (forward hooks, FlopCounterMode), which must see the run alone: the probe runs the model's whole
+    loop on a batch of 3, so counted inside the run it quadruples every count of a one-sample run."""
+    if execution_style(model) == "own_loop":
+        own_loop_layout(model, inputs)
 
 
 def resolve_timesteps(model: nn.Module, input_shape: tuple[int, ...] | None, requested: int | None,
@@ -175,24 +262,38 @@ def run_timesteps(model: nn.Module, inputs: torch.Tensor, fold: bool = True, res
         layout = own_loop_layout(model, inputs)
     if reset:
         reset_states(model)
-    steps = inputs.shape[0]
+    owner = user_code(model)
+    steps, batch = inputs.shape[0], inputs.shape[1]
     if style == "multistep":
         with time_folded(model, steps):
-            return first_output(model(inputs))
+            return _run_checked(owner, lambda: model(inputs), batch, at=1)
     if style == "sequential" and fold:
-        return _run_folded(model, inputs)
+        return _run_checked(owner, lambda: _run_folded(model, inputs), batch, at=1)
     if style in ("sequential", "stepped"):
-        return torch.stack([first_output(model(inputs[t])) for t in range(steps)])
+        return _run_stepped(model, owner, inputs)
+    at = 0 if layout.batch_first else 1
     if layout.sequence_input:
-        y = first_output(model(inputs))
+        y = _run_checked(owner, lambda: model(inputs), batch, at)
     else:
         if not _is_meta(inputs) and not _static(inputs):
             raise BadInputError(
                 f"{type(model).__name__} takes one frame and loops over it itself, so it cannot take a different "
                 "input at each step (rate encoding, event data): use --encoding direct, or let forward take x[T, B, ...]"
             )
-        y = first_output(model(inputs[0]))
+        y = _run_checked(owner, lambda: model(inputs[0]), batch, at)
     return y.transpose(0, 1) if layout.batch_first else y
+
+
+def _run_stepped(model: nn.Module, owner: str | None, inputs: torch.Tensor) -> torch.Tensor:
+    """The model called once per step, its outputs stacked over time: each must have the first's shape."""
+    outputs: list[torch.Tensor] = []
+    for t in range(inputs.shape[0]):
+        y = _run_checked(owner, lambda t=t: model(inputs[t]), inputs.shape[1], at=0)
+        if owner is not None and outputs and y.shape != outputs[0].shape:
+            raise UserCodeError(f"{owner} returned shape {list(y.shape)} at step {t}, but {list(outputs[0].shape)} "
+                                "at step 0; return the same shape at every step")
+        outputs.append(y)
+    return torch.stack(outputs)
 
 
 def _run_folded(seq: nn.Sequential, inputs: torch.Tensor) -> torch.Tensor:

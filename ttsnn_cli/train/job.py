@@ -72,11 +72,13 @@ def load_teacher(job: TrainJob, student: nn.Module) -> nn.Module | None:
     arch = job.teacher_arch
     kwargs = job.teacher_arch_kwargs
     try:
-        return load_checkpoint(job.teacher, arch, kwargs, job.trust_pickle).eval()
+        teacher = load_checkpoint(job.teacher, arch, kwargs, job.trust_pickle)
     except BadInputError as error:
         if arch is not None or "plain state_dict" not in str(error) or not meta.arch:
             raise
-    return load_checkpoint(job.teacher, meta.arch, meta.arch_kwargs, job.trust_pickle).eval()
+        teacher = load_checkpoint(job.teacher, meta.arch, meta.arch_kwargs, job.trust_pickle)
+    teacher.ttsnn_role = "teacher"  # its forward failing says "the teacher's forward (...)" (spiking.runner)
+    return teacher.eval()
 
 
 def run_train_job(job: TrainJob, progress: Progress | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -84,7 +86,7 @@ def run_train_job(job: TrainJob, progress: Progress | None = None) -> tuple[nn.M
     job.config.validate()
     if job.timesteps is not None and job.timesteps < 1:
         raise BadInputError(f"--timesteps must be >= 1, got {job.timesteps}")
-    check_output_path(job.output, [job.checkpoint, job.teacher], job.force or job.resume)
+    job.output = check_output_path(job.output, [job.checkpoint, job.teacher], job.force or job.resume)  # `~` expanded
     for side in side_paths(job.output):  # OUT.metrics.jsonl, OUT.resume.pt: --resume continues them
         check_output_path(side, [job.checkpoint, job.teacher], job.force or job.resume)
     model = build_model(job)
