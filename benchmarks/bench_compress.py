@@ -3,7 +3,7 @@
 Side by side in one run (the machines are shared and noisy): the SVD used inside tensorly's TT-SVD,
 `qr_svd` (ours: QR of the long side, then a small SVD) against tensorly's `truncated_svd` and
 `randomized_svd`; median of --repeats runs each, interleaved so that load affects all alike.
-Random weights are fine for timing (paper.md); the relative error column shows what each costs.
+Random weights are fine for timing (the TT-SNN paper); the relative error column shows what each costs.
 
     python benchmarks/bench_compress.py [--repeats 3] [--mode stt]
 """

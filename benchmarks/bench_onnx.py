@@ -6,7 +6,7 @@ on a shared machine hits every variant alike; the table shows medians and ratios
 
 Networks (weights random: latency does not depend on their values, and TT layers are built
 directly at the given ranks, skipping the decomposition):
-  ms_resnet18, 3x32x32, T=4, the paper's CIFAR10 ranks (paper.md), PTT and STT;
+  ms_resnet18, 3x32x32, T=4, the paper's CIFAR10 ranks (the TT-SNN paper), PTT and STT;
   digits_csnn (width 32), 1x16x16, T=4, rank 16 (the quickstart's), PTT.
 
     python benchmarks/bench_onnx.py [--repeats 20] [--batch 8] [--threads 2] [--only digits]

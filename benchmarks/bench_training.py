@@ -62,7 +62,7 @@ from ttsnn_cli.zoo.msresnet import MSBlock, MSResNet
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reference_pattern import ReferenceMSResNet18  # noqa: E402
 
-PAPER_RANKS_R18_CIFAR10 = [24, 27, 25, 29, 37, 45, 43, 41, 65, 74, 70, 63, 104, 153, 186, 145]  # paper.md
+PAPER_RANKS_R18_CIFAR10 = [24, 27, 25, 29, 37, 45, 43, 41, 65, 74, 70, 63, 104, 153, 186, 145]  # the TT-SNN paper, Table I
 MAIN = ("paper dense", "paper PTT", "dense", "PTT", "PTT recompute")
 
 

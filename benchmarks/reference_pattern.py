@@ -1,6 +1,6 @@
 """MS-ResNet18 executed the way the TT-SNN paper's released code executes it, for side-by-side timing.
 
-Written here from the description of that code's execution pattern (paper.md; the code itself is
+Written here from the description of that code's execution pattern (the TT-SNN paper; the code itself is
 not copied), so the comparison needs neither its dependencies nor its defects' side effects:
 
 - every layer loops over the T timesteps in Python and writes each step into a zero-filled output

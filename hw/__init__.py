@@ -1,5 +1,5 @@
 """ttsnn's accelerator model: layer workloads, systolic-array cycles (SCALE-Sim closed forms),
-SATA's BPTT energy model and schedules of TT-SNN cores (reference/hw.md).
+SATA's BPTT energy model and schedules of TT-SNN cores (docs/hw.md).
 
 Pure Python (PyYAML, pydantic): no torch, no simulator. Everything returns JSON-ready data;
 nothing prints.

@@ -1,7 +1,7 @@
 """The accelerator described in YAML, validated with pydantic (extra keys are errors, reported with
 their key path, all at once). Presets ship as package data in ``hw/configs/<name>.yaml``.
 
-Schema (every section but ``energy.preset`` has defaults from SATA, reference/hw.md)::
+Schema (every section but ``energy.preset`` has defaults from SATA, docs/hw.md)::
 
     name: sata                      # free text
     description: ...

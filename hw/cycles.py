@@ -1,5 +1,5 @@
-"""Compute cycles of a systolic array: SCALE-Sim's closed forms (reference/hw.md, "SCALE-Sim
-compute-cycle closed forms (exact)") and SATA_Sim's inference dataflow ("SATA dataflow").
+"""Compute cycles of a systolic array: SCALE-Sim's closed forms (docs/hw.md, "What is
+modelled": Cycles) and SATA_Sim's inference dataflow.
 
 Why closed forms: SCALE-Sim's compute-cycle counts follow them exactly, and simulating them
 cycle by cycle takes minutes per network. Cycles here are compute cycles (no DRAM prefetch).
@@ -77,7 +77,7 @@ def conv_gemm(ih: int, iw: int, r: int, s: int, c: int, k: int, stride: int | tu
 
 def ws_filter_load_span(gemm: Gemm, *, rows: int, cols: int) -> int:
     """SCALE-Sim v2's WS filter-load span, F*(Tt + 2*rows + cols - 2) - (Tt + rows + cols - 2) - 1
-    (hw.md: 0-4 cycles off the simulator): the cycles to cycle the weights through once."""
+    (0-4 cycles off the simulator): the cycles to cycle the weights through once."""
     sr, sc, tt = operand_dims(gemm, "ws")
     f = folds(sr, sc, rows, cols)
     return f * (tt + 2 * rows + cols - 2) - (tt + rows + cols - 2) - 1
@@ -87,7 +87,7 @@ def sata_layer_cycles(layer: LayerWorkload, timesteps: int, *, rows: int = 16, c
     """SATA_Sim's per-layer inference cycles: steps * OS_v2 + WS filter-load span (weights loaded
     once, spikes streamed for every step; sparsity does not shorten cycles).
 
-    Quirks of SATA_Sim's runs kept on purpose (hw.md): OS uses Ho = (H - R) // S + 1 on the padded
+    Quirks of SATA_Sim's runs kept on purpose (docs/hw.md): OS uses Ho = (H - R) // S + 1 on the padded
     size (SATA_Sim's CSVs are unpadded, so the padding is 0 there); the WS span of a strided layer
     uses Ho = ceil(H / S).
     """

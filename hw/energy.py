@@ -1,5 +1,5 @@
 """Training (BPTT) energy: SATA's per-stage op and memory-access counts times per-op energies
-(reference/hw.md, "SATA training (BPTT) energy model"), with two energy tables: ``sata`` (SATA_Sim's
+(docs/hw.md, "What is modelled": Energy), with two energy tables: ``sata`` (SATA_Sim's
 16-bit component table) and ``horowitz45`` (Horowitz, ISSCC 2014, 45 nm).
 
 Energy = sum(ops x op energy) + sum(accesses x access energy) (+ static power x latency when a
@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 from hw.workload import PHASES, LayerWorkload
 
-#: SATA_Sim's 16-bit component energies (hw.md; its own units, see the module docstring).
+#: SATA_Sim's 16-bit component energies (docs/hw.md; its own units, see the module docstring).
 SATA_COMPONENTS: dict[str, float] = {
     "mul": 0.239, "acc": 0.0389, "add": 0.00967, "and": 0.000794,
     "comp": 0.00309, "mux": 0.00172, "reg": 0.0301, "shift": 0.00605,
@@ -49,7 +49,7 @@ class AccessEnergies:
 
 @dataclass(frozen=True)
 class EnergyModel:
-    """An energy table. ``forward_bits`` is hw.md's b (spikes packed b per word in the memory
+    """An energy table. ``forward_bits`` is SATA's b (spikes packed b per word in the memory
     counts); with ``fp_bit_scaling`` the forward-pass op energies scale by b/16 (SATA's model)."""
 
     name: str
@@ -67,7 +67,7 @@ class EnergyModel:
 
 
 def sata_composites(components: dict[str, float] = SATA_COMPONENTS) -> OpEnergies:
-    """SATA's composite op energies from its component table (hw.md):
+    """SATA's composite op energies from its component table (docs/hw.md):
     AC = acc + and; MAC = mul + acc; LIF = add + comp + 2 mux + 3 reg + shift;
     PGU = mul + 2 add + mux + 2 shift."""
     c = components
@@ -87,7 +87,7 @@ def sata() -> EnergyModel:
         joules_per_unit=1e-12, ops=sata_composites(),
         access=AccessEnergies(dram=55.58, sram=1.95, spad=0.2779),
         forward_bits=2, fp_bit_scaling=True,
-        notes="SATA (Yin et al., TCAD 2023) / SATA_Sim energy table, hw.md",
+        notes="SATA (Yin et al., TCAD 2023) / SATA_Sim energy table, docs/hw.md",
     )
 
 
@@ -102,7 +102,7 @@ def horowitz45() -> EnergyModel:
         ops=OpEnergies(ac=0.9, mac=4.6, lif=5.5, pgu=5.5),
         access=AccessEnergies(dram=1300.0, sram=20.0, spad=10.0),
         forward_bits=2, fp_bit_scaling=False,
-        notes="Horowitz, ISSCC 2014, 45 nm; hw.md",
+        notes="Horowitz, ISSCC 2014, 45 nm; docs/hw.md",
     )
 
 
@@ -125,7 +125,7 @@ def _check_sparsity(name: str, value: float) -> None:
 
 def layer_counts(layer: LayerWorkload, timesteps: int, *, sp_s: float, sp_du: float,
                  forward_bits: int) -> dict[str, dict[str, float]]:
-    """Op and access counts of one layer over its active steps, per phase (hw.md formulas).
+    """Op and access counts of one layer over its active steps, per phase (SATA's formulas, docs/hw.md).
 
     With W = K*C*R*S, E2 = Ho*Wo, H2 = IH*IW, T = active steps, p = b for spike inputs (packed b
     per word) else 1:

@@ -1,6 +1,6 @@
 """Run SCALE-Sim itself (PyPI `scalesim` 3.0.0, the `scalesim` extra) on our GEMMs, to check `cycles.py`.
 
-Why: `hw.cycles` uses closed forms for SCALE-Sim's compute cycles (reference/hw.md). This module
+Why: `hw.cycles` uses closed forms for SCALE-Sim's compute cycles (docs/hw.md). This module
 drives the simulator on the same array and dataflow so a test can compare the two (tests/
 test_hw_scalesim.py; the measured agreement is in hw/README.md).
 

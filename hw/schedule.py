@@ -1,5 +1,5 @@
-"""Schedules of one model's workload on one accelerator, side by side (reference/hw.md, "What the hw
-model should cover"): cycles, latency, energy and their breakdowns, as JSON-ready dicts.
+"""Schedules of one model's workload on one accelerator, side by side (docs/hw.md, "What is
+modelled": Schedules): cycles, latency, energy and their breakdowns, as JSON-ready dicts.
 
 Schedules (``SCHEDULES``):
 
@@ -218,7 +218,7 @@ def compare_schedules(results: dict[str, dict[str, object]],
                       pairs: Iterable[tuple[str, str]] = COMPARISONS) -> list[dict[str, object]]:
     """Named comparisons between computed schedules: cycle and energy ratios and % changes
     (negative = saving), e.g. ``ptt_parallel`` vs ``stt`` (the comparison closest to the paper's
-    -17.7 % time / -28.3 % energy claims, see hw.md). Pairs with a missing schedule are skipped."""
+    -17.7 % time / -28.3 % energy claims, see docs/hw.md). Pairs with a missing schedule are skipped."""
     out = []
     for cand, ref in pairs:
         if cand in results and ref in results:

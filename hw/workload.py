@@ -4,19 +4,19 @@ A :class:`LayerWorkload` is one convolution (or linear layer, a 1x1 conv on a 1x
 accelerator sees it. A TT layer is four workloads tagged with their ``branch`` (``tt_first`` 1x1
 C->r1, ``tt_h`` kh x 1 r1->r2, ``tt_w`` 1 x kw r2->r3, ``tt_last`` 1x1 r3->K) and a common ``group``
 (the dense layer they replace), so schedules can run PTT's two middle cores concurrently and HTT's
-reduced steps can skip them (reference/paper.md, "The three modes").
+reduced steps can skip them (the TT-SNN paper, "The three modes").
 A TT Conv1d is three workloads (``tt_first``, ``tt_w`` 1 x k, ``tt_last``: one spatial axis, the
 width); a TT-matrix Linear is one GEMM per contraction step (``tt_first``, ``tt_mid``..., ``tt_last``,
 kind ``linear``; ``tt_mid`` runs every step, no neuron follows it).
 
-Per layer and timestep it derives the three BPTT GEMMs (reference/hw.md, "What the hw model should
-cover") as ``(M, N, K)`` = (output rows, output columns, reduction length) of ``A[M,K] @ B[K,N]``:
+Per layer and timestep it derives the three BPTT GEMMs (docs/hw.md, "What is modelled":
+Cycles) as ``(M, N, K)`` = (output rows, output columns, reduction length) of ``A[M,K] @ B[K,N]``:
 
 - FP (forward):        M = Ho*Wo (ofmap pixels), N = K (filters),  K = R*S*C (window);
 - BP (input gradient): M = IH*IW (ifmap pixels), N = C (channels), K = R*S*K (transposed window);
 - WG (weight gradient): M = R*S*C (weight rows), N = K (filters),  K = Ho*Wo (ofmap pixels).
 
-Their MAC counts are hw.md's SATA counts: FP and WG C*R*S*K*E^2, BP C*R*S*K*H^2 (per timestep).
+Their MAC counts are SATA's counts: FP and WG C*R*S*K*E^2, BP C*R*S*K*H^2 (per timestep).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class LayerWorkload:
 
     ``ih, iw`` input map, ``r, s`` kernel, ``c`` input channels, ``k`` filters. ``spike_input`` says
     whether the forward operands are binary spikes (accumulates, ACs) or real values (MACs): only a
-    TT layer's first core sees spikes; cores 2-4 take real values (hw.md, Horowitz preset).
+    TT layer's first core sees spikes; cores 2-4 take real values (docs/hw.md, Energy).
     ``active_steps``: ``"first_half"`` runs only for t < ceil(T/2) (HTT's middle cores).
     ``group`` names the dense layer a TT core belongs to ("" for dense layers).
     """
@@ -119,12 +119,12 @@ class LayerWorkload:
 
     @property
     def out_pixels(self) -> int:
-        """E^2 in hw.md: Ho * Wo."""
+        """SATA's E^2: Ho * Wo."""
         return self.ho * self.wo
 
     @property
     def in_pixels(self) -> int:
-        """H^2 in hw.md: IH * IW (unpadded input)."""
+        """SATA's H^2: IH * IW (unpadded input)."""
         return self.ih * self.iw
 
     @property
@@ -240,7 +240,7 @@ def tag_tt_groups(layers: list[LayerWorkload]) -> list[LayerWorkload]:
 
 def tt_cores(layer: LayerWorkload, ranks: tuple[int, int, int]) -> list[LayerWorkload]:
     """Split a dense conv into its four TT cores as the exact strided chain runs them
-    (reference/paper.md: 1x1 C->r1, kh x 1 r1->r2 stride (sh,1) padding (ph,0), 1 x kw r2->r3
+    (the TT-SNN paper: 1x1 C->r1, kh x 1 r1->r2 stride (sh,1) padding (ph,0), 1 x kw r2->r3
     stride (1,sw) padding (0,pw), 1x1 r3->K)."""
     r1, r2, r3 = ranks
     (sh, sw), (ph, pw) = layer.stride, layer.padding
@@ -333,7 +333,7 @@ def dense_equivalent(layers: list[LayerWorkload]) -> list[LayerWorkload]:
 def ptt_view(layers: list[LayerWorkload]) -> list[LayerWorkload]:
     """The PTT form of a TT workload: both middle cores read the first core's output A_t and produce
     the block's output, so ``tt_w`` takes ``tt_h``'s input size and both take the combined stride
-    (paper.md: Y_t = G4 * ((G2 * A_t + G3 * A_t) / 2)). Stride-1 layers keep their shapes' costs."""
+    (the TT-SNN paper: Y_t = G4 * ((G2 * A_t + G3 * A_t) / 2)). Stride-1 layers keep their shapes' costs."""
     h_of = {layer.group: layer for layer in layers if layer.branch == "tt_h"}
     w_of = {layer.group: layer for layer in layers if layer.branch == "tt_w"}
     out: list[LayerWorkload] = []

@@ -1,5 +1,5 @@
 """Helpers for the report tests: TT models built in memory (no TT-SVD: counts depend only on shapes
-and ranks), with the paper's ranks (reference/paper.md, "Rank selection")."""
+and ranks), with the paper's ranks (the TT-SNN paper, "Rank selection")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """hw.cycles and hw.workload: SCALE-Sim closed forms and SATA_Sim totals.
 
-Golden numbers: /work/shared/reference/hw.md (table "Numbers to reproduce", section "SATA dataflow"),
+Golden numbers: the SATA paper (Yin et al.), summarised in docs/hw.md (table "Numbers to reproduce", section "SATA dataflow"),
 workload CSVs from SATA_Sim's TT-SNN artifacts, shipped as hw/workloads/*.csv."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def test_v3_closed_forms_hw_md_table(dataflow, expected):
 
 @pytest.mark.parametrize("dataflow, expected", [("os", 2_751), ("ws", 3_263)])
 def test_v3_gemm_64_cubed(dataflow, expected):
-    # hw.md: GEMM 64x64x64 as a (64, 64, 1, 64, 1, 64, 1)-shaped layer
+    # the SATA paper: GEMM 64x64x64 as a (64, 64, 1, 64, 1, 64, 1)-shaped layer
     gemm = conv_gemm(64, 64, 1, 64, 1, 64, 1)
     assert gemm == Gemm(64, 64, 64)
     assert gemm_cycles(gemm, rows=16, cols=8, dataflow=dataflow, version=3) == expected
@@ -78,7 +78,7 @@ def test_strided_layer_ws_span_uses_ceil_quirk():
 
 
 def _resnet34_dense_from_architecture() -> list[LayerWorkload]:
-    """Dense MS-ResNet34 for 2x48x48 (paper.md), stride modelled by halving the input as SATA_Sim
+    """Dense MS-ResNet34 for 2x48x48 (the TT-SNN paper), stride modelled by halving the input as SATA_Sim
     did, shortcuts left out as in SATA_Sim's workload."""
     layers = [LayerWorkload("Conv1", 48, 48, 3, 3, 2, 64, spike_input=False)]
     size, cin, n = 48, 64, 2

@@ -1,4 +1,4 @@
-"""hw.energy: SATA's BPTT energy model (reference/hw.md, "SATA training (BPTT) energy model") and
+"""hw.energy: SATA's BPTT energy model (the SATA paper, "SATA training (BPTT) energy model") and
 the Horowitz 45 nm preset."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def test_horowitz45_preset_values():
 
 
 def test_layer_counts_by_hand():
-    # T = 2, sp_s = 0.5, sp_du = 0.25, b = 2 (hw.md formulas evaluated by hand)
+    # T = 2, sp_s = 0.5, sp_du = 0.25, b = 2 (the SATA energy formulas of docs/hw.md, evaluated by hand)
     n = layer_counts(TINY, 2, sp_s=0.5, sp_du=0.25, forward_bits=2)
     assert n["fp"] == {"ac": 24, "mac": 0, "lif": 24, "pgu": 0, "dram": 38, "sram": 76, "spad": 28}
     assert n["bp"] == {"ac": 0, "mac": 36, "lif": 0, "pgu": 24, "dram": 32, "sram": 190, "spad": 30}

@@ -4,7 +4,7 @@ TT cores, and a TT-matrix Linear's contraction steps, in all three training phas
 the OS, WS and IS dataflows on two arrays. Skipped where scalesim is not installed.
 
 SCALE-Sim's compute model emits one demand row per array cycle; its reported compute cycles are
-that count minus one (the index of the last cycle, as in hw.md's published table: see hw/README.md),
+that count minus one (the index of the last cycle, as in the SATA paper's published table: see hw/README.md),
 so the closed form must equal rows - 1 exactly, for every shape."""
 
 from __future__ import annotations

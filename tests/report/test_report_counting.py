@@ -1,5 +1,5 @@
 """Counting (ttsnn_cli/report/counting.py, flops.py, synops.py) against the paper's figures
-(reference/paper.md, "Counting convention and the numbers to reproduce") and hand counts.
+(the TT-SNN paper, "Counting convention and the numbers to reproduce") and hand counts.
 
 The TT models are built in memory with the paper's ranks (tests/report_models.py): counts depend
 only on shapes and ranks, so no TT-SVD is needed."""
@@ -22,14 +22,14 @@ def dense34():
 
 
 def test_resnet34_dense_numbers(dense34):
-    # paper.md: weights 21,311,104; MACs per timestep 2,607,368,704 (derived, exact)
+    # the paper: weights 21,311,104; MACs per timestep 2,607,368,704 (derived, exact)
     assert dense34["params"]["weights"] == 21_311_104
     assert dense34["macs_per_timestep"] == 2_607_368_704
 
 
 def test_resnet34_stt_numbers():
     counts = count_model(r34("stt"), (2, 48, 48), 6)
-    assert counts["params"]["weights"] == 2_671_716           # paper.md: 7.98x
+    assert counts["params"]["weights"] == 2_671_716           # the paper: 7.98x
     assert counts["macs_per_timestep"] == 293_815_564          # exact strided chain
     assert counts["macs_paper_per_timestep"] == 281_970_016    # cores at output resolution: 9.25x
 
@@ -65,7 +65,7 @@ def test_htt_averages_full_and_reduced_steps():
     layer = TTConv2d(8, 8, 3, (2, 2, 2), "htt", 1, 1, bias=False, timesteps=3)
     counts = count_model(nn.Sequential(layer), (8, 6, 6), 3)
     full = (8 * 2 + 3 * 2 * 2 + 3 * 2 * 2 + 2 * 8) * 36
-    reduced = (8 * 2 + 2 * 8) * 36          # paper.md: (Cin*r + r*Cout)*H*W
+    reduced = (8 * 2 + 2 * 8) * 36          # the paper: (Cin*r + r*Cout)*H*W
     assert counts["macs_per_timestep"] == pytest.approx((2 * full + reduced) / 3)
 
 

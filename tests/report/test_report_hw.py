@@ -39,7 +39,7 @@ def test_tt_cores_match_sata_csv(r34_workload):
 
 
 def test_workload_macs_agree_with_counting(r34_workload):
-    # hw's per-step MACs of our workload = the exact strided chain (paper.md: 293,815,564)
+    # hw's per-step MACs of our workload = the exact strided chain (the TT-SNN paper: 293,815,564)
     assert sum(layer.macs_per_step for layer in r34_workload) == 293_815_564
     # the PTT view hw schedules = what our PTT layer computes
     from hw.workload import ptt_view

@@ -1,4 +1,4 @@
-"""The paper's LIF as snntorch neurons (paper.md, Architecture) and the multistep wrapper."""
+"""The paper's LIF as snntorch neurons (the TT-SNN paper, Architecture) and the multistep wrapper."""
 
 import pickle
 

@@ -1,4 +1,4 @@
-"""Zoo models: shapes, the paper's MS-ResNet structure and weight counts (paper.md)."""
+"""Zoo models: shapes, the paper's MS-ResNet structure and weight counts (the TT-SNN paper)."""
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ def test_registered():
 
 def test_msresnet34_ncaltech_weight_count():
     model = zoo_entry("ms_resnet34").factory(in_channels=2, num_classes=101)
-    assert weights(model) == 21_311_104  # paper.md, derived count
+    assert weights(model) == 21_311_104  # the TT-SNN paper, derived count
 
 
 def test_msresnet18_cifar_weight_count_and_structure():

@@ -23,6 +23,7 @@ from ttsnn_cli.cli.compress import parse_input_shape
 from ttsnn_cli.errors import GateFailedError
 from ttsnn_cli.report.gates import GateLimits, failed
 from ttsnn_cli.report.job import ReportJob, run_report
+from ttsnn_cli.report.plot import accuracy_change
 
 
 @app.command()
@@ -140,11 +141,13 @@ def render_report(doc: dict[str, Any]) -> None:
         for item in doc.get("hw_comparisons", []):
             console.print(f"  {item['name']}: time {item['time_change_pct']:+.1f} %, energy "
                           f"{item['energy_change_pct']:+.1f} %  - {item['paper']}")
+        for note in (doc.get("hw_notes") or {}).values():
+            console.print(f"  note: {note}")
     if doc.get("accuracy"):
         acc = doc["accuracy"]
         line = f"accuracy: model {acc['model']:.2f} %"
         if acc.get("baseline") is not None:
-            line += f", baseline {acc['baseline']:.2f} %, drop {acc['drop']:.2f} pts"
+            line += f", baseline {acc['baseline']:.2f} %, {accuracy_change(acc['drop'])}"
         console.print(line)
     if doc["gates"]:
         gates = Table(title="gates", title_justify="left")

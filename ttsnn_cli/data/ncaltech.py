@@ -5,7 +5,7 @@ Event format (ecosystem.md): byte0 = x, byte1 = y, byte2 bit 7 = polarity, times
 (byte2 & 0x7F) << 16 | byte3 << 8 | byte4 (microseconds). An event with y == 240 is a timestamp
 overflow marker: 2**13 is added to every later timestamp, and the marker itself is dropped.
 
-Frames (paper.md): each recording's events are split into T slices of equal event count (as
+Frames (the TT-SNN paper): each recording's events are split into T slices of equal event count (as
 spikingjelly's `split_by="number"`), counted per polarity on the 240x180 sensor, and resized to 48x48
 (area interpolation): items [T, 2, 48, 48]. Split: per class, files in sorted order, the first 90 %
 train and the rest test (reproducible, unlike the reference code's directory order). Frames are

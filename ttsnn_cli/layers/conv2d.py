@@ -1,12 +1,12 @@
 """The TT convolution: a drop-in replacement for one nn.Conv2d, as four trainable cores.
 
-The cores are ordinary nn.Conv2d modules (`core1` .. `core4` = G1 .. G4 of paper.md), so optimisers,
+The cores are ordinary nn.Conv2d modules (`core1` .. `core4` = G1 .. G4 of the TT-SNN paper), so optimisers,
 FLOP counters, exporters and hooks see plain convolutions:
   core1: 1x1, Cin -> r1            (the only core that sees the layer's input, spikes in an SNN)
   core2: kh x 1, r1 -> r2          (vertical)
   core3: 1 x kw, r2 -> r3          (horizontal)
   core4: 1x1, r3 -> Cout (+ bias)
-Modes (paper.md), with A = core1(x):
+Modes (the TT-SNN paper), with A = core1(x):
   stt: core4(core3(core2(A)))                  the exact TT chain
   ptt: core4((core2(A) + core3(A)) / 2)        the two middle cores read A in parallel (r1 = r2 = r3)
   htt: ptt for t < ceil(T/2), core4(A) after   (T is the layer's `timesteps`)

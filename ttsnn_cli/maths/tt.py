@@ -3,7 +3,7 @@
 No modules here, only tensors in and tensors out, so each function is tested alone (tensorly's
 split of `decomposition/_tt.py` from the class wrapping it).
 
-Shapes (paper.md): a kernel W (Cout, Cin, kh, kw) is permuted to (Cin, kh, kw, Cout) and split into
+Shapes (the TT-SNN paper): a kernel W (Cout, Cin, kh, kw) is permuted to (Cin, kh, kw, Cout) and split into
 G1 (1, Cin, r1), G2 (r1, kh, r2), G3 (r2, kw, r3), G4 (r3, Cout, 1).
 """
 

@@ -1,4 +1,4 @@
-"""Parameters and MACs per timestep, per layer, measured with forward hooks (reference/paper.md,
+"""Parameters and MACs per timestep, per layer, measured with forward hooks (the TT-SNN paper,
 "Counting convention").
 
 Conventions:
@@ -31,7 +31,7 @@ from torch import nn
 
 from ttsnn_cli.kinds import LayerKind, is_tt_layer, kind_of, leaf_kind
 from ttsnn_cli.kinds.base import spatial
-from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.spiking.runner import prepare_run, run_timesteps
 from ttsnn_cli.spiking.state import reset_states
 
 
@@ -104,6 +104,7 @@ def profile_model(model: nn.Module, inputs: torch.Tensor, exact_acs: bool = Fals
             tt_out.setdefault(name, spatial(out))
         return hook
 
+    prepare_run(model, inputs)  # an own-loop model's layout probe must not be counted
     for name, module in model.named_modules():
         kind = leaf_kind(module)
         if kind is not None:

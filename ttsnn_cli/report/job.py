@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.errors import BadInputError, UserCodeError
 from ttsnn_cli.report.counting import (
     Profile,
     count_model,
@@ -46,6 +46,13 @@ PAPER_NOTES = {
     "ptt_parallel vs dense": "NOT the paper's figures: TT vs dense (docs/hw.md)",
     "htt vs dense": "NOT the paper's figures: TT vs dense (docs/hw.md)",
 }
+
+#: why ptt_sequential can equal stt exactly (`hw_notes`, shown on the plot): hw's PTT view changes a TT
+#: layer's core shapes only where the layer is strided or its kh x 1 core changes the map size
+PTT_SEQUENTIAL_IS_STT = ("ptt_sequential = stt here: no TT layer is strided (each keeps its map size), so PTT's "
+                         "middle cores, both reading the first core's output, have the very shapes of STT's chain "
+                         "and still run one after another: same cycles, same energy. Only ptt_parallel's "
+                         "concurrency (or a strided TT layer) tells PTT apart")
 
 
 @dataclass
@@ -129,8 +136,11 @@ def _check_consumes(model: nn.Module, shape: tuple[int, ...], steps: int) -> Non
     cannot eat is bad input (found here, before any counting), not an internal error."""
     try:
         _meta_profile(model, shape, 1)
-    except (RuntimeError, ValueError, IndexError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    except (RuntimeError, ValueError, IndexError, UserCodeError) as error:
+        cause = error.cause if isinstance(error, UserCodeError) else error
+        if not isinstance(cause, (RuntimeError, ValueError, IndexError)):
+            raise  # not a shape mismatch: the runner's message names the user's code and what it did
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
         raise BadInputError(f"the model cannot consume input shape {list(shape)} (--input-shape / the bundle's io): {first}") from None
 
 
@@ -185,6 +195,7 @@ def _merge_layers(side: dict[str, Any], base: dict[str, Any] | None) -> list[dic
 def run_hw(job: ReportJob, model: nn.Module, profile: Profile, baseline: nn.Module | None,
            base_profile: Profile | None, steps: int, sp_s: float | None, sp_source: str) -> dict[str, Any]:
     import hw
+    from hw.workload import ptt_view
     from ttsnn_cli.report.workloads import model_workloads, with_spike_flags
 
     try:
@@ -198,12 +209,15 @@ def run_hw(job: ReportJob, model: nn.Module, profile: Profile, baseline: nn.Modu
     if not any(layer.branch != "dense" for layer in layers) and dense_layers is None:
         dense_layers = layers
     results = hw.simulate_schedules(layers, accel, steps, dense_layers=dense_layers, sp_s=sp_s)
+    notes = {}
+    if "stt" in results and "ptt_sequential" in results and ptt_view(layers) == layers:
+        notes["ptt_sequential"] = PTT_SEQUENTIAL_IS_STT
     comparisons = hw.compare_schedules(results)
     for item in comparisons:
         item["paper"] = PAPER_NOTES.get(item["name"], "")
     sparsity = {"sp_s": accel.sparsity.sp_s if sp_s is None else sp_s, "sp_du": accel.sparsity.sp_du,
                 "source": sp_source}
-    return {"schedules": results, "comparisons": comparisons, "sparsity": sparsity,
+    return {"schedules": results, "comparisons": comparisons, "sparsity": sparsity, "notes": notes,
             "accelerator": {"name": accel.name, "description": accel.description,
                             "array": f"{accel.array.rows}x{accel.array.cols}", "clock_hz": accel.clock_hz,
                             "energy_preset": accel.energy.preset},
@@ -299,6 +313,7 @@ def build_report(job: ReportJob, model: nn.Module) -> dict[str, Any]:
         report["hw"] = result["schedules"]
         report["hw_comparisons"] = result["comparisons"]
         report["hw_sparsity"] = result["sparsity"]
+        report["hw_notes"] = result["notes"]
         report["hw_accelerator"] = result["accelerator"]
         report["hw_schedule_of_model"] = MODE_SCHEDULE.get(mode, "stt")
     if job.gates.max_acc_drop is not None:
@@ -323,6 +338,6 @@ def run_report(job: ReportJob) -> dict[str, Any]:
     if job.gates.max_acc_drop is not None and not job.data:
         raise BadInputError("--max-acc-drop needs --data (both models are evaluated on its test split)")
     if job.plot is not None:
-        check_output_path(job.plot, [job.model, job.baseline], job.force, replace_input=False)
+        job.plot = check_output_path(job.plot, [job.model, job.baseline], job.force, replace_input=False)
     model = load_checkpoint(job.model, trust_pickle=job.trust_pickle)
     return build_report(job, model)

@@ -1,5 +1,5 @@
 """Synaptic operations per timestep: accumulates (ACs) for spike inputs, MACs for real-valued ones
-(reference/hw.md, Horowitz preset: "only a TT layer's first core sees spikes: cores 2-4 take real
+(docs/hw.md; `hw.LayerWorkload`: "only a TT layer's first core sees spikes: cores 2-4 take real
 values, so they cost MACs").
 
 A layer's input counts as spikes when every value it received was 0 or 1 (seen by forward hooks,
@@ -24,7 +24,7 @@ from torch import nn
 from ttsnn_cli.kinds import is_tt_layer
 from ttsnn_cli.report.counting import Profile
 
-DEFAULT_SPIKE_RATE = 0.1  # SATA's default spike sparsity sp_s = 0.9 (hw.md)
+DEFAULT_SPIKE_RATE = 0.1  # SATA's default spike sparsity sp_s = 0.9 (docs/hw.md)
 
 
 def _div(value: float, by: int) -> float:

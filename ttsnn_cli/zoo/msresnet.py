@@ -1,4 +1,4 @@
-"""The paper's MS-ResNets ("membrane shortcut"), `ms_resnet18` and `ms_resnet34` (paper.md, Architecture).
+"""The paper's MS-ResNets ("membrane shortcut"), `ms_resnet18` and `ms_resnet34` (the TT-SNN paper, Architecture).
 
 - Channels 64, 64, 128, 256, 512. Stem `stem.conv` 3x3 stride 1, Cin -> 64, + `stem.bn`; no max-pool.
 - Stages `layer1..layer4`, strides 1, 2, 2, 2; blocks [2,2,2,2] (18) or [3,4,6,3] (34).
