@@ -28,18 +28,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from torch import nn
 
 from ttsnn_cli.data import DataBundle, encode
+from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import kind_of
 from ttsnn_cli.layers.conv2d import Mode
 from ttsnn_cli.maths.ranks import Ranks, ResolvedRanks
 from ttsnn_cli.maths.tt import max_tt_ranks, tt_param_count
 from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.storage.schema import validated
 
 Progress = Callable[[dict[str, Any]], None]  # an event sink, as the training engine takes
 
@@ -83,6 +86,82 @@ class LayerCurve:
         points = [Point(tuple(p["ranks"]), int(p["weights"]), float(p["loss"]), float(p["loss_increase"]))  # type: ignore[arg-type]
                   for p in data["points"]]
         return cls(str(data["name"]), int(data["dense_weights"]), points)
+
+
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+
+
+class _PointRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    ranks: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
+    weights: PositiveInt
+    loss: FiniteFloat
+    loss_increase: FiniteFloat
+
+
+class _CurveRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: StrictStr
+    dense_weights: PositiveInt
+    points: Annotated[list[_PointRecord], Field(min_length=1)]
+
+
+class CurvesRecord(BaseModel):
+    """The fields of a stored curves document `choose_ranks` relies on (a file is input: checked)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    factors: Annotated[list[Annotated[FiniteFloat, Field(ge=1)]], Field(min_length=1)]
+    layers: list[_CurveRecord]
+
+
+def _check_curve(curve: _CurveRecord, index: int, shape: tuple[int, ...], source: str) -> None:
+    """Every number a stored curve holds must be what measuring this layer gives: a curve for
+    another kernel (or edited weights) would allocate ranks for a layer that is not there."""
+    where = f"sensitivity curves {source}: layers.{index}"
+    if curve.dense_weights != math.prod(shape):
+        raise BadInputError(f"{where}.dense_weights is {curve.dense_weights}, but layer {curve.name} holds "
+                            f"{math.prod(shape)} weights")
+    caps = max_tt_ranks(shape)
+    for j, point in enumerate(curve.points):
+        ranks = tuple(point.ranks)
+        if any(r > c for r, c in zip(ranks, caps)):
+            raise BadInputError(f"{where}.points.{j}.ranks {list(ranks)} exceed the TT ranks {list(caps)} of layer "
+                                f"{curve.name}")
+        if point.weights != tt_param_count(shape, ranks):  # type: ignore[arg-type]
+            raise BadInputError(f"{where}.points.{j}.weights is {point.weights}, but ranks {list(ranks)} of layer "
+                                f"{curve.name} hold {tt_param_count(shape, ranks)}")  # type: ignore[arg-type]
+
+
+def check_curves(document: Any, source: str, layers: dict[str, nn.Module]) -> dict[str, Any]:
+    """`document` (read from `source`) if it is a curves document for exactly `layers`; otherwise one
+    BadInputError naming the file and the field. Why: the stored curves are a cache anyone can edit,
+    and `choose_ranks` divides by their weights and indexes their points."""
+    record = validated(CurvesRecord, document, f"sensitivity curves {source} have a bad field", first_only=True)
+    names = [curve.name for curve in record.layers]
+    if len(set(names)) != len(names) or set(names) != set(layers):
+        held = ", ".join(sorted(set(names))) or "no layer"
+        raise BadInputError(f"sensitivity curves {source}: layers hold curves for {held}, "
+                            f"but the layers to decompose are {', '.join(sorted(layers))}")
+    for index, curve in enumerate(record.layers):
+        _check_curve(curve, index, tuple(layers[curve.name].weight.shape), source)  # type: ignore[arg-type]
+    return document
+
+
+def check_finite_curves(base_loss: float, curves: dict[str, LayerCurve]) -> None:
+    """A measured loss that is NaN or infinite means the model's output is: no rank can be chosen
+    from it, and standard JSON cannot store it."""
+    if not math.isfinite(base_loss):
+        raise BadInputError(f"the dense model's calibration loss is {base_loss}: its output is not finite; "
+                            "check the model and the data")
+    for curve in curves.values():
+        bad = next((p for p in curve.points if not math.isfinite(p.loss)), None)
+        if bad is not None:
+            raise BadInputError(f"layer {curve.name} at ranks {list(bad.ranks)} gives a calibration loss of "
+                                f"{bad.loss}; its output is not finite")
 
 
 def candidate_factors(targets: Iterable[float], spread: float = 4.0) -> list[float]:

@@ -10,28 +10,48 @@ Resumable: `DIR/sweep.json` is rewritten (atomically) after every finished point
 that produced it; a rerun with the same settings keeps the finished points and skips them (a point
 cut off mid-way is redone). Other settings in an existing `DIR/sweep.json` are refused unless
 `force`, which starts afresh. Sensitivity curves are measured once for all targets and kept in
-`DIR/sensitivity.json`. Each point's fine-tuned bundle is `DIR/<method>-<target>.tt`.
+`DIR/sensitivity.json` (with a fingerprint of everything they depend on: other settings measure
+them anew). Each point's fine-tuned bundle is `DIR/<method>-<target>.tt`.
+
+Both JSON files are input on a rerun (anyone may edit them): they are validated on read, and a bad
+one is one line of bad input naming the file and the field (with `force`, it is replaced). NaN and
+Infinity never enter or leave them. Every refusal comes before the folder is created; a run holds
+an exclusive lock on the folder (`DIR/.sweep.lock`), so of two sweeps writing one folder the second
+is refused rather than both "succeeding" with one's points lost.
 The library never prints: progress goes to the `progress` callback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
+import fcntl
+import math
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from torch import nn
 from torch.utils.data import Subset
 
-from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers
+from ttsnn_cli.compress.decompose import (
+    CompressConfig,
+    NothingToDecompose,
+    compress_model,
+    free_layers,
+    plan_layers,
+)
 from ttsnn_cli.compress.sensitivity import (
     DEFAULT_CALIB_SAMPLES,
     calibration_set,
     candidate_factors,
+    check_curves,
+    check_finite_curves,
     curves_document,
     measure_sensitivity,
     sensitivity_ranks,
@@ -39,13 +59,16 @@ from ttsnn_cli.compress.sensitivity import (
 from ttsnn_cli.data import DataBundle, load_data
 from ttsnn_cli.data.compat import check_compatible
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.kinds import is_tt_layer, kind_of
 from ttsnn_cli.layers.conv2d import MODES
 from ttsnn_cli.maths.ranks import RankSpec
 from ttsnn_cli.report.counting import count_model
 from ttsnn_cli.spiking.runner import check_style
 from ttsnn_cli.storage.bundle import ModelIO, file_checksum, get_meta, save_bundle
+from ttsnn_cli.storage.jsonfile import read_json_file
 from ttsnn_cli.storage.load import load_checkpoint
-from ttsnn_cli.storage.outputs import atomic_write_text, check_output_path
+from ttsnn_cli.storage.outputs import atomic_write_text, check_output_path, make_output_folder, standard_json
+from ttsnn_cli.storage.schema import validated
 from ttsnn_cli.storage.trust import zoo_io
 from ttsnn_cli.train.engine import Progress, TrainConfig, evaluate, fit, resolve_device
 
@@ -53,6 +76,8 @@ METHODS = ("budget", "uniform", "sensitivity", "vbmf")
 TARGETLESS = ("vbmf",)
 RESULTS = "sweep.json"
 CURVES = "sensitivity.json"
+LOCK = ".sweep.lock"
+FORCE_HINT = "pass --force to start afresh"
 
 
 @dataclass
@@ -80,6 +105,42 @@ class SweepJob:
     style: str | None = None  # --style: how to run a user network detection cannot tell (runner.STYLES)
 
 
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Percent = Annotated[Finite, Field(ge=0, le=100)]
+Ratio = Annotated[Finite, Field(gt=0)]
+Count = Annotated[StrictInt, Field(ge=0)]
+
+
+class PointRecord(BaseModel):
+    """A finished point as `sweep.json` keeps it: what a resumed sweep copies, gates and prints."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: Literal["budget", "uniform", "sensitivity", "vbmf"]
+    target: Annotated[Finite, Field(ge=1)] | None
+    param_ratio: Ratio
+    weight_ratio: Ratio
+    mac_ratio: Ratio
+    params: Count
+    weights: Count
+    accuracy_before: Percent
+    accuracy_after: Percent
+    seconds: Annotated[Finite, Field(ge=0)]
+    ranks: dict[StrictStr, list[StrictInt]]
+    rank_method: StrictStr
+    output: StrictStr
+
+
+class SweepRecord(BaseModel):
+    """The fields of `sweep.json` a rerun relies on (the file is input: anyone may edit it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    dense_accuracy: Percent
+    points: list[PointRecord]
+    settings: dict[StrictStr, Any]
+
+
 def point_key(method: str, target: float | None) -> str:
     return method if target is None else f"{method}-{target:g}"
 
@@ -103,7 +164,11 @@ def validate(job: SweepJob) -> None:
         problems.append("--methods repeats a method")
     if any(m not in TARGETLESS for m in job.methods) and not job.targets:
         problems.append("--targets names no target")
-    problems += [f"target {t:g} must be >= 1 (a shrink factor)" for t in job.targets if not t >= 1]
+    problems += [f"target {t:g} must be a finite number >= 1 (a shrink factor)" for t in job.targets
+                 if not (math.isfinite(t) and t >= 1)]
+    keys = [f"{t:g}" for t in job.targets]
+    problems += [f"--targets repeats {key} (targets are told apart by 6 significant digits)"
+                 for key in sorted({k for k in keys if keys.count(k) > 1})]
     if job.mode not in MODES:
         problems.append(f"unknown mode {job.mode!r}; choose one of {', '.join(MODES)}")
     if job.train_samples is not None and job.train_samples < 1:
@@ -116,22 +181,53 @@ def validate(job: SweepJob) -> None:
         raise BadInputError("; ".join(problems))
     check_style(job.style)
     job.finetune.validate()
-    if job.out_dir.exists() and not job.out_dir.is_dir():
-        raise BadInputError(f"output {job.out_dir} is a file; sweep writes a folder")
-    if not job.out_dir.parent.exists():
-        raise BadInputError(f"output folder {job.out_dir.parent} does not exist")
+    job.out_dir = Path(job.out_dir).expanduser()  # `~` as a shell would, like every other output
+    _check_folder(job)
     inputs = [job.model, job.teacher]
     for path in inputs:
         if path is not None and job.out_dir.resolve() in Path(path).resolve().parents:
             raise BadInputError(f"input {path} lies inside the sweep folder {job.out_dir}; choose another -o")
-    if job.plot is not None:
-        check_output_path(job.plot, inputs, job.force, replace_input=False)
+    if job.plot is not None and not _plot_waits_for_folder(job):
+        job.plot = check_output_path(job.plot, inputs, job.force, replace_input=False)  # `~` expanded
+
+
+def _check_folder(job: SweepJob) -> None:
+    """The sweep folder: absent with a writable folder above it, or a writable folder whose files
+    ttsnn writes are regular files (or absent). Checked before any work: nothing is created yet."""
+    folder = job.out_dir
+    if folder.is_symlink() and not folder.exists():
+        raise BadInputError(f"output {folder} is a symbolic link to nothing; remove it or choose another -o")
+    if not folder.exists():
+        if not folder.parent.is_dir():
+            raise BadInputError(f"output folder {folder.parent} does not exist")
+        if not os.access(folder.parent, os.W_OK | os.X_OK):
+            raise BadInputError(f"output folder {folder.parent} is not writable; choose another -o")
+        return
+    if not folder.is_dir():
+        raise BadInputError(f"output {folder} is a file; sweep writes a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInputError(f"sweep folder {folder} is not writable; choose another -o")
+    for name in [RESULTS, CURVES, LOCK] + [f"{point_key(m, t)}.tt" for m, t in planned_points(job)]:
+        path = folder / name
+        if path.exists() and not path.is_file():
+            raise BadInputError(f"{path} is not a regular file; remove it or choose another -o")
+
+
+def _plot_waits_for_folder(job: SweepJob) -> bool:
+    """A plot inside the sweep folder whose own folder is not made yet (the recipe's `pareto.png` on
+    a first run) is checked once the sweep folder exists: its folder is not missing, just not made."""
+    assert job.plot is not None
+    parent = Path(job.plot).expanduser().parent
+    folder = job.out_dir.resolve()
+    return not parent.exists() and (parent.resolve() == folder or folder in parent.resolve().parents)
 
 
 def settings(job: SweepJob, model_checksum: str, teacher_checksum: str | None) -> dict[str, Any]:
     """What a finished point depends on: a resumed sweep must share all of it."""
     config = asdict(job.finetune)
     config.pop("device")
+    if config["precision"] == "fp32":  # sweeps written before --precision existed were all fp32
+        config.pop("precision")
     return {"model_sha256": model_checksum, "data": job.data, "mode": job.mode, "include": job.include,
             "exclude": job.exclude, "calib_samples": job.calib_samples, "seed": job.seed, "finetune": config,
             "teacher_sha256": teacher_checksum, "timesteps": job.timesteps,
@@ -139,14 +235,18 @@ def settings(job: SweepJob, model_checksum: str, teacher_checksum: str | None) -
 
 
 def _previous(job: SweepJob, current: dict[str, Any]) -> dict[str, Any]:
-    """The document of an earlier run with the same settings (empty with `force`, or none)."""
+    """The document of an earlier run with the same settings (empty with `force`, or none).
+    Validated: a resumed sweep copies, gates and prints its points."""
     path = job.out_dir / RESULTS
-    if job.force or not path.is_file():
+    if job.force or not path.exists():
         return {}
     try:
-        earlier = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise BadInputError(f"{path} is not a sweep result ({error}); pass --force to start afresh") from None
+        earlier = read_json_file(path, "sweep result")
+        if not isinstance(earlier, dict):
+            raise BadInputError(f"sweep result {path} holds a JSON {type(earlier).__name__}, not an object")
+        validated(SweepRecord, earlier, f"sweep result {path} has a bad field", first_only=True)
+    except BadInputError as error:
+        raise BadInputError(f"{error}; {FORCE_HINT}") from None
     if earlier.get("settings") != current:
         raise BadInputError(f"{path} was written with other settings (model, data or fine-tuning); "
                             "pass --force to start afresh, or choose another -o")
@@ -197,30 +297,79 @@ class _Sweep:
         self.dense_counts = count_model(self.dense, self.shape, self.steps)
         self.config = CompressConfig(RankSpec("fixed", (1, 1, 1)), mode=job.mode,  # type: ignore[arg-type]
                                      include=list(job.include), exclude=list(job.exclude), timesteps=self.steps)
+        self.model_sha256 = file_checksum(job.model)
+        self.check_layers()
+
+    def check_layers(self) -> None:
+        """What every point decomposes, checked before the folder is made: a TT input, a bad regex,
+        nothing left to decompose, a mode a layer refuses, or a target beyond reach are refusals
+        that leave nothing behind."""
+        if any(is_tt_layer(m) for m in self.dense.modules()):
+            raise BadInputError(f"{self.job.model} is already TT-compressed; sweep starts from the dense model "
+                                "(the input of compress)")
+        chosen, reports = plan_layers(self.dense, self.config)
+        if not chosen:
+            raise NothingToDecompose(self.dense, self.config, reports)
+        for name, module in chosen.items():
+            kind = kind_of(module, exact=False)
+            refusal = kind.mode_refusal(self.job.mode) if kind is not None else None
+            if refusal is not None:
+                raise BadInputError(f"layer {name}: {refusal}")
+        # A target above the number of weights it shrinks cannot be met by any rank (and would
+        # overflow the sensitivity grid): the bound is those weights, the model's own size.
+        weights = sum(int(m.weight.numel()) for m in chosen.values())
+        if any(m not in TARGETLESS for m in self.job.methods) and max(self.job.targets) > weights:
+            raise BadInputError(f"target {max(self.job.targets):g} is more than the {weights} weights of the layers to "
+                                f"decompose: no ranks shrink them that far; choose --targets up to {weights}")
 
     def accuracy(self, model: nn.Module) -> float:
         return float(evaluate(model, self.eval_data, self.job.finetune, self.device))
+
+    def curves_fingerprint(self, layers: dict[str, nn.Conv2d]) -> dict[str, Any]:
+        """Everything the measured curves depend on besides the grid: stored curves with another
+        fingerprint are measured anew (the layer list stands for --include/--exclude)."""
+        return {"model_sha256": self.model_sha256, "data": self.job.data, "calib_samples": self.job.calib_samples,
+                "seed": self.job.seed, "mode": self.job.mode, "timesteps": self.steps, "style": self.job.style,
+                "svd": "qr_svd", "layers": {name: list(conv.weight.shape) for name, conv in layers.items()}}
+
+    def stored_curves(self, path: Path, fingerprint: dict[str, Any], factors: list[float],
+                      layers: dict[str, nn.Conv2d]) -> dict[str, Any] | None:
+        """The curves kept in the folder when they serve this sweep: same fingerprint, a grid at least
+        as wide. None when they must be measured (absent, other settings, narrower grid; a bad file
+        with `force`); a bad file without `force` is one line of bad input."""
+        if not path.exists():
+            return None
+        try:
+            stored = read_json_file(path, "sensitivity curves")
+            if not isinstance(stored, dict):
+                raise BadInputError(f"sensitivity curves {path} hold a JSON {type(stored).__name__}, not an object")
+            if stored.get("fingerprint") != fingerprint:
+                return None
+            check_curves(stored, str(path), layers)
+        except BadInputError as error:
+            if self.job.force:
+                return None
+            raise BadInputError(f"{error}; pass --force to measure them again") from None
+        covers = min(stored["factors"]) <= min(factors) + 1e-9 and max(stored["factors"]) >= max(factors) - 1e-9
+        return stored if covers else None
 
     def curves(self) -> dict[str, Any]:
         """Sensitivity curves for every target at once, measured once and kept in the folder."""
         path = self.job.out_dir / CURVES
         factors = candidate_factors(self.job.targets, spread=2.0)  # neighbouring targets cover each other
-        if path.is_file():  # curves measured on a grid at least as wide serve these targets too
-            stored = json.loads(path.read_text())
-            covers = bool(stored.get("factors")) and min(stored["factors"]) <= min(factors) + 1e-9 \
-                and max(stored["factors"]) >= max(factors) - 1e-9
-            if covers and stored.get("mode") == self.job.mode and stored.get("model_sha256") == \
-                    file_checksum(self.job.model) and stored.get("calib_samples_requested") == self.job.calib_samples \
-                    and stored.get("seed") == self.job.seed:
-                return stored
         layers = free_layers(plan_layers(self.dense, self.config)[0], self.config)
+        fingerprint = self.curves_fingerprint(layers)
+        stored = self.stored_curves(path, fingerprint, factors, layers)
+        if stored is not None:
+            return stored
         calibration = calibration_set(self.eval_data, self.job.calib_samples, self.steps, self.job.seed)
         base, curves = measure_sensitivity(self.dense, layers, calibration, factors, self.job.mode,  # type: ignore[arg-type]
                                            self.steps, progress=self.progress)
+        check_finite_curves(base, curves)
         document = curves_document(base, curves, calibration, self.job.seed) | {
-            "factors": factors, "mode": self.job.mode, "model_sha256": file_checksum(self.job.model),
-            "calib_samples_requested": self.job.calib_samples}
-        atomic_write_text(path, json.dumps(document, indent=1) + "\n")
+            "factors": factors, "mode": self.job.mode, "model_sha256": self.model_sha256,
+            "calib_samples_requested": self.job.calib_samples, "fingerprint": fingerprint}
+        atomic_write_text(path, standard_json(document, indent=1) + "\n")
         return document
 
     def point(self, method: str, target: float | None) -> dict[str, Any]:
@@ -266,18 +415,99 @@ def gates(document: dict[str, Any], max_acc_drop: float | None) -> list[dict[str
             for p in document["points"]]
 
 
+def _make_folder(folder: Path) -> bool:
+    """Create the sweep folder; True when this run created it (and so may remove it again)."""
+    try:
+        folder.mkdir()
+        return True
+    except FileExistsError:
+        if folder.is_dir():
+            return False
+        raise BadInputError(f"output {folder} is a file; sweep writes a folder") from None
+    except OSError as error:
+        raise BadInputError(f"cannot create sweep folder {folder}: {error.strerror or error}") from None
+
+
+def _lock(folder: Path) -> int:
+    """An exclusive, non-blocking lock on `folder/.sweep.lock`: its descriptor (closing it unlocks).
+    Why: two sweeps writing one folder would each rewrite sweep.json with only their own points."""
+    path = folder / LOCK
+    busy = f"another ttsnn sweep is writing {folder}; wait for it to finish or choose another -o"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise BadInputError(f"cannot lock sweep folder {folder} ({path}: {error.strerror or error})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino:
+            raise BlockingIOError  # the lock file was removed by a run giving the folder up: not ours
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        raise BadInputError(busy) from None
+    except OSError as error:
+        os.close(fd)
+        raise BadInputError(f"cannot lock sweep folder {folder} ({error.strerror or error})") from None
+    return fd
+
+
+def _remove_if_unused(folder: Path) -> None:
+    """Remove a folder this run created when nothing but the lock file (and empty folders, a plot's)
+    is in it; called while the lock is held, so no other sweep has started writing there."""
+    for below, _, _ in os.walk(folder, topdown=False):
+        if Path(below) != folder:
+            with contextlib.suppress(OSError):
+                os.rmdir(below)
+    with contextlib.suppress(OSError):
+        if set(os.listdir(folder)) <= {LOCK}:
+            (folder / LOCK).unlink(missing_ok=True)
+            folder.rmdir()
+
+
+@contextlib.contextmanager
+def _claimed_folder(folder: Path) -> Iterator[None]:
+    """The sweep folder, created if needed and locked for this run. A run that created it and then
+    fails before writing a result removes it again: a refused run leaves nothing behind."""
+    created = _make_folder(folder)
+    try:
+        fd = _lock(folder)
+    except BadInputError:
+        if created:
+            _remove_if_unused(folder)
+        raise
+    try:
+        yield
+    except BaseException:
+        if created:
+            _remove_if_unused(folder)
+        raise
+    finally:
+        os.close(fd)
+
+
 def run_sweep(job: SweepJob, progress: Progress | None = None) -> dict[str, Any]:
-    """Run (or resume) the sweep; return the JSON document also written to `DIR/sweep.json`."""
+    """Run (or resume) the sweep; return the JSON document also written to `DIR/sweep.json`.
+
+    Everything is checked (options, model, layers, an earlier sweep.json) before the folder is
+    created; the folder is then locked, and the earlier result read again under the lock."""
     report = progress or (lambda event: None)
     validate(job)
     sweep = _Sweep(job, report)
     teacher_sum = file_checksum(job.teacher) if job.teacher is not None else None
-    current = settings(job, file_checksum(job.model), teacher_sum)
+    current = settings(job, sweep.model_sha256, teacher_sum)
+    _previous(job, current)
+    with _claimed_folder(job.out_dir):
+        if job.plot is not None and _plot_waits_for_folder(job):
+            make_output_folder(Path(job.plot).expanduser().parent)
+            job.plot = check_output_path(job.plot, [job.model, job.teacher], job.force, replace_input=False)
+        return _run_locked(job, sweep, current, report)
+
+
+def _run_locked(job: SweepJob, sweep: _Sweep, current: dict[str, Any], report: Progress) -> dict[str, Any]:
+    """The sweep proper, in the locked folder: keep the earlier points, run the others, gate, plot."""
     previous = _previous(job, current)
     earlier = {point_key(p["method"], p["target"]): p for p in previous.get("points", [])}
-    job.out_dir.mkdir(exist_ok=True)
     dense_accuracy = previous.get("dense_accuracy")
-    if not isinstance(dense_accuracy, (int, float)):
+    if dense_accuracy is None:
         dense_accuracy = sweep.accuracy(sweep.dense)
     plan = planned_points(job)
     document: dict[str, Any] = {"dense_accuracy": dense_accuracy, "points": [], "output": str(job.out_dir),
@@ -293,7 +523,7 @@ def run_sweep(job: SweepJob, progress: Progress | None = None) -> dict[str, Any]
         if point is None:
             point = sweep.point(method, target)
         document["points"].append(point)
-        atomic_write_text(job.out_dir / RESULTS, json.dumps(document, indent=2) + "\n")
+        atomic_write_text(job.out_dir / RESULTS, standard_json(document, indent=2) + "\n")
         report({"kind": "point", "point": point, "skipped": skipped, "done": index + 1, "total": len(plan)})
     report({"kind": "sweep", "done": len(plan), "total": len(plan), "detail": "done"})
     document["gates"] = gates(document, job.max_acc_drop)
@@ -302,5 +532,5 @@ def run_sweep(job: SweepJob, progress: Progress | None = None) -> dict[str, Any]
         from ttsnn_cli.report.plot import plot_sweep
 
         document["plot"] = str(plot_sweep(document, job.plot))
-    atomic_write_text(job.out_dir / RESULTS, json.dumps(document, indent=2) + "\n")
+    atomic_write_text(job.out_dir / RESULTS, standard_json(document, indent=2) + "\n")
     return document

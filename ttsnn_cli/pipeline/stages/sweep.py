@@ -11,6 +11,7 @@ from typing import Any
 
 from ttsnn_cli.errors import BadInputError, GateFailedError
 from ttsnn_cli.pipeline.context import RunContext
+from ttsnn_cli.pipeline.outputs import SWEEP_FOLDER, recipe_output
 from ttsnn_cli.pipeline.recipe import Recipe, resolve_data_spec, resolve_path
 from ttsnn_cli.pipeline.stages.train import teacher_path, train_config
 from ttsnn_cli.pipeline.sweep import SweepJob, run_sweep
@@ -26,7 +27,7 @@ def sweep_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     if data is None:
         raise BadInputError("the sweep stage needs data: sweep.data or the recipe's data")
     context.dense_path = dense
-    out_dir = context.out_dir / "sweep"
+    out_dir = context.out_dir / SWEEP_FOLDER
     job = SweepJob(
         model=dense, data=data, out_dir=out_dir, targets=list(section.targets), methods=list(section.methods),
         finetune=train_config(section.finetune), teacher=teacher_path(section.finetune.teacher, context),
@@ -34,9 +35,8 @@ def sweep_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
         calib_samples=section.calib_samples, seed=section.finetune.seed, arch=recipe.model.arch,
         arch_kwargs=recipe.model.kwargs, timesteps=section.finetune.timesteps or recipe.model.timesteps,
         max_acc_drop=section.max_acc_drop, train_samples=section.train_samples,
-        plot=out_dir / section.plot if section.plot else None, force=context.force,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
+        plot=recipe_output(out_dir, section.plot, "sweep.plot") if section.plot else None, force=context.force,
+    )  # run_sweep checks the folder (a file there is bad input) and creates it after every check
 
     def progress(event: dict[str, Any]) -> None:
         if event["kind"] == "point":
