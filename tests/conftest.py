@@ -15,6 +15,31 @@ if str(TESTS) not in sys.path:
 import user_nets  # noqa: E402
 
 
+#: whether this machine really has a CUDA device (read once, before any test hides it)
+CUDA_PRESENT = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if CUDA_PRESENT:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_marked_cuda(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test not marked `cuda` runs as on a machine without a GPU, in this process and in the
+    ones it starts: `--device auto` then means the CPU, so the default suite checks the same numbers
+    (the compiled CPU neuron, bitwise comparisons) with or without a GPU present. The `cuda` tests
+    compare the GPU paths against these."""
+    if "cuda" in request.keywords or not CUDA_PRESENT:
+        return
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -19,6 +19,7 @@ from ttsnn_cli.cli.common import (
     trust_scope,
 )
 from ttsnn_cli.cli.progress import StepBar
+from ttsnn_cli.cli.train import PRECISION
 from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES
 from ttsnn_cli.errors import BadInputError, GateFailedError
 from ttsnn_cli.pipeline.sweep import METHODS, SweepJob, run_sweep
@@ -79,13 +80,15 @@ def sweep(
     trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON document on stdout."),
     style: Optional[str] = typer.Option(None, help=STYLE_HELP),
+    precision: str = PRECISION,
 ) -> None:
     """For each method and target: compress MODEL, fine-tune it, evaluate it (resumable)."""
     check_options(("--timesteps", timesteps, 1, None), ("--finetune-epochs", finetune_epochs, 1, None),
                   ("--batch-size", batch_size, 1, None), ("--calib-samples", calib_samples, 1, None),
                   ("--train-samples", train_samples, 1, None), ("--max-acc-drop", max_acc_drop, 0, None))
     config = TrainConfig(epochs=finetune_epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                         distill_weight=distill_weight, distill_temperature=distill_temperature)
+                         distill_weight=distill_weight, distill_temperature=distill_temperature,
+                         precision=precision)
     job = SweepJob(model=model, data=data, out_dir=output, targets=parse_targets(targets),
                    methods=[m.strip() for m in methods.split(",") if m.strip()], finetune=config,
                    teacher=model if teacher == "source" else (Path(teacher) if teacher else None), mode=mode,

@@ -62,12 +62,12 @@ class ProgressView:
 
 
 def _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
-            recompute_tt=False, distill_weight=0.5, distill_temperature=4.0) -> TrainConfig:
+            recompute_tt=False, distill_weight=0.5, distill_temperature=4.0, precision="fp32") -> TrainConfig:
     return TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.lower(), momentum=momentum,
         weight_decay=weight_decay, seed=seed, device=device, train=train, loss=loss, encoding=encoding,
         schedule=schedule, recompute_tt=recompute_tt, distill_weight=distill_weight,
-        distill_temperature=distill_temperature,
+        distill_temperature=distill_temperature, precision=precision,
     )
 
 
@@ -109,6 +109,8 @@ RECOMPUTE = typer.Option(False, "--recompute-tt", help="the memory-saving mode: 
                          "(MS-ResNet18 batch 32: 0.58x a TT step's exact saved bytes, 0.97x its RSS peak) for about "
                          "1.02-1.07x the step time (benchmarks/bench_training.py)")
 STYLE = typer.Option(None, "--style", help=STYLE_HELP)
+PRECISION = typer.Option("fp32", "--precision", help="fp32; bf16 or fp16: autocast (weights stay fp32; fp16 with a "
+                         "loss scaler); bf16 runs on CPU too. See docs/performance.md")
 TRUST = typer.Option(False, "--trust-pickle", help="accept a pickled nn.Module (runs code from the file)")
 TRUST_ARCH = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP)
 
@@ -124,9 +126,11 @@ def train_command(
     optimizer: str = OPTIMIZER, momentum: float = MOMENTUM, weight_decay: float = WD, seed: int = SEED,
     device: str = DEVICE, train: str = TRAIN, loss: str = LOSS, encoding: str = ENCODING, schedule: str = SCHEDULE,
     resume: bool = RESUME, force: bool = FORCE, json_out: bool = JSON, style: str = STYLE,
+    precision: str = PRECISION,
 ) -> None:
     """Train a dense SNN from scratch and write a dense bundle (what `compress` starts from)."""
-    config = _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule)
+    config = _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
+                     precision=precision)
     job = TrainJob("train", output, config, data=data, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs),
                    timesteps=timesteps, resume=resume, force=force, style=style)
     _run(job, json_out)
@@ -151,11 +155,11 @@ def finetune_command(
     teacher_arch_kwargs: str = typer.Option(None, "--teacher-arch-kwargs", help="JSON kwargs of --teacher-arch"),
     distill_weight: float = typer.Option(0.5, "--distill-weight", help="a in (1-a)*task + a*t^2*KL (with --teacher)"),
     distill_temperature: float = typer.Option(4.0, "--distill-temperature", help="t: softmax temperature (with --teacher)"),
-    trust_arch: bool = TRUST_ARCH, json_out: bool = JSON, style: str = STYLE,
+    trust_arch: bool = TRUST_ARCH, json_out: bool = JSON, style: str = STYLE, precision: str = PRECISION,
 ) -> None:
     """Fine-tune a (TT) model with surrogate-gradient BPTT (optionally distilling a --teacher) and write the tuned bundle."""
     config = _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
-                     recompute_tt, distill_weight, distill_temperature)
+                     recompute_tt, distill_weight, distill_temperature, precision)
     job = TrainJob("finetune", output, config, data=data, arch=arch,
                    arch_kwargs=parse_arch_kwargs(arch_kwargs) if arch_kwargs else None, checkpoint=model,
                    timesteps=timesteps, resume=resume, force=force, trust_pickle=trust_pickle, teacher=teacher,

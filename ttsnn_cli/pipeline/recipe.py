@@ -80,6 +80,7 @@ class TrainSection(Section):
     loss: Literal["ce", "ce_rate", "ce_count", "mse_count"] = Field("ce", description="ce: on the time-averaged output")
     encoding: Literal["direct", "rate"] = "direct"
     recompute_tt: bool = Field(False, description="TT layers recompute their cores in backward: less memory, more time")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision (weights stay fp32)")
 
 
 class FinetuneSection(TrainSection):

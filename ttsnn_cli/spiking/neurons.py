@@ -1,6 +1,6 @@
 """The paper's LIF neuron as snntorch neurons, and a multistep wrapper that loops one over time.
 
-LIF (paper.md, "Architecture"):
+LIF (the TT-SNN paper, "Architecture"):
     u_t = 0.25 * u_{t-1} * (1 - s_{t-1}) + x_t,    s_t = [u_t > 0.5]      (hard reset, reset detached)
 snntorch 1.0.0 computes exactly this with `Leaky(beta=0.25, threshold=0.5, reset_mechanism="zero")` and
 its default `reset_delay=True`: the reset of step t-1 is applied to the membrane at the start of step t
@@ -184,6 +184,9 @@ def paper_lif(init_hidden: bool = False, output: bool = False) -> Leaky:
 _MECHANISMS = {"subtract": 0, "zero": 1, "none": 2}  # snntorch's reset_mechanism_val codes
 
 
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
 class MultiStepLIF(TimeAware, nn.Module):
     """Loops one snntorch Leaky over time for layers that run folded.
 
@@ -207,7 +210,14 @@ class MultiStepLIF(TimeAware, nn.Module):
         """Spikes in the layout of `x`; with `with_state`, also the one-byte record the one-node LIF
         keeps for backward (`_LIFSequence`, in the same layout; None on every other path), which a
         layer reading the spikes can keep instead of its own copy (`saved.packed_spikes`)."""
-        spikes, state = self._run(x, timesteps, sequence)
+        if x.dtype in _LOW_PRECISION:
+            # Under autocast the membrane still integrates in float32: in bf16 its 8-bit mantissa
+            # decides near-threshold spikes (and their surrogate gradients) by rounding. The spikes,
+            # exactly 0 or 1, go back in the input's precision.
+            spikes, state = self._run(x.float(), timesteps, sequence)
+            spikes = spikes.to(x.dtype)
+        else:
+            spikes, state = self._run(x, timesteps, sequence)
         return (spikes, state) if with_state else spikes
 
     def _run(self, x: torch.Tensor, timesteps: int | None, sequence: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -51,6 +51,7 @@ from ttsnn_cli.storage.outputs import atomic_torch_save, atomic_write_text, stan
 from ttsnn_cli.train.distill import Distiller
 from ttsnn_cli.train.layout import weights_in_activation_format
 from ttsnn_cli.train.memory import recomputing_tt
+from ttsnn_cli.train.precision import autocast, check_precision, grad_scaler
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "ce_rate", "ce_count", "mse_count")
@@ -74,6 +75,7 @@ class TrainConfig:
     loss: str = "ce"
     encoding: Encoding = "direct"
     recompute_tt: bool = False  # TT layers recompute their cores in backward: less memory, more time
+    precision: str = "fp32"  # fp32, bf16 or fp16 autocast (train.precision)
     distill_weight: float = 0.5  # a: share of the distillation term (only with a teacher)
     distill_temperature: float = 4.0  # t: softmax temperature of the distillation term
 
@@ -96,6 +98,10 @@ class TrainConfig:
         try:
             check_device(self.device)
         except BadInputError as error:
+            problems.append(str(error))
+        try:
+            check_precision(self.precision)
+        except ValueError as error:
             problems.append(str(error))
         if not 0 <= self.distill_weight <= 1:
             problems.append(f"--distill-weight must be in [0, 1], got {self.distill_weight}")
@@ -288,7 +294,8 @@ def evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, device: to
     correct = total = 0
     for x, y in DataLoader(Subset(data.test, indices), batch_size=max(config.batch_size, 64), num_workers=0):
         inputs = encode(x.to(device), config.timesteps, config.encoding, data.temporal)
-        out = run_timesteps(model, inputs, fold=True)
+        with autocast(config.precision, device):
+            out = run_timesteps(model, inputs, fold=True)
         correct += int((out.mean(0).argmax(-1) == y.to(device)).sum())
         total += len(y)
     model.train(was_training)
@@ -343,6 +350,7 @@ def _fit(
     optimizer = make_optimizer(params, config)
     scheduler = make_scheduler(optimizer, config, config.epochs * batches_per_epoch)
     loss_fn = loss_function(config.loss)
+    scaler = grad_scaler(config.precision, device)
     distiller = None
     if teacher is not None:
         distiller = Distiller(teacher, config.distill_weight, config.distill_temperature)
@@ -353,7 +361,7 @@ def _fit(
     if resume:
         if not state_path.is_file():
             raise BadInputError(f"--resume: no resume state {state_path} (was the run started with -o {output}?)")
-        history, start_epoch = _resume(state_path, config, model, optimizer, scheduler)
+        history, start_epoch = _resume(state_path, config, model, optimizer, scheduler, scaler)
 
     runner: nn.Module = _Sequence(model)
     if dist_info.world > 1:
@@ -374,15 +382,19 @@ def _fit(
             x, y = x.to(device), y.to(device)
             inputs = encode(x, config.timesteps, config.encoding, data.temporal)
             with recomputing_tt(model, config.recompute_tt):
-                out = runner(inputs)
+                with autocast(config.precision, device):
+                    out = runner(inputs)
+                out = out.float()  # the loss (and the distillation term) in float32 whatever the precision
                 loss = loss_fn(out, y)
                 if distiller is not None:
-                    loss = distiller.loss(loss, out, inputs)
+                    with autocast(config.precision, device):
+                        loss = distiller.loss(loss, out, inputs)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
             if not torch.isfinite(loss.detach()).all():
                 raise BadInputError(_diverged(loss, epoch, index, config))
-            optimizer.step()
+            scaler.step(optimizer)  # skips the step when fp16 gradients overflowed (the scale then drops)
+            scaler.update()
             scheduler.step()
             loss_sum += float(loss.detach()) * len(y)
             correct += float((out.detach().mean(0).argmax(-1) == y).sum())
@@ -421,6 +433,7 @@ def _fit(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
                 "rng": rng_state(),
                 "history": history,
             })
@@ -455,7 +468,7 @@ def _diverged(loss: torch.Tensor | None, epoch: int, batch: int | None, config: 
 
 
 def _resume(state_path: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: Any) -> tuple[list[dict[str, Any]], int]:
+            scheduler: Any, scaler: torch.amp.GradScaler | None = None) -> tuple[list[dict[str, Any]], int]:
     """Restore a resume state (weights-only read; a garbage or mismatched file is bad input)."""
     from ttsnn_cli.storage.read import read_checkpoint
 
@@ -469,6 +482,8 @@ def _resume(state_path: Path, config: TrainConfig, model: nn.Module, optimizer: 
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and scaler.is_enabled() and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         history = [dict(r) for r in state["history"]]
         start_epoch = int(state["epoch"])
@@ -484,4 +499,6 @@ def _config_key(config: TrainConfig) -> dict[str, Any]:
     """The options a resumed run must share with the original (device may differ)."""
     key = asdict(config)
     key.pop("device")
+    if key["precision"] == "fp32":  # the states written before --precision existed were all fp32
+        key.pop("precision")
     return key

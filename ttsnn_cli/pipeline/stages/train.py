@@ -6,6 +6,7 @@ from typing import Any
 
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.pipeline.context import RunContext
+from ttsnn_cli.pipeline.outputs import STAGE_FILES
 from ttsnn_cli.pipeline.recipe import FinetuneSection, Recipe, TrainSection, resolve_data_spec, resolve_path
 from ttsnn_cli.train.engine import TrainConfig
 from ttsnn_cli.train.job import TrainJob, run_train_job
@@ -18,7 +19,7 @@ def train_config(section: TrainSection) -> TrainConfig:
         epochs=section.epochs, batch_size=section.batch_size, lr=section.lr, optimizer=section.optimizer,
         momentum=section.momentum, weight_decay=section.weight_decay, schedule=section.schedule, seed=section.seed,
         device=section.device, train=section.train, loss=section.loss, encoding=section.encoding,
-        recompute_tt=section.recompute_tt,
+        recompute_tt=section.recompute_tt, precision=section.precision,
     )
 
 
@@ -38,7 +39,7 @@ def _data(recipe: Recipe, context: RunContext, section: TrainSection) -> str | N
 def train_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     section = recipe.train
     assert section is not None
-    output = context.out_dir / "dense.tt"
+    output = context.out_dir / STAGE_FILES["train"]
     job = TrainJob("train", output, train_config(section), data=_data(recipe, context, section), arch=recipe.model.arch,
                    arch_kwargs=recipe.model.kwargs, timesteps=section.timesteps or recipe.model.timesteps,
                    force=context.force)
@@ -64,7 +65,7 @@ def finetune_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     section = recipe.finetune
     assert section is not None
     checkpoint = context.input_model(recipe)
-    output = context.out_dir / "finetuned.tt"
+    output = context.out_dir / STAGE_FILES["finetune"]
     arch = None if context.model_path else recipe.model.arch  # a bundle knows its architecture
     job = TrainJob("finetune", output, train_config(section), data=_data(recipe, context, section), arch=arch,
                    arch_kwargs=recipe.model.kwargs if arch else None, checkpoint=checkpoint,

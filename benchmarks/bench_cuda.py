@@ -1,0 +1,233 @@
+"""Training step speed, step memory and kernels per step on a CUDA device: MS-ResNet18 at CIFAR shapes
+(3x32x32), T = 4, the paper's CIFAR10 ranks, PTT, SGD, side by side in one process.
+
+Configurations (the same models and step as `bench_training.py`): the TT-SNN paper's code's execution
+pattern (`reference_pattern.py`: dense and PTT), ttsnn dense and PTT, PTT with `--recompute-tt`, and
+ttsnn dense and PTT under bf16 (and fp16) autocast as `--precision` runs them. For every batch size:
+- step time: every configuration takes one step in turn on the same batch, `--steps` rounds after
+  two warm-up rounds, synchronised before and after; the median is reported, with each row's speed
+  relative to ttsnn's dense fp32 step;
+- step peak memory: `torch.cuda.max_memory_allocated` over one step minus what was allocated before
+  it (weights, gradients and optimiser state are already there);
+- kernels per step: the CUDA kernels torch.profiler records over one step.
+`--epoch N` also times one epoch through the command line on N CIFAR-format images written to a
+temporary folder (`ttsnn train` dense, `ttsnn finetune` PTT; samples/s from their JSON), the whole
+epoch against the bare step.
+
+    PYTHONPATH=. python benchmarks/bench_cuda.py [--device cuda] [--batches 32,128,512] [--steps 12] [--epoch 10000]
+        [--json results.json]
+
+On a machine without a GPU, `--device cpu --batches 4 --steps 1` runs every code path (the test suite
+does) with no figures worth reading. Figures and the command: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_training import build, levers, loss_of, sgd  # noqa: E402
+
+from ttsnn_cli.train.precision import autocast, grad_scaler  # noqa: E402
+
+#: name: (model kind for `bench_training.build`, --recompute-tt, precision)
+CONFIGS = {
+    "paper dense": ("paper-dense", False, "fp32"),
+    "paper PTT": ("paper-ptt", False, "fp32"),
+    "dense": ("dense", False, "fp32"),
+    "PTT": ("tt", False, "fp32"),
+    "PTT recompute": ("tt", True, "fp32"),
+    "dense bf16": ("dense", False, "bf16"),
+    "PTT bf16": ("tt", False, "bf16"),
+    "dense fp16": ("dense", False, "fp16"),
+    "PTT fp16": ("tt", False, "fp16"),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Step:
+    """One configuration's training step, as the engine takes it (autocast forward, float32 loss,
+    scaled backward for fp16)."""
+
+    def __init__(self, name: str, models: dict[str, torch.nn.Module], device: torch.device, timesteps: int) -> None:
+        kind, self.recompute, self.precision = CONFIGS[name]
+        self.model = models[kind]
+        self.optimizer = sgd(self.model)
+        self.scaler = grad_scaler(self.precision, device)
+        self.device, self.timesteps = device, timesteps
+
+    def __call__(self, image: torch.Tensor, y: torch.Tensor) -> None:
+        with levers(self.model, (), self.recompute):
+            with autocast(self.precision, self.device):
+                loss = loss_of(self.model, image, y, self.timesteps)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss.float()).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+def time_steps(steps: dict[str, Step], image: torch.Tensor, y: torch.Tensor, rounds: int) -> dict[str, float]:
+    """Median seconds per step, the configurations interleaved round by round."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    device = image.device
+    for round_ in range(rounds + 2):
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            step(image, y)
+            _sync(device)
+            if round_ >= 2:  # two warm-up rounds: cuDNN's autotuning, the allocator's first blocks
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def step_peak(step: Step, image: torch.Tensor, y: torch.Tensor) -> float | None:
+    """MB the step adds at its peak over what was allocated before it (CUDA only)."""
+    if image.device.type != "cuda":
+        return None
+    gc.collect()
+    _sync(image.device)
+    before = torch.cuda.memory_allocated(image.device)
+    torch.cuda.reset_peak_memory_stats(image.device)
+    step(image, y)
+    _sync(image.device)
+    return (torch.cuda.max_memory_allocated(image.device) - before) / 2**20
+
+
+def kernels_per_step(step: Step, image: torch.Tensor, y: torch.Tensor) -> int | None:
+    """The device kernels torch.profiler sees in one step (CUDA only)."""
+    if image.device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step(image, y)
+        _sync(image.device)
+    return sum(1 for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def _write_cifar(folder: Path, images: int) -> Path:
+    """CIFAR-10 "python version" batches of random images (the speed does not depend on content)."""
+    root = folder / "cifar-10-batches-py"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    per = -(-images // 5)
+    for index in range(1, 6):
+        batch = {b"data": rng.integers(0, 256, (per, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, per).tolist()}
+        (root / f"data_batch_{index}").write_bytes(pickle.dumps(batch))
+    test = {b"data": rng.integers(0, 256, (1000, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, 1000).tolist()}
+    (root / "test_batch").write_bytes(pickle.dumps(test))
+    return folder
+
+
+def epoch_through_cli(images: int, batch: int, device: str) -> dict[str, float]:
+    """Samples/s of one epoch of `ttsnn train` (dense) and `ttsnn finetune` (PTT at the paper's ranks)."""
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        data = f"cifar10:{_write_cifar(Path(folder) / 'data', images)}"
+        dense, tt = Path(folder) / "dense.tt", Path(folder) / "ptt.tt"
+        common = ["--epochs", "1", "--batch-size", str(batch), "--device", device, "--json", "--timesteps", "4"]
+        runs = {
+            "ttsnn train (dense)": ["train", "--arch", "zoo:ms_resnet18", "--arch-kwargs",
+                                    '{"in_channels": 3, "num_classes": 10}', "--data", data, "-o", str(dense)],
+            "ttsnn finetune (PTT)": ["finetune", str(tt), "--data", data, "-o", str(Path(folder) / "tuned.tt")],
+        }
+        for name, args in runs.items():
+            if name.startswith("ttsnn finetune"):
+                ranks = ",".join(map(str, [24, 27, 25, 29, 37, 45, 43, 41, 65, 74, 70, 63, 104, 153, 186, 145]))
+                subprocess.run([sys.executable, "-m", "ttsnn_cli", "compress", str(dense), "-o", str(tt), "--mode", "ptt",
+                                "--ranks", ranks, "--include", r"^layer\d\.\d\.conv[12]$"], check=True, capture_output=True)
+            done = subprocess.run([sys.executable, "-m", "ttsnn_cli", *args, *common], check=True, capture_output=True,
+                                  text=True)
+            history = json.loads(done.stdout)["history"]
+            out[name] = history[-1]["samples_per_s"]
+    return out
+
+
+def run(device: torch.device, batches: list[int], rounds: int, timesteps: int, names: list[str],
+        report: Callable[[str], None]) -> dict:
+    kinds = {CONFIGS[name][0] for name in names}
+    models = {kind: build(kind, timesteps).to(device).train() for kind in kinds}
+    results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                     "torch": torch.__version__, "timesteps": timesteps, "batches": {}}
+    for batch in batches:
+        torch.manual_seed(1)
+        image = torch.rand(batch, 3, 32, 32, device=device)
+        y = torch.randint(0, 10, (batch,), device=device)
+        steps = {name: Step(name, models, device, timesteps) for name in names}
+        seconds = time_steps(steps, image, y, rounds)
+        rows = {name: {"ms": 1000 * seconds[name], "peak_mb": step_peak(steps[name], image, y),
+                       "kernels": kernels_per_step(steps[name], image, y)} for name in names}
+        dense = seconds.get("dense")
+        for name, row in rows.items():
+            row["speed_vs_dense"] = dense / seconds[name] if dense else None
+        results["batches"][batch] = rows
+        report(f"\nbatch {batch}: {'configuration':<16} {'step ms':>9} {'vs dense':>9} {'peak MB':>9} {'kernels':>8}")
+        for name, row in rows.items():
+            peak = f"{row['peak_mb']:.0f}" if row["peak_mb"] is not None else "-"
+            kernels = str(row["kernels"]) if row["kernels"] is not None else "-"
+            speed = f"{row['speed_vs_dense']:.2f}x" if row["speed_vs_dense"] else "-"
+            report(f"{'':9}{name:<16} {row['ms']:>9.1f} {speed:>9} {peak:>9} {kernels:>8}")
+        del steps
+        gc.collect()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batches", default="32,128,512")
+    parser.add_argument("--steps", type=int, default=12, help="timed rounds (after two warm-up rounds)")
+    parser.add_argument("--timesteps", type=int, default=4)
+    parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
+    parser.add_argument("--epoch", type=int, default=0, help="also time one CLI epoch on this many CIFAR-format images")
+    parser.add_argument("--json", default=None, help="write the figures to this file")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("no CUDA device here (use --device cpu for a dry run)")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CONFIGS)
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
+    print(f"MS-ResNet18, CIFAR shapes, T={args.timesteps}, SGD, {args.steps} interleaved rounds (median), "
+          f"{device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), torch {torch.__version__}")
+    results = run(device, [int(b) for b in args.batches.split(",")], args.steps, args.timesteps, names, print)
+    if args.epoch:
+        batch = 128
+        epoch = epoch_through_cli(args.epoch, batch, args.device)
+        bare = {"ttsnn train (dense)": results["batches"].get(batch, {}).get("dense"),
+                "ttsnn finetune (PTT)": results["batches"].get(batch, {}).get("PTT")}
+        print(f"\none epoch of {args.epoch} CIFAR-format images through the CLI, batch {batch}:")
+        for name, rate in epoch.items():
+            step = bare[name]
+            share = f", {rate / (batch / (step['ms'] / 1000)):.0%} of the bare step's" if step else ""
+            print(f"  {name:<22} {rate:8.0f} samples/s{share}")
+        results["epoch"] = epoch
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
