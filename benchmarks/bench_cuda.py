@@ -42,19 +42,24 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_training import build, levers, loss_of, sgd  # noqa: E402
 
+from ttsnn_cli.spiking.runner import run_timesteps  # noqa: E402
+from ttsnn_cli.train.kernel_plan import choose, kernel_paths, measure_plan, uniform_plan  # noqa: E402
 from ttsnn_cli.train.precision import autocast, grad_scaler  # noqa: E402
 
-#: name: (model kind for `bench_training.build`, --recompute-tt, precision)
+#: name: (model kind for `bench_training.build`, --recompute-tt, precision, --tt-kernel)
 CONFIGS = {
-    "paper dense": ("paper-dense", False, "fp32"),
-    "paper PTT": ("paper-ptt", False, "fp32"),
-    "dense": ("dense", False, "fp32"),
-    "PTT": ("tt", False, "fp32"),
-    "PTT recompute": ("tt", True, "fp32"),
-    "dense bf16": ("dense", False, "bf16"),
-    "PTT bf16": ("tt", False, "bf16"),
-    "dense fp16": ("dense", False, "fp16"),
-    "PTT fp16": ("tt", False, "fp16"),
+    "paper dense": ("paper-dense", False, "fp32", "factored"),
+    "paper PTT": ("paper-ptt", False, "fp32", "factored"),
+    "dense": ("dense", False, "fp32", "factored"),
+    "PTT": ("tt", False, "fp32", "factored"),
+    "PTT rebuilt": ("tt", False, "fp32", "rebuilt"),
+    "PTT auto": ("tt", False, "fp32", "auto"),
+    "PTT recompute": ("tt", True, "fp32", "factored"),
+    "dense bf16": ("dense", False, "bf16", "factored"),
+    "PTT bf16": ("tt", False, "bf16", "factored"),
+    "PTT bf16 auto": ("tt", False, "bf16", "auto"),
+    "dense fp16": ("dense", False, "fp16", "factored"),
+    "PTT fp16": ("tt", False, "fp16", "factored"),
 }
 
 
@@ -65,17 +70,26 @@ def _sync(device: torch.device) -> None:
 
 class Step:
     """One configuration's training step, as the engine takes it (autocast forward, float32 loss,
-    scaled backward for fp16)."""
+    scaled backward for fp16), each TT layer on the path `--tt-kernel` gives it (`auto`: measured
+    per layer on this batch, as `ttsnn finetune` does)."""
 
-    def __init__(self, name: str, models: dict[str, torch.nn.Module], device: torch.device, timesteps: int) -> None:
-        kind, self.recompute, self.precision = CONFIGS[name]
+    def __init__(self, name: str, models: dict[str, torch.nn.Module], device: torch.device, timesteps: int,
+                 image: torch.Tensor) -> None:
+        kind, self.recompute, self.precision, kernel = CONFIGS[name]
         self.model = models[kind]
         self.optimizer = sgd(self.model)
         self.scaler = grad_scaler(self.precision, device)
         self.device, self.timesteps = device, timesteps
+        self.plan: dict[str, str] = {}
+        if kind == "tt" and kernel == "auto":
+            inputs = image.unsqueeze(0).expand(timesteps, *image.shape)
+            self.plan = choose(measure_plan(self.model, lambda: run_timesteps(self.model, inputs),
+                                            context=lambda: autocast(self.precision, device)))
+        elif kind == "tt":
+            self.plan = uniform_plan(self.model, kernel)
 
     def __call__(self, image: torch.Tensor, y: torch.Tensor) -> None:
-        with levers(self.model, (), self.recompute):
+        with levers(self.model, (), self.recompute), kernel_paths(self.model, self.plan):
             with autocast(self.precision, self.device):
                 loss = loss_of(self.model, image, y, self.timesteps)
             self.optimizer.zero_grad(set_to_none=True)
@@ -173,7 +187,11 @@ def run(device: torch.device, batches: list[int], rounds: int, timesteps: int, n
         torch.manual_seed(1)
         image = torch.rand(batch, 3, 32, 32, device=device)
         y = torch.randint(0, 10, (batch,), device=device)
-        steps = {name: Step(name, models, device, timesteps) for name in names}
+        steps = {name: Step(name, models, device, timesteps, image) for name in names}
+        for name, step in steps.items():
+            if CONFIGS[name][3] == "auto":
+                report(f"{name}: {sum(p == 'rebuilt' for p in step.plan.values())} of {len(step.plan)} TT layers "
+                       "measured faster rebuilt")
         seconds = time_steps(steps, image, y, rounds)
         rows = {name: {"ms": 1000 * seconds[name], "peak_mb": step_peak(steps[name], image, y),
                        "kernels": kernels_per_step(steps[name], image, y)} for name in names}

@@ -67,6 +67,8 @@ class LayerKind:
     mode_applies: bool = True
     #: the TT layer has the `recompute` runtime switch of `--recompute-tt`
     recomputes: bool = False
+    #: the TT layer has the `kernel_path` runtime switch: it can run as one conv of its rebuilt kernel
+    rebuilds: bool = False
     #: NIR export folds a BatchNorm that directly follows the layer into its last node
     folds_batchnorm: bool = True
 

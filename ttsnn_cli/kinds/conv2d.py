@@ -112,6 +112,7 @@ class Conv2dKind(DenseConvLeaves, LayerKind):
     name, label, dense, tt = "conv2d", "Conv2d", nn.Conv2d, TTConv2d
     global_budget = True
     recomputes = True
+    rebuilds = True
     conv_fn = F.conv2d
 
     def owns_dense(self, module: nn.Module, exact: bool = True) -> bool:

@@ -171,6 +171,7 @@ class Conv2dGroupedKind(Conv2dKind):
     name, tt = "conv2d_grouped", TTConv2dGrouped
     global_budget = False
     recomputes = False
+    rebuilds = False
 
     def owns_dense(self, module: nn.Module, exact: bool = True) -> bool:
         own = type(module) is nn.Conv2d if exact else isinstance(module, nn.Conv2d)

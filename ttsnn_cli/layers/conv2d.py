@@ -13,7 +13,11 @@ Modes (the TT-SNN paper), with A = core1(x):
 Stride and dilation split across the middle cores: in STT core2 takes (s_h, 1) / (d_h, 1) and core3
 (1, s_w) / (1, d_w), which is exact. In PTT both branches must land on the output grid, so each takes
 the full stride, and each reads A shifted to the kernel's centre row / column (`tt.centre_tap`).
-Every forward path is chosen once, at construction.
+Every forward path is chosen once, at construction. One runtime switch changes how (not what) the
+layer computes: `kernel_path = "rebuilt"` multiplies the cores into the dense kernel on every call,
+differentiably, and runs one convolution of it (STT and PTT). On a GPU, where the thin core convs
+run far below the dense conv's efficiency and every kernel launch costs host time, that can be the
+faster way to train the same cores; `train.kernel_plan` measures it per layer.
 """
 
 from __future__ import annotations
@@ -205,7 +209,19 @@ class TTConv2d(TimeAware, nn.Module):
     counts its calls, so a recomputation would count twice: it is never recomputed.
     Set for a block with `engine.memory.recomputing_tt(model)`."""
 
+    kernel_path: str = "factored"
+    """Runtime switch (not persisted): "factored" runs the four cores; "rebuilt" runs one convolution
+    of `dense_kernel()`, rebuilt from the cores on every call so gradients still reach the cores (the
+    same function up to float summation order; HTT, whose later steps take another path, always runs
+    factored). Set per layer by `train.kernel_plan`."""
+
+    def rebuilds(self) -> bool:
+        """True when this call runs the rebuilt dense kernel (`kernel_path`)."""
+        return self.kernel_path == "rebuilt" and self.mode != "htt"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rebuilds():
+            return self._rebuilt(x)
         per_step_htt = self.mode == "htt" and self.folded_timesteps is None
         if self.recompute and torch.is_grad_enabled() and not per_step_htt:
             return checkpoint(self._forward, x, use_reentrant=False)
@@ -213,6 +229,39 @@ class TTConv2d(TimeAware, nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.core4(self.core4_input(x))
+
+    def dense_kernel(self) -> torch.Tensor:
+        """The (Cout, Cin, kh, kw) kernel the cores compute (STT chain or PTT cross), differentiable,
+        in the cores' dtype and device: `effective_kernel` is its detached float64 twin."""
+        g1 = self.core1.weight[:, :, 0, 0]  # (r1, Cin)
+        g2 = self.core2.weight[:, :, :, 0]  # (r2, r1, kh)
+        g3 = self.core3.weight[:, :, 0, :]  # (r3, r2, kw)   (PTT: r2 = r1, core3 reads A)
+        g4 = self.core4.weight[:, :, 0, 0]  # (Cout, r3)
+        if self.mode == "stt":
+            return torch.einsum("or,rsb,sqa,qi->oiab", g4, g3, g2, g1)
+        kh, kw = self.kernel_size
+        row_tap = torch.zeros(kh, dtype=g1.dtype, device=g1.device)
+        column_tap = torch.zeros(kw, dtype=g1.dtype, device=g1.device)
+        row_tap[tt.centre_tap(kh)] = 0.5  # PTT halves the branch sum
+        column_tap[tt.centre_tap(kw)] = 0.5
+        column = torch.einsum("or,rpa,pi->oia", g4, g2, g1)
+        row = torch.einsum("or,rpb,pi->oib", g4, g3, g1)
+        return torch.einsum("oia,b->oiab", column, column_tap) + torch.einsum("oib,a->oiab", row, row_tap)
+
+    def _rebuilt(self, x: torch.Tensor) -> torch.Tensor:
+        """One convolution of the rebuilt kernel over the padded input: what the cores compute (1x1
+        cores commute with any padding, so the whole padding moves in front)."""
+        left, right, top, bottom = self.padding
+        if self.padding_mode != "zeros":
+            x, padding = F.pad(x, self.padding, mode=self.padding_mode), (0, 0)
+        elif left == right and top == bottom:
+            padding = (top, left)
+        else:
+            x, padding = F.pad(x, self.padding), (0, 0)
+        kernel = self.dense_kernel()
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            kernel = kernel.contiguous(memory_format=torch.channels_last)  # else the conv reorders its input
+        return F.conv2d(x, kernel, self.core4.bias, self.stride, padding, self.dilation)
 
     def core4_input(self, x: torch.Tensor) -> torch.Tensor:
         """Everything before the last core: its r3-channel input (a caller fusing core4 with what

@@ -96,7 +96,7 @@ class MSBlock(PacksSpikes, nn.Module):
                 and isinstance(lif, MultiStepLIF) and lif.binary_output())  # export swaps the neurons
         spikes, state = lif(x, with_state=True) if pack else (lif(x), None)
         with packed_spikes(spikes, enabled=pack, state=state):
-            if isinstance(conv, TTConv2d) and torch.is_grad_enabled() and not has_hooks(conv):
+            if isinstance(conv, TTConv2d) and torch.is_grad_enabled() and not has_hooks(conv) and not conv.rebuilds():
                 m, scale = conv.core4_input_unscaled(spikes)
                 return conv1x1_bn(m, conv.core4, bn, always=conv.recompute, input_scale=scale)
             return bn(conv(spikes))

@@ -1,0 +1,148 @@
+"""The rebuilt-kernel path of a TT layer (one conv of the kernel rebuilt from the cores, every call)
+against the factored path it replaces: the same outputs and the same gradients for every core, over
+modes, kernel shapes, strides, paddings (asymmetric, reflect, circular, 'same') and dilations; under
+bf16 autocast; inside an MS-ResNet training step; and the per-layer plan that picks a path."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from ttsnn_cli.kinds import kind_of
+from ttsnn_cli.layers.conv2d import TTConv2d
+from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.train.kernel_plan import (
+    choose,
+    kernel_paths,
+    measure_plan,
+    plan_summary,
+    rebuildable_layers,
+    uniform_plan,
+)
+from tests.report_models import tt_model
+
+GRID = [
+    (mode, kernel, stride, padding, dilation, padding_mode)
+    for mode, kernel, stride, padding, dilation, padding_mode in itertools.product(
+        ["stt", "ptt"], [(3, 3), (5, 3), (2, 2), (1, 3)], [1, (2, 1), 2], [0, 1, (2, 1), "same"], [1, (1, 2)],
+        ["zeros", "reflect", "circular"])
+    if not (padding == "same" and stride != 1)
+]
+
+
+def _both_ways(layer: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """(output, d x, d every core) factored, then rebuilt, for the same upstream gradient."""
+    results = []
+    grad = None
+    for path in ("factored", "rebuilt"):
+        with kernel_paths(layer, {"": path}):
+            y = layer(x)
+            grad = torch.randn_like(y, generator=torch.Generator().manual_seed(1)) if grad is None else grad
+            results.append((y, *torch.autograd.grad(y, [x, *layer.parameters()], grad)))
+    return results
+
+
+@pytest.mark.parametrize("mode,kernel,stride,padding,dilation,padding_mode", GRID)
+def test_rebuilt_kernel_computes_what_the_cores_compute(mode, kernel, stride, padding, dilation, padding_mode) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 8, kernel, stride=stride, padding=padding, dilation=dilation,
+                     padding_mode=padding_mode).double()
+    layer = TTConv2d.from_conv(conv, (4, 4, 4), mode).double()
+    x = torch.randn(2, 6, 11, 10, dtype=torch.float64, requires_grad=True)
+    factored, rebuilt = _both_ways(layer, x)
+    assert factored[0].shape == rebuilt[0].shape
+    for a, b in zip(factored, rebuilt):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_rebuilt_kernel_is_the_effective_kernel() -> None:
+    torch.manual_seed(0)
+    for mode in ("stt", "ptt"):
+        layer = TTConv2d.from_conv(nn.Conv2d(5, 7, 3, padding=1), (3, 3, 3), mode)
+        torch.testing.assert_close(layer.dense_kernel().double(), layer.effective_kernel(), rtol=1e-5, atol=1e-6)
+
+
+def test_float32_and_bf16_autocast_agree_with_the_factored_path() -> None:
+    torch.manual_seed(0)
+    layer = TTConv2d.from_conv(nn.Conv2d(16, 24, 3, stride=2, padding=1), (8, 8, 8), "ptt")
+    x = torch.rand(4, 16, 12, 12).lt(0.3).float().requires_grad_()
+    factored, rebuilt = _both_ways(layer, x)
+    for a, b in zip(factored, rebuilt):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with kernel_paths(layer, {"": "rebuilt"}):
+            low = layer(x)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), factored[0], rtol=0.05, atol=0.05)
+
+
+def test_htt_ignores_the_switch_and_grouped_layers_are_not_rebuildable() -> None:
+    htt = TTConv2d.from_conv(nn.Conv2d(4, 4, 3, padding=1), (2, 2, 2), "htt", timesteps=2)
+    htt.kernel_path = "rebuilt"
+    assert not htt.rebuilds()
+    model = nn.Sequential(htt, TTConv2d.from_conv(nn.Conv2d(4, 4, 3, padding=1), (2, 2, 2), "stt"))
+    assert list(rebuildable_layers(model)) == ["1"]
+    grouped_kind = kind_of(nn.Conv2d(4, 4, 3, groups=2), exact=False)
+    assert grouped_kind is None or not grouped_kind.rebuilds
+
+
+def test_kernel_paths_restore_what_ran_before() -> None:
+    model = tt_model("digits_csnn", [4, 4, 4], "ptt", 2, (1, 16, 16))
+    layers = rebuildable_layers(model)
+    assert len(layers) == 3
+    first = next(iter(layers))
+    layers[first].kernel_path = "rebuilt"
+    with kernel_paths(model, uniform_plan(model, "factored")):
+        assert not any(layer.rebuilds() for layer in layers.values())
+    assert layers[first].rebuilds() and "kernel_path" not in vars(layers[list(layers)[1]])
+
+
+def test_an_ms_resnet_training_step_rebuilt_matches_factored() -> None:
+    """Inside an MS-ResNet block a factored TT layer feeding BatchNorm takes the fused low-rank path
+    (`lowrank_bn`); a rebuilt one runs as a plain conv: the step's loss and gradients agree."""
+    torch.manual_seed(0)
+    model = tt_model("ms_resnet18", [8] * 16, "ptt", 2, (3, 16, 16), in_channels=3, num_classes=10).train()
+    x = torch.rand(2, 2, 3, 16, 16)  # [T, B, C, H, W]
+    results = []
+    for path in ("factored", "rebuilt"):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        with kernel_paths(model, uniform_plan(model, path)):
+            out = run_timesteps(model, x)
+        loss = out.mean(0).logsumexp(-1).mean()
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (loss_f, grads_f), (loss_r, grads_r) = results
+    torch.testing.assert_close(loss_r, loss_f, rtol=1e-4, atol=1e-5)
+    assert len(grads_f) == len(grads_r)
+    for a, b in zip(grads_f, grads_r):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+
+
+def test_measure_plan_times_every_layer_on_the_shape_it_sees() -> None:
+    model = tt_model("digits_csnn", [4, 4, 4], "stt", 2, (1, 16, 16)).train()
+    x = torch.rand(2, 3, 1, 16, 16)
+    grads_before = [p.grad for p in model.parameters()]
+    timings = measure_plan(model, lambda: run_timesteps(model, x), repeats=1)
+    assert set(timings) == set(rebuildable_layers(model))
+    assert all(t.factored_ms > 0 and t.rebuilt_ms > 0 for t in timings.values())
+    assert [p.grad for p in model.parameters()] == grads_before  # timing leaves no gradient behind
+    assert model.training
+    plan = choose(timings)
+    assert set(plan.values()) <= {"factored", "rebuilt"}
+    summary = plan_summary(plan, timings)
+    assert summary["factored"] + summary["rebuilt"] == 3 and set(summary["layers"]) == set(plan)
+
+
+@pytest.mark.cuda
+def test_rebuilt_kernel_on_cuda_matches_the_factored_path() -> None:
+    torch.manual_seed(0)
+    layer = TTConv2d.from_conv(nn.Conv2d(32, 64, 3, stride=2, padding=1), (16, 16, 16), "ptt").cuda()
+    x = torch.rand(8, 32, 16, 16, device="cuda").lt(0.2).float().requires_grad_()
+    torch.backends.cudnn.allow_tf32 = False
+    factored, rebuilt = _both_ways(layer, x)
+    for a, b in zip(factored, rebuilt):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
