@@ -4,7 +4,8 @@ DIR is laid out as torchvision does (`DIR/cifar-10-batches-py/data_batch_1..5, t
 `DIR/cifar-100-python/train, test`) or is the batches folder itself. Each file is a pickled dict with
 `data` (uint8 N x 3072, row-major R, G, B planes of 32x32) and `labels` (CIFAR-10) or `fine_labels`
 (CIFAR-100). The pickles are read with an unpickler that admits only numpy arrays and builtins, so a
-doctored file cannot run code.
+doctored file cannot run code, and their contents are type-checked before any conversion, so shared
+nested lists (a few kilobytes of pickle, billions of items) cannot make numpy allocate gigabytes.
 
 Frames are normalised per channel; training frames get the paper's augmentation, random crop 32 with
 4 pixels of zero padding plus horizontal flip, done in torch with the global torch RNG (reproducible
@@ -55,10 +56,10 @@ def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         raw = _SafeUnpickler(io.BytesIO(content), encoding="bytes").load()
         batch = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
-        data = np.asarray(batch["data"])
-        labels = np.asarray(batch[label_key])
+        data, labels = batch["data"], batch[label_key]
     except Exception as error:  # noqa: BLE001 - whatever a doctored pickle raises, the file is bad
         raise BadInputError(f"{path}: not a CIFAR python batch ({type(error).__name__}: {first_line(error, 120)})") from None
+    data, labels = _checked_arrays(path, data, labels, label_key)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) == 0:
         raise BadInputError(f"{path}: data must be N x 3072 pixels with N >= 1, got shape {list(data.shape)}")
     if data.dtype.kind not in "ui" or data.min() < 0 or data.max() > 255:
@@ -70,6 +71,29 @@ def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     if len(data) != len(labels):
         raise BadInputError(f"{path}: {len(data)} images but {len(labels)} labels")
     return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _checked_arrays(path: Path, data: object, labels: object, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """`data` and `labels` as arrays, their types checked before any conversion.
+
+    A pickle may share one list many times over (its memo), so a few kilobytes can describe a nested
+    list of billions of items; `np.asarray` of it would build them all before any shape check. So
+    `data` must already be a numeric ndarray (as every real batch holds it: its bytes are the file's),
+    and `labels` a flat list of ints or a 1-D ndarray, checked item by item (each item is in the file)."""
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "uif":
+        got = f"an ndarray of dtype {data.dtype}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
+        raise BadInputError(f"{path}: data must be a numpy array of pixels N x 3072, got {got}")
+    if isinstance(labels, list):
+        bad = next((i for i, v in enumerate(labels) if type(v) is not int), None)
+        if bad is not None:
+            raise BadInputError(f"{path}: {label_key} must be a list of whole numbers, item {bad} is a "
+                                f"{type(labels[bad]).__name__}")
+        if labels and max(abs(v) for v in labels) >= 1 << 62:
+            raise BadInputError(f"{path}: {label_key} holds a number too large for a class index")
+        labels = np.asarray(labels, dtype=np.int64)
+    elif not isinstance(labels, np.ndarray):
+        raise BadInputError(f"{path}: {label_key} must be a list of whole numbers, got a {type(labels).__name__}")
+    return data, labels
 
 
 def find_batches(root: Path, name: str) -> Path:

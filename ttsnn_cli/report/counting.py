@@ -23,8 +23,9 @@ Conventions:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -134,8 +135,13 @@ def needs_all_steps(model: nn.Module) -> bool:
     return any(is_tt_layer(m) and getattr(m, "mode", "stt") == "htt" for m in model.modules())
 
 
-def probe_input(input_shape: tuple[int, ...], steps: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
-    """A real-valued probe [T, B, *input_shape] (seeded normal: never mistaken for spikes)."""
+def probe_input(input_shape: tuple[int, ...], steps: int, batch: int = 1, seed: int = 0,
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """A real-valued probe [T, B, *input_shape] (seeded normal: never mistaken for spikes). On the
+    meta device it is made there directly: a shape-only probe must not allocate the real input first
+    (a recorded input shape of 30000x30000 would take gigabytes before any check)."""
+    if torch.device(device).type == "meta":
+        return torch.empty(steps, batch, *input_shape, device="meta")
     generator = torch.Generator().manual_seed(seed)
     frame = torch.randn(batch, *input_shape, generator=generator)
     return frame.unsqueeze(0).expand(steps, *frame.shape).contiguous()
@@ -247,6 +253,42 @@ def on_meta(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to("meta")
 
 
+R = TypeVar("R")
+
+
+def _meta_refused(error: BaseException) -> bool:
+    """The run failed because the model's forward needs values, not shapes: data-dependent Python
+    (snntorch's Leaky with reset_delay=False compares its reset with `.item()`), which the meta
+    device cannot answer. The runner may have wrapped the error as the user's code failing."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (RuntimeError, NotImplementedError)) and "meta" in str(current):
+            return True
+        seen.add(id(current))
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    return False
+
+
+def counted_run(model: nn.Module, input_shape: tuple[int, ...], steps: int, run: Callable[[nn.Module, torch.Tensor], R],
+                batch: int = 1, train: bool = False) -> R:
+    """`run(copy, probe)` on a copy of `model` and a probe [steps, batch, *input_shape], for counting.
+
+    On the meta device first: counts need shapes only, and there nothing is computed or allocated.
+    A model whose forward branches on values cannot run there; it then runs for real on a CPU copy
+    (what one such run needs was bounded before: `spiking.budget`), with the same counts."""
+    try:
+        meta = on_meta(model).train(train)
+        return run(meta, probe_input(tuple(input_shape), steps, batch, device="meta"))
+    except Exception as error:  # noqa: BLE001 - only the meta device's refusal is retried, the rest re-raised
+        if not _meta_refused(error):
+            raise
+    reset_states(model)
+    real = copy.deepcopy(model).to("cpu").train(train)
+    reset_states(real)
+    return run(real, probe_input(tuple(input_shape), steps, batch))
+
+
 def count_model(model: nn.Module, input_shape: tuple[int, ...], timesteps: int, *,
                 profile: Profile | None = None) -> dict[str, Any]:
     """Params and MACs per timestep of ``model`` for one sample, per layer and in total.
@@ -257,8 +299,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...], timesteps: int, 
     only meaningful for a real profile)."""
     if profile is None:
         steps = timesteps if needs_all_steps(model) else 1
-        meta = on_meta(model).eval()
-        profile = profile_model(meta, probe_input(tuple(input_shape), steps).to("meta"))
+        profile = counted_run(model, tuple(input_shape), steps, profile_model)
     layers = layer_counts(model, profile)
     items = profile.items
     total = sum(s.macs for s in profile.leaves.values())

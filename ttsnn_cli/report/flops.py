@@ -13,23 +13,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ttsnn_cli.report.counting import on_meta, probe_input
+from ttsnn_cli.report.counting import counted_run
 from ttsnn_cli.spiking.runner import prepare_run, run_timesteps
 
 
 def training_flops(model: nn.Module, input_shape: tuple[int, ...], timesteps: int, batch: int = 1) -> dict[str, Any]:
     """``{"forward", "backward", "total", "timesteps", "batch"}``: FLOPs of one training iteration."""
-    meta = on_meta(model).train()
-    inputs = probe_input(tuple(input_shape), timesteps, batch).to("meta")
-    prepare_run(meta, inputs)  # an own-loop model's layout probe must not be counted
-    counter = FlopCounterMode(display=False)
-    with counter:
-        out = run_timesteps(meta, inputs)
-        forward = counter.get_total_flops()
-        out.mean(0).sum().backward()
-    total = counter.get_total_flops()
+    def count(copy: nn.Module, inputs: torch.Tensor) -> tuple[float, float]:
+        prepare_run(copy, inputs)  # an own-loop model's layout probe must not be counted
+        counter = FlopCounterMode(display=False)
+        with counter:
+            out = run_timesteps(copy, inputs)
+            forward = counter.get_total_flops()
+            out.mean(0).sum().backward()
+        return forward, counter.get_total_flops()
+
+    forward, total = counted_run(model, tuple(input_shape), timesteps, count, batch=batch, train=True)
     return {"forward": int(forward), "backward": int(total - forward), "total": int(total),
             "timesteps": timesteps, "batch": batch}

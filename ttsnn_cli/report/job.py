@@ -19,15 +19,15 @@ from ttsnn_cli.errors import BadInputError, UserCodeError
 from ttsnn_cli.report.counting import (
     Profile,
     count_model,
+    counted_run,
     needs_all_steps,
-    on_meta,
-    probe_input,
     profile_model,
     spike_profile,
 )
 from ttsnn_cli.report.flops import training_flops
 from ttsnn_cli.report.gates import MODE_SCHEDULE, GateLimits, evaluate_gates
 from ttsnn_cli.report.synops import DEFAULT_SPIKE_RATE, spike_flags_by_layer, synops
+from ttsnn_cli.spiking.budget import check_run_fits, check_sizes
 from ttsnn_cli.spiking.runner import apply_style, forced_style, resolve_timesteps
 from ttsnn_cli.storage.bundle import get_meta, tt_config
 from ttsnn_cli.storage.load import load_checkpoint
@@ -114,6 +114,8 @@ def resolve_io(job: ReportJob, model: nn.Module) -> tuple[tuple[int, ...], int]:
     meta = get_meta(model)
     io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io)
     shape = job.input_shape or io.input_shape
+    if shape:  # before resolve_timesteps, whose own-loop probe allocates the input sequence
+        check_sizes(tuple(int(s) for s in shape), job.timesteps or io.timesteps or 1, what=f"report of {job.model}")
     steps = resolve_timesteps(model, tuple(int(s) for s in shape) if shape else None, job.timesteps, io.timesteps)
     if not shape or not steps:
         raise BadInputError(f"{job.model} does not record its input: pass --input-shape C,H,W and --timesteps T")
@@ -146,7 +148,7 @@ def _check_consumes(model: nn.Module, shape: tuple[int, ...], steps: int) -> Non
 
 def _meta_profile(model: nn.Module, shape: tuple[int, ...], steps: int) -> Profile:
     run_steps = steps if needs_all_steps(model) else 1
-    return profile_model(on_meta(model).eval(), probe_input(shape, run_steps).to("meta"))
+    return counted_run(model, shape, run_steps, profile_model)
 
 
 def _measure(model: nn.Module, inputs: torch.Tensor) -> Profile:
@@ -249,6 +251,8 @@ def build_report(job: ReportJob, model: nn.Module) -> dict[str, Any]:
     model.eval()
     apply_style(model, job.style)
     shape, steps = resolve_io(job, model)
+    # every size the report runs at is checked against the machine before anything is allocated
+    check_run_fits(model, shape, steps, batch=job.data_samples if job.data else 1, what=f"report of {job.model}")
     baseline, baseline_source = _load_baseline(job, model)
     if baseline is not None:
         apply_style(baseline, forced_style(model))
