@@ -5,7 +5,9 @@ processes through the console entry point). Every case asserts:
 - the exit code (3: bad input; a few are usage errors, 2, checked for one line too);
 - exactly one line on stderr, no traceback;
 - no file created, changed or removed in the work folder (outputs never half-written, inputs intact).
-`python tests/test_hostile.py` prints the count of cases by kind.
+`python tests/cli/test_hostile.py` prints the count of cases by kind (model files, options, accelerator
+YAML, recipes, outputs, data, and the kinds of issue 25: resume states, rank methods, teachers, export,
+resources, environment; `Case.env` sets environment variables for a case).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Case:
     args: Callable[[Path], list[str]]  # builds its files in the folder, returns the command line
     code: int = 3
     real_process: bool = False  # also run through `python -m ttsnn_cli`
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the case (`{t}`: the work folder)
 
 
 def _write(path: Path, content: bytes | str) -> Path:
@@ -304,10 +307,204 @@ DATA = {
 for name, build in DATA.items():
     CASES.append(Case("data", name, lambda t, build=build: ["train", "--arch", ZOO, "--arch-kwargs", KW, "--data", build(t),
                                                             "-o", str(t / "o.tt"), *TRAIN]))
-CASES.append(Case("data", "resume-garbage", lambda t: ["train", "--arch", ZOO, "--arch-kwargs", KW, "--data", "digits", *TRAIN,
+CASES.append(Case("resume-state", "resume-garbage", lambda t: ["train", "--arch", ZOO, "--arch-kwargs", KW, "--data", "digits", *TRAIN,
                                                        "-o", str((_write(t / "g.tt.resume.pt", "garbage"), t / "g.tt")[1]), "--resume"]))
-CASES.append(Case("data", "resume-wrong-structure", lambda t: ["train", "--arch", ZOO, "--arch-kwargs", KW, "--data", "digits", *TRAIN,
+CASES.append(Case("resume-state", "resume-wrong-structure", lambda t: ["train", "--arch", ZOO, "--arch-kwargs", KW, "--data", "digits", *TRAIN,
                                                                "-o", str((torch.save({"epoch": "x"}, t / "h.tt.resume.pt"), t / "h.tt")[1]), "--resume"]))
+
+
+
+# ------------------------------------------------------------------------------- issue 25's kinds
+def _state(t: Path, change: Callable[[dict], object], model: str = "dense.tt", extra: tuple[str, ...] = ()) -> list[str]:
+    """`finetune MODEL --resume` over a real resume state (the `models` fixture's) changed by `change`."""
+    state = torch.load(t / "ft.resume", weights_only=True)
+    change(state)
+    torch.save(state, t / "r.tt.resume.pt")
+    return ["finetune", str(t / model), "--data", "digits", *TRAIN, *extra, "-o", str(t / "r.tt"), "--resume"]
+
+
+def _group(key: str, value: object) -> Callable[[dict], object]:
+    return lambda state: state["optimizer"]["param_groups"][0].__setitem__(key, value)
+
+
+def _schedule(key: str, value: object) -> Callable[[dict], object]:
+    return lambda state: state["scheduler"].__setitem__(key, value)
+
+
+def _momentum(state: dict) -> None:
+    first = min(state["optimizer"]["state"])
+    state["optimizer"]["state"][first]["momentum_buffer"] = torch.zeros(7)
+
+
+def _state_path(t: Path, make: Callable[[Path], object]) -> list[str]:
+    make(t / "r.tt.resume.pt")
+    return ["finetune", str(t / "dense.tt"), "--data", "digits", *TRAIN, "-o", str(t / "r.tt"), "--resume"]
+
+
+RESUME: dict[str, Callable[[Path], list[str]]] = {
+    "lr-string": lambda t: _state(t, _group("lr", "x")),
+    "lr-nan": lambda t: _state(t, _group("lr", float("nan"))),
+    "momentum-other": lambda t: _state(t, _group("momentum", 0.1)),
+    "tmax-0": lambda t: _state(t, _schedule("T_max", 0)),
+    "tmax-string": lambda t: _state(t, _schedule("T_max", "x")),
+    "last-epoch-negative": lambda t: _state(t, _schedule("last_epoch", -1)),
+    "scheduler-swaps-optimizer": lambda t: _state(t, _schedule("optimizer", "x")),
+    "momentum-buffer-shape": lambda t: _state(t, _momentum),
+    "history-missing": lambda t: _state(t, lambda s: s.pop("history")),
+    "epoch-beyond": lambda t: _state(t, lambda s: s.__setitem__("epoch", 9)),
+    "model-nan": lambda t: _state(t, lambda s: s["model"].__setitem__("fc.bias", torch.full((10,), float("nan")))),
+    "config-tensor": lambda t: _state(t, lambda s: s.__setitem__("config", torch.ones(3))),
+    "empty-dict": lambda t: _state(t, lambda s: s.clear()),
+    "no-fingerprint": lambda t: _state(t, lambda s: s.pop("fingerprint")),
+    "other-kwargs": lambda t: _state(t, lambda s: s["fingerprint"].__setitem__("arch_kwargs", '{"width": 8}')),
+    "other-model": lambda t: _state(t, lambda s: None, model="tt.tt"),
+    "other-checkpoint": lambda t: _state(t, lambda s: s["fingerprint"].__setitem__("origin", {"checkpoint": "0" * 64, "teacher": None})),
+    "other-options": lambda t: _state(t, lambda s: None, extra=("--lr", "0.5")),
+    "fifo": lambda t: _state_path(t, lambda p: os.mkfifo(p)),
+    "folder": lambda t: _state_path(t, lambda p: p.mkdir()),
+    "a-bundle": lambda t: _state_path(t, lambda p: p.write_bytes((t / "dense.tt").read_bytes())),
+}
+for name, build in RESUME.items():
+    CASES.append(Case("resume-state", name, build, real_process=name == "tmax-0"))
+
+
+def _state_dict(t: Path) -> str:
+    torch.save(torch.load(t / "dense.tt", weights_only=True)["state_dict"], t / "sd.pt")
+    return str(t / "sd.pt")
+
+
+RANK_METHODS: dict[str, Callable[[Path], list[str]]] = {
+    "sensitivity-no-data-fresh-zoo": lambda t: ["compress", "--arch", ZOO, "--rank-method", "sensitivity:2", "-o", str(t / "o.tt")],
+    "sensitivity-no-data-state-dict": lambda t: ["compress", _state_dict(t), "--arch", ZOO, "--arch-kwargs", KW,
+                                                 "--rank-method", "sensitivity:2", "-o", str(t / "o.tt")],
+}
+for name, method, extra in (
+    ("sensitivity-0", "sensitivity:0", ["--data", "digits"]), ("sensitivity-inf", "sensitivity:inf", ["--data", "digits"]),
+    ("sensitivity-negative", "sensitivity:-3", ["--data", "digits"]), ("sensitivity-1e400", "sensitivity:1e400", ["--data", "digits"]),
+    ("sensitivity-no-number", "sensitivity", []), ("sensitivity-calib-0", "sensitivity:3", ["--data", "digits", "--calib-samples", "0"]),
+    ("sensitivity-data-unknown", "sensitivity:3", ["--data", "nodata"]),
+    ("sensitivity-data-missing-dir", "sensitivity:3", ["--data", "cifar10:{t}/none"]),
+    ("budget-0", "budget:0", []), ("budget-half", "budget:0.5", []), ("budget-inf", "budget:inf", []),
+    ("budget-letters", "budget:abc", []), ("uniform-half", "uniform:0.5", []), ("energy-2", "energy:2", []),
+    ("energy-0", "energy:0", []), ("energy-negative", "energy:-1", []), ("vbmf-argument", "vbmf:2", []),
+    ("unknown-method", "magic:2", []), ("ranks-and-budget", "budget:4", ["--ranks", "2"]), ("empty", "", []),
+):
+    RANK_METHODS[name] = lambda t, method=method, extra=extra: ["compress", str(t / "dense.tt"), "--rank-method", method,
+                                                                *[a.replace("{t}", str(t)) for a in extra], "-o", str(t / "o.tt")]
+for name, build in RANK_METHODS.items():
+    CASES.append(Case("rank-method", name, build))
+
+
+def _teacher_bundle(t: Path, change: Callable[[dict], None]) -> Path:
+    """A teacher bundle: the dense model with `change` applied."""
+    return _bundle_with(t, change, "teacher.tt")
+
+
+TEACHER_FILES = ["missing", "empty", "text-t", "random-bytes", "truncated", "folder", "fifo", "device", "unreadable",
+                 "pickle-with-code", "exploit-os-system", "user-arch-untrusted", "checksum", "plain-list",
+                 "kwargs-huge-width", "spec-garbage"]
+TEACHERS: dict[str, Callable[[Path], Path | str]] = {name: BAD_FILES[name] for name in TEACHER_FILES}
+def _five_classes(t: Path) -> Path:
+    from ttsnn_cli import save_model
+    from ttsnn_cli.storage.trust import build_arch
+
+    save_model(build_arch(ZOO, {"width": 4, "num_classes": 5}), t / "t5.tt", arch=ZOO, arch_kwargs={"width": 4, "num_classes": 5})
+    return t / "t5.tt"
+
+
+TEACHERS["other-classes"] = _five_classes
+TEACHERS["state-dict-other-width"] = lambda t: (torch.save(torch.load(t / "tt.tt", weights_only=True)["state_dict"], t / "tsd.pt"), t / "tsd.pt")[1]
+TEACHERS["spec-walks-into-torch"] = lambda t: _teacher_bundle(t, _set("arch", {"spec": "user_nets:torch.save", "kwargs": {"obj": 1, "f": f"{t}/PWNED"}}))
+for name, make in TEACHERS.items():
+    CASES.append(Case("teacher", name, lambda t, make=make: ["finetune", str(t / "dense.tt"), "--teacher", str(make(t)),
+                                                              "--data", "digits", *TRAIN, "-o", str(t / "o.tt")],
+                      env=(("TTSNN_TRUSTED_ARCH", "user_nets"),) if name == "spec-walks-into-torch" else ()))
+
+EXPORTS: dict[str, Callable[[Path], list[str]]] = {
+    "onnx-dangling-link": lambda t: ["export", str(t / "tt.tt"), "--onnx", str((os.symlink(t / "none" / "x.onnx", t / "d.onnx"), t / "d.onnx")[1])],
+    "onnx-link-to-stdout-force": lambda t: ["export", str(t / "tt.tt"), "--onnx", str((os.symlink("/dev/stdout", t / "s.onnx"), t / "s.onnx")[1]), "--force"],
+    "nir-is-a-folder": lambda t: ["export", str(t / "tt.tt"), "--nir", str(t)],
+    "onnx-no-folder": lambda t: ["export", str(t / "tt.tt"), "--onnx", str(t / "none" / "o.onnx")],
+    "batch-negative": lambda t: ["export", str(t / "tt.tt"), "--onnx", str(t / "o.onnx"), "--batch", "-1"],
+    "batch-huge": lambda t: ["export", str(t / "tt.tt"), "--onnx", str(t / "o.onnx"), "--batch", "100000"],
+    "timesteps-300-unrolled": lambda t: ["export", str(t / "tt.tt"), "--onnx", str(t / "o.onnx"), "--timesteps", "300"],
+    "input-shape-letters": lambda t: ["export", str(t / "tt.tt"), "--onnx", str(t / "o.onnx"), "--input-shape", "a,b,c"],
+    "onnx-onto-nir": lambda t: ["export", str(t / "tt.tt"), "--onnx", str(t / "o.x"), "--nir", str(t / "o.x")],
+    "onnx-name-too-long": lambda t: ["export", str(t / "tt.tt"), "--onnx", str(t / ("n" * 250 + ".onnx"))],
+}
+for name, build in EXPORTS.items():
+    CASES.append(Case("export", name, build))
+
+
+def _io(t: Path, key: str, value: object, name: str) -> str:
+    return str(_bundle_with(t, _nested("io", key, value), name))
+
+
+def _expanded(bundle: dict) -> None:
+    bundle["state_dict"]["fc.weight"] = torch.zeros(1).expand(10**9)
+
+
+RESOURCES: dict[str, Callable[[Path], list[str]]] = {
+    "report-timesteps-1m": lambda t: ["report", _io(t, "timesteps", 1_000_000, "t1m.tt")],
+    "report-input-30000-square": lambda t: ["report", _io(t, "input_shape", [1, 30000, 30000], "big.tt")],
+    "inspect-expanded-tensor": lambda t: ["inspect", str(_bundle_with(t, _expanded, "exp.tt"))],
+    "export-timesteps-100000": lambda t: ["export", str(t / "tt.tt"), "--onnx", str(t / "o.onnx"), "--timesteps", "100000"],
+    "export-input-30000-square": lambda t: ["export", str(t / "tt.tt"), "--onnx", str(t / "o.onnx"), "--input-shape", "1,30000,30000"],
+    "ncaltech-200-mb-event-file": lambda t: ["train", "--arch", ZOO, "--arch-kwargs", KW, "--data", _ncaltech_sparse(t, 200_000_000),
+                                             "-o", str(t / "o.tt"), *TRAIN],
+    "cifar-shared-rows-pickle": lambda t: ["train", "--arch", ZOO, "--arch-kwargs", '{"width": 4, "in_channels": 3}',
+                                           "--data", _cifar_shared_rows(t), "-o", str(t / "o.tt"), *TRAIN],
+    "zoo-width-over-cap": lambda t: ["compress", "--arch", ZOO, "--arch-kwargs", '{"width": 5000}', "--ranks", "2", "-o", str(t / "o.tt")],
+}
+for name, build in RESOURCES.items():
+    CASES.append(Case("resources", name, build))
+
+
+def _ncaltech_sparse(t: Path, size: int) -> str:
+    folder = t / "nc" / "Caltech101" / "cls"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "a.bin", "wb") as handle:
+        handle.truncate(size)  # sparse: costs no disk
+    return f"ncaltech101:{t / 'nc'}"
+
+
+def _cifar_shared_rows(t: Path) -> str:
+    """A small pickle whose rows are one list shared 200,000 times: gigabytes once made an array."""
+    import pickle
+
+    folder = t / "cifar-shared"
+    folder.mkdir(exist_ok=True)
+    row = [0] * 3072
+    batch = pickle.dumps({b"data": [row] * 200_000, b"labels": [0] * 200_000})
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(batch)
+    return f"cifar10:{folder}"
+
+
+ENVIRONMENT: dict[str, tuple[dict[str, str], Callable[[Path], list[str]]]] = {
+    "trusted-module-walks-into-torch": ({"TTSNN_TRUSTED_ARCH": "user_nets"}, lambda t: ["inspect", str(_bundle_with(
+        t, _set("arch", {"spec": "user_nets:torch.save", "kwargs": {"obj": 1, "f": f"{t}/PWNED"}})))]),
+    "trusted-module-walks-into-os": ({"TTSNN_TRUSTED_ARCH": "user_nets"}, lambda t: ["inspect", str(_bundle_with(
+        t, _set("arch", {"spec": "user_nets:os.system", "kwargs": {"command": f"touch {t}/PWNED"}})))]),
+    "trusted-module-walks-into-snntorch": ({"TTSNN_TRUSTED_ARCH": "user_nets"}, lambda t: ["inspect", str(_bundle_with(
+        t, _set("arch", {"spec": "user_nets:snn.Leaky", "kwargs": {"beta": 0.5}})))]),
+    "trusted-star-os-system": ({"TTSNN_TRUSTED_ARCH": "*"}, lambda t: ["inspect", str(_bundle_with(
+        t, _set("arch", {"spec": "os:system", "kwargs": {"command": f"touch {t}/PWNED"}})))]),
+    "trusted-os-module": ({"TTSNN_TRUSTED_ARCH": "os"}, lambda t: ["report", str(_bundle_with(
+        t, _set("arch", {"spec": "os:system", "kwargs": {"command": f"touch {t}/PWNED"}})))]),
+    "trusted-garbage": ({"TTSNN_TRUSTED_ARCH": ",,::,*x"}, lambda t: ["inspect", str(_bundle_with(
+        t, _set("arch", {"spec": "user_nets:sequential_net", "kwargs": {}})))]),
+    "named-arch-walks-into-torch": ({}, lambda t: ["inspect", str(_bundle_with(
+        t, _set("arch", {"spec": "user_nets:torch.save", "kwargs": {"obj": 1, "f": f"{t}/PWNED"}}))),
+        "--arch", "user_nets:torch.save"]),
+    "native-off-bad-input-still-one-line": ({"TTSNN_NATIVE": "0"}, lambda t: ["inspect", str(t / "nope.tt")]),
+    "cc-missing-bad-input-still-one-line": ({"CC": "/nonexistent/cc"}, lambda t: ["report", str(t / "tt.tt"), "--timesteps", "0"]),
+    "tmpdir-a-file": ({"TMPDIR": "{t}/dense.tt"}, lambda t: ["inspect", str(_write(t / "g.tt", "garbage"))]),
+    "keep-freed-memory-garbage": ({"TTSNN_KEEP_FREED_MEMORY": "\x01 no"}, lambda t: ["inspect", str(t / "nope.tt")]),
+}
+for name, (variables, build) in ENVIRONMENT.items():
+    CASES.append(Case("environment", name, build, env=tuple(variables.items()),
+                      real_process=name in ("tmpdir-a-file", "keep-freed-memory-garbage")))
 
 
 def _read_only(t: Path) -> Path:
@@ -320,7 +517,7 @@ def _read_only(t: Path) -> Path:
 # ------------------------------------------------------------------------------------- running
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """A dense zoo bundle and a TT bundle, as bytes (copied per case)."""
+    """A dense zoo bundle, a TT bundle and a resume state, as bytes (copied per case)."""
     from ttsnn_cli import save_model
     from ttsnn_cli.compress.decompose import CompressConfig, compress_model
     from ttsnn_cli.maths.ranks import RankSpec
@@ -333,7 +530,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     save_model(dense, folder / "dense.tt", arch=ZOO, arch_kwargs={"width": 4}, io=ModelIO((1, 16, 16), 2, "digits"))
     tt, _ = compress_model(build_arch(ZOO, {"width": 4}), CompressConfig(ranks=RankSpec("fixed", (2, 2, 2))))
     save_model(tt, folder / "tt.tt", arch=ZOO, arch_kwargs={"width": 4}, io=ModelIO((1, 16, 16), 2, "digits"))
-    return {name: (folder / name).read_bytes() for name in ("dense.tt", "tt.tt")}
+    # a real resume state of `finetune dense.tt ... -o ft.tt` (TRAIN options): the resume-state cases change it
+    from ttsnn_cli.cli.commands import app
+
+    done = CliRunner().invoke(app, ["finetune", str(folder / "dense.tt"), "--data", "digits", *TRAIN, "-o", str(folder / "ft.tt")])
+    assert done.exit_code == 0, done.stderr
+    (folder / "ft.tt.resume.pt").rename(folder / "ft.resume")
+    return {name: (folder / name).read_bytes() for name in ("dense.tt", "tt.tt", "ft.resume")}
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
@@ -355,6 +558,11 @@ def _prepare(tmp_path: Path, models: dict[str, bytes], monkeypatch: pytest.Monke
     monkeypatch.setenv("TTSNN_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.delenv("TTSNN_TRUSTED_ARCH", raising=False)
     return work
+
+
+def _case_env(case: Case, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in case.env:
+        monkeypatch.setenv(name, value.replace("{t}", str(work)))
 
 
 def _restore_permissions(work: Path) -> None:
@@ -395,6 +603,7 @@ def test_hostile_input(case: Case, tmp_path: Path, models: dict[str, bytes], mon
     if os.geteuid() == 0 and case.name.endswith(("unreadable", "read-only-folder")):
         pytest.skip("root reads and writes regardless of permissions")
     work = _prepare(tmp_path, models, monkeypatch)
+    _case_env(case, work, monkeypatch)
     args = case.args(work)
     before = _snapshot(work)
     try:
@@ -416,9 +625,10 @@ FAST_REAL = {"inspect-text-t", "inspect-exploit-os-system", "bomb"}
 def test_hostile_input_real_process(case: Case, tmp_path: Path, models: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     """The same through `python -m ttsnn_cli` (the console entry point, real stderr, no terminal)."""
     work = _prepare(tmp_path, models, monkeypatch)
+    _case_env(case, work, monkeypatch)
     args = case.args(work)
     before = _snapshot(work)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "40"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "COLUMNS": "40"}
     done = subprocess.run([sys.executable, "-m", "ttsnn_cli", *args], capture_output=True, text=True, env=env,
                           cwd=work, timeout=300)
     after = _snapshot(work)

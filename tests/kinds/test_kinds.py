@@ -100,9 +100,11 @@ def test_growth_is_refused_for_every_kind_without_allow() -> None:
     with pytest.raises(NothingToDecompose) as caught:
         compress_model(_growing(), GROWTH)
     reasons = {row["name"]: row["skipped"] for row in caught.value.document["layers"]}
+    # one rule and one message for every kind
     assert reasons["0"].startswith("would grow 72 -> ") and "stays dense" in reasons["0"]
-    assert reasons["1"].startswith("would grow: TT cores at ranks 2,4 hold 44 weights, the dense layer 24")
-    assert reasons["2"].startswith("would grow: TT cores at ranks 4 hold 32 weights, the dense layer 16")
+    assert reasons["1"].startswith("would grow 24 -> 44 weights at ranks 2,4: stays dense")
+    assert reasons["2"].startswith("would grow 16 -> 32 weights at ranks 4: stays dense")
+    assert all("--allow-growth" in reason for reason in reasons.values())
 
 
 def test_allow_growth_decomposes_every_kind_exactly() -> None:

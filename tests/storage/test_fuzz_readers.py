@@ -1,7 +1,8 @@
 """Property-based fuzzing of every reader: "a result or a typed error, nothing else".
 
 Readers: checkpoints and bundles (mutated bytes, crafted fields), recipes, accelerator YAML, CIFAR
-batches, N-Caltech101 event files, resume states. Each property feeds hypothesis-generated input
+batches, N-Caltech101 event files, resume states (crafted, and real ones of SGD and Adam tampered with,
+then trained one step). Each property feeds hypothesis-generated input
 to the reader and accepts only its result or the typed error the CLI maps to exit 3
 (`TtsnnError`; `AcceleratorConfigError` for hw/, which the report maps to BadInputError).
 
@@ -34,7 +35,7 @@ from ttsnn_cli.data.ncaltech import events_to_frames, read_events
 from ttsnn_cli.errors import TtsnnError
 from ttsnn_cli.pipeline.recipe import load_recipe
 from ttsnn_cli.storage.load import load_checkpoint
-from ttsnn_cli.train.engine import TrainConfig, make_optimizer, make_scheduler
+from ttsnn_cli.train.engine import TrainConfig, make_optimizer, make_scheduler, model_fingerprint, rng_state
 from ttsnn_cli.train.engine import _resume as restore_resume_state
 
 SMALL = 15
@@ -181,25 +182,86 @@ def prop_events(content: bytes) -> None:
     assert frames.shape == (3, 2, 48, 48) and torch.isfinite(frames).all()
 
 
-def prop_resume(state: Any) -> None:
+def _resume_objects(optimizer_name: str = "sgd") -> tuple[Any, ...]:
     model = user_nets.sequential_net(channels=2)
-    config = TrainConfig(epochs=2)
+    config = TrainConfig(epochs=2, optimizer=optimizer_name)  # type: ignore[arg-type]
     optimizer = make_optimizer(list(model.parameters()), config)
+    return model, config, optimizer, make_scheduler(optimizer, config, 4)
+
+
+def prop_resume(state: Any) -> None:
+    """A state restores into this run's objects and then trains one step, or it is bad input: never a
+    crash in the first step (a string lr, `T_max` 0, a buffer of another shape)."""
+    optimizer_name = state.pop("_optimizer", "sgd") if isinstance(state, dict) else "sgd"
+    model, config, optimizer, scheduler = _resume_objects(optimizer_name)
     torch.save(state, _FOLDER / "state.pt")
     try:
-        restore_resume_state(_FOLDER / "state.pt", config, model, optimizer, make_scheduler(optimizer, config, 4))
+        restore_resume_state(_FOLDER / "state.pt", config, model, optimizer, scheduler)
     except TtsnnError:
-        pass
+        return
+    for param in model.parameters():
+        param.grad = torch.ones_like(param)
+    optimizer.step()
+    scheduler.step()
+
+
+def _config_key(optimizer_name: str = "sgd") -> dict[str, Any]:
+    from ttsnn_cli.train.engine import _config_key as options_key
+
+    return options_key(TrainConfig(epochs=2, optimizer=optimizer_name))  # type: ignore[arg-type]
 
 
 def _valid_resume_fields() -> st.SearchStrategy[dict[str, Any]]:
-    from dataclasses import asdict
-
-    key = asdict(TrainConfig(epochs=2))
-    key.pop("device")
-    return st.fixed_dictionaries({"config": st.just(key)}, optional={
+    fingerprint = model_fingerprint(user_nets.sequential_net(channels=2))
+    return st.fixed_dictionaries({"config": st.just(_config_key()), "fingerprint": st.just(fingerprint)}, optional={
         "epoch": json_values, "model": odd_values, "optimizer": odd_values, "scheduler": odd_values,
         "rng": odd_values, "history": odd_values})
+
+
+def _real_state(optimizer_name: str) -> dict[str, Any]:
+    """What a run writes after epoch 1 of 2 (two steps of 2 per epoch)."""
+    model, config, optimizer, scheduler = _resume_objects(optimizer_name)
+    for _ in range(2):
+        for param in model.parameters():
+            param.grad = torch.randn_like(param)
+        optimizer.step()
+        scheduler.step()
+    key = _config_key(optimizer_name)
+    record = {"epoch": 1, "train_loss": 2.0, "train_accuracy": 10.0, "test_accuracy": 10.0, "lr": 0.1,
+              "seconds": 1.0, "samples_per_s": 10.0}
+    return {"epoch": 1, "config": key, "fingerprint": model_fingerprint(model), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": {},
+            "rng": rng_state(), "history": [record], "_optimizer": optimizer_name}
+
+
+def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _leaves(item, (*path, index))
+    return found
+
+
+@st.composite
+def tampered_states(draw: st.DrawFn) -> dict[str, Any]:
+    """A real state (SGD or Adam) with one or two fields replaced by odd values or removed."""
+    state = _real_state(draw(st.sampled_from(["sgd", "adam"])))
+    for _ in range(draw(st.integers(1, 2))):
+        paths = [p for p in _leaves(state) if p[0] not in ("rng", "_optimizer")]
+        path = draw(st.sampled_from(paths))
+        node: Any = state
+        for part in path[:-1]:
+            node = node[part]
+        replacement = draw(odd_values | st.sampled_from([0, -1, 10**12, float("nan"), "x", True, None])
+                           | st.builds(lambda n: torch.full((n,), float("nan")), st.integers(0, 3)))
+        if draw(st.booleans()) and isinstance(node, dict):
+            node.pop(path[-1])
+        else:
+            node[path[-1]] = replacement
+    return state
 
 
 PROPERTIES: dict[str, tuple[Callable[[Any], None], st.SearchStrategy[Any]]] = {
@@ -214,7 +276,7 @@ PROPERTIES: dict[str, tuple[Callable[[Any], None], st.SearchStrategy[Any]]] = {
         st.builds(lambda n, v: {b"data": np.full((n, 3072), v), b"labels": [0] * n}, st.integers(0, 2), st.floats(-1, 400)),
         json_values)),
     "ncaltech-events": (prop_events, st.binary(max_size=200)),
-    "resume-state": (prop_resume, _valid_resume_fields() | odd_values),
+    "resume-state": (prop_resume, _valid_resume_fields() | odd_values | tampered_states()),
 }
 
 

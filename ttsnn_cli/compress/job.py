@@ -17,6 +17,7 @@ from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES, Progress, sens
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import parse_layer_types
 from ttsnn_cli.maths.ranks import RankSpecError, parse_rank_spec
+from ttsnn_cli.spiking.budget import check_run_fits, check_sizes, check_timesteps
 from ttsnn_cli.spiking.runner import check_style, resolve_timesteps
 from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
 from ttsnn_cli.storage.load import load_checkpoint
@@ -45,13 +46,16 @@ class CompressJob:
     trust_pickle: bool = False
     data: str | None = None  # sensitivity:X calibration data (default: the bundle's recorded data)
     calib_samples: int = DEFAULT_CALIB_SAMPLES
-    allow_growth: bool = False  # decompose a Conv2d even when its cores outgrow the kernel
+    allow_growth: bool = False  # decompose a layer even when its cores outgrow the dense weight
+    #: the data the checkpoint itself records (set by `load_source`): sensitivity's default, never a zoo entry's
+    recorded_data: str | None = field(default=None, init=False, repr=False)
 
 
 def load_source(job: CompressJob) -> nn.Module:
     """The dense model to compress: the checkpoint, or a freshly initialised zoo model (planning)."""
     if job.checkpoint is not None:
         model = load_checkpoint(job.checkpoint, job.arch, job.arch_kwargs, job.trust_pickle)
+        job.recorded_data = get_meta(model).io.data  # before the zoo entry's defaults fill in below
     elif job.arch and job.arch.startswith("zoo:"):
         torch.manual_seed(job.seed)
         model = build_arch(job.arch, job.arch_kwargs)
@@ -63,25 +67,36 @@ def load_source(job: CompressJob) -> nn.Module:
     meta = get_meta(model)
     meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io).merged(job.io)
     check_style(meta.io.style)
+    # sizes from the bundle or options, checked before the own-loop probe below allocates its input
+    if meta.io.input_shape:
+        check_sizes(tuple(meta.io.input_shape), job.io.timesteps or meta.io.timesteps or 1, what="compress")
     # an own-loop model taking one frame runs its own T (HTT's first half depends on it): learn it
     meta.io.timesteps = resolve_timesteps(model, meta.io.input_shape, job.io.timesteps, meta.io.timesteps)
     return model
 
 
+#: a zoo entry's default data is not calibration data: the loss of a model on data it never saw
+#: (or of a freshly initialised one) would choose ranks from noise
+_NO_DATA = ("sensitivity:X measures the loss on data the model was trained on, and the model records none: "
+            "give --data SPEC (digits, cifar10:DIR, ...)")
+
+
 def _sensitivity(job: CompressJob, model: nn.Module, config: CompressConfig, factor: float,
                  progress: Progress | None) -> dict[str, Any]:
     """`sensitivity:X`: measure on calibration data, put the chosen ranks into `config`."""
-    from ttsnn_cli.data import load_data
+    from ttsnn_cli.data import chosen_data, load_data
     from ttsnn_cli.data.compat import check_compatible
 
     meta = get_meta(model)
-    spec = job.data or meta.io.data
+    spec = chosen_data(job.data, job.recorded_data, str(job.checkpoint or "the model"))  # a recorded module:factory only if trusted
     if not spec:
-        raise BadInputError("sensitivity:X measures the loss on data: give --data SPEC (digits, cifar10:DIR, ...)")
+        raise BadInputError(_NO_DATA)
     if job.calib_samples < 1:
         raise BadInputError(f"--calib-samples must be >= 1, got {job.calib_samples}")
     timesteps = meta.io.timesteps or 4
+    check_timesteps(timesteps, "compress")  # before any data is binned into T frames (spiking.budget)
     data = load_data(spec, timesteps=timesteps, augment=False)
+    check_run_fits(model, tuple(data.input_shape), timesteps, job.calib_samples, what="sensitivity calibration")
     check_compatible(model, data, timesteps, spec)
     layers = free_layers(plan_layers(model, config)[0], config)
     config.chosen_ranks, measured = sensitivity_ranks(model, layers, factor, data, job.calib_samples, timesteps, job.seed,
@@ -101,6 +116,8 @@ def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn
         raise BadInputError(str(error)) from None
     except ValueError as error:
         raise BadInputError(f"--layer-types: {error}") from None
+    if spec.method == "sensitivity" and not job.data and job.checkpoint is None:
+        raise BadInputError(_NO_DATA)  # a freshly initialised model records no data: refused before any work
     model = load_source(job)
     meta = get_meta(model)
     config = CompressConfig(

@@ -164,13 +164,19 @@ def check_finite_curves(base_loss: float, curves: dict[str, LayerCurve]) -> None
                                 f"{bad.loss}; its output is not finite")
 
 
+#: the grid's top: no layer shrinks further even at rank 1 (a kernel of 4096 x 4096 x 3 x 3 weights at
+#: most ~2e4 times), so a larger target measures the same candidates; and the grid stays finite (a
+#: target of 1e308 times the spread would overflow to infinity)
+MAX_FACTOR = 1e12
+
+
 def candidate_factors(targets: Iterable[float], spread: float = 4.0) -> list[float]:
     """Shrink factors to measure: a sqrt(2) grid from min(targets) / spread to max(targets) * spread
-    (at least 1): the allocation moves weights between layers, so each layer needs points on both
-    sides of the target."""
+    (at least 1, at most MAX_FACTOR): the allocation moves weights between layers, so each layer
+    needs points on both sides of the target."""
     targets = list(targets)
-    low = max(1.0, min(targets) / spread)
-    high = max(targets) * spread
+    low = min(max(1.0, min(targets) / spread), MAX_FACTOR)
+    high = max(min(max(targets) * spread, MAX_FACTOR), low)
     steps = int(math.floor(2 * math.log2(high / low) + 1e-9))
     return [low * 2 ** (k / 2) for k in range(steps + 1)]
 

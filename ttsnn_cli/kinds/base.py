@@ -111,12 +111,13 @@ class LayerKind:
         raise NotImplementedError
 
     def growth_reason(self, module: nn.Module, ranks: tuple[int, ...], linear_cores: int) -> str | None:
-        """The skip reason when the cores at `ranks` hold no fewer weights than the dense layer."""
-        after, before = self.core_weights(module, ranks, linear_cores), module.weight.numel()
-        if after >= before:
-            return (f"would grow: TT cores at ranks {','.join(map(str, ranks))} hold {after:,} weights, "
-                    f"the dense layer {before:,}; stays dense")
-        return None
+        """The skip reason when the cores at `ranks` hold no fewer weights than the dense layer: one
+        rule and one message for every kind, so a Conv2d, a Conv1d and a Linear are judged alike."""
+        before, after = module.weight.numel(), self.core_weights(module, ranks, linear_cores)  # type: ignore[union-attr]
+        if after < before:
+            return None
+        return (f"would grow {before:,} -> {after:,} weights at ranks {','.join(map(str, ranks))}: stays dense "
+                "(lower its ranks under compress.layers, or pass --allow-growth to decompose it)")
 
     def grows(self, module: nn.Module, ranks: tuple[int, ...], linear_cores: int, allow: bool) -> str | None:
         """Compress never makes a layer larger unless `--allow-growth`: the same rule for every kind."""

@@ -134,13 +134,6 @@ class Conv2dKind(DenseConvLeaves, LayerKind):
     def core_weights(self, module: nn.Module, ranks: tuple[int, ...], linear_cores: int) -> int:
         return tt_param_count(tuple(module.weight.shape), ranks)  # type: ignore[arg-type, union-attr]
 
-    def growth_reason(self, module: nn.Module, ranks: tuple[int, ...], linear_cores: int) -> str | None:
-        before, after = module.weight.numel(), self.core_weights(module, ranks, linear_cores)  # type: ignore[union-attr]
-        if after < before:
-            return None
-        return (f"would grow {before:,} -> {after:,} weights at ranks {','.join(map(str, ranks))}: stays dense "
-                "(lower its ranks under compress.layers to decompose it)")
-
     def build(self, module: nn.Module, ranks: tuple[int, ...], mode: str, timesteps: int | None, svd: str,
               linear_cores: int) -> nn.Module:
         return TTConv2d.from_conv(module, ranks, mode, timesteps, svd)  # type: ignore[arg-type]
