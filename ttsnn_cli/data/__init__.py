@@ -1,4 +1,10 @@
-"""Datasets named on the command line by a SPEC: `digits`, `cifar10:DIR`, `cifar100:DIR`, `ncaltech101:DIR`.
+"""Datasets named on the command line by a SPEC.
+
+Built in: `digits`, `cifar10:DIR`, `cifar100:DIR`, `ncaltech101:DIR`, `mnist:DIR`, `fashion-mnist:DIR`
+(IDX files), `nmnist:DIR`, `dvsgesture:DIR`, `cifar10dvs:DIR` (event recordings binned into T frames),
+`shd:DIR` (spikes binned into T frames); and `MODULE:FACTORY`, the user's own datasets from a callable
+(`user`), trusted like `--arch MODULE:FACTORY`. A name registered here wins over a module of the same
+name: name such a module by its package path. docs/data.md describes each.
 
 Adding a dataset touches one place: decorate a loader with `@register_dataset(name)` in a module of this
 package (listed in `_MODULES`). A loader takes (argument after the colon or None, timesteps, train
@@ -6,13 +12,14 @@ augmentation on/off) and returns a `DataBundle`: train and test datasets yieldin
 is either a static frame [C, H, W] (the engine encodes it over T: `encode`) or already a sequence
 [T, C, H, W] (`temporal=True`, event data). Nothing is downloaded; a missing or malformed dataset
 raises `BadInputError` with one line saying what was looked for.
-May import: `errors`, `storage` (guarded reads), `spiking` (`compat` runs one sample through a model).
-Never compress, training or anything above.
+May import: `errors`, `storage` (guarded reads, the trust boundary), `spiking` (`compat` runs one
+sample through a model). Never compress, training or anything above.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -24,7 +31,13 @@ from ttsnn_cli.errors import BadInputError
 
 Encoding = Literal["direct", "rate"]
 ENCODINGS: tuple[str, ...] = ("direct", "rate")
-_MODULES = ("ttsnn_cli.data.digits", "ttsnn_cli.data.cifar", "ttsnn_cli.data.ncaltech")
+_MODULES = ("ttsnn_cli.data.digits", "ttsnn_cli.data.cifar", "ttsnn_cli.data.ncaltech", "ttsnn_cli.data.idx",
+            "ttsnn_cli.data.nmnist", "ttsnn_cli.data.dvsgesture", "ttsnn_cli.data.shd")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_USER_SPEC = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
+#: what --data accepts, for help texts and messages
+SPEC_HELP = ("digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, cifar100:DIR, ncaltech101:DIR, nmnist:DIR, "
+             "dvsgesture:DIR, cifar10dvs:DIR, shd:DIR or MODULE:FACTORY")
 
 
 @dataclass
@@ -58,17 +71,58 @@ def dataset_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_data(spec: str, timesteps: int = 4, augment: bool = True) -> DataBundle:
-    """Resolve a data SPEC (see the module docstring) into its train/test splits."""
+def is_user_spec(spec: str) -> bool:
+    """Does `spec` name the user's code (`module:factory`) rather than a built-in dataset?"""
+    dataset_names()
+    return spec.partition(":")[0] not in _REGISTRY and bool(_USER_SPEC.match(spec))
+
+
+def check_data_spec(spec: str, where: str = "--data") -> str:
+    """`spec` if it is well formed (a known dataset with or without its folder as it needs, or
+    `module:factory`), without reading or importing anything; a one-line BadInputError otherwise."""
+    if not isinstance(spec, str) or not spec:
+        raise BadInputError(f"{where} must be a data spec ({SPEC_HELP}), got {spec!r}")
     names = dataset_names()
     name, _, argument = spec.partition(":")
+    if name in _REGISTRY:
+        needs_dir = _REGISTRY[name][1]
+        if needs_dir and not argument:
+            raise BadInputError(f"dataset {name!r} needs a folder: {where} {name}:DIR")
+        if not needs_dir and argument:
+            raise BadInputError(f"dataset {name!r} takes no folder, got {where} {spec!r}")
+        return spec
+    if _USER_SPEC.match(spec):
+        return spec
+    raise BadInputError(f"unknown dataset {name!r} in {where} {spec!r}; known: {', '.join(names)}, "
+                        "or MODULE:FACTORY for your own (e.g. cifar10:DIR, mypkg.data:build)")
+
+
+def chosen_data(given: str | None, recorded: str | None, source: str = "the model") -> str | None:
+    """The data spec a job uses: the one the user gave, else the one `source` records. A recorded
+    `module:factory` is code: it is used only if trusted (the same spec named, `--trust-arch` or
+    TTSNN_TRUSTED_ARCH, as for a recorded architecture: `storage.trust.is_trusted`)."""
+    if given:
+        return given
+    if recorded and is_user_spec(recorded):
+        from ttsnn_cli.storage.trust import TRUST_ENV, is_trusted
+
+        if not is_trusted(recorded):
+            raise BadInputError(f"{source} records data {recorded}, which is code: ttsnn imports it only if you trust it. "
+                                f"Pass --data {recorded} (or --trust-arch), or add it to {TRUST_ENV}")
+    return recorded
+
+
+def load_data(spec: str, timesteps: int = 4, augment: bool = True) -> DataBundle:
+    """Resolve a data SPEC (see the module docstring) into its train/test splits.
+
+    A `module:factory` spec is imported and called: the caller passes only a spec the user named
+    (or one `chosen_data` let through)."""
+    check_data_spec(spec)
+    name, _, argument = spec.partition(":")
     if name not in _REGISTRY:
-        raise BadInputError(f"unknown dataset {name!r} in --data {spec!r}; known: {', '.join(names)} (e.g. cifar10:DIR)")
-    loader, needs_dir = _REGISTRY[name]
-    if needs_dir and not argument:
-        raise BadInputError(f"dataset {name!r} needs a folder: --data {name}:DIR")
-    if not needs_dir and argument:
-        raise BadInputError(f"dataset {name!r} takes no folder, got --data {spec!r}")
+        # imported by name, as the loaders are: `user` imports this module (DataBundle)
+        return importlib.import_module("ttsnn_cli.data.user").load_user_data(spec, timesteps, augment)
+    loader, _ = _REGISTRY[name]
     return loader(argument or None, timesteps, augment)
 
 

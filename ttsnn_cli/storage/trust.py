@@ -39,7 +39,7 @@ from ttsnn_cli.errors import BadInputError, abbreviate
 from ttsnn_cli.host.imports import current_folder_last
 from ttsnn_cli.storage.bundle import ModelIO
 from ttsnn_cli.storage.guard import call_user_code
-from ttsnn_cli.zoo import zoo_entry
+from ttsnn_cli.zoo import check_zoo_size, zoo_entry
 
 TRUST_ENV = "TTSNN_TRUSTED_ARCH"
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -198,30 +198,32 @@ def check_zoo_kwargs(spec: str, kwargs: Mapping[str, Any]) -> Any:
         if parameters[key].annotation in (int, "int") and (type(value) is not int or not 1 <= value <= MAX_ZOO_SIZE):
             raise BadInputError(f"{spec}: {key} must be a whole number from 1 to {MAX_ZOO_SIZE}, "
                                 f"got {abbreviate(json.dumps(value))}")
+    check_zoo_size(spec[4:], dict(kwargs))  # the whole model's size, counted before it is built
     return factory
 
 
-def _import_factory(spec: str) -> Any:
+def _import_factory(spec: str, option: str = "--arch") -> Any:
     """The callable `spec` names, walking only through what its module itself defines.
 
     Trusting `mynets` means trusting the code in `mynets`, not every module it imports: a recorded
     `mynets:torch.os.system` or `mynets:save` (after `from torch import save`) would otherwise call
     whatever those name with kwargs a bundle chose. So each step of the attribute path must be
-    defined in the module or below it (a class, function or submodule of `mynets`)."""
+    defined in the module or below it (a class, function or submodule of `mynets`). `option` names
+    the spec's source in messages (`--data` for a dataset factory)."""
     module_name, _, attribute = spec.partition(":")
     # Users run ttsnn from their project folder, as they would run `python -c "import mypkg"`; the
     # folder goes last on the path so it never hides an installed package (host.imports).
     current_folder_last()
     try:
-        module = call_user_code(lambda: importlib.import_module(module_name), f"importing {module_name!r} for --arch {spec} failed")
+        module = call_user_code(lambda: importlib.import_module(module_name), f"importing {module_name!r} for {option} {spec} failed")
     except BadInputError as error:
         if "ModuleNotFoundError" in str(error):
-            raise BadInputError(f"cannot import module {module_name!r} for --arch {spec}: {str(error).split(': ', 2)[-1]}") from None
+            raise BadInputError(f"cannot import module {module_name!r} for {option} {spec}: {str(error).split(': ', 2)[-1]}") from None
         raise
     factory: Any = module
     for part in attribute.split("."):
         if not hasattr(factory, part):
-            raise BadInputError(f"module {module_name!r} has no attribute {attribute!r} (from --arch {spec})")
+            raise BadInputError(f"module {module_name!r} has no attribute {attribute!r} (from {option} {spec})")
         factory = getattr(factory, part)
         home = _defined_in(factory)
         if home is None or not (home == module_name or home.startswith(module_name + ".")):
