@@ -32,13 +32,21 @@ Mapping:
 - a grouped TT conv (`conv2d_grouped`) -> three Conv2d nodes, core1, the merged middle cores per
   group and core4, each as its block-diagonal dense kernel (nir 1.0.8 mistypes grouped convs).
   Each layer type's mapping above is its kind's (`LayerKind.nir_nodes`, in `ttsnn_cli.kinds`).
-- Linear -> Affine (Linear when bias-free); AvgPool2d -> AvgPool2d; Flatten -> Flatten (dims
-  without the batch); digits_csnn's global average pool -> AvgPool2d over the whole map + Flatten.
+- Linear -> Affine (Linear when bias-free); AvgPool2d -> AvgPool2d (divisor_override=1 -> SumPool2d);
+  AdaptiveAvgPool2d -> AvgPool2d with kernel = stride = input / output size when that divides (known
+  input shape), else refused; Flatten -> Flatten (dims without the batch); digits_csnn's global
+  average pool -> AvgPool2d over the whole map + Flatten.
+- NIR's own LI / Threshold / Scale read from a graph (`zoo.nir_graph`) -> LI / Threshold / Scale.
+- a user's block inside the nn.Sequential (a module with its own forward, e.g. conv + BN + neuron):
+  its forward is run once on a copy with hooks on its layers, and its layers are exported in the
+  order it calls them when each takes the previous one's output (`_trace_block`); a residual or any
+  computation between layers is refused naming the block.
 Graph metadata: the TT mode and each layer's ranks, T, and the LIF mapping.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -55,6 +63,7 @@ from ttsnn_cli.spiking.runner import execution_style
 from ttsnn_cli.spiking.state import is_neuron
 from ttsnn_cli.storage.bundle import tt_config
 from ttsnn_cli.storage.outputs import atomic_output
+from ttsnn_cli.zoo.nir_graph import Heaviside, Scale
 
 _SKIP = (nn.Identity, nn.Dropout)
 
@@ -101,7 +110,7 @@ def build_nir_graph(model: nn.Module, timesteps: int, input_shape: tuple[int, ..
     """The NIR graph of `model` (a chain); see the module docstring for the mapping."""
     import nir
 
-    chain = layer_chain(model)
+    chain = list(layer_chain(model))
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(input_shape)})}
     order = ["input"]
     cycles: list[tuple[str, str]] = []  # recurrent neurons: neuron -> its recurrent layer(s) -> neuron
@@ -116,6 +125,9 @@ def build_nir_graph(model: nn.Module, timesteps: int, input_shape: tuple[int, ..
                 order.append(name)
                 cycles += _recurrence(name, neuron, x, nodes)
                 index += 1
+                continue
+            if _is_block(module):  # a user's block (conv + BN + neuron...): its leaves, in the order it calls them
+                chain[index:index + 1] = _trace_block(name, module, x)
                 continue
             following = chain[index + 1][1] if index + 1 < len(chain) else None
             bn = following if isinstance(following, (nn.BatchNorm2d, nn.BatchNorm1d)) else None
@@ -151,8 +163,15 @@ def _recurrence(name: str, neuron: nn.Module, x: torch.Tensor, nodes: dict[str, 
             raise BadInputError(f"neuron {name}: a one-to-one recurrence over feature maps has no compact NIR node; "
                                 "use all_to_all=True (a recurrent conv)")
         new_nodes = [(f"{name}.recurrent", one_to_one_node(recurrent, int(x.shape[1])))]
-    else:
-        new_nodes, _ = _convert(f"{name}.recurrent", recurrent, None, x)
+    else:  # one layer, or a chain of them (a recurrent layer read back from a NIR cycle)
+        parts = (list(_flatten_sequential(recurrent, f"{name}.recurrent.")) if isinstance(recurrent, nn.Sequential)
+                 else [(f"{name}.recurrent", recurrent)])
+        new_nodes, y = [], x
+        for part_name, part in parts:
+            converted, y = _convert(part_name, part, None, y)
+            new_nodes += converted
+        if not new_nodes or tuple(y.shape) != tuple(x.shape):
+            raise BadInputError(f"neuron {name}: its recurrent layer does not map its spikes back to their shape")
         new_nodes[-1] = (new_nodes[-1][0], _move_bias(new_nodes[-1][1], nodes, name))
     for node_name, node in new_nodes:
         nodes[node_name] = node
@@ -179,6 +198,81 @@ def _move_bias(last: Any, nodes: dict[str, Any], neuron: str) -> Any:
     return last
 
 
+def _adaptive_pool(name: str, module: nn.AdaptiveAvgPool2d, x: torch.Tensor) -> tuple[list[tuple[str, Any]], torch.Tensor]:
+    """AdaptiveAvgPool2d at the input size ttsnn knows: a plain AvgPool2d when each output size divides
+    the input size (then every window has the same size and stride); refused otherwise, as the
+    windows of an uneven adaptive pool overlap by varying amounts, which no NIR pool node says."""
+    import nir
+
+    if x.dim() != 4:
+        raise BadInputError(f"layer {name} (AdaptiveAvgPool2d) gets input of shape {list(x.shape[1:])}, not C,H,W")
+    size = module.output_size if isinstance(module.output_size, (tuple, list)) else (module.output_size,) * 2
+    sizes = tuple(int(x.shape[2 + i]) if s is None else int(s) for i, s in enumerate(size))
+    h, w = int(x.shape[2]), int(x.shape[3])
+    if h % sizes[0] or w % sizes[1]:
+        raise BadInputError(f"layer {name}: AdaptiveAvgPool2d to {sizes[0]}x{sizes[1]} from a {h}x{w} map has uneven "
+                            "windows, which no NIR pool expresses; pick an output size dividing the map, or use AvgPool2d")
+    kernel = np.array([h // sizes[0], w // sizes[1]])
+    node = nir.AvgPool2d(kernel_size=kernel, stride=kernel.copy(), padding=np.array([0, 0]))
+    return [(name, node)], module(x)
+
+
+def _is_leaf(module: nn.Module) -> bool:
+    """A module the exporter maps itself (never looked into)."""
+    return (not any(True for _ in module.children()) or is_neuron(module) or isinstance(module, MultiStepLIF)
+            or kind_of(module, exact=False) is not None)
+
+
+def _is_block(module: nn.Module) -> bool:
+    return not isinstance(module, (nn.Sequential, GlobalAvgPool)) and not _is_leaf(module)
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, (tuple, list)) and value else value
+
+
+def _trace_block(name: str, block: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module]]:
+    """The leaves of a user's block in the order its forward calls them, when that forward is a
+    chain: each leaf takes the previous one's output (the very tensor) and the block returns the
+    last one's. Found by running a copy once on the current input (its neurons' state is the copy's),
+    so whatever python the forward holds is read as it runs. Anything else (a residual sum, a
+    function between layers, a layer called twice) is refused naming the block."""
+    from ttsnn_cli.spiking.state import reset_states
+
+    probe = copy.deepcopy(block).eval()
+    leaves = {n: m for n, m in probe.named_modules() if n and _is_leaf(m)}
+    inner = {n for n in leaves for other in leaves if n != other and n.startswith(other + ".")}
+    calls: list[tuple[str, tuple[Any, ...], Any]] = []
+    hooks = [m.register_forward_hook(lambda mod, args, out, n=n: calls.append((n, args, out)) and None)
+             for n, m in leaves.items() if n not in inner]
+    refuse = f"layer {name} ({type(block).__name__}) is a block whose forward is not a chain of its layers"
+    given_input = x.clone()
+    try:
+        with torch.no_grad():
+            out = probe(given_input)
+    except Exception as error:  # noqa: BLE001 - the user's forward on a probe input
+        raise BadInputError(f"{refuse}: it fails on a probe input ({type(error).__name__})") from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+        reset_states(probe)
+    if not calls:
+        raise BadInputError(f"{refuse}: it calls none of them; export ONNX")
+    previous: Any = None
+    for position, (leaf, args, result) in enumerate(calls):
+        given = args[0] if args else None
+        if len(args) != 1 or (position == 0 and given is not given_input) or (position and given is not previous):
+            after = calls[position - 1][0] if position else "its input"
+            raise BadInputError(f"{refuse} ({leaf} does not take {after}'s output alone): NIR export reads blocks "
+                                "that only chain their layers; export ONNX")
+        if [c[0] for c in calls].count(leaf) > 1:
+            raise BadInputError(f"{refuse} ({leaf} is called twice): export ONNX")
+        previous = _first(result)
+    if _first(out) is not previous:
+        raise BadInputError(f"{refuse} (it returns something other than {calls[-1][0]}'s output): export ONNX")
+    return [(f"{name}.{leaf}", block.get_submodule(leaf)) for leaf, _, _ in calls]
+
+
 def nir_warnings(graph: Any) -> list[str]:
     """One line for the user when some neuron's discrete reset is only in the node metadata."""
     notes = reset_notes(graph.nodes)
@@ -195,6 +289,22 @@ def _convert(name: str, module: nn.Module, bn: nn.BatchNorm2d | None, x: torch.T
     kind = kind_of(module, exact=False)
     if kind is not None:  # conv, linear and their TT layers: the kind's mapping
         return kind.nir_nodes(name, module, bn, x)
+    if isinstance(module, nn.AvgPool2d) and module.divisor_override is not None:
+        if module.divisor_override != 1 or module.ceil_mode:
+            raise BadInputError(f"layer {name}: AvgPool2d with divisor_override={module.divisor_override} or ceil_mode "
+                                "has no NIR node (divisor_override=1 is NIR's SumPool2d)")
+        pair = lambda v: np.array(v if isinstance(v, (tuple, list)) else (v, v))  # noqa: E731
+        node = nir.SumPool2d(kernel_size=pair(module.kernel_size), stride=pair(module.stride or module.kernel_size),
+                             padding=pair(module.padding))
+        return [(name, node)], module(x)
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return _adaptive_pool(name, module, x)
+    if isinstance(module, Heaviside):
+        threshold = np.broadcast_to(module.threshold.detach().cpu().numpy(), tuple(x.shape[1:])).astype(np.float32)
+        return [(name, nir.Threshold(threshold=threshold))], module(x)
+    if isinstance(module, Scale):
+        scale = np.broadcast_to(module.scale.detach().cpu().numpy(), tuple(x.shape[1:])).astype(np.float32)
+        return [(name, nir.Scale(scale=scale))], module(x)
     if isinstance(module, nn.AvgPool2d):
         if module.ceil_mode or not module.count_include_pad and module.padding:
             raise BadInputError(f"layer {name}: AvgPool2d with ceil_mode or count_include_pad=False is not exported")
@@ -219,19 +329,18 @@ def _convert(name: str, module: nn.Module, bn: nn.BatchNorm2d | None, x: torch.T
     if isinstance(module, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
         raise BadInputError(f"layer {name} ({type(module).__name__}): NIR has no max pooling node; use nn.AvgPool2d "
                             "for NIR, or export ONNX")
-    if any(True for _ in module.children()):
-        raise BadInputError(f"layer {name} ({type(module).__name__}) is a block whose forward ttsnn cannot read: put its "
-                            "layers directly into the nn.Sequential for NIR, or export ONNX")
     raise BadInputError(f"layer {name} ({type(module).__name__}) has no NIR mapping in ttsnn")
 
 
 def export_nir(model: nn.Module, path: str | Path, timesteps: int, input_shape: tuple[int, ...],
-               warnings: list[str] | None = None) -> int:
+               warnings: list[str] | None = None, graph: Any = None) -> int:
     """Write the NIR graph of `model` to `path` atomically; returns the number of nodes (and appends
-    the user's warning lines to `warnings`)."""
+    the user's warning lines to `warnings`). `graph`: one `build_nir_graph` made already (the export
+    job builds it before writing anything, so a network NIR cannot express is refused first)."""
     import nir
 
-    graph = build_nir_graph(model.eval(), timesteps, input_shape)
+    if graph is None:
+        graph = build_nir_graph(model.eval(), timesteps, input_shape)
     if warnings is not None:
         warnings += nir_warnings(graph)
     path = Path(path)

@@ -9,6 +9,7 @@ Mapping (snntorch's own convention: dt = 1e-4, every decay d becomes tau = dt / 
 - RLeaky / RSynaptic -> LIF / CubaLIF plus their recurrent layer as a cycle in the graph (the
   neuron's output feeds the recurrent node, whose output is summed into the neuron's input next step):
   Linear -> Affine, one-to-one V -> Linear(diag V), Conv2d -> Conv2d (a TT conv -> its cores).
+- LeakyIntegrator (NIR's LI read back from a graph) -> LI(tau, r = gain tau / dt, v_leak = 0).
 - Alpha has no NIR node (its two opposing synaptic currents are not a CubaLIF): refused.
 NIR neurons reset to v_reset when they fire; snntorch's discrete resets differ. Every neuron node's
 metadata records them: `reset_mechanism` (zero | subtract | none), `reset_delay` (True: the reset of
@@ -16,8 +17,9 @@ step t is applied at t + 1, snntorch's default), `beta`, `alpha`, and `discrete_
 update. An importer reproduces ttsnn's spikes by building the snntorch neuron from these fields
 (`reset_mechanism`, `reset_delay`, and beta = 1 for IF) rather than NIR's continuous reset-to-v_reset;
 where `discrete_reset` zeroes the whole new membrane (Lapicque, RLeaky, Synaptic, RSynaptic with the
-zero reset), the input of the step after a spike is dropped too. Every reset but a Leaky's delayed
-zero reset differs from NIR's: `reset_notes` lists those neurons (one warning line for the user).
+zero reset), the input of the step after a spike is dropped too. Every reset but a Leaky's zero reset
+and a Synaptic's zero reset in the step of the spike differs from NIR's: `reset_notes` lists those
+neurons (one warning line for the user).
 """
 
 from __future__ import annotations
@@ -76,8 +78,11 @@ def _metadata(name: str, kind: str, neuron: nn.Module, beta: torch.Tensor) -> di
 
 def differs_from_nir(meta: dict[str, Any]) -> bool:
     """Whether a node's discrete reset is not what NIR's reset-to-v_reset gives."""
-    exact = meta["snntorch"] == "Leaky" and meta["reset_mechanism"] == "zero"
-    return not (exact and meta["reset_delay"])
+    if meta["reset_mechanism"] != "zero":
+        return True
+    # a Leaky's zero reset, delayed or not, gives NIR's spikes (the membrane after a spike is 0 either way
+    # before the next input); a Synaptic's only in the same step (delayed, it also drops the next input)
+    return not (meta["snntorch"] == "Leaky" or (meta["snntorch"] == "Synaptic" and not meta["reset_delay"]))
 
 
 def neuron_node(name: str, neuron: nn.Module, shape: tuple[int, ...]) -> Any:
@@ -85,6 +90,11 @@ def neuron_node(name: str, neuron: nn.Module, shape: tuple[int, ...]) -> Any:
     import nir
 
     kind = type(neuron).__name__
+    if kind == "LeakyIntegrator":  # NIR's own LI, read from a graph (zoo.nir_graph): membrane out, no reset
+        tau = _array(_tau(name, _decay(neuron.beta), "beta"), shape)
+        gain = _array(neuron.gain, shape)
+        return nir.LI(tau=tau, r=gain * tau / np.float32(DT), v_leak=np.zeros(shape, np.float32),
+                      metadata={"source": name, "dt": DT, "beta": float(_decay(neuron.beta).flatten()[0])})
     if kind == "Alpha":
         raise BadInputError(f"neuron {name} is an Alpha neuron: NIR has no node for its two synaptic currents; "
                             "use snn.Synaptic (NIR's CubaLIF) or export ONNX")

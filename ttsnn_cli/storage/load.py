@@ -5,8 +5,9 @@
     trust.py   architecture spec -> nn.Module: zoo names, or module:factory specs the user trusts
     guard.py   user code (factories, modules, trusted pickles) failing in any way is bad input
 
-Accepted inputs: a ttsnn bundle; a state_dict (bare, or under `state_dict` / `model_state_dict` /
-`model`) with an architecture spec; a pickled whole module only with `trust_pickle=True`. A
+Accepted inputs: a NIR graph (`.nir` or any HDF5 file, read as data by `nir_graph`); a ttsnn
+bundle; a state_dict (bare, or under `state_dict` / `model_state_dict` / `model`) with an
+architecture spec; a pickled whole module only with `trust_pickle=True`. A
 bundle's recorded `module:factory` is imported only when trusted (`trust.is_trusted`): the same spec
 given as `arch`, `trust_arch`, a `trusting` block or TTSNN_TRUSTED_ARCH.
 """
@@ -23,6 +24,8 @@ from torch import nn
 from ttsnn_cli.errors import BadInputError, first_line
 from ttsnn_cli.kinds import tt_layer_from_config
 from ttsnn_cli.storage.bundle import ModelIO, file_checksum, get_meta, is_bundle, state_checksum
+from ttsnn_cli.storage.nir_graph import ARCH as NIR_ARCH
+from ttsnn_cli.storage.nir_graph import is_nir_file, load_nir
 from ttsnn_cli.storage.read import read_checkpoint
 from ttsnn_cli.storage.schema import BundleRecord, validate_bundle
 from ttsnn_cli.storage.trust import (
@@ -134,6 +137,10 @@ def load_checkpoint(
     override); for a state_dict `arch` is required. `arch` is named by the caller, hence trusted; a
     bundle's recorded `module:factory` only under `trust_arch` or `trust.is_trusted`.
     """
+    if is_nir_file(path):  # a NIR graph is data naming its own layers: no code, no --arch
+        if arch is not None and arch != NIR_ARCH:
+            raise BadInputError(f"{path} is a NIR graph: it names its own layers, so --arch {arch} does not apply; drop it")
+        return load_nir(path)
     obj = read_checkpoint(path, trust_pickle)
     if isinstance(obj, nn.Module):
         model = obj
