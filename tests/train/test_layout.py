@@ -56,12 +56,12 @@ def test_fit_trains_with_the_weights_relaid_and_returns_them_as_they_were(monkey
     model, teacher = _msresnet(), _msresnet()
     seen = {}
 
-    def training(student, data, config, output, resume, progress, on_epoch, teacher_model):
+    def training(student, data, config, output, resume, progress, on_epoch, teacher_model, logs=None):
         seen["student"] = _channels_last(student.layer1[0].conv1.weight)
         seen["teacher"] = _channels_last(teacher_model.layer1[0].conv1.weight)
         return {"epochs": 0}
 
     monkeypatch.setattr(engine, "_fit", training)
-    assert engine.fit(model, None, None, "out.pt", teacher=teacher) == {"epochs": 0}
+    assert engine.fit(model, None, engine.TrainConfig(), "out.pt", teacher=teacher) == {"epochs": 0}
     assert seen == {"student": True, "teacher": True}
     assert all(p.is_contiguous() for m in (model, teacher) for p in m.parameters())

@@ -126,8 +126,29 @@ def guarded(func: F) -> F:
 
 TRUST_ARCH_HELP = ("import the module:factory architecture the input bundles record (runs its code: only for "
                    "files you trust; see also TTSNN_TRUSTED_ARCH)")
+THREADS_HELP = ("CPU threads torch computes with (default: torch's, one per core); give each of several "
+                "processes running at once its share, e.g. --threads 1 (see docs/performance.md)")
 STYLE_HELP = ("Execution style when detection cannot tell: auto, multistep, sequential, stepped (called once per "
               "timestep) or own_loop (its own time loop); recorded in the bundle. See docs/networks.md.")
+
+
+def library_reads_files(app: typer.Typer) -> typer.Typer:
+    """Turn off the argument parser's own readability check on every path parameter of `app`'s
+    commands (typer checks `os.access(R_OK)` by default). The commands read their files through the
+    library, which says what is wrong with a file (missing, unreadable, a folder, a FIFO) as bad
+    input: exit 3 and one line. The parser's check would make an unreadable file a usage error
+    (exit 2) that only a user without root's capabilities ever sees."""
+    import inspect
+
+    from typer.models import ParameterInfo
+
+    for command in app.registered_commands:
+        if command.callback is None:
+            continue
+        for parameter in inspect.signature(command.callback).parameters.values():
+            if isinstance(parameter.default, ParameterInfo):
+                parameter.default.readable = False
+    return app
 
 
 def trust_scope(trust_arch: bool, *named: str | None) -> contextlib.AbstractContextManager[None]:

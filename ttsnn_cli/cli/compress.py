@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ttsnn_cli.cli.app import app
-from ttsnn_cli.cli.common import STYLE_HELP, TRUST_ARCH_HELP, check_options, guarded, print_json, trust_scope, warn
+from ttsnn_cli.cli.common import STYLE_HELP, THREADS_HELP, TRUST_ARCH_HELP, check_options, guarded, print_json, trust_scope, warn
 from ttsnn_cli.cli.progress import StepBar
 from ttsnn_cli.cli.render import compress_table
 from ttsnn_cli.compress.decompose import NothingToDecompose
@@ -20,6 +20,7 @@ from ttsnn_cli.errors import BadInputError, abbreviate
 from ttsnn_cli.pipeline.recipe import load_recipe, resolve_data_spec, resolve_path
 from ttsnn_cli.storage.bundle import ModelIO
 from ttsnn_cli.storage.trust import parse_arch_kwargs
+from ttsnn_cli.train.threads import check_threads, limited_threads
 
 
 class ModeChoice(str, Enum):
@@ -69,12 +70,13 @@ def compress(
     seed: int = typer.Option(0, help="Seed for initialising a zoo model without checkpoint, and for the calibration subset."),
     data: Optional[str] = typer.Option(None, help="Data SPEC for sensitivity:X calibration (default: the bundle's data)."),
     calib_samples: int = typer.Option(DEFAULT_CALIB_SAMPLES, help="Training samples sensitivity:X measures the loss on."),
-    force: bool = typer.Option(False, help="Overwrite OUTPUT, even when it is the input."),
-    trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT, even when it is the input."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a pickled whole module (runs code from the file!)."),
     trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     style: Optional[str] = typer.Option(None, help=STYLE_HELP),
-    allow_growth: bool = typer.Option(False, help="Decompose a conv even when its TT cores hold more weights than its kernel "
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    allow_growth: bool = typer.Option(False, "--allow-growth", help="Decompose a layer (Conv2d, Conv1d or Linear) even when its TT cores hold more weights than it "
                                                   "(by default such a layer stays dense, with the reason)."),
 ) -> None:
     """Decompose every eligible Conv2d (four TT cores), Conv1d (three) and, with --layer-types, Linear (TT-matrix) by TT-SVD and write a TT bundle."""
@@ -86,7 +88,8 @@ def compress(
                       linear_cores=linear_cores or 3, data=data, calib_samples=calib_samples, allow_growth=allow_growth)
     if recipe is not None:
         _fill_from_recipe(job, recipe, mode is not None, arch_kwargs is not None, linear_cores is not None)
-    with trust_scope(trust_arch, job.arch), StepBar({"sensitivity": "sensitivity"}) as bar:
+    with trust_scope(trust_arch, job.arch), limited_threads(check_threads(threads)), \
+            StepBar({"sensitivity": "sensitivity"}, bar=not json_output) as bar:
         try:
             _, document = run_compress(job, progress=bar)
         except NothingToDecompose as refusal:

@@ -1,6 +1,6 @@
 """A progress bar on stderr for library jobs that report `{"done": i, "total": n, ...}` events
-(sensitivity measurement, sweep points). Off a terminal it stays silent; the job's own summary
-lines still go to stderr."""
+(sensitivity measurement, sweep points), with elapsed time and ETA. Off a terminal and under `--json`
+it stays silent; the job's own summary lines still go to stderr."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from ttsnn_cli.cli.common import err_console
 class StepBar:
     """Context manager and progress callback: one bar per `kind` of event carrying done/total."""
 
-    def __init__(self, labels: dict[str, str]) -> None:
+    def __init__(self, labels: dict[str, str], bar: bool = True) -> None:
         self.labels = labels
         console = err_console()
         self.bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
-            disable=not console.is_terminal,
+            disable=not (bar and console.is_terminal),
         )
         self.tasks: dict[str, Any] = {}
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from ttsnn_cli.cli.app import app
 from ttsnn_cli.cli.common import (
     STYLE_HELP,
+    THREADS_HELP,
     TRUST_ARCH_HELP,
     check_options,
     err_console,
@@ -24,6 +25,7 @@ from ttsnn_cli.errors import GateFailedError
 from ttsnn_cli.report.gates import GateLimits, failed
 from ttsnn_cli.report.job import ReportJob, run_report
 from ttsnn_cli.report.plot import accuracy_change
+from ttsnn_cli.train.threads import check_threads, limited_threads
 
 
 @app.command()
@@ -42,11 +44,12 @@ def report(
     min_mac_reduction: Optional[float] = typer.Option(None, help="Gate: dense/TT MACs per timestep >= X."),
     max_energy_ratio: Optional[float] = typer.Option(None, help="Gate: hw training energy TT/dense <= X (runs hw)."),
     max_acc_drop: Optional[float] = typer.Option(None, help="Gate: dense minus TT accuracy <= PTS points (needs --data)."),
-    trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a pickled whole module (runs code from the file!)."),
     trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --plot file (never the model or a non-regular file)."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
     style: Optional[str] = typer.Option(None, help=STYLE_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """Report params, MACs/timestep, training FLOPs and SynOps of MODEL vs its dense baseline."""
     check_options(("--timesteps", timesteps, 1, None), ("--data-samples", data_samples, 1, None),
@@ -56,7 +59,7 @@ def report(
                     plot=plot, timesteps=timesteps,
                     input_shape=parse_input_shape(input_shape), data_samples=data_samples, trust_pickle=trust_pickle, force=force, style=style,
                     gates=GateLimits(min_param_reduction, min_mac_reduction, max_energy_ratio, max_acc_drop))
-    with trust_scope(trust_arch):
+    with trust_scope(trust_arch), limited_threads(check_threads(threads)):
         document = run_report(job)
     if json_output:
         print_json(document)

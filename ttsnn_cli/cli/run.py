@@ -9,13 +9,17 @@ from typing import Any, Optional
 import typer
 
 from ttsnn_cli.cli.app import app
-from ttsnn_cli.cli.common import err_console, guarded, print_json, print_stdout, trust_scope
+from rich.markup import escape
+
+from ttsnn_cli.cli.common import THREADS_HELP, guarded, print_json, print_stdout, trust_scope
+from ttsnn_cli.cli.train import ProgressView
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.pipeline.context import RunContext
 from ttsnn_cli.pipeline.outputs import check_run_outputs
 from ttsnn_cli.pipeline.recipe import Recipe, check_recipe_inputs, load_recipe, resolve_data_spec, schema_json
 from ttsnn_cli.pipeline.run import planned_stages, run_recipe
 from ttsnn_cli.storage.outputs import check_output_folder, make_output_folder
+from ttsnn_cli.train.threads import check_threads, limited_threads
 
 
 @app.command()
@@ -23,10 +27,11 @@ from ttsnn_cli.storage.outputs import check_output_folder, make_output_folder
 def run(
     recipe: Path = typer.Argument(..., help="The recipe (YAML)."),
     out: Optional[Path] = typer.Option(None, help="Folder for every output (default: runs/<recipe name>)."),
-    force: bool = typer.Option(False, help="Overwrite outputs of an earlier run in the same folder."),
+    force: bool = typer.Option(False, "--force", help="Overwrite outputs of an earlier run in the same folder."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object per stage on stdout."),
     data: Optional[str] = typer.Option(None, help="Data SPEC for every stage, over the recipe's (a DIR is relative "
                                                   "to the current folder, not the recipe's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP + "; over the recipe's `threads`"),
 ) -> None:
     """Run the stages of RECIPE in order: train, compress, finetune, report, export."""
     parsed, base = load_recipe(recipe)
@@ -41,20 +46,28 @@ def run(
     check_run_outputs(parsed, base, out_dir.resolve(), force, recipe)  # inside the run folder, no input: before work
     created = not out_dir.exists()
     make_output_folder(out_dir)
-    console = err_console()
+    threads = check_threads(threads if threads is not None else parsed.threads)
+    # the train and finetune stages' epoch bars (with ETA) on a terminal; quiet under --json and off a TTY
+    view = ProgressView(quiet=True, bar=not json_output)
+    console = view.bar.console
     console.print(f"[bold]ttsnn run[/] {recipe}: stages {', '.join(s.name for s in stages)} -> {out_dir}")
 
     def on_event(kind: str, fields: dict[str, Any]) -> None:
         if kind == "stage_start":
+            view.stage = fields["stage"]
             console.print(f"[bold cyan]== {fields['stage']}[/]")
         elif kind == "stage_end":
-            console.print(f"   {fields['stage']} done: {_summary(fields['result'])}")
+            view.finish()
+            console.print(f"   {fields['stage']} done: {escape(_summary(fields['result']))}")
+        elif kind == "progress" and fields["event"].get("kind") in ("epoch_start", "batch", "epoch_end"):
+            view(fields["event"])
         elif kind == "message":
-            console.print(f"   {fields.get('text', '')}")
+            console.print(f"   {escape(str(fields.get('text', '')))}")
 
     context = RunContext(out_dir=out_dir.resolve(), base_dir=base, force=force, on_event=on_event)
     try:
-        with trust_scope(False, parsed.model.arch):  # the recipe the user runs names its architecture
+        # the recipe the user runs names its architecture
+        with trust_scope(False, parsed.model.arch), limited_threads(threads), view:
             results = run_recipe(parsed, context)
     except BaseException:
         if created and not any(out_dir.iterdir()):  # a run that wrote nothing leaves no empty folder
@@ -94,8 +107,9 @@ def _summary(result: dict[str, Any]) -> str:
         parts.append(f"verified {result['verified']}" + (f" (max abs diff {diff:.2g})" if isinstance(diff, (int, float)) else ""))
     if "output" in result:
         parts.append(f"-> {result['output']}")
-    elif "onnx" in result:
-        parts.append(f"-> {result['onnx']}")
+    elif "onnx" in result or "nir" in result:  # the export stage: every file it wrote
+        written = [str(result[key]) for key in ("onnx", "nir") if result.get(key)]
+        parts.append(f"-> {', '.join(written) or 'nothing written'}")
     return "; ".join(parts)
 
 

@@ -11,6 +11,7 @@ import typer
 from ttsnn_cli.cli.app import app
 from ttsnn_cli.cli.common import (
     STYLE_HELP,
+    THREADS_HELP,
     TRUST_ARCH_HELP,
     check_options,
     err_console,
@@ -19,12 +20,13 @@ from ttsnn_cli.cli.common import (
     trust_scope,
 )
 from ttsnn_cli.cli.progress import StepBar
-from ttsnn_cli.cli.train import PRECISION
+from ttsnn_cli.cli.train import PRECISION, TT_KERNEL
 from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES
 from ttsnn_cli.errors import BadInputError, GateFailedError
 from ttsnn_cli.pipeline.sweep import METHODS, SweepJob, run_sweep
 from ttsnn_cli.storage.trust import parse_arch_kwargs
 from ttsnn_cli.train.engine import TrainConfig
+from ttsnn_cli.train.threads import check_threads, limited_threads
 
 
 def parse_targets(text: str) -> list[float]:
@@ -75,12 +77,14 @@ def sweep(
     arch_kwargs: Optional[str] = typer.Option(None, help="JSON kwargs of --arch."),
     plot: Optional[Path] = typer.Option(None, help="Write the Pareto plot (accuracy vs weight reduction) here."),
     max_acc_drop: Optional[float] = typer.Option(None, help="Gate: every point within PTS points of dense (exit 4)."),
-    force: bool = typer.Option(False, help="Start afresh over an earlier sweep in OUTPUT; overwrite --plot."),
-    trust_pickle: bool = typer.Option(False, help="Allow a pickled whole module (runs code from the file!)."),
+    force: bool = typer.Option(False, "--force", help="Start afresh over an earlier sweep in OUTPUT; overwrite --plot."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a pickled whole module (runs code from the file!)."),
     trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON document on stdout."),
     style: Optional[str] = typer.Option(None, help=STYLE_HELP),
     precision: str = PRECISION,
+    tt_kernel: str = TT_KERNEL,
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """For each method and target: compress MODEL, fine-tune it, evaluate it (resumable)."""
     check_options(("--timesteps", timesteps, 1, None), ("--finetune-epochs", finetune_epochs, 1, None),
@@ -88,7 +92,7 @@ def sweep(
                   ("--train-samples", train_samples, 1, None), ("--max-acc-drop", max_acc_drop, 0, None))
     config = TrainConfig(epochs=finetune_epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                          distill_weight=distill_weight, distill_temperature=distill_temperature,
-                         precision=precision)
+                         precision=precision, tt_kernel=tt_kernel, threads=check_threads(threads))
     job = SweepJob(model=model, data=data, out_dir=output, targets=parse_targets(targets),
                    methods=[m.strip() for m in methods.split(",") if m.strip()], finetune=config,
                    teacher=model if teacher == "source" else (Path(teacher) if teacher else None), mode=mode,
@@ -96,7 +100,8 @@ def sweep(
                    arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) if arch_kwargs else None,
                    timesteps=timesteps, max_acc_drop=max_acc_drop, train_samples=train_samples, plot=plot, force=force, trust_pickle=trust_pickle,
                    style=style)
-    with trust_scope(trust_arch, arch), SweepView({"sweep": "sweep points", "sensitivity": "sensitivity"}) as view:
+    with trust_scope(trust_arch, arch), limited_threads(threads), SweepView({"sweep": "sweep points", "sensitivity": "sensitivity"},
+                                                                             bar=not json_output) as view:
         document = run_sweep(job, progress=view)
     if json_output:
         print_json(document)

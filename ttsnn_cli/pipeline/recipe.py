@@ -14,14 +14,26 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
 
 from hw.yamlload import load_yaml
+from ttsnn_cli.data import SPEC_HELP, check_data_spec, is_user_spec
 from ttsnn_cli.errors import BadInputError, abbreviate
 from ttsnn_cli.kinds import DEFAULT_LAYER_TYPES, LAYER_TYPES
 from ttsnn_cli.storage.read import read_bytes
 from ttsnn_cli.storage.schema import validated
 from ttsnn_cli.storage.trust import ArchSpec, JsonKwargs
+
+
+def _data_spec(value: str) -> str:
+    try:
+        return check_data_spec(value, "data")
+    except BadInputError as error:
+        raise ValueError(str(error)) from None
+
+
+#: a data SPEC, checked for form only (nothing read or imported when a recipe is validated)
+DataSpec = Annotated[StrictStr, AfterValidator(_data_spec)]
 
 
 class Section(BaseModel):
@@ -57,7 +69,7 @@ class CompressSection(Section):
         description="which dense layers become TT layers: " + ", ".join(LAYER_TYPES)
         + " (linear: a TT-matrix; conv2d_grouped: one TT chain per group)")
     linear_cores: int = Field(3, ge=1, le=8, description="cores d of a TT-matrix Linear (features split in d factors)")
-    data: str | None = Field(None, description="sensitivity:X calibration data (default: the recipe's `data`)")
+    data: DataSpec | None = Field(None, description="sensitivity:X calibration data (default: the recipe's `data`)")
     calib_samples: int = Field(256, ge=1, description="training samples sensitivity:X measures the loss on")
     seed: int = Field(0, description="seed of the calibration subset (and of a fresh zoo model)")
 
@@ -65,12 +77,13 @@ class CompressSection(Section):
 class TrainSection(Section):
     """Training options of the `train` (dense) and `finetune` (TT) stages; the CLI's TRAINING OPTIONS."""
 
-    data: str | None = Field(None, description="data spec for this stage (default: the recipe's `data`)")
+    data: DataSpec | None = Field(None, description="data spec for this stage (default: the recipe's `data`)")
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     timesteps: int | None = Field(None, ge=1, description="T (default: model.timesteps, the bundle's, or 4)")
-    lr: float = Field(0.1, gt=0)
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float | None = Field(None, gt=0, description="default: 0.1 with sgd (finetune 0.01), 0.001 with adam")
+    optimizer: Literal["sgd", "adam"] | None = Field(None, description="default: sgd for a zoo model and for "
+                                                     "finetune, adam to train your own MODULE:FACTORY")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
@@ -81,16 +94,22 @@ class TrainSection(Section):
     encoding: Literal["direct", "rate"] = "direct"
     recompute_tt: bool = Field(False, description="TT layers recompute their cores in backward: less memory, more time")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision (weights stay fp32)")
+    readout: Annotated[StrictStr, Field(pattern=r"^(spikes|membrane|[0-9]{1,2})$")] | None = Field(
+        None, description="which record of a model returning several the loss and accuracy read: spikes (the first), "
+        "membrane (the second, as snntorch's tutorials train) or an index (default: the model's, else spikes)")
+    logs: bool = Field(False, description="write metrics.csv and a TensorBoard event file every epoch to "
+                       "<run folder>/logs/<stage>/ (`tensorboard --logdir <run folder>/logs`)")
 
 
 class FinetuneSection(TrainSection):
     """Fine-tuning after compress: same options, a smaller default learning rate, optional distillation."""
 
-    lr: float = Field(0.01, gt=0)
     teacher: str | None = Field(None, description="distil from: `source` (the compress stage's input, the dense "
                                 "model) or a bundle path relative to the recipe's folder")
     distill_weight: float = Field(0.5, ge=0, le=1, description="a in (1 - a) * task + a * t^2 * KL")
     distill_temperature: float = Field(4.0, gt=0, description="t, the softmax temperature")
+    tt_kernel: Literal["auto", "factored", "rebuilt"] = Field(
+        "auto", description="how TT layers run: auto (timed per layer on CUDA, factored on CPU), factored, rebuilt")
 
 
 class ReportGates(Section):
@@ -128,7 +147,7 @@ class SweepSection(Section):
     """The sweep stage: the accuracy-compression front of the dense model (the compress stage's input,
     or model.checkpoint): per method and target compress, fine-tune, evaluate, in `<out>/sweep/`."""
 
-    data: str | None = Field(None, description="data spec (default: the recipe's `data`)")
+    data: DataSpec | None = Field(None, description="data spec (default: the recipe's `data`)")
     targets: list[float] = Field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0], min_length=1,
                                  description="shrink factors X of the decomposed weights")
     methods: list[Literal["budget", "uniform", "sensitivity", "vbmf"]] = Field(
@@ -147,7 +166,7 @@ class SweepSection(Section):
 class Recipe(Section):
     name: str | None = None
     description: str | None = None
-    data: str | None = Field(None, description="data spec: digits, cifar10:DIR, cifar100:DIR, ncaltech101:DIR")
+    data: DataSpec | None = Field(None, description=f"data spec: {SPEC_HELP} (DIR relative to the recipe's folder)")
     model: ModelSection
     train: TrainSection | None = None
     compress: CompressSection | None = None
@@ -155,6 +174,8 @@ class Recipe(Section):
     finetune: FinetuneSection | None = None
     export: ExportSection | None = None
     sweep: SweepSection | None = None
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads torch computes with for the whole "
+                                "run (default: torch's, one per core); see docs/performance.md")
 
 
 def recipe_schema() -> dict[str, Any]:
@@ -217,8 +238,9 @@ def resolve_path(base: Path, value: str | None) -> Path | None:
 
 
 def resolve_data_spec(base: Path, spec: str | None) -> str | None:
-    """`cifar10:DIR` with DIR relative to the recipe's folder becomes absolute; `digits` stays."""
-    if spec is None or ":" not in spec:
+    """`cifar10:DIR` with DIR relative to the recipe's folder becomes absolute; `digits` and a
+    `module:factory` stay as they are."""
+    if spec is None or ":" not in spec or is_user_spec(spec):
         return spec
     kind, _, folder = spec.partition(":")
     return f"{kind}:{resolve_path(base, folder)}"

@@ -63,6 +63,7 @@ from ttsnn_cli.kinds import is_tt_layer, kind_of
 from ttsnn_cli.layers.conv2d import MODES
 from ttsnn_cli.maths.ranks import RankSpec
 from ttsnn_cli.report.counting import count_model
+from ttsnn_cli.spiking.budget import check_run_fits, check_timesteps
 from ttsnn_cli.spiking.runner import check_style
 from ttsnn_cli.storage.bundle import ModelIO, file_checksum, get_meta, save_bundle
 from ttsnn_cli.storage.jsonfile import read_json_file
@@ -226,6 +227,7 @@ def settings(job: SweepJob, model_checksum: str, teacher_checksum: str | None) -
     """What a finished point depends on: a resumed sweep must share all of it."""
     config = asdict(job.finetune)
     config.pop("device")
+    config.pop("threads", None)  # how many cores compute a point changes nothing a resumed sweep must share
     if config["precision"] == "fp32":  # sweeps written before --precision existed were all fp32
         config.pop("precision")
     return {"model_sha256": model_checksum, "data": job.data, "mode": job.mode, "include": job.include,
@@ -283,12 +285,14 @@ class _Sweep:
         meta.io = zoo_io(meta.arch, meta.arch_kwargs).merged(meta.io).merged(ModelIO(None, None, None, job.style))
         check_style(meta.io.style)
         self.steps = job.timesteps or meta.io.timesteps or 4
+        check_timesteps(self.steps, "sweep")  # before any data is binned into T frames (spiking.budget)
         job.finetune.timesteps = self.steps
         self.train_data = _subset(load_data(job.data, timesteps=self.steps, augment=True), job.train_samples, job.seed)
         self.eval_data = load_data(job.data, timesteps=self.steps, augment=False)
         check_compatible(self.dense, self.eval_data, self.steps, job.data)
-        meta.io = ModelIO(tuple(self.eval_data.input_shape), self.steps, job.data, meta.io.style)
+        meta.io = ModelIO(tuple(self.eval_data.input_shape), self.steps, job.data, meta.io.style, meta.io.readout)
         self.shape = tuple(self.eval_data.input_shape)
+        check_run_fits(self.dense, self.shape, self.steps, job.finetune.batch_size, what="sweep")  # each fine-tune's step
         self.teacher = None
         if job.teacher is not None:
             self.teacher = load_checkpoint(job.teacher, meta.arch, meta.arch_kwargs, job.trust_pickle).eval()

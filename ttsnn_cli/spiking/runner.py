@@ -18,8 +18,11 @@ Styles (`execution_style`; detection below, `--style` settles what it cannot):
 Detection: `model.multistep` -> multistep; a neuron without `init_hidden` -> own_loop; else
 sequential for an nn.Sequential, stepped for any other module with neurons, own_loop without. `--style` (recorded in the bundle
 as `io.style`, or `model.ttsnn_style`) overrides it.
-In every style the neurons are reset first, and the result is the network's first output over T,
-time-major (a tuple output such as (spk, mem) gives its first element).
+In every style the neurons are reset first, and the result is the network's output over T,
+time-major. A tuple output such as snntorch's tutorial (spk_rec, mem_rec) gives its first element,
+unless the model's readout (`--readout`, recorded in the bundle as `io.readout`, or
+`model.ttsnn_readout`) names another: `membrane` is the second record, an integer any record. Every
+consumer (training, evaluation, report, export) runs through here, so all read the same record.
 Every call of a user's model goes through here (`user_code`): whatever its forward raises (SystemExit
 and a bare BaseException included) or returns that is not a floating tensor keeping the batch is a
 UserCodeError (exit 3) naming that code and the call, never an internal error.
@@ -83,6 +86,48 @@ def first_output(result: torch.Tensor | tuple | list) -> torch.Tensor:
     return result[0] if isinstance(result, (tuple, list)) and len(result) else result  # type: ignore[return-value]
 
 
+READOUTS = ("spikes", "membrane")
+
+
+def readout_index(readout: str | int | None) -> int:
+    """The record index a readout names: spikes (or None) 0, membrane 1, or an explicit index 0..99."""
+    if readout is None or readout == "spikes":
+        return 0
+    if readout == "membrane":
+        return 1
+    text = str(readout)
+    if text.isdigit() and len(text) <= 2:
+        return int(text)
+    raise BadInputError(f"--readout {readout!r} is not spikes, membrane or an output index (0, 1, ...)")
+
+
+def check_readout(readout: str | int | None) -> str | None:
+    """`readout` as recorded (None: not asked for), refused early when malformed."""
+    readout_index(readout)
+    return None if readout is None else str(readout)
+
+
+def model_readout(model: nn.Module) -> str | None:
+    """The readout `model` was trained with: `model.ttsnn_readout`, else its metadata's `io.readout`."""
+    readout = getattr(model, "ttsnn_readout", None)
+    if readout is None:
+        io = getattr(getattr(model, "ttsnn_meta", None), "io", None)
+        readout = getattr(io, "readout", None)
+    return readout
+
+
+def _select(result: object, readout: str | None) -> object:
+    """The record `readout` names in a model's `result`; the first when it names none."""
+    index = readout_index(readout)
+    if index == 0:
+        return first_output(result)  # type: ignore[arg-type]
+    if not isinstance(result, (tuple, list)) or len(result) <= index:
+        got = f"a {type(result).__name__} of {len(result)}" if isinstance(result, (tuple, list)) else _kind(result)
+        raise BadInputError(f"--readout {readout} reads record {index} of the model's output, but it returned {got}; "
+                            "it needs a tuple such as (spk_rec, mem_rec), or use --readout spikes")
+    return result[index]
+
+
 def user_code(model: nn.Module) -> str | None:
     """How an error names the code behind `model`'s forward ("the model's forward (mynets:build)"), or
     None when ttsnn owns that code (the zoo): a failure there is ttsnn's bug and must surface as one."""
@@ -124,10 +169,11 @@ def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
-def _output(result: object, owner: str | None, batch: int, at: int) -> torch.Tensor:
-    """The first output of `result`, which a user's model must give as a floating tensor keeping the
-    batch (`batch` long in dimension `at`): anything else fails later, deep in ttsnn, as a bug."""
-    y = first_output(result)  # type: ignore[arg-type]
+def _output(result: object, owner: str | None, batch: int, at: int, readout: str | None = None) -> torch.Tensor:
+    """The output of `result` the readout names (the first by default), which a user's model must give as
+    a floating tensor keeping the batch (`batch` long in dimension `at`): anything else fails later, deep
+    in ttsnn, as a bug."""
+    y = _select(result, readout)
     if owner is None:
         return y
     if not isinstance(y, torch.Tensor):
@@ -143,14 +189,15 @@ def _output(result: object, owner: str | None, batch: int, at: int) -> torch.Ten
     raise UserCodeError(f"{owner} {problem}")
 
 
-def _run_checked(owner: str | None, function: Callable[[], object], batch: int, at: int) -> torch.Tensor:
-    return _output(_call(owner, function), owner, batch, at)
+def _run_checked(owner: str | None, function: Callable[[], object], batch: int, at: int,
+                 readout: str | None = None) -> torch.Tensor:
+    return _output(_call(owner, function), owner, batch, at, readout)
 
 
 def call_model(model: nn.Module, function: Callable[[], object], batch: int, at: int) -> torch.Tensor:
-    """The first output of `function()`, which calls `model` once, guarded and checked as every call in
-    `run_timesteps` is: for wrappers calling the model themselves (the exporter's, while it traces)."""
-    return _run_checked(user_code(model), function, batch, at)
+    """The output (the readout's record) of `function()`, which calls `model` once, guarded and checked as
+    every call in `run_timesteps` is: for wrappers calling the model themselves (the exporter's, while it traces)."""
+    return _run_checked(user_code(model), function, batch, at, model_readout(model))
 
 
 @dataclass(frozen=True)
@@ -256,8 +303,10 @@ def _static(inputs: torch.Tensor) -> bool:
 
 
 def run_timesteps(model: nn.Module, inputs: torch.Tensor, fold: bool = True, reset: bool = True) -> torch.Tensor:
-    """The network's first output over time, [T, B, ...], for an input sequence [T, B, ...]."""
+    """The network's output over time (its readout's record, the first by default), [T, B, ...], for an
+    input sequence [T, B, ...]."""
     style = execution_style(model)
+    readout = model_readout(model)
     if style == "own_loop":
         layout = own_loop_layout(model, inputs)
     if reset:
@@ -266,29 +315,29 @@ def run_timesteps(model: nn.Module, inputs: torch.Tensor, fold: bool = True, res
     steps, batch = inputs.shape[0], inputs.shape[1]
     if style == "multistep":
         with time_folded(model, steps):
-            return _run_checked(owner, lambda: model(inputs), batch, at=1)
+            return _run_checked(owner, lambda: model(inputs), batch, at=1, readout=readout)
     if style == "sequential" and fold:
-        return _run_checked(owner, lambda: _run_folded(model, inputs), batch, at=1)
+        return _run_checked(owner, lambda: _run_folded(model, inputs, readout), batch, at=1)
     if style in ("sequential", "stepped"):
-        return _run_stepped(model, owner, inputs)
+        return _run_stepped(model, owner, inputs, readout)
     at = 0 if layout.batch_first else 1
     if layout.sequence_input:
-        y = _run_checked(owner, lambda: model(inputs), batch, at)
+        y = _run_checked(owner, lambda: model(inputs), batch, at, readout)
     else:
         if not _is_meta(inputs) and not _static(inputs):
             raise BadInputError(
                 f"{type(model).__name__} takes one frame and loops over it itself, so it cannot take a different "
                 "input at each step (rate encoding, event data): use --encoding direct, or let forward take x[T, B, ...]"
             )
-        y = _run_checked(owner, lambda: model(inputs[0]), batch, at)
+        y = _run_checked(owner, lambda: model(inputs[0]), batch, at, readout)
     return y.transpose(0, 1) if layout.batch_first else y
 
 
-def _run_stepped(model: nn.Module, owner: str | None, inputs: torch.Tensor) -> torch.Tensor:
+def _run_stepped(model: nn.Module, owner: str | None, inputs: torch.Tensor, readout: str | None = None) -> torch.Tensor:
     """The model called once per step, its outputs stacked over time: each must have the first's shape."""
     outputs: list[torch.Tensor] = []
     for t in range(inputs.shape[0]):
-        y = _run_checked(owner, lambda t=t: model(inputs[t]), inputs.shape[1], at=0)
+        y = _run_checked(owner, lambda t=t: model(inputs[t]), inputs.shape[1], at=0, readout=readout)
         if owner is not None and outputs and y.shape != outputs[0].shape:
             raise UserCodeError(f"{owner} returned shape {list(y.shape)} at step {t}, but {list(outputs[0].shape)} "
                                 "at step 0; return the same shape at every step")
@@ -296,17 +345,20 @@ def _run_stepped(model: nn.Module, owner: str | None, inputs: torch.Tensor) -> t
     return torch.stack(outputs)
 
 
-def _run_folded(seq: nn.Sequential, inputs: torch.Tensor) -> torch.Tensor:
-    """[T, B, ...] through a Sequential: neuron-free children folded, neurons and blocks stepped."""
+def _run_folded(seq: nn.Sequential, inputs: torch.Tensor, readout: str | None = None) -> torch.Tensor:
+    """[T, B, ...] through a Sequential: neuron-free children folded, neurons and blocks stepped. The
+    last child's output is the readout's record (an `output=True` neuron returns (spk, mem))."""
     steps, batch = inputs.shape[:2]
     x = inputs
-    for child in seq:
+    last = len(seq) - 1
+    for position, child in enumerate(seq):
+        pick = readout if position == last else None
         if isinstance(child, nn.Sequential):
-            x = _run_folded(child, x)
+            x = _run_folded(child, x, pick)
         elif is_neuron(child) or any(is_neuron(m) for m in child.modules()):
-            x = torch.stack([first_output(child(x[t])) for t in range(steps)])
+            x = torch.stack([_select(child(x[t]), pick) for t in range(steps)])  # type: ignore[misc]
         else:
             with time_folded(child, steps):
                 y = child(x.flatten(0, 1))
-            x = y.unflatten(0, (steps, batch))
+            x = _select(y, pick).unflatten(0, (steps, batch))  # type: ignore[union-attr]
     return x

@@ -4,7 +4,7 @@ A plain dict of strings, numbers, lists and tensors, so `torch.load(weights_only
   format, format_version, ttsnn_version
   arch: {spec, kwargs}            the dense architecture (zoo:NAME or module:factory) and its kwargs
   tt: null | {mode, layers: {module name: TT layer config() + its `type` (conv2d, conv1d, linear)}}
-  io: {input_shape, timesteps, data, style}   what the model eats (and how it runs), as far as known
+  io: {input_shape, timesteps, data, style, readout}   what the model eats (and how it runs), as far as known
   state_dict, state_sha256        weights, and a checksum that catches a corrupted file
   source: null | {path, sha256}   the checkpoint the bundle was made from
   history: [{stage, ...}]         what ttsnn did to it, oldest first
@@ -38,6 +38,7 @@ class ModelIO:
     timesteps: int | None = None
     data: str | None = None
     style: str | None = None  # execution style asked with --style (runner.STYLES); None: detected
+    readout: str | None = None  # --readout: which record of a tuple output is the network's output; None: the first
 
     def to_dict(self) -> dict[str, Any]:
         value = {
@@ -47,6 +48,8 @@ class ModelIO:
         }
         if self.style:  # only when asked for: detected styles are not recorded
             value["style"] = self.style
+        if self.readout:  # only when asked for: the first record (spikes) is the default
+            value["readout"] = self.readout
         return value
 
     @classmethod
@@ -54,7 +57,7 @@ class ModelIO:
         value = value or {}
         shape = value.get("input_shape")
         return cls(tuple(int(s) for s in shape) if shape else None, value.get("timesteps"), value.get("data"),
-                   value.get("style"))
+                   value.get("style"), value.get("readout"))
 
     def merged(self, other: ModelIO) -> ModelIO:
         """`other`'s known fields over ours (command-line options over what a bundle carries)."""
@@ -63,6 +66,7 @@ class ModelIO:
             other.timesteps or self.timesteps,
             other.data or self.data,
             other.style or self.style,
+            other.readout or self.readout,
         )
 
 
@@ -95,12 +99,30 @@ def tt_config(model: nn.Module) -> dict[str, Any] | None:
     return {"mode": modes.pop() if len(modes) == 1 else "mixed", "layers": layers}
 
 
+def check_storage_backed(name: str, tensor: torch.Tensor) -> None:
+    """Refuse a tensor that claims more values than its storage holds (ValueError naming it).
+
+    A stride-0 (`expand`ed) or otherwise overlapping view costs a few bytes in a file but its full
+    size once made contiguous: a 22 KB bundle could claim a 3 GB weight and take that much memory in
+    the checksum alone. ttsnn writes clones (never views), so a real bundle never holds one."""
+    if tensor.layout != torch.strided:
+        return  # sparse / quantized tensors fail their own checks later
+    needed = tensor.numel() * tensor.element_size()
+    held = tensor.untyped_storage().nbytes() - tensor.storage_offset() * tensor.element_size()
+    if needed > held:
+        raise ValueError(f"{name} claims {list(tensor.shape)} ({needed} bytes) over only {max(held, 0)} bytes of "
+                         "storage (an expanded or overlapping view, which a bundle never holds)")
+
+
 def state_checksum(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over names, shapes, dtypes and values. Views over too little storage are refused first
+    (`check_storage_backed`), so hashing never materialises more than the file holds."""
     digest = hashlib.sha256()
     for key in sorted(state_dict):
         tensor = state_dict[key]
         digest.update(key.encode())
         if isinstance(tensor, torch.Tensor):
+            check_storage_backed(key, tensor)
             digest.update(str(tuple(tensor.shape)).encode())
             digest.update(str(tensor.dtype).encode())
             digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from ttsnn_cli.errors import BadInputError, describe_validation
 from ttsnn_cli.storage.bundle import FORMAT, FORMAT_VERSION, ModelIO
@@ -36,9 +36,11 @@ class IORecord(_Record):
     timesteps: PositiveInt | None = None
     data: StrictStr | None = None
     style: Literal["auto", "multistep", "sequential", "stepped", "own_loop"] | None = None  # --style (runner.STYLES)
+    readout: Annotated[StrictStr, Field(pattern=r"^(spikes|membrane|[0-9]{1,2})$")] | None = None  # --readout
 
     def model_io(self) -> ModelIO:
-        return ModelIO(tuple(self.input_shape) if self.input_shape else None, self.timesteps, self.data, self.style)
+        return ModelIO(tuple(self.input_shape) if self.input_shape else None, self.timesteps, self.data, self.style,
+                       self.readout)
 
 
 class TTRecord(_Record):

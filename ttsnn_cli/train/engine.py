@@ -9,6 +9,12 @@ split, append one JSON line to `<output>.metrics.jsonl`, write the resume state
 `config`'s `on_epoch` so the caller can save its bundle. `resume=True` continues from the resume
 state and ends with exactly the weights an uninterrupted run with the same seed would have.
 
+The output is the model's readout record (`spiking.runner`: `--readout spikes|membrane|N`, recorded in
+the bundle), so training and evaluation read the same. After the first epoch a silent output is a
+`warning` event and a loss that has not fallen a `hint` event (one line each, saying what to try);
+`logs` (`train.logs`, `--log-dir`) get the history after every epoch; `config.threads` bounds torch's
+CPU threads for the run (`train.threads`).
+
 Losses (on the output sequence [T, B, classes]):
   ce        cross-entropy of the time-averaged output (the paper's)
   ce_rate   snntorch.functional.ce_rate_loss (cross-entropy at every step)
@@ -32,7 +38,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,12 +52,24 @@ from torch.utils.data import DataLoader, Subset
 from ttsnn_cli.data import DataBundle, Encoding, encode
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import is_tt_layer
-from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.spiking.runner import model_readout, run_timesteps
 from ttsnn_cli.storage.outputs import atomic_torch_save, atomic_write_text, standard_json
 from ttsnn_cli.train.distill import Distiller
+from ttsnn_cli.train.kernel_plan import (
+    PATHS,
+    check_kernel_choice,
+    choose,
+    kernel_paths,
+    measure_plan,
+    plan_summary,
+    rebuildable_layers,
+    uniform_plan,
+)
 from ttsnn_cli.train.layout import weights_in_activation_format
+from ttsnn_cli.train.logs import EpochLogs
 from ttsnn_cli.train.memory import recomputing_tt
 from ttsnn_cli.train.precision import autocast, check_precision, grad_scaler
+from ttsnn_cli.train.threads import limited_threads
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "ce_rate", "ce_count", "mse_count")
@@ -78,6 +96,8 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, bf16 or fp16 autocast (train.precision)
     distill_weight: float = 0.5  # a: share of the distillation term (only with a teacher)
     distill_temperature: float = 4.0  # t: softmax temperature of the distillation term
+    threads: int | None = None  # CPU threads torch may use while this runs (train.threads); None: torch's default
+    tt_kernel: str = "auto"  # how TT layers run: factored cores, rebuilt kernel, or measured per layer (train.kernel_plan)
 
     def validate(self) -> None:
         problems = []
@@ -93,6 +113,8 @@ class TrainConfig:
             problems.append(f"--momentum (SGD momentum, Adam beta1) must be in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             problems.append(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.threads is not None and not (isinstance(self.threads, int) and 1 <= self.threads <= 1024):
+            problems.append(f"--threads must be in 1..1024, got {self.threads}")
         if not 0 <= self.seed <= MAX_SEED:
             problems.append(f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
         try:
@@ -102,6 +124,10 @@ class TrainConfig:
         try:
             check_precision(self.precision)
         except ValueError as error:
+            problems.append(str(error))
+        try:
+            check_kernel_choice(self.tt_kernel)
+        except BadInputError as error:
             problems.append(str(error))
         if not 0 <= self.distill_weight <= 1:
             problems.append(f"--distill-weight must be in [0, 1], got {self.distill_weight}")
@@ -313,13 +339,15 @@ def fit(
     progress: Progress | None = None,
     on_epoch: Callable[[nn.Module, list[dict[str, Any]]], None] | None = None,
     teacher: nn.Module | None = None,
+    logs: EpochLogs | None = None,
 ) -> dict[str, Any]:
     """Train `model` in place; see the module docstring. Returns `epochs`, `train_loss`,
     `test_accuracy` (percent, last epoch), `best_test_accuracy`, `history`, `output`, ...
     With `teacher`, the loss mixes in its soft targets (`train.distill`). While it runs, the conv
-    weights are held in the activations' memory format (`train.layout`)."""
-    with weights_in_activation_format(model, teacher):
-        return _fit(model, data, config, output, resume, progress, on_epoch, teacher)
+    weights are held in the activations' memory format (`train.layout`), and torch computes with
+    `config.threads` threads when set. `logs` (`--log-dir`) are rewritten after every epoch."""
+    with weights_in_activation_format(model, teacher), limited_threads(config.threads):
+        return _fit(model, data, config, output, resume, progress, on_epoch, teacher, logs)
 
 
 def _fit(
@@ -331,6 +359,7 @@ def _fit(
     progress: Progress | None,
     on_epoch: Callable[[nn.Module, list[dict[str, Any]]], None] | None,
     teacher: nn.Module | None,
+    logs: EpochLogs | None = None,
 ) -> dict[str, Any]:
     config.validate()
     if data.temporal and data.timesteps != config.timesteps:
@@ -362,7 +391,13 @@ def _fit(
         if not state_path.is_file():
             raise BadInputError(f"--resume: no resume state {state_path} (was the run started with -o {output}?)")
         history, start_epoch = _resume(state_path, config, model, optimizer, scheduler, scaler)
+        if start_epoch == config.epochs and dist_info.main:
+            _republish(metrics_path, model, history, on_epoch)
+            if logs is not None:
+                logs.write(history)
 
+    plan, kernels = _kernel_plan(model, data, config, device)
+    planned = rebuildable_layers(model)
     runner: nn.Module = _Sequence(model)
     if dist_info.world > 1:
         runner = nn.parallel.DistributedDataParallel(
@@ -376,12 +411,13 @@ def _fit(
         loader = _batches(data.train, order, config.batch_size, dist_info)
         report({"kind": "epoch_start", "epoch": epoch + 1, "epochs": config.epochs, "batches": len(loader)})
         loss_sum = correct = seen = 0.0
+        batch_losses: list[float] = []  # this epoch's, for the first epoch's "has the loss fallen" hint
         spiked = False  # did the output ever spike this epoch (a silent network learns nothing)
         epoch_start = time.perf_counter()
         for index, (x, y) in enumerate(loader):
             x, y = x.to(device), y.to(device)
             inputs = encode(x, config.timesteps, config.encoding, data.temporal)
-            with recomputing_tt(model, config.recompute_tt):
+            with recomputing_tt(model, config.recompute_tt), kernel_paths(model, plan, planned):
                 with autocast(config.precision, device):
                     out = runner(inputs)
                 out = out.float()  # the loss (and the distillation term) in float32 whatever the precision
@@ -396,7 +432,8 @@ def _fit(
             scaler.step(optimizer)  # skips the step when fp16 gradients overflowed (the scale then drops)
             scaler.update()
             scheduler.step()
-            loss_sum += float(loss.detach()) * len(y)
+            batch_losses.append(float(loss.detach()))
+            loss_sum += batch_losses[-1] * len(y)
             correct += float((out.detach().mean(0).argmax(-1) == y).sum())
             spiked = spiked or bool(out.detach().ne(0).any())
             seen += len(y)
@@ -408,7 +445,10 @@ def _fit(
         if not spiked_any:
             report({"kind": "warning", "epoch": epoch + 1, "message": (
                 f"epoch {epoch + 1}: the output never spiked (loss stays at ln(classes)); check the input scale and "
-                "encoding, the output neurons' threshold and beta, and the learning rate")})
+                "encoding, the output neurons' threshold and beta, and the learning rate; a model returning "
+                "(spikes, membrane) can train on its membrane with --readout membrane")})
+        elif epoch == 0 and not _loss_fell(batch_losses):
+            report({"kind": "hint", "epoch": 1, "message": _stalled_hint(batch_losses, config, model)})
         seconds = time.perf_counter() - epoch_start
         accuracy = evaluate(model, data, config, device, dist_info)
         record = {
@@ -419,17 +459,21 @@ def _fit(
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": seconds,
             "samples_per_s": seen / max(seconds, 1e-9),
+            "wall_time": time.time(),
         }
         history.append(record)
         if not all(torch.isfinite(p.detach()).all() for p in model.parameters()):
             raise BadInputError(_diverged(None, epoch, None, config))
         if dist_info.main:
             atomic_write_text(metrics_path, "".join(standard_json(r) + "\n" for r in history))
+            if logs is not None:
+                logs.write(history)
             if on_epoch is not None:
                 on_epoch(model, history)
             atomic_torch_save(state_path, {
                 "epoch": epoch + 1,
                 "config": _config_key(config),
+                "fingerprint": model_fingerprint(model),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
@@ -457,7 +501,56 @@ def _fit(
         "output": str(output),
         "metrics_log": str(metrics_path),
         "resume_state": str(state_path),
+        "log_dir": str(logs.folder) if logs is not None else None,
+        "tt_kernels": kernels,
     }
+
+
+def _kernel_plan(model: nn.Module, data: DataBundle, config: TrainConfig, device: torch.device
+                 ) -> tuple[dict[str, str], dict[str, Any]]:
+    """How each TT layer runs in this fit (`--tt-kernel`, train.kernel_plan) and what the result
+    reports of it. `auto` keeps the factored cores on the CPU (measured faster there, and bitwise
+    reproducible) and elsewhere times both ways per layer on a first training batch."""
+    if config.tt_kernel in PATHS:
+        plan = uniform_plan(model, config.tt_kernel)
+        return plan, plan_summary(plan)
+    if device.type == "cpu" or not rebuildable_layers(model):
+        plan = uniform_plan(model, "factored")
+        return plan, plan_summary(plan)
+    count = min(config.batch_size, len(data.train))
+    x = torch.stack([torch.as_tensor(data.train[i][0]) for i in range(count)]).to(device)
+    inputs = encode(x, config.timesteps, config.encoding, data.temporal)
+    was_training = model.training
+    model.train()
+    try:
+        timings = measure_plan(model, lambda: run_timesteps(model, inputs, fold=True),
+                               context=lambda: autocast(config.precision, device))
+    finally:
+        model.train(was_training)
+    plan = choose(timings)
+    return plan, plan_summary(plan, timings)
+
+
+def _loss_fell(losses: list[float]) -> bool:
+    """Whether the loss of the first epoch's last quarter of batches is at least 2 % below its first
+    batches' (too few batches to tell: assume it fell)."""
+    if len(losses) < 4:
+        return True
+    quarter = max(1, len(losses) // 4)
+    start, end = sum(losses[:quarter]) / quarter, sum(losses[-quarter:]) / quarter
+    return end < 0.98 * start
+
+
+def _stalled_hint(losses: list[float], config: TrainConfig, model: nn.Module) -> str:
+    """One line saying the loss has not fallen and what usually makes such a network learn: measured on
+    a snntorch tutorial CSNN returning (spk_rec, mem_rec) (docs/training.md)."""
+    quarter = max(1, len(losses) // 4)
+    start, end = sum(losses[:quarter]) / quarter, sum(losses[-quarter:]) / quarter
+    advice = ["--optimizer adam --lr 0.001" if config.optimizer == "sgd" else f"a lower --lr than {config.lr:g}"]
+    if model_readout(model) in (None, "spikes", "0"):
+        advice.append("--readout membrane if the model returns (spikes, membrane)")
+    return (f"epoch 1: the loss has not fallen ({start:.4f} -> {end:.4f}); try " + ", or ".join(advice)
+            + " (see docs/training.md)")
 
 
 def _diverged(loss: torch.Tensor | None, epoch: int, batch: int | None, config: TrainConfig) -> str:
@@ -469,15 +562,22 @@ def _diverged(loss: torch.Tensor | None, epoch: int, batch: int | None, config: 
 
 def _resume(state_path: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: Any, scaler: torch.amp.GradScaler | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Restore a resume state (weights-only read; a garbage or mismatched file is bad input)."""
+    """Restore a resume state (weights-only read). Every field is checked against what this run
+    builds itself before anything is loaded, because torch loads optimiser and scheduler states
+    without looking at them and a bad value (a string lr, `T_max` 0, a buffer of the wrong shape)
+    would only fail in the first training step, as an internal error. So a garbage, tampered or
+    mismatched file is bad input here: other options, another model (`model_fingerprint`), or a
+    field this run would never have written."""
     from ttsnn_cli.storage.read import read_checkpoint
 
     state = read_checkpoint(state_path)
     if not isinstance(state, dict):
         raise BadInputError(f"--resume: {state_path} is not a ttsnn resume state")
-    if state.get("config") != _config_key(config):
-        raise BadInputError(f"--resume: {state_path} was written with other options: "
-                            f"{standard_json(state.get('config'))[:300]}")
+    _check_same_run(state_path, state, config, model)
+    try:
+        history, start_epoch = _check_resume_fields(state, config, model, optimizer, scheduler, scaler)
+    except (ValueError, TypeError, KeyError) as error:
+        raise BadInputError(f"--resume: {state_path} is not a valid resume state ({_one_line(error)})") from None
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -485,20 +585,265 @@ def _resume(state_path: Path, config: TrainConfig, model: nn.Module, optimizer: 
         if scaler is not None and scaler.is_enabled() and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        history = [dict(r) for r in state["history"]]
-        start_epoch = int(state["epoch"])
     except Exception as error:  # noqa: BLE001 - any malformed field of the file is bad input
         raise BadInputError(f"--resume: {state_path} is not a valid resume state "
-                            f"({type(error).__name__}: {str(error)[:150]})") from None
-    if not 0 <= start_epoch <= config.epochs:
-        raise BadInputError(f"--resume: {state_path} records epoch {start_epoch}, outside 0..{config.epochs}")
+                            f"({type(error).__name__}: {_one_line(error)})") from None
     return history, start_epoch
+
+
+def _republish(metrics_path: Path, model: nn.Module, history: list[dict[str, Any]],
+               on_epoch: Callable[[nn.Module, list[dict[str, Any]]], None] | None) -> None:
+    """A finished run resumed has nothing left to train, but it still names its outputs: they are
+    written again from the state (which holds the final weights and history), so a bundle or log
+    deleted since, or never published by a run killed after its last state, exists when the command
+    says it does."""
+    atomic_write_text(metrics_path, "".join(standard_json(r) + "\n" for r in history))
+    if on_epoch is not None:
+        on_epoch(model, history)
+
+
+#: `train.job` sets this attribute on the model: the checksums of the files the run starts from
+ORIGIN_ATTRIBUTE = "ttsnn_origin"
+
+
+def model_fingerprint(model: nn.Module) -> dict[str, Any]:
+    """What a resume state records of the model it was written for, so that `--resume` refuses a
+    state of another model even when every shape agrees (other kwargs, another checkpoint or
+    teacher): the recorded architecture and kwargs, the module tree (names and types) with every
+    parameter's name, shape and dtype, and the checksums of the input files when the caller knows
+    them (`ORIGIN_ATTRIBUTE`). Weights are not part of it: a resumed run may start from any
+    initialisation, since everything it trains comes from the state."""
+    import hashlib
+    import json
+
+    meta = getattr(model, "ttsnn_meta", None)
+    io = getattr(meta, "io", None)
+    digest = hashlib.sha256()
+    for name, module in model.named_modules():
+        digest.update(f"{name}\t{type(module).__module__}.{type(module).__qualname__}\n".encode())
+    for name, param in model.named_parameters():
+        shape = "lazy" if nn.parameter.is_lazy(param) else tuple(param.shape)
+        digest.update(f"{name}\t{shape}\t{param.dtype}\n".encode())
+    origin = getattr(model, ORIGIN_ATTRIBUTE, None)
+    return {
+        "arch": getattr(meta, "arch", None),
+        "arch_kwargs": json.dumps(getattr(meta, "arch_kwargs", None) or {}, sort_keys=True, default=repr),
+        "readout": getattr(io, "readout", None),
+        "structure": digest.hexdigest(),
+        "origin": dict(origin) if isinstance(origin, dict) else None,
+    }
+
+
+_FINGERPRINT_WORDS = {"arch": "architecture", "arch_kwargs": "architecture kwargs", "readout": "readout",
+                      "structure": "layers or parameter shapes", "origin": "input checkpoint or teacher"}
+
+
+def _check_same_run(state_path: Path, state: dict[str, Any], config: TrainConfig, model: nn.Module) -> None:
+    """The state must come from a run of these options and this model."""
+    recorded, key = state.get("config"), _config_key(config)
+    if not isinstance(recorded, dict):
+        raise BadInputError(f"--resume: {state_path} is not a ttsnn resume state (no options recorded)")
+    if not _same(recorded, key):
+        differ = [k for k in sorted(set(recorded) | set(key), key=str)
+                  if k not in recorded or k not in key or not _same(recorded[k], key[k])]
+        shown = ", ".join(f"{_show(k)} {_show(recorded.get(k, 'absent'))} there, {_show(key.get(k, 'absent'))} here"
+                          for k in differ[:4])
+        raise BadInputError(f"--resume: {state_path} was written with other options: {shown}")
+    fingerprint = state.get("fingerprint")
+    if fingerprint is None:
+        raise BadInputError(f"--resume: {state_path} does not record which model it was written for (an older "
+                            "ttsnn wrote it); start the run again without --resume")
+    expected = model_fingerprint(model)
+    if not isinstance(fingerprint, dict):
+        raise BadInputError(f"--resume: {state_path} is not a valid resume state (fingerprint: {_show(fingerprint)})")
+    differ = [_FINGERPRINT_WORDS[k] for k in expected if not _same(fingerprint.get(k), expected[k])]
+    if differ:
+        raise BadInputError(f"--resume: {state_path} was written for another model (its {', '.join(differ)} "
+                            "differ); resume with the model and files the run started from, or start again "
+                            "without --resume")
+
+
+#: per optimiser: (buffers shaped like their parameter, one-element buffers, whether all are required)
+_OPTIMISER_BUFFERS = {"SGD": ({"momentum_buffer"}, set(), False),
+                      "Adam": ({"exp_avg", "exp_avg_sq"}, {"step"}, True)}
+#: scheduler fields that change as it steps (every other field is fixed by the options)
+_SCHEDULER_DYNAMIC = {"last_epoch", "_step_count", "_last_lr", "_is_initial", "_get_lr_called_within_step"}
+_HISTORY_NUMBERS = ("epoch", "train_loss", "train_accuracy", "test_accuracy")
+
+
+def _check_resume_fields(state: dict[str, Any], config: TrainConfig, model: nn.Module,
+                         optimizer: torch.optim.Optimizer, scheduler: Any,
+                         scaler: torch.amp.GradScaler | None) -> tuple[list[dict[str, Any]], int]:
+    """Every field against this run's own objects; raises ValueError naming the field. Returns
+    (history, epoch)."""
+    epoch = state["epoch"]
+    if not _is_int(epoch):
+        raise ValueError(f"epoch: {_show(epoch)}")
+    if not 0 <= epoch <= config.epochs:
+        raise ValueError(f"epoch {epoch}, outside 0..{config.epochs}")
+    history = state["history"]
+    if not isinstance(history, list) or len(history) != epoch:
+        raise ValueError(f"history: {len(history) if isinstance(history, list) else _show(history)} records "
+                         f"for epoch {epoch}")
+    for index, record in enumerate(history):
+        if not isinstance(record, dict) or not all(isinstance(k, str) and _is_scalar(v) for k, v in record.items()):
+            raise ValueError(f"history[{index}]: {_show(record)}")
+        if not all(_is_number(record.get(k)) for k in _HISTORY_NUMBERS) or record["epoch"] != index + 1:
+            raise ValueError(f"history[{index}]: {_show(record)}")
+    _check_tensors("model", state["model"], model.state_dict())
+    _check_optimizer(state["optimizer"], optimizer)
+    _check_scheduler(state["scheduler"], scheduler, len(optimizer.param_groups))
+    if scaler is not None and scaler.is_enabled() and "scaler" in state:
+        _check_scaler(state["scaler"], scaler)
+    if not isinstance(state["rng"], dict):
+        raise ValueError(f"rng: {_show(state['rng'])}")
+    return [dict(r) for r in history], int(epoch)
+
+
+def _check_tensors(field: str, given: Any, expected: dict[str, torch.Tensor]) -> None:
+    """The same names and shapes as this model's, finite where floating point."""
+    if not isinstance(given, dict) or set(given) != set(expected):
+        names = sorted(map(str, set(given) ^ set(expected)))[:3] if isinstance(given, dict) else given
+        raise ValueError(f"{field}: other weights ({_show(names)})")
+    for name, tensor in given.items():
+        _check_buffer(f"{field}.{name}", tensor, tuple(expected[name].shape), floating=expected[name].is_floating_point())
+
+
+def _check_buffer(field: str, tensor: Any, shape: tuple[int, ...] | None, floating: bool = True,
+                  low: float | None = None) -> None:
+    """A dense tensor of `shape` (None: one element), finite and >= `low` when floating point."""
+    if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.strided or tensor.is_complex():
+        raise ValueError(f"{field}: {_show(tensor)}")
+    if (tensor.numel() != 1) if shape is None else (tuple(tensor.shape) != shape):
+        raise ValueError(f"{field}: shape {tuple(tensor.shape)}, expected {shape or 'one value'}")
+    if floating != tensor.is_floating_point():
+        raise ValueError(f"{field}: dtype {tensor.dtype}")
+    if floating and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{field}: not finite")
+    if low is not None and bool((tensor < low).any()):
+        raise ValueError(f"{field}: below {low}")
+
+
+def _check_optimizer(given: Any, optimizer: torch.optim.Optimizer) -> None:
+    fresh = optimizer.state_dict()
+    if not isinstance(given, dict) or set(given) != {"state", "param_groups"}:
+        raise ValueError(f"optimizer: {_show(given)}")
+    groups = given["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(fresh["param_groups"]):
+        raise ValueError(f"optimizer.param_groups: {_show(groups)}")
+    params: dict[int, torch.Tensor] = {}
+    for index, (group, own, live) in enumerate(zip(groups, fresh["param_groups"], optimizer.param_groups)):
+        if not isinstance(group, dict) or set(group) != set(own):
+            raise ValueError(f"optimizer.param_groups[{index}]: other fields")
+        for name, value in own.items():
+            if name == "lr":
+                if not (_is_number(group["lr"]) and group["lr"] >= 0):
+                    raise ValueError(f"optimizer lr: {_show(group['lr'])}")
+            elif not _same(group[name], value):
+                raise ValueError(f"optimizer {name}: {_show(group[name])}, this run has {_show(value)}")
+        params.update(zip(own["params"], live["params"]))
+    buffers = given["state"]
+    if not isinstance(buffers, dict):
+        raise ValueError(f"optimizer.state: {_show(buffers)}")
+    shaped, single, required = _OPTIMISER_BUFFERS.get(type(optimizer).__name__, (None, None, False))
+    for key, values in buffers.items():
+        if not _is_int(key) or key not in params or not isinstance(values, dict):
+            raise ValueError(f"optimizer.state[{_show(key)}]: {_show(values)}")
+        names = set(values)
+        if shaped is not None and (not names <= shaped | single or (required and values and names != shaped | single)):
+            raise ValueError(f"optimizer.state[{key}]: fields {sorted(map(str, names))}")
+        for name, tensor in values.items():
+            if tensor is None and name == "momentum_buffer":
+                continue
+            one = name in single if single is not None else isinstance(tensor, torch.Tensor) and tensor.dim() == 0
+            _check_buffer(f"optimizer.state[{key}].{name}", tensor, None if one else tuple(params[key].shape),
+                          low=0 if name in ("step", "exp_avg_sq", "max_exp_avg_sq") else None)
+
+
+def _check_scheduler(given: Any, scheduler: Any, groups: int) -> None:
+    fresh = scheduler.state_dict()
+    if not isinstance(given, dict) or not set(fresh) - _SCHEDULER_DYNAMIC <= set(given) <= set(fresh):
+        raise ValueError(f"scheduler: fields {sorted(map(str, given)) if isinstance(given, dict) else _show(given)}")
+    for name, value in given.items():
+        if name in _SCHEDULER_DYNAMIC:
+            continue
+        if not _same(value, fresh[name]):
+            raise ValueError(f"scheduler {name}: {_show(value)}, this run has {_show(fresh[name])}")
+    last = given.get("last_epoch", 0)
+    top = fresh.get("T_max", 2**62)  # a cosine schedule never steps past its end
+    if not (_is_int(last) and 0 <= last <= top):
+        raise ValueError(f"scheduler last_epoch: {_show(last)}, outside 0..{top}")
+    count = given.get("_step_count", 0)
+    if not (_is_int(count) and 0 <= count <= 2**62):
+        raise ValueError(f"scheduler _step_count: {_show(count)}")
+    for flag in ("_is_initial", "_get_lr_called_within_step"):
+        if not isinstance(given.get(flag, False), bool):
+            raise ValueError(f"scheduler {flag}: {_show(given[flag])}")
+    rates = given.get("_last_lr", [0.0] * groups)
+    if not (isinstance(rates, list) and len(rates) == groups and all(_is_number(r) and r >= 0 for r in rates)):
+        raise ValueError(f"scheduler _last_lr: {_show(rates)}")
+
+
+def _check_scaler(given: Any, scaler: torch.amp.GradScaler) -> None:
+    fresh = scaler.state_dict()
+    if not isinstance(given, dict) or set(given) != set(fresh):
+        raise ValueError(f"scaler: {_show(given)}")
+    for name, value in given.items():
+        if name == "scale":
+            ok = _is_number(value) and value > 0
+        elif name == "_growth_tracker":
+            ok = _is_int(value) and value >= 0
+        else:
+            ok = _same(value, fresh[name])
+        if not ok:
+            raise ValueError(f"scaler {name}: {_show(value)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite real number (never a bool, a string or a tensor)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, str)) or _is_number(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Plain equality of JSON-like values that never calls a tensor's `==` (a crafted field may be
+    one) and never equates a bool with a number."""
+    if _is_int(a) or isinstance(a, float):
+        return (_is_int(b) or isinstance(b, float)) and a == b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (str, bool, type(None))):
+        return a == b
+    return False
+
+
+def _show(value: Any) -> str:
+    """A short one-line picture of a value from the file, for a message."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200]
 
 
 def _config_key(config: TrainConfig) -> dict[str, Any]:
     """The options a resumed run must share with the original (device may differ)."""
     key = asdict(config)
     key.pop("device")
+    key.pop("threads")  # how many cores computed it changes no result a resume must match
+    key.pop("tt_kernel")  # nor which way the TT layers computed the same function
     if key["precision"] == "fp32":  # the states written before --precision existed were all fp32
         key.pop("precision")
     return key

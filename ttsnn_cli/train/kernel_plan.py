@@ -51,10 +51,12 @@ def rebuildable_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 @contextlib.contextmanager
-def kernel_paths(model: nn.Module, plan: dict[str, str]) -> Iterator[None]:
+def kernel_paths(model: nn.Module, plan: dict[str, str], layers: dict[str, nn.Module] | None = None
+                 ) -> Iterator[None]:
     """Within the block, each layer named in `plan` runs the path it names; afterwards each runs what
-    it ran before (the switch is a runtime flag, like `train.memory.recomputing_tt`'s)."""
-    layers = rebuildable_layers(model)
+    it ran before (the switch is a runtime flag, like `train.memory.recomputing_tt`'s). `layers`:
+    `rebuildable_layers(model)`, when the caller enters the block every step."""
+    layers = rebuildable_layers(model) if layers is None else layers
     before = {name: layers[name].__dict__.get("kernel_path") for name in plan if name in layers}
     for name in before:
         layers[name].kernel_path = plan[name]
