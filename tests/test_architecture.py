@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ttsnn_cli"
 # Lowest first. A module may import its own subpackage and anything earlier in this list; `hw`
 # (the accelerator model, beside the package) imports nothing of ttsnn_cli.
 ORDER = ("errors", "_version", "host", "maths", "spiking", "layers", "zoo", "kinds", "storage", "data", "compress",
-         "train", "report", "export", "pipeline", "cli")
+         "train", "report", "export", "pipeline", "api", "cli")
 TOP_LEVEL = {"__init__", "__main__", "_version", "errors"}
 
 
