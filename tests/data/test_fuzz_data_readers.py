@@ -13,17 +13,14 @@ each under `pytest -m fuzz`.
 from __future__ import annotations
 
 import gzip
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 from fabricated_data import aedat2_bytes, aedat31_bytes, idx_bytes, nmnist_bytes
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ttsnn_cli.data import DataBundle
@@ -35,9 +32,9 @@ from ttsnn_cli.data.idx import read_idx
 from ttsnn_cli.data.nmnist import SENSOR as NMNIST_SENSOR
 from ttsnn_cli.data.nmnist import decode_bin
 from ttsnn_cli.errors import TtsnnError
+from tests.fuzzing import property_tests
 
 SMALL = 15
-CAMPAIGN = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
 _FOLDER = Path(tempfile.mkdtemp(prefix="ttsnn-fuzz-data-"))
 
 
@@ -197,21 +194,4 @@ PROPERTIES: dict[str, tuple[Callable[[Any], None], st.SearchStrategy[Any]]] = {
 }
 
 
-def _make(name: str, examples: int, marks: list[Any]) -> Any:
-    check, strategy = PROPERTIES[name]
-
-    @pytest.mark.parametrize("_", [name], ids=[name])
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-    @given(value=strategy)
-    def test(_: str, value: Any) -> None:
-        check(value)
-
-    for mark in marks:
-        test = mark(test)
-    return test
-
-
-for _name in PROPERTIES:
-    globals()[f"test_data_reader_{_name.replace('-', '_')}"] = _make(_name, SMALL, [])
-    globals()[f"test_data_campaign_{_name.replace('-', '_')}"] = _make(_name, CAMPAIGN, [pytest.mark.fuzz])
+globals().update(property_tests(PROPERTIES, SMALL, "data_"))

@@ -13,7 +13,6 @@ same properties as a larger campaign (FUZZ_EXAMPLES each, 2,000 by default).
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import tempfile
 from collections.abc import Callable
@@ -21,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 import user_nets
 import yaml
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hw.config import AcceleratorConfigError, load_accelerator
@@ -37,9 +34,9 @@ from ttsnn_cli.pipeline.recipe import load_recipe
 from ttsnn_cli.storage.load import load_checkpoint
 from ttsnn_cli.train.engine import TrainConfig, make_optimizer, make_scheduler, model_fingerprint, rng_state
 from ttsnn_cli.train.engine import _resume as restore_resume_state
+from tests.fuzzing import property_tests
 
 SMALL = 15
-CAMPAIGN = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
 ARCH = "user_nets:sequential_net"
 _FOLDER = Path(tempfile.mkdtemp(prefix="ttsnn-fuzz-"))
 
@@ -280,21 +277,4 @@ PROPERTIES: dict[str, tuple[Callable[[Any], None], st.SearchStrategy[Any]]] = {
 }
 
 
-def _make(name: str, examples: int, marks: list[Any]) -> Any:
-    check, strategy = PROPERTIES[name]
-
-    @pytest.mark.parametrize("_", [name], ids=[name])
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-    @given(value=strategy)
-    def test(_: str, value: Any) -> None:
-        check(value)
-
-    for mark in marks:
-        test = mark(test)
-    return test
-
-
-for _name in PROPERTIES:
-    globals()[f"test_reader_{_name.replace('-', '_')}"] = _make(_name, SMALL, [])
-    globals()[f"test_campaign_{_name.replace('-', '_')}"] = _make(_name, CAMPAIGN, [pytest.mark.fuzz])
+globals().update(property_tests(PROPERTIES, SMALL, ""))

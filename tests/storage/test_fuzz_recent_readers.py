@@ -28,19 +28,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 import user_nets
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import Subset
 
 from ttsnn_cli import save_model
 from ttsnn_cli.errors import TtsnnError
+from tests.fuzzing import property_tests
 
 SMALL = 10
-CAMPAIGN = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
 _FOLDER = Path(tempfile.mkdtemp(prefix="ttsnn-fuzz-recent-"))
 atexit.register(shutil.rmtree, _FOLDER, True)
 
@@ -465,21 +463,4 @@ PROPERTIES: dict[str, tuple[Callable[[Any], None], st.SearchStrategy[Any]]] = {
 }
 
 
-def _make(name: str, examples: int, marks: list[Any]) -> Any:
-    check, strategy = PROPERTIES[name]
-
-    @pytest.mark.parametrize("_", [name], ids=[name])
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-    @given(value=strategy)
-    def test(_: str, value: Any) -> None:
-        check(value)
-
-    for mark in marks:
-        test = mark(test)
-    return test
-
-
-for _name in PROPERTIES:
-    globals()[f"test_reader_{_name.replace('-', '_')}"] = _make(_name, SMALL, [])
-    globals()[f"test_campaign_{_name.replace('-', '_')}"] = _make(_name, CAMPAIGN, [pytest.mark.fuzz])
+globals().update(property_tests(PROPERTIES, SMALL, ""))

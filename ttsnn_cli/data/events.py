@@ -14,7 +14,6 @@ default 1024), so an epoch over 70,000 N-MNIST recordings does not keep them all
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.host.memory import megabytes_from_env
 from ttsnn_cli.storage.read import open_regular_file, read_bytes
 
 #: largest single recording file read (bytes): the biggest DVS128 Gesture trial is far below it
@@ -91,16 +91,8 @@ def bin_events(x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray, times
 
 def cache_bytes() -> int:
     """The frame cache's bound in bytes (TTSNN_DATA_CACHE_MB, default 1024; 0 turns it off)."""
-    raw = os.environ.get(CACHE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_CACHE_MB << 20
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadInputError(f"{CACHE_ENV} must be a whole number of megabytes, got {raw[:40]!r}") from None
-    if value < 0:
-        raise BadInputError(f"{CACHE_ENV} must be >= 0, got {value}")
-    return value << 20
+    chosen = megabytes_from_env(CACHE_ENV)
+    return DEFAULT_CACHE_MB << 20 if chosen is None else chosen
 
 
 class FrameCache:

@@ -50,17 +50,23 @@ def _rlimit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def _env_limit() -> int | None:
-    raw = os.environ.get(LIMIT_ENV, "").strip()
+def megabytes_from_env(name: str, minimum: int = 0) -> int | None:
+    """The byte count an environment variable gives in whole megabytes (None when unset); anything
+    else, or fewer than `minimum`, is bad input naming the variable."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
         value = int(raw)
     except ValueError:
-        raise BadInputError(f"{LIMIT_ENV} must be a whole number of megabytes, got {raw[:40]!r}") from None
-    if value < 1:
-        raise BadInputError(f"{LIMIT_ENV} must be at least 1 (megabytes), got {value}")
+        raise BadInputError(f"{name} must be a whole number of megabytes, got {raw[:40]!r}") from None
+    if value < minimum:
+        raise BadInputError(f"{name} must be at least {minimum} (megabytes), got {value}")
     return value << 20
+
+
+def _env_limit() -> int | None:
+    return megabytes_from_env(LIMIT_ENV, minimum=1)
 
 
 def machine_memory() -> int:
