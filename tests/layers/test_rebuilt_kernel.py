@@ -14,6 +14,7 @@ from torch import nn
 from ttsnn_cli.kinds import kind_of
 from ttsnn_cli.layers.conv2d import TTConv2d
 from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.spiking.state import reset_states, time_folded
 from ttsnn_cli.train.kernel_plan import (
     choose,
     kernel_paths,
@@ -79,12 +80,37 @@ def test_float32_and_bf16_autocast_agree_with_the_factored_path() -> None:
     torch.testing.assert_close(low.float(), factored[0], rtol=0.05, atol=0.05)
 
 
-def test_htt_ignores_the_switch_and_grouped_layers_are_not_rebuildable() -> None:
+@pytest.mark.parametrize("stride,padding,padding_mode", [(1, 1, "zeros"), (2, 1, "zeros"), ((2, 1), (2, 1), "zeros"),
+                                                     (1, 1, "reflect"), (2, 0, "zeros"), (1, "same", "circular")])
+@pytest.mark.parametrize("steps", [1, 3, 4])
+def test_htt_rebuilt_runs_the_cross_then_one_1x1(stride, padding, padding_mode, steps) -> None:
+    """Folded over T: the early steps' cross kernel, then HTT's reduced steps as one 1x1 of G4 G1."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(5, 7, 3, stride=stride, padding=padding, padding_mode=padding_mode).double()
+    layer = TTConv2d.from_conv(conv, (3, 3, 3), "htt", timesteps=steps).double()
+    x = torch.randn(steps * 2, 5, 9, 8, dtype=torch.float64, requires_grad=True)
+    with time_folded(layer, steps):
+        factored, rebuilt = _both_ways(layer, x)
+    for a, b in zip(factored, rebuilt):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_htt_rebuilt_per_step_counts_its_calls_as_the_factored_path() -> None:
+    torch.manual_seed(0)
+    layer = TTConv2d.from_conv(nn.Conv2d(4, 6, 3, padding=1), (2, 2, 2), "htt", timesteps=4)
+    frames = torch.randn(4, 2, 4, 8, 8)
+    outputs = {}
+    for path in ("factored", "rebuilt"):
+        reset_states(layer)
+        with kernel_paths(layer, {"": path}):
+            outputs[path] = torch.stack([layer(frame) for frame in frames])
+    torch.testing.assert_close(outputs["rebuilt"], outputs["factored"], rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_layers_are_not_rebuildable() -> None:
     htt = TTConv2d.from_conv(nn.Conv2d(4, 4, 3, padding=1), (2, 2, 2), "htt", timesteps=2)
-    htt.kernel_path = "rebuilt"
-    assert not htt.rebuilds()
     model = nn.Sequential(htt, TTConv2d.from_conv(nn.Conv2d(4, 4, 3, padding=1), (2, 2, 2), "stt"))
-    assert list(rebuildable_layers(model)) == ["1"]
+    assert list(rebuildable_layers(model)) == ["0", "1"]
     grouped_kind = kind_of(nn.Conv2d(4, 4, 3, groups=2), exact=False)
     assert grouped_kind is None or not grouped_kind.rebuilds
 
@@ -100,12 +126,13 @@ def test_kernel_paths_restore_what_ran_before() -> None:
     assert layers[first].rebuilds() and "kernel_path" not in vars(layers[list(layers)[1]])
 
 
-def test_an_ms_resnet_training_step_rebuilt_matches_factored() -> None:
+@pytest.mark.parametrize("mode", ["stt", "ptt", "htt"])
+def test_an_ms_resnet_training_step_rebuilt_matches_factored(mode: str) -> None:
     """Inside an MS-ResNet block a factored TT layer feeding BatchNorm takes the fused low-rank path
     (`lowrank_bn`); a rebuilt one runs as a plain conv: the step's loss and gradients agree."""
     torch.manual_seed(0)
-    model = tt_model("ms_resnet18", [8] * 16, "ptt", 2, (3, 16, 16), in_channels=3, num_classes=10).train()
-    x = torch.rand(2, 2, 3, 16, 16)  # [T, B, C, H, W]
+    model = tt_model("ms_resnet18", [8] * 16, mode, 2, (3, 16, 16), in_channels=3, num_classes=10).double().train()
+    x = torch.rand(2, 2, 3, 16, 16, dtype=torch.float64)  # [T, B, C, H, W]; float64: no spike flips on rounding
     results = []
     for path in ("factored", "rebuilt"):
         model.zero_grad(set_to_none=True)
@@ -116,10 +143,10 @@ def test_an_ms_resnet_training_step_rebuilt_matches_factored() -> None:
         loss.backward()
         results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
     (loss_f, grads_f), (loss_r, grads_r) = results
-    torch.testing.assert_close(loss_r, loss_f, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss_r, loss_f, rtol=1e-9, atol=1e-10)
     assert len(grads_f) == len(grads_r)
     for a, b in zip(grads_f, grads_r):
-        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(b, a, rtol=1e-7, atol=1e-9)
 
 
 def test_measure_plan_times_every_layer_on_the_shape_it_sees() -> None:

@@ -212,12 +212,12 @@ class TTConv2d(TimeAware, nn.Module):
     kernel_path: str = "factored"
     """Runtime switch (not persisted): "factored" runs the four cores; "rebuilt" runs one convolution
     of `dense_kernel()`, rebuilt from the cores on every call so gradients still reach the cores (the
-    same function up to float summation order; HTT, whose later steps take another path, always runs
-    factored). Set per layer by `train.kernel_plan`."""
+    same function up to float summation order; HTT's reduced steps run one 1x1 conv of G4 G1). Set
+    per layer by `train.kernel_plan`."""
 
     def rebuilds(self) -> bool:
-        """True when this call runs the rebuilt dense kernel (`kernel_path`)."""
-        return self.kernel_path == "rebuilt" and self.mode != "htt"
+        """True when this call runs the rebuilt kernels (`kernel_path`)."""
+        return self.kernel_path == "rebuilt"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rebuilds():
@@ -231,8 +231,9 @@ class TTConv2d(TimeAware, nn.Module):
         return self.core4(self.core4_input(x))
 
     def dense_kernel(self) -> torch.Tensor:
-        """The (Cout, Cin, kh, kw) kernel the cores compute (STT chain or PTT cross), differentiable,
-        in the cores' dtype and device: `effective_kernel` is its detached float64 twin."""
+        """The (Cout, Cin, kh, kw) kernel the cores compute (the STT chain, or the cross of PTT and of
+        HTT's early steps), differentiable, in the cores' dtype and device: `effective_kernel` is its
+        detached float64 twin."""
         g1 = self.core1.weight[:, :, 0, 0]  # (r1, Cin)
         g2 = self.core2.weight[:, :, :, 0]  # (r2, r1, kh)
         g3 = self.core3.weight[:, :, 0, :]  # (r3, r2, kw)   (PTT: r2 = r1, core3 reads A)
@@ -249,6 +250,19 @@ class TTConv2d(TimeAware, nn.Module):
         return torch.einsum("oia,b->oiab", column, column_tap) + torch.einsum("oib,a->oiab", row, row_tap)
 
     def _rebuilt(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "htt":
+            return self.first_half(x, self._rebuilt_full, self._rebuilt_reduced, self.timesteps)
+        return self._rebuilt_full(x)
+
+    def _rebuilt_reduced(self, x: torch.Tensor) -> torch.Tensor:
+        """HTT's reduced steps as one 1x1 conv of G4 G1: the cropped, strided input of `_reduced`
+        (the 1x1 first core commutes with padding, cropping and striding)."""
+        if self._mode_pad is not None:
+            x = F.pad(x, self._mode_pad, mode=self.padding_mode)
+        matrix = self.core4.weight[:, :, 0, 0] @ self.core1.weight[:, :, 0, 0]
+        return F.conv2d(self._reduced(x), matrix[:, :, None, None], self.core4.bias)
+
+    def _rebuilt_full(self, x: torch.Tensor) -> torch.Tensor:
         """One convolution of the rebuilt kernel over the padded input: what the cores compute (1x1
         cores commute with any padding, so the whole padding moves in front)."""
         left, right, top, bottom = self.padding

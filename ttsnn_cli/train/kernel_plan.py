@@ -41,11 +41,11 @@ def check_kernel_choice(choice: str) -> None:
 
 
 def rebuildable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The TT layers of `model` that can run their rebuilt kernel (their kind says so; HTT cannot)."""
+    """The TT layers of `model` that can run their rebuilt kernel (their kind says so)."""
     found = {}
     for name, module in model.named_modules():
         kind = kind_of(module)
-        if kind is not None and kind.rebuilds and kind.owns_tt(module) and getattr(module, "mode", None) != "htt":
+        if kind is not None and kind.rebuilds and kind.owns_tt(module):
             found[name] = module
     return found
 
