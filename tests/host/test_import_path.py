@@ -33,7 +33,7 @@ def test_a_planted_package_in_the_current_folder_never_runs(tmp_path: Path) -> N
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    built, origin = done.stdout.split()
+    built, origin = done.stdout.splitlines()
     assert built == "Sequential" and not origin.startswith(str(tmp_path))
     assert not marker.exists()
 

@@ -91,7 +91,7 @@ def test_the_kernel_runs_on_torchs_own_openmp_threads_here() -> None:
     assert "on torch's OpenMP threads" in lif_kernel.build_status()
     assert lif_kernel.threads() == torch.get_num_threads()
     with open("/proc/self/maps") as handle:  # other packages' renamed copies (libgomp-<hash>.so) may sit beside it
-        loaded = {line.split()[-1] for line in handle if line.rstrip().endswith("/libgomp.so.1")}
+        loaded = {line.rstrip("\n").split(maxsplit=5)[-1] for line in handle if line.rstrip().endswith("/libgomp.so.1")}
     assert len(loaded) == 1  # the kernel brought no second copy of the runtime torch runs on
 
 

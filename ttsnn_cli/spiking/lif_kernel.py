@@ -197,7 +197,9 @@ def _torch_openmp_runtime() -> int | None:
     torch runs on no OpenMP runtime."""
     try:
         with open("/proc/self/maps") as handle:
-            paths = {line.split()[-1] for line in handle if line.rstrip().endswith("/libtorch_cpu.so")}
+            # the path is the sixth field and may hold spaces (a venv in "My Projects/")
+            paths = {line.rstrip("\n").split(maxsplit=5)[-1] for line in handle
+                     if line.rstrip().endswith("/libtorch_cpu.so")}
         if len(paths) != 1:
             return None
         return ctypes.cast(ctypes.CDLL(paths.pop()).omp_get_max_threads, ctypes.c_void_p).value
