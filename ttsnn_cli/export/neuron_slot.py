@@ -21,6 +21,16 @@ every decay clamped to [0, 1] as snntorch clamps it (a learned beta above 1 acts
 States per neuron (`STATES`, also the step graph's extra inputs/outputs, in this order): Leaky and
 Lapicque (mem); Synaptic (syn, mem); Alpha (syn_exc, syn_inh, mem); RLeaky (spk, mem); RSynaptic
 (spk, syn, mem).
+
+SpikingJelly 2.0.0's LIFNode, IFNode and ParametricLIFNode (`SJ_STATES`: one state, `v`) follow its CPU
+forward in the same order of operations, with v_r = v_reset (0 for a soft reset) and s = [h >= thr]:
+  LIFNode    decay_input: h = v + (x - (v - v_r)) / tau;  else h = v - (v - v_r) / tau + x
+  PLIF       the same with * sigmoid(w) for / tau (sigmoid(w) taken once, as SpikingJelly takes it per call)
+  IFNode     h = v + x
+  reset      hard (v_reset a float): v = s * v_r + (1 - s) * h;  soft (v_reset None): v = h - s * thr
+The state starts at v_r (0 when soft). [h >= thr] is written [h > thr'], thr' the float32 just below thr:
+the same for every float32 h, and the Greater + Cast the verifier pairs with torch's record. In step
+mode "m" the slot takes [T', B, ...] and loops over T' (the exporter calls it with T' = 1 per step).
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import torch
 from torch import nn
 
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.spiking import spikingjelly
 
 STATES: dict[str, tuple[str, ...]] = {
     "Leaky": ("mem",),
@@ -40,6 +51,8 @@ STATES: dict[str, tuple[str, ...]] = {
     "RLeaky": ("spk", "mem"),
     "RSynaptic": ("spk", "syn", "mem"),
 }
+#: SpikingJelly neurons with an export mapping, by class name, and their states
+SJ_STATES: dict[str, tuple[str, ...]] = {"LIFNode": ("v",), "IFNode": ("v",), "ParametricLIFNode": ("v",)}
 _RESETS = {"subtract": 0, "zero": 1, "none": 2}
 _INIT_NAMES = ("init_leaky", "init_lapicque", "init_synaptic", "init_alpha", "init_rleaky", "init_rsynaptic", "reset_mem")
 
@@ -62,6 +75,10 @@ class NeuronSlot(nn.Module):
     def __init__(self, name: str, neuron: nn.Module, context: Any, multistep: bool = False) -> None:
         super().__init__()
         self.slot_name, self.context, self.multistep = name, context, multistep
+        self.sj: str | None = None
+        if spikingjelly.is_node(neuron):
+            self._init_spikingjelly(name, neuron, context)
+            return
         self.kind = neuron_kind(neuron)
         self.states = STATES[self.kind]
         if getattr(neuron, "inhibition", False):
@@ -87,6 +104,59 @@ class NeuronSlot(nn.Module):
         self.positive_threshold = bool(torch.all(self.threshold > 0))  # decided here: no data-dependent trace
         context.mems.setdefault(name, None)
         context.heavisides.setdefault(name, None)
+
+    def _init_spikingjelly(self, name: str, neuron: nn.Module, context: Any) -> None:
+        """A SpikingJelly node: its constants as float32 buffers, its step mode, one state `v`."""
+        kind = type(neuron).__name__
+        if kind not in SJ_STATES or not type(neuron).__module__.startswith("spikingjelly."):
+            raise BadInputError(f"neuron {name}: SpikingJelly's {kind} has no export mapping; supported: {', '.join(SJ_STATES)}")
+        if getattr(neuron, "_neuron_precision", None) is not None:
+            raise BadInputError(f"neuron {name}: a SpikingJelly neuron precision setting has no export path")
+        self.sj, self.kind, self.states = kind, kind, SJ_STATES[kind]
+        self.sj_multistep = getattr(neuron, "step_mode", "s") == "m"
+        self.decay_input = bool(getattr(neuron, "decay_input", True))
+        v_reset = neuron.v_reset
+        self.hard_reset = v_reset is not None
+        self.v_init = float(v_reset) if v_reset is not None else 0.0
+        threshold = torch.tensor(float(neuron.v_threshold), dtype=torch.float32)
+        self.register_buffer("threshold", threshold)
+        self.register_buffer("below", torch.nextafter(threshold, torch.tensor(float("-inf"))))
+        self.register_buffer("v_reset", torch.tensor(self.v_init, dtype=torch.float32))
+        if kind == "LIFNode":
+            self.register_buffer("tau", torch.tensor(float(neuron.tau), dtype=torch.float32))
+        if kind == "ParametricLIFNode":
+            self.register_buffer("q", neuron.w.detach().float().sigmoid().clone())
+        self.init_hidden, self.output, self.reset_delay = True, False, True
+        context.mems.setdefault(name, None)
+        context.heavisides.setdefault(name, None)
+
+    def _sj_step(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SpikingJelly update -> (spike, next v), as the module docstring writes it."""
+        if self.sj == "IFNode":
+            h = v + x
+        else:
+            if self.sj == "LIFNode":
+                h = v + (x - (v - self.v_reset)) / self.tau if self.decay_input else v - (v - self.v_reset) / self.tau + x
+            else:
+                h = v + (x - (v - self.v_reset)) * self.q if self.decay_input else v - (v - self.v_reset) * self.q + x
+        spike = (h > self.below).to(h.dtype)
+        if self.context.record is not None:
+            self.context.record.append(spike)
+        v = spike * self.v_reset + (1 - spike) * h if self.hard_reset else h - spike * self.threshold
+        return spike, v
+
+    def _sj_forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = x if self.sj_multistep else x.unsqueeze(0)
+        stored = self.context.mems.get(self.slot_name)
+        v = stored[0] if stored is not None and stored[0].shape == steps.shape[1:] else None
+        spikes = []
+        for current in steps.float().unbind(0):
+            if v is None:
+                v = torch.full_like(current, self.v_init)
+            spike, v = self._sj_step(current, v)
+            spikes.append(spike.to(x.dtype))
+        self.context.mems[self.slot_name] = (v,)  # type: ignore[assignment]
+        return torch.stack(spikes) if self.sj_multistep else spikes[0]
 
     # snntorch's initialisers give empty states; the next call makes zeros of the input's shape
     def _empty(self) -> Any:
@@ -185,6 +255,8 @@ class NeuronSlot(nn.Module):
         return (spk, *(s for n, s in zip(self.states, states) if n != "spk"))
 
     def forward(self, x: torch.Tensor, *given: torch.Tensor, **__: Any) -> Any:
+        if self.sj is not None:
+            return self._sj_forward(x)
         if self.init_hidden:
             stored = self.context.mems.get(self.slot_name)
             if stored is not None and stored[-1].shape != x.shape:

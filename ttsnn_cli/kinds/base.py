@@ -17,6 +17,7 @@ from torch import nn
 
 from ttsnn_cli.maths.ranks import RankSpec, ResolvedRanks
 from ttsnn_cli.maths.tt import relative_error
+from ttsnn_cli.spiking import spikingjelly
 
 
 @dataclass
@@ -75,8 +76,12 @@ class LayerKind:
     # ------------------------------------------------------------------------------ which modules
     def owns_dense(self, module: nn.Module, exact: bool = True) -> bool:
         """A dense layer of this kind. `exact` (choosing what to decompose) refuses subclasses, whose
-        forward may do more than the class they extend; counting and export take them too."""
-        return type(module) is self.dense if exact else isinstance(module, self.dense)
+        forward may do more than the class they extend; counting and export take them too. SpikingJelly's
+        `layer.Conv2d` / `Conv1d` / `Linear` are the exception: they add only a step mode, which the TT
+        layer replacing one keeps (`kinds.stepmode`)."""
+        if not exact:
+            return isinstance(module, self.dense)
+        return type(module) is self.dense or spikingjelly.step_wrapper_base(module) is self.dense
 
     def owns_tt(self, module: nn.Module) -> bool:
         """A TT layer of this kind."""
@@ -140,17 +145,29 @@ class LayerKind:
     def decompose(self, module: nn.Module, ranks: tuple[int, ...], mode: str, timesteps: int | None, svd: str,
                   linear_cores: int) -> tuple[nn.Module, float, str | None]:
         """The TT layer, its relative error against the dense weight, and the report's note."""
-        layer = self.build(module, ranks, mode, timesteps, svd, linear_cores)
+        from ttsnn_cli.kinds.stepmode import dense_step_mode, keep_step_mode
+
+        layer = keep_step_mode(self.build(module, ranks, mode, timesteps, svd, linear_cores), dense_step_mode(module))
         error = relative_error(self.effective_weight(layer), module.weight)
         return layer, error, self.note(module, mode, linear_cores)
 
     def tt_config(self, layer: nn.Module) -> dict[str, Any]:
-        """A TT layer's config as a bundle records it (`type` included)."""
-        return {**layer.config(), "type": self.name}  # type: ignore[operator]
+        """A TT layer's config as a bundle records it (`type` included; `step_mode` for a layer that
+        keeps SpikingJelly's, absent otherwise so other bundles read as before)."""
+        from ttsnn_cli.kinds.stepmode import layer_step_mode
+
+        mode = layer_step_mode(layer)
+        return {**layer.config(), "type": self.name, **({"step_mode": mode} if mode is not None else {})}  # type: ignore[operator]
 
     def from_config(self, config: dict[str, Any]) -> nn.Module:
         """An empty TT layer from a bundle's config, ready for its state_dict."""
-        return self.tt.from_config(config)  # type: ignore[attr-defined]
+        from ttsnn_cli.kinds.stepmode import keep_step_mode
+
+        step_mode = config.get("step_mode")
+        if step_mode is not None and step_mode not in ("s", "m"):
+            raise ValueError(f"step_mode {step_mode!r} is not s or m")
+        plain = {k: v for k, v in config.items() if k != "step_mode"}
+        return keep_step_mode(self.tt.from_config(plain), step_mode)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------------------ report fields
     def shape_fields(self, module: nn.Module) -> tuple[list[int] | None, int, int]:
@@ -204,6 +221,7 @@ class DenseConvLeaves:
     conv_fn: Any = None
 
     def leaf_call(self, module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> LeafCall:
+        x, out = _fold_steps(x, self.batched_dims), _fold_steps(out, self.batched_dims)
         items = x.shape[0] if x.dim() == self.batched_dims else 1
         return LeafCall(int(items), out.numel() * conv_window(module), 0, spatial(x), spatial(out))  # type: ignore[arg-type]
 
@@ -213,6 +231,7 @@ class DenseConvLeaves:
         conv: Any = module
         if conv.groups != 1:
             return 0
+        x = _fold_steps(x, self.batched_dims)
         nz = (x != 0).to(torch.float32)
         ones = torch.ones(1, conv.in_channels, *conv.kernel_size, dtype=torch.float32, device=x.device)
         padding = conv.padding if conv.padding_mode == "zeros" else 0
@@ -220,3 +239,8 @@ class DenseConvLeaves:
             nz = torch.nn.functional.pad(nz, conv._reversed_padding_repeated_twice)  # the padded values of a spike map
         counts = type(self).conv_fn(nz, ones, None, conv.stride, padding, conv.dilation)
         return int(counts.sum().item()) * conv.out_channels
+
+
+def _fold_steps(x: torch.Tensor, batched_dims: int) -> torch.Tensor:
+    """A SpikingJelly multi-step conv's input or output [T, B, ...] as the [T*B, ...] its conv computes."""
+    return x.flatten(0, 1) if x.dim() == batched_dims + 1 else x

@@ -24,8 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.kinds.base import LayerKind
 from ttsnn_cli.kinds.conv2d import Conv2dKind, hw_pads, skip_reason
 from ttsnn_cli.kinds.nir_nodes import conv_node, fold_bn, symmetric_padding
+from ttsnn_cli.kinds.stepmode import fold_steps, refuse_nir
 from ttsnn_cli.layers.conv2d import Pads, conv_padding
 from ttsnn_cli.maths import tt
 from ttsnn_cli.maths.ranks import RankSpec, RankSpecError, ResolvedRanks, cap_ranks, parse_ranks, resolve_layer_ranks
@@ -174,7 +176,7 @@ class Conv2dGroupedKind(Conv2dKind):
     rebuilds = False
 
     def owns_dense(self, module: nn.Module, exact: bool = True) -> bool:
-        own = type(module) is nn.Conv2d if exact else isinstance(module, nn.Conv2d)
+        own = LayerKind.owns_dense(self, module, exact)  # nn.Conv2d (and SpikingJelly's layer.Conv2d)
         return own and module.groups > 1  # type: ignore[union-attr, operator]
 
     def unselected_reason(self, module: nn.Module, layer_types: tuple[str, ...]) -> str:
@@ -250,12 +252,13 @@ class Conv2dGroupedKind(Conv2dKind):
         return [first, replace(h, c=r1), replace(w, c=r2), replace(last, c=r3)]
 
     def export_replacement(self, name: str, module: nn.Module, context: Any, reconstruct_dense: bool) -> nn.Module | None:
-        return GroupedFolded(module) if reconstruct_dense else None  # type: ignore[arg-type]
+        return fold_steps(GroupedFolded(module) if reconstruct_dense else None, module)  # type: ignore[arg-type]
 
     def nir_nodes(self, name: str, module: nn.Module, bn: nn.Module | None, x: torch.Tensor) -> tuple[list[tuple[str, Any]], torch.Tensor]:
         """Three Conv2d nodes: core1, the merged middle cores (per group, exact), core4, each grouped
         core written as its block-diagonal dense kernel (exact): nir 1.0.8's type check takes a grouped
         Conv2d's input channels as the kernel's Cin/G and refuses the graph it wrote."""
+        refuse_nir(name, module)
         if not self.owns_tt(module):
             return super().nir_nodes(name, module, bn, x)
         m: Any = module

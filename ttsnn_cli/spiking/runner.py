@@ -15,7 +15,8 @@ Styles (`execution_style`; detection below, `--style` settles what it cannot):
   does it take one static frame [B, ...] or the sequence [T, B, ...], does it return [T, B, ...] or
   batch-first [B, T, ...], and how many steps does it run. A static-frame model runs its own number
   of steps, which the tool learns from what it returns (`resolve_timesteps`).
-Detection: `model.multistep` -> multistep; a neuron without `init_hidden` -> own_loop; else
+Detection: `model.multistep` -> multistep; a SpikingJelly network (`spikingjelly.step_mode`) ->
+multistep when its neurons run in step mode "m" (`functional.set_step_mode(net, "m")`), stepped in "s"; a neuron without `init_hidden` -> own_loop; else
 sequential for an nn.Sequential, stepped for any other module with neurons, own_loop without. `--style` (recorded in the bundle
 as `io.style`, or `model.ttsnn_style`) overrides it.
 In every style the neurons are reset first, and the result is the network's output over T,
@@ -38,6 +39,7 @@ import torch
 from torch import nn
 
 from ttsnn_cli.errors import BadInputError, Interrupted, TtsnnError, UserCodeError, what_it_raised
+from ttsnn_cli.spiking import spikingjelly
 from ttsnn_cli.spiking.state import is_neuron, reset_states, time_folded
 
 Style = Literal["multistep", "sequential", "stepped", "own_loop"]
@@ -74,6 +76,9 @@ def execution_style(model: nn.Module) -> Style:
         return forced  # type: ignore[return-value]
     if getattr(model, "multistep", False):
         return "multistep"
+    sj_mode = spikingjelly.step_mode(model)  # a SpikingJelly network: its neurons' step mode decides
+    if sj_mode is not None:
+        return "multistep" if sj_mode == "m" else "stepped"
     neurons = [m for m in model.modules() if is_neuron(m)]
     if not all(getattr(n, "init_hidden", False) for n in neurons):
         return "own_loop"

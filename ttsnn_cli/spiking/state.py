@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from ttsnn_cli.spiking import spikingjelly
+
 try:  # snntorch is a hard dependency, but keep this module importable on its own for tooling
     from snntorch._neurons.neurons import SpikingNeuron
 except ImportError:  # pragma: no cover
@@ -57,8 +59,9 @@ class TimeAware:
 
 
 def is_neuron(module: nn.Module) -> bool:
-    """True for snntorch neurons (anything with a membrane that persists between calls)."""
-    return isinstance(module, SpikingNeuron) if SpikingNeuron else False
+    """True for snntorch neurons and SpikingJelly's spiking neurons (anything with a membrane that
+    persists between calls); SpikingJelly is recognised only once imported (`spikingjelly`)."""
+    return (isinstance(module, SpikingNeuron) if SpikingNeuron else False) or spikingjelly.is_node(module)
 
 
 def neuron_state_names(neuron: nn.Module) -> list[str]:
@@ -74,12 +77,16 @@ def reset_states(model: nn.Module) -> None:
     A snntorch neuron keeps its state in non-persistent buffers (`neuron_state_names`); an empty
     tensor makes the neuron re-initialise to zeros of the next input's shape, which also survives a
     change of batch size or device. Every such buffer is cleared, whatever the neuron type (Alpha's
-    `syn_exc`/`syn_inh` too: a stale one keeps the previous batch's graph alive).
+    `syn_exc`/`syn_inh` too: a stale one keeps the previous batch's graph alive). A SpikingJelly
+    stateful module (its neurons, synapse filters) is reset by its own `reset()`, module by module
+    (not `functional.reset_net`, whose per-network cache can miss modules swapped in by compress).
     """
     for module in model.modules():
         if isinstance(module, TimeAware):
             module.reset_time()
-        if is_neuron(module):
+        if spikingjelly.is_memory_module(module):
+            spikingjelly.reset_memory(module)
+        elif is_neuron(module):
             for state_name in neuron_state_names(module):
                 value = getattr(module, state_name, None)
                 if isinstance(value, torch.Tensor):
