@@ -41,16 +41,20 @@ def compress(model: ModelLike | None = None, *, output: str | Path | None = None
              linear_cores: int | None = None, svd: str = "qr_svd", seed: int = 0, data: str | None = None,
              calib_samples: int = DEFAULT_CALIB_SAMPLES, force: bool = False, trust_pickle: bool = False,
              trust_arch: bool = False, style: str | None = None, allow_growth: bool = False, threads: int | None = None,
+             budget_on: str | None = None, device: str | None = None,
              progress: Progress | None = None, **options: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Decompose every eligible layer of a dense model by TT-SVD: `ttsnn compress`.
 
     `model` is a module, a path (a bundle, or a state_dict with `arch=`), or None with
     `arch='zoo:NAME'` to plan on a freshly initialised zoo model. `ranks` is an int, `(r1, r2, r3)`
     or `"r1,r2,r3"`; `rank_method` `fixed`, `vbmf`, `energy:F`, `budget:X`, `uniform:X` or
-    `sensitivity:X` (with `data=`). `output` is the TT bundle to write (None: none written).
+    `sensitivity:X` (with `data=`); `budget_on` what their X counts: `weights`, `macs` (per timestep,
+    at the input shape) or `time` (measured per layer on `device`). `output` is the TT bundle to
+    write (None: none written).
 
     Returns `(model, document)`: the TT module (the same module tree, layers swapped) and
-    `ttsnn compress --json`'s document (`layers`, `totals`, `mode`, `output`, `warnings`)."""
+    `ttsnn compress --json`'s document (`layers`, `totals`, `ratios`, `budget`, `mode`, `output`,
+    `warnings`)."""
     with Call(trust_arch) as call:  # every refusal, these too, worded with argument names
         check_ranges(("timesteps", timesteps, 1, None), ("seed", seed, 0, 2**63 - 1), ("linear_cores", linear_cores, 1, 8))
         kwargs = json_kwargs(arch_kwargs, "arch_kwargs")
@@ -63,7 +67,7 @@ def compress(model: ModelLike | None = None, *, output: str | Path | None = None
                           exclude=names(exclude), io=ModelIO(shape_of(input_shape), timesteps, None, style), svd=svd,
                           seed=seed, force=force, trust_pickle=trust_pickle, layer_types=comma_text(layer_types),
                           linear_cores=linear_cores or 3, data=data, calib_samples=calib_samples,
-                          allow_growth=allow_growth)
+                          allow_growth=allow_growth, budget_on=budget_on or "weights", device=device)
         apply_options("compress", [job], options, skip=_OWN)
         call.name(job.arch)
         with call.trust(), limited_threads(check_threads(threads)):

@@ -41,17 +41,23 @@ def sweep(model: ModelLike, *, data: str, output: str | Path, targets: str | Ite
           arch: str | None = None, arch_kwargs: dict[str, Any] | str | None = None, plot: str | Path | None = None,
           max_acc_drop: float | None = None, force: bool = False, trust_pickle: bool = False,
           trust_arch: bool = False, style: str | None = None, precision: str = "fp32",
-          tt_kernel: str = "auto", threads: int | None = None, progress: Progress | None = None, **options: Any) -> dict[str, Any]:
+          tt_kernel: str = "auto", threads: int | None = None, search: bool = False, search_points: int = 8,
+          progress: Progress | None = None, **options: Any) -> dict[str, Any]:
     """For each rank method and target: compress the dense `model`, evaluate, fine-tune, evaluate
     again: `ttsnn sweep`. `output` is the sweep's folder (sweep.json, one bundle per point);
     `teacher='source'` distils every point from the model itself.
+
+    `search=True` (with `max_acc_drop`) searches each method's targets for the most compressed point
+    within `max_acc_drop` of dense instead of running every target; the document then says which
+    point it `chosen` and why, and each method's walk under `search`.
 
     Returns `ttsnn sweep --json`'s document (`dense_accuracy`, `points`, `gates`, `output`, ...); a
     failed `max_acc_drop` gate is `passed: False` in `gates`, not an exception."""
     with Call(trust_arch) as call:  # every refusal, these too, worded with argument names
         check_ranges(("timesteps", timesteps, 1, None), ("finetune_epochs", finetune_epochs, 1, None),
                      ("batch_size", batch_size, 1, None), ("calib_samples", calib_samples, 1, None),
-                     ("train_samples", train_samples, 1, None), ("max_acc_drop", max_acc_drop, 0, None))
+                     ("train_samples", train_samples, 1, None), ("max_acc_drop", max_acc_drop, 0, None),
+                     ("search_points", search_points, 1, None))
         kwargs = json_kwargs(arch_kwargs, "arch_kwargs")
         path = call.model_path(model, "model", arch, kwargs, required=True)
         if not isinstance(model, (str, Path)):
@@ -68,7 +74,8 @@ def sweep(model: ModelLike, *, data: str, output: str | Path, targets: str | Ite
                        finetune=config, teacher=teacher_path, mode=mode, include=names(include), exclude=names(exclude),
                        calib_samples=calib_samples, seed=seed, arch=arch, arch_kwargs=kwargs, timesteps=timesteps,
                        max_acc_drop=max_acc_drop, train_samples=train_samples,
-                       plot=Path(plot) if plot is not None else None, force=force, trust_pickle=trust_pickle, style=style)
+                       plot=Path(plot) if plot is not None else None, force=force, trust_pickle=trust_pickle, style=style,
+                       search=search, search_points=search_points)
         apply_options("sweep", [job], options, skip=_OWN)
         call.name(job.arch)
         with call.trust(), limited_threads(threads):

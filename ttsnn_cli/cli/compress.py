@@ -5,12 +5,22 @@ from __future__ import annotations
 import math
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from ttsnn_cli.cli.app import app
-from ttsnn_cli.cli.common import STYLE_HELP, THREADS_HELP, TRUST_ARCH_HELP, check_options, guarded, print_json, trust_scope, warn
+from ttsnn_cli.cli.common import (
+    STYLE_HELP,
+    THREADS_HELP,
+    TRUST_ARCH_HELP,
+    check_options,
+    err_console,
+    guarded,
+    print_json,
+    trust_scope,
+    warn,
+)
 from ttsnn_cli.cli.progress import StepBar
 from ttsnn_cli.cli.render import compress_table
 from ttsnn_cli.compress.decompose import NothingToDecompose
@@ -76,6 +86,8 @@ def compress(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     style: Optional[str] = typer.Option(None, help=STYLE_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    budget_on: Optional[str] = typer.Option(None, "--budget-on", help="What budget:X, uniform:X and sensitivity:X shrink X times: weights (default), macs (per timestep, at the input shape) or time (forward + backward, measured per layer on --device)."),
+    device: Optional[str] = typer.Option(None, help="Where --budget-on time measures the layers: auto (cuda if available, the default), cpu, cuda, cuda:N."),
     allow_growth: bool = typer.Option(False, "--allow-growth", help="Decompose a layer (Conv2d, Conv1d or Linear) even when its TT cores hold more weights than it "
                                                   "(by default such a layer stays dense, with the reason)."),
 ) -> None:
@@ -85,11 +97,13 @@ def compress(
                       ranks=ranks, rank_method=rank_method, mode=mode.value if mode else "stt", include=list(include),
                       exclude=list(exclude), io=ModelIO(parse_input_shape(input_shape), timesteps, None, style), svd=svd,
                       seed=seed, force=force, trust_pickle=trust_pickle, layer_types=layer_types,
-                      linear_cores=linear_cores or 3, data=data, calib_samples=calib_samples, allow_growth=allow_growth)
+                      linear_cores=linear_cores or 3, data=data, calib_samples=calib_samples, allow_growth=allow_growth,
+                      budget_on=budget_on or "weights", device=device)
     if recipe is not None:
         _fill_from_recipe(job, recipe, mode is not None, arch_kwargs is not None, linear_cores is not None)
+        job.budget_on = budget_on or job.budget_on
     with trust_scope(trust_arch, job.arch), limited_threads(check_threads(threads)), \
-            StepBar({"sensitivity": "sensitivity"}, bar=not json_output) as bar:
+            StepBar({"sensitivity": "sensitivity", "timing": "timing layers"}, bar=not json_output) as bar:
         try:
             _, document = run_compress(job, progress=bar)
         except NothingToDecompose as refusal:
@@ -102,6 +116,23 @@ def compress(
         print_json(document)
     else:
         compress_table(document)
+        warn_ratios(document)
+
+
+def ratio_line(document: dict[str, Any]) -> str:
+    """One line: what the decomposed layers shrank by, in every measure known (and the budget's)."""
+    ratios = document.get("ratios") or {}
+    parts = [f"{label} {ratios[key]:.2f}x" for key, label in (("weights", "weights"), ("macs", "MACs"), ("time", "time"))
+             if ratios.get(key) is not None]
+    line = "decomposed layers: " + ", ".join(parts) + " fewer"
+    budget = document.get("budget")
+    if budget and budget.get("reached") is not None:
+        line += f"; budget {budget['target']:g}x in {budget['unit']}: reached {budget['reached']:.2f}x"
+    return line
+
+
+def warn_ratios(document: dict[str, Any]) -> None:
+    err_console().print(ratio_line(document), highlight=False)
 
 
 def _fill_from_recipe(job: CompressJob, recipe_path: Path, mode_given: bool, kwargs_given: bool, cores_given: bool) -> None:
@@ -127,3 +158,4 @@ def _fill_from_recipe(job: CompressJob, recipe_path: Path, mode_given: bool, kwa
         if job.calib_samples == DEFAULT_CALIB_SAMPLES:
             job.calib_samples = section.calib_samples
         job.data = job.data or resolve_data_spec(base, section.data)
+        job.budget_on = section.budget_on

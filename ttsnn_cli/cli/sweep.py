@@ -76,7 +76,9 @@ def sweep(
     arch: Optional[str] = typer.Option(None, help="Architecture of a state_dict MODEL."),
     arch_kwargs: Optional[str] = typer.Option(None, help="JSON kwargs of --arch."),
     plot: Optional[Path] = typer.Option(None, help="Write the Pareto plot (accuracy vs weight reduction) here."),
-    max_acc_drop: Optional[float] = typer.Option(None, help="Gate: every point within PTS points of dense (exit 4)."),
+    max_acc_drop: Optional[float] = typer.Option(None, help="Gate: every point within PTS points of dense (exit 4); with --search, the limit the search keeps to."),
+    search: bool = typer.Option(False, "--search", help="Search each method's targets (doubling from the smallest --targets, then bisection on the log scale) for the most compressed point within --max-acc-drop of dense; reuses finished points."),
+    search_points: int = typer.Option(8, help="With --search: the most points one method's search tries (reused ones included)."),
     force: bool = typer.Option(False, "--force", help="Start afresh over an earlier sweep in OUTPUT; overwrite --plot."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a pickled whole module (runs code from the file!)."),
     trust_arch: bool = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP),
@@ -89,7 +91,8 @@ def sweep(
     """For each method and target: compress MODEL, fine-tune it, evaluate it (resumable)."""
     check_options(("--timesteps", timesteps, 1, None), ("--finetune-epochs", finetune_epochs, 1, None),
                   ("--batch-size", batch_size, 1, None), ("--calib-samples", calib_samples, 1, None),
-                  ("--train-samples", train_samples, 1, None), ("--max-acc-drop", max_acc_drop, 0, None))
+                  ("--train-samples", train_samples, 1, None), ("--max-acc-drop", max_acc_drop, 0, None),
+                  ("--search-points", search_points, 1, None))
     config = TrainConfig(epochs=finetune_epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                          distill_weight=distill_weight, distill_temperature=distill_temperature,
                          precision=precision, tt_kernel=tt_kernel, threads=check_threads(threads))
@@ -99,7 +102,7 @@ def sweep(
                    include=list(include), exclude=list(exclude), calib_samples=calib_samples, seed=seed,
                    arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) if arch_kwargs else None,
                    timesteps=timesteps, max_acc_drop=max_acc_drop, train_samples=train_samples, plot=plot, force=force, trust_pickle=trust_pickle,
-                   style=style)
+                   style=style, search=search, search_points=search_points)
     with trust_scope(trust_arch, arch), limited_threads(threads), SweepView({"sweep": "sweep points", "sensitivity": "sensitivity"},
                                                                              bar=not json_output) as view:
         document = run_sweep(job, progress=view)
@@ -108,7 +111,22 @@ def sweep(
     else:
         err_console().print(f"sweep: dense accuracy {document['dense_accuracy']:.2f} %, {len(document['points'])} points "
                             f"-> {document['json']}" + (f", plot {document['plot']}" if document["plot"] else ""))
+    if "chosen" in document:
+        chosen = document["chosen"]
+        err_console().print(f"sweep: chose {chosen['point']}: {chosen['reason']}" if chosen else
+                            f"sweep: no compressed point within {max_acc_drop:g} pts of dense", highlight=False)
+    failure = gate_failure(document)
+    if failure:
+        raise GateFailedError(failure)
+
+
+def gate_failure(document: dict[str, Any]) -> str | None:
+    """The one-line message of a failed sweep gate (every point's, or the search's), else None."""
     bad = [g for g in document["gates"] if not g["passed"]]
-    if bad:
-        raise GateFailedError("sweep gate failed: " + "; ".join(
-            f"{g['point']} drops {g['value']:.2f} pts (limit {g['limit']:g})" for g in bad))
+    if not bad:
+        return None
+    if "chosen" in document:
+        g = bad[0]
+        closest = f" (closest: {g['point']} drops {g['value']:.2f} pts)" if g["point"] else ""
+        return f"sweep search found no compressed point within {g['limit']:g} pts of dense{closest}"
+    return "sweep gate failed: " + "; ".join(f"{g['point']} drops {g['value']:.2f} pts (limit {g['limit']:g})" for g in bad)

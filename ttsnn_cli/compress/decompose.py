@@ -21,11 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ttsnn_cli.compress.costs import Probe, Timer, budget_costs, check_budget_on, probe
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import DEFAULT_LAYER_TYPES, KINDS, LayerKind, is_tt_layer, kind_of
 from ttsnn_cli.layers.conv2d import MODES, Mode
 from ttsnn_cli.maths.ranks import (
     GLOBAL_METHODS,
+    Costs,
     RankSpec,
     RankSpecError,
     ResolvedRanks,
@@ -53,6 +55,16 @@ class CompressConfig:
     #: ranks chosen elsewhere (e.g. `sensitivity.choose_ranks` for `sensitivity:X`), by layer name
     chosen_ranks: dict[str, ResolvedRanks] | None = None
     allow_growth: bool = False  # decompose a layer even when its cores hold more weights than the kernel (--allow-growth)
+    #: what the global methods' budget X counts (--budget-on): weights, macs (per timestep) or time (measured)
+    budget_on: str = "weights"
+    #: per-step input shape (C,H,W): MACs and time are counted at the shapes the model sees
+    input_shape: tuple[int, ...] | None = None
+    device: str | None = None  # where --budget-on time measures (auto: cuda if available)
+    #: the measured costs (`prepare_costs`), and the dense model's shape probe they came from
+    costs: Costs | None = None
+    probe: Probe | None = None
+    probe_error: str | None = None  # why the shape probe failed (the MAC ratios are then unknown)
+    timer: Timer | None = None  # the clock --budget-on time measures with (tests pass a fake one)
 
     def __post_init__(self) -> None:
         """The Python API takes ranks as `--ranks` and `--rank-method` do: 8, "8,16,8" or "budget:8"."""
@@ -228,9 +240,49 @@ def global_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[s
             raise BadInputError(f"sensitivity ranks were measured without layer(s) {', '.join(missing)}")
         return {n: config.chosen_ranks[n] for n in free}
     assert spec.value is not None
+    costs = config.costs if config.budget_on != "weights" else None
     if spec.method == "uniform":
-        return uniform_ranks({n: tuple(c.weight.shape) for n, c in free.items()}, spec.value)
-    return budget_ranks({n: c.weight for n, c in free.items()}, spec.value, equal=config.mode != "stt")
+        return uniform_ranks({n: tuple(c.weight.shape) for n, c in free.items()}, spec.value, costs)
+    return budget_ranks({n: c.weight for n, c in free.items()}, spec.value, equal=config.mode != "stt", costs=costs)
+
+
+def prepare_costs(model: nn.Module, config: CompressConfig, progress: Any = None) -> None:
+    """Measure what the budget counts (`--budget-on macs|time`) for the layers a global method
+    allocates, once, into `config.costs`; and, whenever the input shape is known, the dense model's
+    shape probe (`config.probe`) that the result's MAC ratios compare against. A probe that fails
+    only leaves the MAC ratios unknown, unless the budget needs it."""
+    config.budget_on = check_budget_on(config.budget_on, config.ranks.method)
+    if config.probe is None and config.input_shape is not None:
+        free = free_layers(plan_layers(model, config)[0], config)
+        try:
+            config.probe = probe(model, tuple(config.input_shape), config.timesteps or 1, list(free))
+        except Exception as error:  # noqa: BLE001 - a model that cannot be probed still compresses by weights
+            if config.budget_on != "weights":
+                raise BadInputError(f"--budget-on {config.budget_on}: the model did not run at input shape "
+                                    f"{','.join(map(str, config.input_shape))}: {error}") from None
+            config.probe_error = f"MAC ratios unknown: the model did not run at input shape {config.input_shape}: {error}"
+    if config.budget_on == "weights" or config.costs is not None:
+        return
+    free = free_layers(plan_layers(model, config)[0], config)
+    if free:
+        config.costs = budget_costs(config.budget_on, free, config.probe, config.mode, config.timesteps,  # type: ignore[arg-type]
+                                    config.device, config.timer, progress)
+
+
+def _slower_than_dense(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, str]:
+    """With `--budget-on time`: the layers whose TT layer is not faster than the dense one even at
+    rank 1 on this device, each with its skip reason. They stay dense and out of the allocation:
+    decomposing them would spend time, not save it (thin core convs on a CPU often lose)."""
+    costs = config.costs
+    if config.budget_on != "time" or costs is None:
+        return {}
+    slow = {}
+    for name in free_layers(chosen, config):
+        fastest, dense = costs.at(name, (1, 1, 1)), costs.dense(name)
+        if fastest >= dense:
+            slow[name] = (f"--budget-on time: even at rank 1 the TT layer is not faster than the dense layer "
+                          f"({fastest * 1e3:.3g} ms vs {dense * 1e3:.3g} ms forward + backward): stays dense")
+    return slow
 
 
 def resolve_all_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, ResolvedRanks]:
@@ -299,6 +351,12 @@ def compress_model(model: nn.Module, config: CompressConfig) -> tuple[nn.Module,
     if not chosen:
         raise NothingToDecompose(model, config, reports)
     _check_overrides(list(chosen), config.overrides)
+    if config.budget_on != "weights" and config.costs is None:
+        prepare_costs(model, config)
+    for name, reason in _slower_than_dense(chosen, config).items():  # a time budget never buys a slower layer
+        reports.append(_skipped(name, chosen.pop(name), reason))
+    if not chosen:
+        raise NothingToDecompose(model, config, reports)
     resolved = resolve_all_ranks(chosen, config)
     for name in list(chosen):  # compress never makes a layer larger unless asked: skip it, saying so
         reason = _grows(chosen[name], resolved[name].effective, config.linear_cores, config.allow_growth)

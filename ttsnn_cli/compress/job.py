@@ -12,11 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers
+from ttsnn_cli.compress.costs import TIME_BATCH, TimeCosts, leaf_weights, result_ratios
+from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers, prepare_costs
 from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES, Progress, sensitivity_ranks
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import parse_layer_types
-from ttsnn_cli.maths.ranks import RankSpecError, parse_rank_spec
+from ttsnn_cli.maths.ranks import Costs, RankSpecError, WeightCosts, parse_rank_spec
 from ttsnn_cli.spiking.budget import check_run_fits, check_sizes, check_timesteps
 from ttsnn_cli.spiking.runner import check_style, resolve_timesteps
 from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
@@ -47,6 +48,8 @@ class CompressJob:
     data: str | None = None  # sensitivity:X calibration data (default: the bundle's recorded data)
     calib_samples: int = DEFAULT_CALIB_SAMPLES
     allow_growth: bool = False  # decompose a layer even when its cores outgrow the dense weight
+    budget_on: str = "weights"  # what budget:X / uniform:X / sensitivity:X count: weights, macs or time
+    device: str | None = None  # where --budget-on time measures the layers (auto: cuda if available)
     #: the data the checkpoint itself records (set by `load_source`): sensitivity's default, never a zoo entry's
     recorded_data: str | None = field(default=None, init=False, repr=False)
 
@@ -99,9 +102,36 @@ def _sensitivity(job: CompressJob, model: nn.Module, config: CompressConfig, fac
     check_run_fits(model, tuple(data.input_shape), timesteps, job.calib_samples, what="sensitivity calibration")
     check_compatible(model, data, timesteps, spec)
     layers = free_layers(plan_layers(model, config)[0], config)
+    costs = config.costs if config.budget_on != "weights" else None
     config.chosen_ranks, measured = sensitivity_ranks(model, layers, factor, data, job.calib_samples, timesteps, job.seed,
-                                                      config.mode, config.svd, progress)
+                                                      config.mode, config.svd, progress, costs=costs)
     return measured | {"data": spec}
+
+
+def budget_document(config: CompressConfig, target: float | None, costs: Costs, allocated: list[str],
+                    layers: list[Any]) -> dict[str, Any] | None:
+    """What the budget counted and what it reached, for the global methods (None for the others).
+
+    `reached` is over the layers the budget allocated (`allocated`: the Conv2d layers without a
+    per-layer override, that were decomposed); `ratios` holds the same measures over every
+    decomposed layer."""
+    if config.ranks.method not in ("budget", "uniform", "sensitivity"):
+        return None
+    ranks = {layer.name: tuple(layer.ranks) for layer in layers if layer.skipped is None and layer.ranks}
+    names = [n for n in allocated if n in ranks]
+    document: dict[str, Any] = {"on": config.budget_on, "target": target, "unit": costs.unit, "layers": len(names),
+                                "dense": None, "after": None, "reached": None, "met": None}
+    if names:
+        dense = sum(costs.dense(n) for n in names)
+        after = sum(costs.at(n, ranks[n]) for n in names)  # type: ignore[arg-type]
+        reached = dense / max(after, 1e-300)
+        document.update(dense=dense, after=after, reached=reached,
+                        met=bool(target is not None and reached >= target * (1 - 1e-9)))
+    if isinstance(costs, TimeCosts):
+        document["timing"] = {"device": str(costs.device), "batch": TIME_BATCH, "layers": costs.measured,
+                              "note": "forward + backward seconds of a probe batch per layer; other ranks "
+                                      "interpolated over MACs between the timed ranks"}
+    return document
 
 
 def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -131,14 +161,29 @@ def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn
         allow_growth=job.allow_growth,
         layer_types=layer_types,
         linear_cores=job.linear_cores,
+        budget_on=job.budget_on or "weights",
+        input_shape=tuple(meta.io.input_shape) if meta.io.input_shape else None,
+        device=job.device,
     )
+    prepare_costs(model, config, progress)  # the dense shape probe (MAC ratios) and what --budget-on counts
+    dense_weights = leaf_weights(model)
+    allocated = free_layers(plan_layers(model, config)[0], config)
+    budget_costs = config.costs or WeightCosts({n: tuple(c.weight.shape) for n, c in allocated.items()})  # type: ignore[misc, union-attr]
     measured = _sensitivity(job, model, config, spec.value, progress) if spec.method == "sensitivity" else None
     model, result = compress_model(model, config)
     meta.history.append({"stage": "compress", "mode": job.mode, "rank_method": result.rank_method,
-                         "totals": result.totals})
+                         "totals": result.totals}
+                        | ({"budget_on": config.budget_on} if config.budget_on != "weights" else {}))
     save_bundle(job.output, model, meta)
     document = result.to_dict()
     document["output"] = str(job.output)
+    decomposed = [layer.name for layer in result.layers if layer.skipped is None]
+    time_costs = config.costs if isinstance(config.costs, TimeCosts) else None
+    document["ratios"] = result_ratios(model, decomposed, dense_weights, config.probe, config.input_shape,
+                                       config.timesteps, time_costs, config.timer)
+    if config.probe_error:
+        document["warnings"].append(config.probe_error)
+    document["budget"] = budget_document(config, spec.value, budget_costs, list(allocated), result.layers)
     if measured is not None:
         curves = {c["name"]: c["points"] for c in measured.pop("layers")}
         document["sensitivity"] = measured

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Annotated, Any
 
 import torch
@@ -39,7 +40,7 @@ from ttsnn_cli.data import DataBundle, encode
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import kind_of
 from ttsnn_cli.layers.conv2d import Mode
-from ttsnn_cli.maths.ranks import Ranks, ResolvedRanks
+from ttsnn_cli.maths.ranks import Costs, Ranks, ResolvedRanks
 from ttsnn_cli.maths.tt import max_tt_ranks, tt_param_count
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.storage.schema import validated
@@ -181,15 +182,18 @@ def candidate_factors(targets: Iterable[float], spread: float = 4.0) -> list[flo
     return [low * 2 ** (k / 2) for k in range(steps + 1)]
 
 
-def candidate_ranks(shape: tuple[int, ...], factors: Iterable[float]) -> list[Ranks]:
+def candidate_ranks(shape: tuple[int, ...], factors: Iterable[float],
+                    cost: Callable[[Ranks], float] | None = None, dense_cost: float | None = None) -> list[Ranks]:
     """Equal ranks r (every mode can use them): for each factor, the largest r whose cores are at
-    least that many times smaller than the kernel; plus rank 1. Unique, ascending."""
-    dense = math.prod(shape)
+    least that many times smaller than the kernel (in weights, or in `cost` against `dense_cost`: a
+    MAC budget needs candidates on both sides of the target *in MACs*); plus rank 1. Unique, ascending."""
+    price = cost or (lambda ranks: float(tt_param_count(shape, ranks)))
+    dense = math.prod(shape) if cost is None or dense_cost is None else dense_cost
     limit = min(max_tt_ranks(shape))
     ranks = {1}
     for factor in factors:
         r = 1
-        while r < limit and tt_param_count(shape, (r + 1,) * 3) * factor <= dense:
+        while r < limit and price((r + 1,) * 3) * factor <= dense:
             r += 1
         ranks.add(r)
     return [(r, r, r) for r in sorted(ranks)]
@@ -228,12 +232,18 @@ def measure_sensitivity(
     timesteps: int | None = None,
     svd: str = "qr_svd",
     progress: Progress | None = None,
+    costs: Costs | None = None,
 ) -> tuple[float, dict[str, LayerCurve]]:
     """(dense calibration loss, one curve per layer). `model` is left as it was (every swapped
-    layer is put back, also on error) and in the train/eval state it had."""
+    layer is put back, also on error) and in the train/eval state it had. With `costs` (a MAC or
+    time budget) the candidate grid is spaced in that cost."""
     factors = list(factors)
     report = progress or (lambda event: None)
-    plan = {name: candidate_ranks(tuple(conv.weight.shape), factors) for name, conv in layers.items()}
+    spaced = costs is not None and costs.unit != "weights"
+    plan = {name: candidate_ranks(tuple(conv.weight.shape), factors,
+                                  partial(costs.at, name) if spaced else None,  # type: ignore[union-attr]
+                                  costs.dense(name) if spaced else None)  # type: ignore[union-attr]
+            for name, conv in layers.items()}
     total = sum(len(c) for c in plan.values())
     was_training = model.training
     model.eval()
@@ -273,24 +283,31 @@ def _envelope(points: list[Point]) -> list[float]:
     return values
 
 
-def choose_ranks(curves: dict[str, LayerCurve], factor: float) -> dict[str, ResolvedRanks]:
-    """Greedy allocation under the global budget (see the module docstring)."""
-    dense = sum(c.dense_weights for c in curves.values())
+def choose_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | None = None) -> dict[str, ResolvedRanks]:
+    """Greedy allocation under the global budget (see the module docstring). The budget counts the
+    curves' weights, or what `costs` counts (`--budget-on macs|time`): the price of a step is then
+    loss increase per MAC (or second) saved."""
+    def at(name: str, index: int) -> float:
+        point = curves[name].points[index]
+        return float(point.weights) if costs is None else costs.at(name, point.ranks)
+
+    dense = sum(float(c.dense_weights) if costs is None else costs.dense(n) for n, c in curves.items())
     allowed = dense / factor
+    unit = "" if costs is None or costs.unit == "weights" else f" in {costs.unit}"
+    what = "weights" if costs is None else costs.unit
     envelope = {name: _envelope(c.points) for name, c in curves.items()}
     position = {name: len(c.points) - 1 for name, c in curves.items()}
 
-    def cost() -> int:
-        return sum(curves[n].points[i].weights for n, i in position.items())
+    def cost() -> float:
+        return sum(at(n, i) for n, i in position.items())
 
     while cost() > allowed:
         best: tuple[float, str] | None = None
         for name, index in position.items():
             if index == 0:
                 continue
-            points = curves[name].points
-            saved = points[index].weights - points[index - 1].weights
-            price = (envelope[name][index - 1] - envelope[name][index]) / max(saved, 1)
+            saved = at(name, index) - at(name, index - 1)
+            price = (envelope[name][index - 1] - envelope[name][index]) / max(saved, 1e-12)
             if best is None or price < best[0]:
                 best = (price, name)
         if best is None:
@@ -302,9 +319,9 @@ def choose_ranks(curves: dict[str, LayerCurve], factor: float) -> dict[str, Reso
         best = None
         for name, index in position.items():
             points = curves[name].points
-            if index + 1 >= len(points) or points[index + 1].weights - points[index].weights > spare:
+            if index + 1 >= len(points) or at(name, index + 1) - at(name, index) > spare:
                 continue
-            gain = (envelope[name][index] - envelope[name][index + 1]) / max(points[index + 1].weights - points[index].weights, 1)
+            gain = (envelope[name][index] - envelope[name][index + 1]) / max(at(name, index + 1) - at(name, index), 1e-12)
             if gain > 0 and (best is None or gain > best[0]):
                 best = (gain, name)
         if best is None:
@@ -313,11 +330,12 @@ def choose_ranks(curves: dict[str, LayerCurve], factor: float) -> dict[str, Reso
     resolved = {}
     for name, index in position.items():
         point = curves[name].points[index]
-        note = (f"sensitivity {factor:g}x: loss +{point.loss_increase:.4f} alone, "
-                f"this layer {curves[name].dense_weights / point.weights:.2f}x smaller")
+        layer_dense = float(curves[name].dense_weights) if costs is None else costs.dense(name)
+        note = (f"sensitivity {factor:g}x{unit}: loss +{point.loss_increase:.4f} alone, "
+                f"this layer {layer_dense / at(name, index):.2f}x smaller{unit}")
         if not met:
-            note = (f"sensitivity {factor:g}x cannot be met: the smallest candidates shrink the decomposed "
-                    f"weights only {dense / cost():.2f}x")
+            note = (f"sensitivity {factor:g}x{unit} cannot be met: the smallest candidates shrink the decomposed "
+                    f"layers' {what} only {dense / cost():.2f}x")
         resolved[name] = ResolvedRanks(point.ranks, point.ranks, note)
     return resolved
 
@@ -347,18 +365,20 @@ def sensitivity_ranks(
     svd: str = "qr_svd",
     progress: Progress | None = None,
     measured: dict[str, Any] | None = None,
+    costs: Costs | None = None,
 ) -> tuple[dict[str, ResolvedRanks], dict[str, Any]]:
-    """Measure (or reuse `measured`, a `curves_document` whose factors cover `factor`) and allocate.
+    """Measure (or reuse `measured`, a `curves_document` whose factors cover `factor`) and allocate,
+    under a budget in weights or in what `costs` counts.
 
     Returns the chosen ranks by layer and the curves document (with the factors measured).
     """
     if measured is None:
         calibration = calibration_set(data, calib_samples, timesteps, seed)
         factors = candidate_factors([factor])
-        base, curves = measure_sensitivity(model, layers, calibration, factors, mode, timesteps, svd, progress)
+        base, curves = measure_sensitivity(model, layers, calibration, factors, mode, timesteps, svd, progress, costs)
         measured = curves_document(base, curves, calibration, seed) | {"factors": factors, "mode": mode}
     curves = {c["name"]: LayerCurve.from_dict(c) for c in measured["layers"]}
     missing = sorted(set(layers) - set(curves))
     if missing:
         raise ValueError(f"sensitivity curves lack layer(s) {', '.join(missing)}")
-    return choose_ranks({name: curves[name] for name in layers}, factor), measured
+    return choose_ranks({name: curves[name] for name in layers}, factor, costs), measured

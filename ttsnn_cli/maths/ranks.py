@@ -17,6 +17,11 @@ share one weight budget X over all decomposed layers:
 - `sensitivity:X` (needs data, `ttsnn_cli.compress.sensitivity`): the same global budget, spent where the
   measured loss increase per weight saved is smallest.
 
+What the budget counts (`--budget-on`, issue 24) is a `Costs`: the kernels' weights (`WeightCosts`, the
+default), or a cost the caller measures per layer and rank (MACs per timestep at the shapes the model
+sees, measured step time: `ttsnn_cli.compress.costs`). The allocators only ever ask a `Costs` for a
+layer's dense cost and its cost at some ranks, so one allocator serves every budget.
+
 Requested ranks are always capped by the kernel's TT ranks, and the caller reports the effective
 ranks, never the requested ones.
 """
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -37,6 +42,43 @@ Method = Literal["fixed", "vbmf", "energy", "budget", "uniform", "sensitivity"]
 
 #: methods that spend one weight budget X over all decomposed layers at once
 GLOBAL_METHODS = ("budget", "uniform", "sensitivity")
+
+
+#: what a global budget counts (`--budget-on`): TT core weights, MACs per timestep, or measured step time
+BUDGET_ON = ("weights", "macs", "time")
+
+
+class Costs(Protocol):
+    """What a global budget counts, per layer: its dense cost and its cost at TT ranks.
+
+    Why a protocol: the allocators (`budget_ranks`, `uniform_ranks`, `sensitivity.choose_ranks`)
+    only compare sums of these numbers, so weights, MACs and seconds share one allocator."""
+
+    #: the budget's unit, as notes and the JSON name it (`weights`, `MACs`, `seconds`)
+    unit: str
+
+    def dense(self, name: str) -> float:
+        """The layer's cost as the dense layer it replaces."""
+        ...
+
+    def at(self, name: str, ranks: Ranks) -> float:
+        """The layer's cost as a TT layer at `ranks` (non-decreasing in every rank)."""
+        ...
+
+
+class WeightCosts:
+    """The default budget: TT core weights against the dense kernel's (what `budget:X` always meant)."""
+
+    unit = "weights"
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        self.shapes = dict(shapes)
+
+    def dense(self, name: str) -> float:
+        return float(math.prod(self.shapes[name]))
+
+    def at(self, name: str, ranks: Ranks) -> float:
+        return float(tt_param_count(self.shapes[name], ranks))
 
 
 class RankSpecError(ValueError):
@@ -174,22 +216,25 @@ def energy_ranks(weight: torch.Tensor, fraction: float) -> Ranks:
     return ranks[0], ranks[1], ranks[2]
 
 
-def uniform_ranks(shapes: dict[str, tuple[int, ...]], factor: float) -> dict[str, ResolvedRanks]:
-    """`uniform:X`: per layer, the largest equal rank r whose cores hold at most 1/X of its kernel.
+def uniform_ranks(shapes: dict[str, tuple[int, ...]], factor: float, costs: Costs | None = None) -> dict[str, ResolvedRanks]:
+    """`uniform:X`: per layer, the largest equal rank r whose TT layer costs at most 1/X of the dense
+    layer (in weights by default, or in what `costs` counts).
 
-    Every layer shrinks at least X times, so the decomposed weights as a whole do too; a layer
+    Every layer shrinks at least X times, so the decomposed layers as a whole do too; a layer
     too small to shrink that much gets rank 1 (and the note says so).
     """
+    costs = costs or WeightCosts(shapes)
     resolved = {}
     for name, shape in shapes.items():
-        dense = math.prod(shape)
+        dense = costs.dense(name)
         limit = min(max_tt_ranks(shape))
         rank = 1
-        while rank < limit and tt_param_count(shape, (rank + 1,) * 3) * factor <= dense:
+        while rank < limit and costs.at(name, (rank + 1,) * 3) * factor <= dense:
             rank += 1
         note = f"uniform {factor:g}x: rank {rank}"
-        if tt_param_count(shape, (rank,) * 3) * factor > dense:
-            note += f" (even rank 1 shrinks this layer only {dense / tt_param_count(shape, (1, 1, 1)):.2f}x)"
+        if costs.at(name, (rank,) * 3) * factor > dense:
+            what = "" if costs.unit == "weights" else f"'s {costs.unit}"
+            note += f" (even rank 1 shrinks this layer{what} only {dense / costs.at(name, (1, 1, 1)):.2f}x)"
         resolved[name] = ResolvedRanks((rank,) * 3, (rank,) * 3, note)  # type: ignore[arg-type]
     return resolved
 
@@ -249,29 +294,35 @@ def _first_at_most(values: np.ndarray, level: float) -> int:
     return int(hits[0]) + 1 if len(hits) else len(values) - 1
 
 
-def budget_ranks(weights: dict[str, torch.Tensor], factor: float, equal: bool = True) -> dict[str, ResolvedRanks]:
-    """`budget:X` (see the module docstring): min-max normalised error under a global weight budget.
+def budget_ranks(weights: dict[str, torch.Tensor], factor: float, equal: bool = True,
+                 costs: Costs | None = None) -> dict[str, ResolvedRanks]:
+    """`budget:X` (see the module docstring): min-max normalised error under a global budget.
 
     `weights` maps layer names to dense kernels (Cout, Cin, kh, kw). The ranks returned make
-    sum(TT core weights) <= sum(kernel weights) / X whenever rank 1 everywhere does; otherwise every
-    layer gets rank 1 and the notes say the budget cannot be met.
+    sum(TT cost) <= sum(dense cost) / X (cost: weights, or what `costs` counts) whenever rank 1
+    everywhere does; otherwise every layer gets rank 1 and the notes say the budget cannot be met.
+    Every level's ranks are non-decreasing as the level falls, so for any cost non-decreasing in the
+    ranks the bisection finds the smallest level that fits.
     """
     profiles = {name: ErrorProfile.of(w) for name, w in weights.items()}
-    dense = sum(math.prod(p.shape) for p in profiles.values())
+    costs = costs or WeightCosts({name: p.shape for name, p in profiles.items()})
+    dense = sum(costs.dense(name) for name in profiles)
     allowed = dense / factor
+    unit = "" if costs.unit == "weights" else f" in {costs.unit}"
 
     def plan(level: float) -> dict[str, Ranks]:
         return {name: p.ranks_at(level, equal) for name, p in profiles.items()}
 
-    def cost(ranks: dict[str, Ranks]) -> int:
-        return sum(tt_param_count(profiles[name].shape, r) for name, r in ranks.items())
+    def cost(ranks: dict[str, Ranks]) -> float:
+        return sum(costs.at(name, r) for name, r in ranks.items())
 
     levels = np.unique(np.concatenate([[0.0, 3.0], *(p.levels(equal) for p in profiles.values())]))
     low, high = 0, len(levels) - 1  # invariant: levels[high] fits the budget
     if cost(plan(levels[high])) > allowed:
         ones: Ranks = (1, 1, 1)
         reached = dense / cost({name: ones for name in profiles})
-        note = f"budget {factor:g}x cannot be met: rank 1 everywhere shrinks the decomposed weights only {reached:.2f}x"
+        note = (f"budget {factor:g}x{unit} cannot be met: rank 1 everywhere shrinks the decomposed layers' "
+                f"{costs.unit} only {reached:.2f}x")
         return {name: ResolvedRanks(ones, ones, note) for name in profiles}
     while low < high:
         middle = (low + high) // 2
@@ -283,9 +334,8 @@ def budget_ranks(weights: dict[str, torch.Tensor], factor: float, equal: bool = 
     worst = max(profiles[name].bound(r) for name, r in chosen.items())
     resolved = {}
     for name, ranks in chosen.items():
-        shape = profiles[name].shape
-        note = (f"budget {factor:g}x (global): error bound {profiles[name].bound(ranks):.3f} "
-                f"(worst layer {worst:.3f}), this layer {math.prod(shape) / tt_param_count(shape, ranks):.2f}x smaller")
+        note = (f"budget {factor:g}x{unit} (global): error bound {profiles[name].bound(ranks):.3f} "
+                f"(worst layer {worst:.3f}), this layer {costs.dense(name) / costs.at(name, ranks):.2f}x smaller{unit}")
         resolved[name] = ResolvedRanks(ranks, ranks, note)
     return resolved
 

@@ -72,6 +72,9 @@ class CompressSection(Section):
     data: DataSpec | None = Field(None, description="sensitivity:X calibration data (default: the recipe's `data`)")
     calib_samples: int = Field(256, ge=1, description="training samples sensitivity:X measures the loss on")
     seed: int = Field(0, description="seed of the calibration subset (and of a fresh zoo model)")
+    budget_on: Literal["weights", "macs", "time"] = Field(
+        "weights", description="what budget:X, uniform:X and sensitivity:X shrink X times: weights, MACs per "
+        "timestep, or forward + backward time measured per layer")
 
 
 class TrainSection(Section):
@@ -160,6 +163,9 @@ class SweepSection(Section):
     finetune: FinetuneSection = Field(default_factory=lambda: FinetuneSection(epochs=1),
                                       description="the fine-tune every point gets (teacher: source distils the dense model)")
     max_acc_drop: float | None = Field(None, ge=0, description="gate: every point within this many points of dense")
+    search: bool = Field(False, description="search each method's targets for the most compressed point within "
+                         "max_acc_drop of dense (doubling, then bisection on the log scale) instead of every target")
+    search_points: int = Field(8, ge=1, description="with search: the most points one method's search tries")
     plot: str | None = Field("pareto.png", description="Pareto plot, relative to the sweep folder")
 
 

@@ -18,6 +18,16 @@ one is one line of bad input naming the file and the field (with `force`, it is 
 Infinity never enter or leave them. Every refusal comes before the folder is created; a run holds
 an exclusive lock on the folder (`DIR/.sweep.lock`), so of two sweeps writing one folder the second
 is refused rather than both "succeeding" with one's points lost.
+
+Accuracy-aware search (`search` with `max_acc_drop`, issue 24): instead of the fixed `targets`, each
+method with a target walks a grid of targets 2^(k/4) (quarter octaves, so 4, 8, 16, 32 lie on it and
+points of an earlier grid sweep are reused): doubling from the smallest of `targets` while the
+fine-tuned accuracy stays within `max_acc_drop` of dense, then bisecting on the log scale between the
+last point that held and the first that did not, until neighbouring grid targets bracket the limit
+or `search_points` points were tried (finished points, from this run or an earlier one with the same
+settings, are reused, not redone). The document's `chosen` names the most compressed point (most
+weights saved) within the limit, and why; `search` lists each method's walk. A search that finds
+no compressed point within the limit fails its one gate (exit 4).
 The library never prints: progress goes to the `progress` callback.
 """
 
@@ -29,7 +39,7 @@ import fcntl
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -104,6 +114,8 @@ class SweepJob:
     force: bool = False
     trust_pickle: bool = False
     style: str | None = None  # --style: how to run a user network detection cannot tell (runner.STYLES)
+    search: bool = False  # search each method's targets for the most compressed point within max_acc_drop
+    search_points: int = 8  # the most points one method's search tries (reused ones included)
 
 
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -178,6 +190,12 @@ def validate(job: SweepJob) -> None:
         problems.append(f"--calib-samples must be >= 1, got {job.calib_samples}")
     if job.max_acc_drop is not None and not job.max_acc_drop >= 0:
         problems.append(f"--max-acc-drop must be >= 0, got {job.max_acc_drop}")
+    if job.search and job.max_acc_drop is None:
+        problems.append("--search looks for the most compressed point within --max-acc-drop PTS of dense: give --max-acc-drop")
+    if job.search and all(m in TARGETLESS for m in job.methods):
+        problems.append("--search walks the targets of budget, uniform or sensitivity: name one in --methods")
+    if job.search_points < 1:
+        problems.append(f"--search-points must be >= 1, got {job.search_points}")
     if problems:
         raise BadInputError("; ".join(problems))
     check_style(job.style)
@@ -322,6 +340,7 @@ class _Sweep:
         # A target above the number of weights it shrinks cannot be met by any rank (and would
         # overflow the sensitivity grid): the bound is those weights, the model's own size.
         weights = sum(int(m.weight.numel()) for m in chosen.values())
+        self.weights = weights  # no ranks shrink the decomposed layers further: a search's top target
         if any(m not in TARGETLESS for m in self.job.methods) and max(self.job.targets) > weights:
             raise BadInputError(f"target {max(self.job.targets):g} is more than the {weights} weights of the layers to "
                                 f"decompose: no ranks shrink them that far; choose --targets up to {weights}")
@@ -407,6 +426,112 @@ class _Sweep:
             "rank_method": result.rank_method,
             "output": str(output),
         }
+
+
+#: grid steps per doubling of the target in a search: 2^(1/4) apart, so powers of two lie on the grid
+SEARCH_STEPS = 4
+
+
+def grid_target(k: int, steps: int = SEARCH_STEPS) -> float:
+    """The k-th target of the search grid, 2^(k/steps), rounded to the 6 digits a point key keeps
+    (so a rerun reaches the same keys, and 4, 8, 16 are exact)."""
+    return float(f"{2 ** (k / steps):.6g}")
+
+
+@dataclass
+class SearchWalk:
+    """One method's search: every target tried in order with whether it held, the most compressed
+    target that held (None: none did), the smallest above it that did not, and why it stopped."""
+
+    tried: list[tuple[float, bool]]
+    best: float | None
+    failed_above: float | None
+    stopped: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tried": [{"target": t, "within": ok} for t, ok in self.tried], "best": self.best,
+                "first_failing": self.failed_above, "stopped": self.stopped}
+
+
+def search_targets(start: float, limit: float, holds: Callable[[float], tuple[bool, Any]], max_points: int,
+                   steps: int = SEARCH_STEPS) -> SearchWalk:
+    """Doubling from `start`, then bisection on the log scale (see the module docstring).
+
+    `holds(target)` says whether the point at `target` stays within the limit, and a signature of
+    what it chose (its ranks): a target that chooses the same ranks as the one before it saturated
+    (rank 1 everywhere), so doubling stops. Targets lie on the grid 2^(k/steps), at most `limit`
+    (the grid point at or below it); the dense model (target 1) holds by definition."""
+    top = max(1, math.floor(steps * math.log2(max(limit, 1.0)) + 1e-9))
+    k = min(max(1, round(steps * math.log2(max(start, 1.0)))), top)
+    low, high = 0, None  # grid indices: low held (0: dense), high did not
+    tried: list[tuple[float, bool]] = []
+    previous: Any = None
+    stopped = "points"
+    while len(tried) < max_points:
+        ok, signature = holds(grid_target(k, steps))
+        tried.append((grid_target(k, steps), ok))
+        if not ok:
+            high = k
+            break
+        saturated = previous is not None and signature == previous
+        low, previous = k, signature
+        if k >= top or saturated:
+            stopped = "limit" if k >= top else "saturated: the same ranks as the target before"
+            break
+        k = min(k + steps, top)
+    while high is not None and high - low > 1 and len(tried) < max_points:
+        middle = (low + high) // 2
+        ok, _ = holds(grid_target(middle, steps))
+        tried.append((grid_target(middle, steps), ok))
+        low, high = (middle, high) if ok else (low, middle)
+    if high is not None and high - low <= 1:
+        stopped = "resolution: neighbouring grid targets bracket the limit"
+    return SearchWalk(tried, grid_target(low, steps) if low > 0 else None,
+                      grid_target(high, steps) if high is not None else None, stopped)
+
+
+def choose_point(document: dict[str, Any], max_acc_drop: float,
+                 walks: dict[str, SearchWalk]) -> dict[str, Any] | None:
+    """The most compressed point (highest weight ratio) whose fine-tuned accuracy is within
+    `max_acc_drop` of dense, and why; None when no point is."""
+    dense = document["dense_accuracy"]
+    within = [p for p in document["points"] if dense - p["accuracy_after"] <= max_acc_drop]
+    if not within:
+        return None
+    point = max(within, key=lambda p: (p["weight_ratio"], p["accuracy_after"]))
+    key = point_key(point["method"], point["target"])
+    reason = (f"most compressed within {max_acc_drop:g} pts of dense (dense {dense:.2f}, point "
+              f"{point['accuracy_after']:.2f}, {point['weight_ratio']:.2f}x fewer weights)")
+    walk = walks.get(point["method"])
+    if walk is not None and walk.failed_above is not None:
+        above = next((p for p in document["points"] if p["method"] == point["method"]
+                      and p["target"] == walk.failed_above), None)
+        if above is not None:
+            reason += (f"; {point_key(point['method'], walk.failed_above)} dropped "
+                       f"{dense - above['accuracy_after']:.2f}")
+    elif walk is not None:
+        reason += f"; the search stopped: {walk.stopped}"
+    return {"point": key, "method": point["method"], "target": point["target"],
+            "accuracy_after": point["accuracy_after"], "drop": dense - point["accuracy_after"],
+            "weight_ratio": point["weight_ratio"], "mac_ratio": point["mac_ratio"], "reason": reason}
+
+
+def json_signature(ranks: dict[str, Any]) -> str:
+    """A point's ranks as one comparable value (two targets that chose the same ranks are one point)."""
+    return standard_json(ranks)
+
+
+def search_gates(document: dict[str, Any], max_acc_drop: float) -> list[dict[str, Any]]:
+    """A search's one gate: some compressed point is within `max_acc_drop` of dense (the chosen one;
+    without one, the point that came closest is named)."""
+    chosen = document.get("chosen")
+    if chosen is not None:
+        return [{"name": "max_acc_drop_search", "point": chosen["point"], "value": chosen["drop"],
+                 "limit": max_acc_drop, "passed": True}]
+    dense = document["dense_accuracy"]
+    closest = min(document["points"], key=lambda p: dense - p["accuracy_after"], default=None)
+    return [{"name": "max_acc_drop_search", "point": point_key(closest["method"], closest["target"]) if closest else None,
+             "value": dense - closest["accuracy_after"] if closest else None, "limit": max_acc_drop, "passed": False}]
 
 
 def gates(document: dict[str, Any], max_acc_drop: float | None) -> list[dict[str, Any]]:
@@ -513,24 +638,56 @@ def _run_locked(job: SweepJob, sweep: _Sweep, current: dict[str, Any], report: P
     dense_accuracy = previous.get("dense_accuracy")
     if dense_accuracy is None:
         dense_accuracy = sweep.accuracy(sweep.dense)
-    plan = planned_points(job)
+    plan = planned_points(job) if not job.search else [(m, None) for m in job.methods if m in TARGETLESS]
     document: dict[str, Any] = {"dense_accuracy": dense_accuracy, "points": [], "output": str(job.out_dir),
                                 "json": str(job.out_dir / RESULTS), "settings": current,
                                 "dense": {"params": sweep.dense_counts["params"],
                                           "macs_per_timestep": sweep.dense_counts["macs_per_timestep"]},
                                 "timesteps": sweep.steps, "arch": get_meta(sweep.dense).arch}
-    for index, (method, target) in enumerate(plan):
+    done: dict[str, dict[str, Any]] = {}
+
+    def run_point(method: str, target: float | None, index: int, total: int) -> dict[str, Any]:
         key = point_key(method, target)
-        report({"kind": "sweep", "done": index, "total": len(plan), "detail": key})
+        if key in done:
+            return done[key]
+        report({"kind": "sweep", "done": index, "total": total, "detail": key})
         point = earlier.get(key)
         skipped = point is not None
         if point is None:
             point = sweep.point(method, target)
+        done[key] = point
         document["points"].append(point)
         atomic_write_text(job.out_dir / RESULTS, standard_json(document, indent=2) + "\n")
-        report({"kind": "point", "point": point, "skipped": skipped, "done": index + 1, "total": len(plan)})
-    report({"kind": "sweep", "done": len(plan), "total": len(plan), "detail": "done"})
-    document["gates"] = gates(document, job.max_acc_drop)
+        report({"kind": "point", "point": point, "skipped": skipped, "done": index + 1, "total": total})
+        return point
+
+    searched = [m for m in job.methods if m not in TARGETLESS] if job.search else []
+    total = len(plan) + job.search_points * len(searched)
+    for index, (method, target) in enumerate(plan):
+        run_point(method, target, index, total)
+    walks: dict[str, SearchWalk] = {}
+    for method in searched:
+        assert job.max_acc_drop is not None
+        limit = float(sweep.weights)  # a target beyond the decomposed weights cannot be met
+
+        def holds(target: float, method: str = method) -> tuple[bool, Any]:
+            point = run_point(method, target, len(done), total)
+            return (dense_accuracy - point["accuracy_after"] <= job.max_acc_drop,  # type: ignore[operator]
+                    json_signature(point["ranks"]))
+
+        walks[method] = search_targets(min(job.targets), limit, holds, job.search_points)
+    report({"kind": "sweep", "done": total, "total": total, "detail": "done"})
+    if job.search:
+        kept = [p for key, p in earlier.items() if key not in done]  # finished points of other walks: not lost
+        document["points"] += sorted(kept, key=lambda p: (p["method"], p["target"] or 0))
+        assert job.max_acc_drop is not None
+        document["search"] = {"max_acc_drop": job.max_acc_drop, "grid": f"2^(k/{SEARCH_STEPS})",
+                              "points_per_method": job.search_points,
+                              "methods": {m: walk.to_dict() for m, walk in walks.items()}}
+        document["chosen"] = choose_point(document, job.max_acc_drop, walks)
+        document["gates"] = search_gates(document, job.max_acc_drop)
+    else:
+        document["gates"] = gates(document, job.max_acc_drop)
     document["plot"] = None
     if job.plot is not None:
         from ttsnn_cli.report.plot import plot_sweep

@@ -36,6 +36,7 @@ def sweep_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
         arch_kwargs=recipe.model.kwargs, timesteps=section.finetune.timesteps or recipe.model.timesteps,
         max_acc_drop=section.max_acc_drop, train_samples=section.train_samples,
         plot=recipe_output(out_dir, section.plot, "sweep.plot") if section.plot else None, force=context.force,
+        search=section.search, search_points=section.search_points,
     )  # run_sweep checks the folder (a file there is bad input) and creates it after every check
 
     def progress(event: dict[str, Any]) -> None:
@@ -50,6 +51,10 @@ def sweep_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
     bad = [g for g in document["gates"] if not g["passed"]]
     if bad:
         context.results["sweep"] = document
+        if "chosen" in document:
+            raise GateFailedError(f"sweep search found no compressed point within {bad[0]['limit']:g} pts of dense")
         raise GateFailedError("sweep gate failed: " + "; ".join(
             f"{g['point']} drops {g['value']:.2f} pts (limit {g['limit']:g})" for g in bad))
+    if document.get("chosen"):
+        context.emit("message", text=f"sweep chose {document['chosen']['point']}: {document['chosen']['reason']}")
     return document
