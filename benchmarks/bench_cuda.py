@@ -12,7 +12,7 @@ ttsnn dense and PTT under bf16 (and fp16) autocast as `--precision` runs them. F
 - kernels per step: the CUDA kernels torch.profiler records over one step.
 `--epoch N` also times one epoch through the command line on N CIFAR-format images written to a
 temporary folder (`ttsnn train` dense, `ttsnn finetune` PTT; samples/s from their JSON), the whole
-epoch against the bare step.
+epoch against the bare step, with batches made on the device and (", DataLoader") read sample by sample.
 
     PYTHONPATH=. python benchmarks/bench_cuda.py [--device cuda] [--batches 32,128,512] [--steps 12] [--epoch 10000]
         [--json results.json]
@@ -154,7 +154,9 @@ def _write_cifar(folder: Path, images: int) -> Path:
 
 
 def epoch_through_cli(images: int, batch: int, device: str) -> dict[str, float]:
-    """Samples/s of one epoch of `ttsnn train` (dense) and `ttsnn finetune` (PTT at the paper's ranks)."""
+    """Samples/s of one epoch of `ttsnn train` (dense) and `ttsnn finetune` (PTT at the paper's ranks),
+    each with its batches made on the device (the default, `train.batches`) and through a DataLoader
+    (`TTSNN_DATA_ON_DEVICE=off`, the rows ending ", DataLoader")."""
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         data = f"cifar10:{_write_cifar(Path(folder) / 'data', images)}"
@@ -166,14 +168,18 @@ def epoch_through_cli(images: int, batch: int, device: str) -> dict[str, float]:
             "ttsnn finetune (PTT)": ["finetune", str(tt), "--data", data, "-o", str(Path(folder) / "tuned.tt")],
         }
         for name, args in runs.items():
-            if name.startswith("ttsnn finetune"):
-                ranks = ",".join(map(str, [24, 27, 25, 29, 37, 45, 43, 41, 65, 74, 70, 63, 104, 153, 186, 145]))
-                subprocess.run([sys.executable, "-m", "ttsnn_cli", "compress", str(dense), "-o", str(tt), "--mode", "ptt",
-                                "--ranks", ranks, "--include", r"^layer\d\.\d\.conv[12]$"], check=True, capture_output=True)
-            done = subprocess.run([sys.executable, "-m", "ttsnn_cli", *args, *common], check=True, capture_output=True,
-                                  text=True)
-            history = json.loads(done.stdout)["history"]
-            out[name] = history[-1]["samples_per_s"]
+            if name.startswith("ttsnn finetune"):  # PTT at the paper's per-layer ranks, as its recipe names them
+                recipe = Path(__file__).resolve().parent.parent / "recipes" / "cifar10-resnet18-ptt.yaml"
+                subprocess.run([sys.executable, "-m", "ttsnn_cli", "compress", str(dense), "-o", str(tt), "--recipe",
+                                str(recipe)], check=True, capture_output=True)
+            for way, switch in (("", None), (", DataLoader", "off")):
+                env = {k: v for k, v in os.environ.items() if k != "TTSNN_DATA_ON_DEVICE"}
+                if switch:
+                    env["TTSNN_DATA_ON_DEVICE"] = switch
+                done = subprocess.run([sys.executable, "-m", "ttsnn_cli", *args, *common, "--force"], check=True,
+                                      capture_output=True, text=True, env=env)
+                history = json.loads(done.stdout)["history"]
+                out[name + way] = history[-1]["samples_per_s"]
     return out
 
 
@@ -239,7 +245,7 @@ def main() -> None:
                 "ttsnn finetune (PTT)": results["batches"].get(batch, {}).get("PTT")}
         print(f"\none epoch of {args.epoch} CIFAR-format images through the CLI, batch {batch}:")
         for name, rate in epoch.items():
-            step = bare[name]
+            step = bare[name.split(",")[0]]
             share = f", {rate / (batch / (step['ms'] / 1000)):.0%} of the bare step's" if step else ""
             print(f"  {name:<22} {rate:8.0f} samples/s{share}")
         results["epoch"] = epoch

@@ -53,6 +53,64 @@ class DataBundle:
     timesteps: int | None = None  # the T baked into temporal items
 
 
+@dataclass(frozen=True)
+class ResidentSplit:
+    """A split as whole tensors, so a trainer can keep it on its device and make every batch there.
+
+    Iterating a dataset sample by sample (a DataLoader) costs a Python call, a few small tensor
+    operations and a collate per sample on the CPU, then a host-to-device copy per batch: on a GPU
+    that is a large share of an epoch. A dataset able to say what its items are, as arrays indexed
+    by sample, returns this (`resident_split`); the trainer (`train.batches`) then gathers a batch by
+    index, decodes and augments it on its device, giving exactly the items the dataset would have
+    given, drawn from the same random numbers.
+
+    `frames` [N, ...] holds the samples as stored: either the frames themselves (any dtype; an item
+    is `frames[i]`), or, with `table`, one byte per value (uint8 [N, C, H, W]: a quarter of float32's
+    size), an item being `table[c, frames[i, c]]` per channel (the table holds what the dataset
+    computes from each byte, so the decoding reproduces its frames exactly on any device).
+    `crop_flip` (training split only): the dataset augments each item as `cifar.random_crop_flip`
+    does with this padding: random crop with zero padding, then a random horizontal flip, drawing per
+    sample from the global torch RNG two integers in 0..2*padding (top, left), then one uniform float
+    (flip when below 0.5)."""
+
+    frames: torch.Tensor
+    labels: torch.Tensor
+    table: torch.Tensor | None = None
+    crop_flip: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """What keeping the split resident costs."""
+        tensors = [self.frames, self.labels] + ([self.table] if self.table is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def resident_split(dataset: Dataset) -> ResidentSplit | None:
+    """The dataset as whole tensors (`ResidentSplit`) when it can say so exactly, else None.
+
+    Known: a dataset with a `resident_split()` method (the built-in readers that can), a plain
+    `TensorDataset` of (frames, labels), and a `Subset` of either (its samples gathered once).
+    Anything else (subclasses that may override `__getitem__`, the user's own datasets, event data
+    binned on the fly) is None: its items come only from its own `__getitem__`."""
+    from torch.utils.data import Subset, TensorDataset
+
+    if type(dataset) is Subset:
+        base = resident_split(dataset.dataset)
+        if base is None:
+            return None
+        index = torch.as_tensor(list(dataset.indices), dtype=torch.long)
+        if len(index) and (int(index.min()) < -len(base.labels) or int(index.max()) >= len(base.labels)):
+            return None  # an index the dataset itself would refuse: let it say so
+        return ResidentSplit(base.frames[index], base.labels[index], base.table, base.crop_flip)
+    if type(dataset) is TensorDataset:
+        tensors = dataset.tensors
+        if len(tensors) == 2 and tensors[0].dim() >= 1 and tensors[1].dim() >= 1:
+            return ResidentSplit(tensors[0], tensors[1])
+        return None
+    method = getattr(dataset, "resident_split", None)
+    return method() if callable(method) else None
+
+
 Loader = Callable[[str | None, int, bool], DataBundle]
 _REGISTRY: dict[str, tuple[Loader, bool]] = {}
 

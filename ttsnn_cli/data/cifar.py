@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ttsnn_cli.data import DataBundle, register_dataset
+from ttsnn_cli.data import DataBundle, ResidentSplit, register_dataset
 from ttsnn_cli.errors import BadInputError, first_line
 from ttsnn_cli.storage.read import read_bytes
 
@@ -105,14 +105,32 @@ def find_batches(root: Path, name: str) -> Path:
 
 
 class CifarDataset(Dataset):
-    """Normalised frames [3, 32, 32] and labels; `augment` adds crop-with-padding and flip."""
+    """Normalised frames [3, 32, 32] and labels; `augment` adds crop-with-padding and flip.
+
+    The pixels are kept as the file's bytes (a quarter of float32's memory) with a per-channel table
+    of what each byte normalises to; the float frames are made once, when an item is first read one
+    by one (a DataLoader). A trainer that makes batches on its device reads the bytes, the table and
+    the augmentation instead (`resident_split`) and never builds them."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, name: str, augment: bool) -> None:
-        mean = torch.tensor(MEAN[name]).view(3, 1, 1)
-        std = torch.tensor(STD[name]).view(3, 1, 1)
-        self.images = (torch.from_numpy(images).float() / 255.0 - mean) / std
+        mean = torch.tensor(MEAN[name]).view(3, 1)
+        std = torch.tensor(STD[name]).view(3, 1)
+        self.codes = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+        # the same float operations per value as normalising every pixel, so table[c, v] is exactly that pixel's value
+        self.table = (torch.arange(256).float() / 255.0 - mean) / std
         self.labels = torch.from_numpy(labels)
         self.augment = augment
+        self._frames: torch.Tensor | None = None
+
+    @property
+    def images(self) -> torch.Tensor:
+        """Every normalised frame [N, 3, 32, 32] float32, made at first use."""
+        if self._frames is None:
+            channel = torch.arange(3, dtype=torch.int32).view(1, 3, 1, 1) * 256
+            table = self.table.view(-1)
+            self._frames = torch.cat([table.index_select(0, (part.to(torch.int32) + channel).view(-1)).view(part.shape)
+                                      for part in self.codes.split(4096)])  # in parts: no index the size of the split
+        return self._frames
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -123,9 +141,16 @@ class CifarDataset(Dataset):
             image = random_crop_flip(image)
         return image, self.labels[index]
 
+    def resident_split(self) -> ResidentSplit:
+        """The bytes, their table and the augmentation (`data.ResidentSplit`)."""
+        return ResidentSplit(self.codes, self.labels, self.table, 4 if self.augment else None)
+
 
 def random_crop_flip(image: torch.Tensor, padding: int = 4) -> torch.Tensor:
-    """The paper's augmentation on one [C, H, W] frame: random crop with zero padding, random h-flip."""
+    """The paper's augmentation on one [C, H, W] frame: random crop with zero padding, random h-flip.
+
+    Its draws (two integers, then one uniform float, from the global torch RNG) are part of the
+    contract `data.ResidentSplit.crop_flip` states: batches made on a device draw the same numbers."""
     _, height, width = image.shape
     padded = F.pad(image, (padding, padding, padding, padding))
     top, left = (int(v) for v in torch.randint(0, 2 * padding + 1, (2,)))

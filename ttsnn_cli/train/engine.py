@@ -9,6 +9,12 @@ split, append one JSON line to `<output>.metrics.jsonl`, write the resume state
 `config`'s `on_epoch` so the caller can save its bundle. `resume=True` continues from the resume
 state and ends with exactly the weights an uninterrupted run with the same seed would have.
 
+Batches (`train.batches`): a split that can be described as whole tensors (the CIFAR readers, a
+TensorDataset such as digits, a Subset of either) is moved to the device once, as stored, and every
+batch is gathered, decoded and augmented there; other datasets, `config.data_on_device="off"` or
+`TTSNN_DATA_ON_DEVICE=off` go through a DataLoader sample by sample. Both give the same batches from
+the same random numbers, so a run's results do not depend on which one ran.
+
 The output is the model's readout record (`spiking.runner`: `--readout spikes|membrane|N`, recorded in
 the bundle), so training and evaluation read the same. After the first epoch a silent output is a
 `warning` event and a loss that has not fallen a `hint` event (one line each, saying what to try);
@@ -47,13 +53,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 
 from ttsnn_cli.data import DataBundle, Encoding, encode
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import is_tt_layer
 from ttsnn_cli.spiking.runner import model_readout, run_timesteps
 from ttsnn_cli.storage.outputs import atomic_torch_save, atomic_write_text, standard_json
+from ttsnn_cli.train.batches import Batches, ResidentData, check_data_on_device, make_batches, resident_data
 from ttsnn_cli.train.distill import Distiller
 from ttsnn_cli.train.kernel_plan import (
     PATHS,
@@ -98,6 +104,7 @@ class TrainConfig:
     distill_temperature: float = 4.0  # t: softmax temperature of the distillation term
     threads: int | None = None  # CPU threads torch may use while this runs (train.threads); None: torch's default
     tt_kernel: str = "auto"  # how TT layers run: factored cores, rebuilt kernel, or measured per layer (train.kernel_plan)
+    data_on_device: str = "auto"  # keep the splits on the device and make batches there where they fit, or "off" (train.batches)
 
     def validate(self) -> None:
         problems = []
@@ -127,6 +134,10 @@ class TrainConfig:
             problems.append(str(error))
         try:
             check_kernel_choice(self.tt_kernel)
+        except BadInputError as error:
+            problems.append(str(error))
+        try:
+            check_data_on_device(self.data_on_device)
         except BadInputError as error:
             problems.append(str(error))
         if not 0 <= self.distill_weight <= 1:
@@ -294,11 +305,14 @@ def _epoch_order(size: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(size, generator=generator).tolist()
 
 
-def _batches(dataset, order: list[int], batch_size: int, dist_info: Distributed) -> DataLoader:
+def _batches(dataset, order: list[int], batch_size: int, dist_info: Distributed,
+             resident: ResidentData | None = None) -> Batches:
+    """This rank's batches of the epoch's `order`: made on the device from `resident` when the split is
+    kept there, else through a DataLoader; the same batches either way (`train.batches`)."""
     # every rank takes the same number of samples (DDP needs matching step counts): drop the tail
     per_rank = len(order) // dist_info.world
     shard = order[dist_info.rank * per_rank : (dist_info.rank + 1) * per_rank] if dist_info.world > 1 else order
-    return DataLoader(Subset(dataset, shard), batch_size=batch_size, shuffle=False, num_workers=0)
+    return make_batches(dataset, resident, shard, batch_size)
 
 
 def _all_sum(values: list[float], dist_info: Distributed, device: torch.device) -> list[float]:
@@ -311,14 +325,18 @@ def _all_sum(values: list[float], dist_info: Distributed, device: torch.device) 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, device: torch.device,
-             dist_info: Distributed | None = None) -> float:
-    """Test accuracy in percent: argmax of the time-averaged output."""
+             dist_info: Distributed | None = None, resident: ResidentData | None = None) -> float:
+    """Test accuracy in percent: argmax of the time-averaged output. The test split's batches are made
+    on the device when it can stay there (`train.batches`; `resident`: the split already there, as
+    `fit` keeps it for every epoch)."""
     dist_info = dist_info or Distributed()
     was_training = model.training
     model.eval()
     indices = list(range(len(data.test)))[dist_info.rank :: dist_info.world]
+    if resident is None:
+        resident = resident_data(data.test, device, config.data_on_device)
     correct = total = 0
-    for x, y in DataLoader(Subset(data.test, indices), batch_size=max(config.batch_size, 64), num_workers=0):
+    for x, y in make_batches(data.test, resident, indices, max(config.batch_size, 64)):
         inputs = encode(x.to(device), config.timesteps, config.encoding, data.temporal)
         with autocast(config.precision, device):
             out = run_timesteps(model, inputs, fold=True)
@@ -396,7 +414,10 @@ def _fit(
             if logs is not None:
                 logs.write(history)
 
-    plan, kernels = _kernel_plan(model, data, config, device)
+    # the splits on the device once for the whole run where they fit: batches made there (train.batches)
+    train_resident = resident_data(data.train, device, config.data_on_device)
+    test_resident = resident_data(data.test, device, config.data_on_device)
+    plan, kernels = _kernel_plan(model, data, config, device, train_resident)
     planned = rebuildable_layers(model)
     runner: nn.Module = _Sequence(model)
     if dist_info.world > 1:
@@ -408,7 +429,7 @@ def _fit(
     for epoch in range(start_epoch, config.epochs):
         model.train()
         order = _epoch_order(len(data.train), config.seed, epoch)
-        loader = _batches(data.train, order, config.batch_size, dist_info)
+        loader = _batches(data.train, order, config.batch_size, dist_info, train_resident)
         report({"kind": "epoch_start", "epoch": epoch + 1, "epochs": config.epochs, "batches": len(loader)})
         loss_sum = correct = seen = 0.0
         batch_losses: list[float] = []  # this epoch's, for the first epoch's "has the loss fallen" hint
@@ -450,7 +471,7 @@ def _fit(
         elif epoch == 0 and not _loss_fell(batch_losses):
             report({"kind": "hint", "epoch": 1, "message": _stalled_hint(batch_losses, config, model)})
         seconds = time.perf_counter() - epoch_start
-        accuracy = evaluate(model, data, config, device, dist_info)
+        accuracy = evaluate(model, data, config, device, dist_info, test_resident)
         record = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(seen, 1),
@@ -506,8 +527,8 @@ def _fit(
     }
 
 
-def _kernel_plan(model: nn.Module, data: DataBundle, config: TrainConfig, device: torch.device
-                 ) -> tuple[dict[str, str], dict[str, Any]]:
+def _kernel_plan(model: nn.Module, data: DataBundle, config: TrainConfig, device: torch.device,
+                 resident: ResidentData | None = None) -> tuple[dict[str, str], dict[str, Any]]:
     """How each TT layer runs in this fit (`--tt-kernel`, train.kernel_plan) and what the result
     reports of it. `auto` keeps the factored cores on the CPU (measured faster there, and bitwise
     reproducible) and elsewhere times both ways per layer on a first training batch."""
@@ -518,7 +539,10 @@ def _kernel_plan(model: nn.Module, data: DataBundle, config: TrainConfig, device
         plan = uniform_plan(model, "factored")
         return plan, plan_summary(plan)
     count = min(config.batch_size, len(data.train))
-    x = torch.stack([torch.as_tensor(data.train[i][0]) for i in range(count)]).to(device)
+    if resident is not None:  # the same frames (and random numbers) as the items below, made on the device
+        x = resident.batch(torch.arange(count, device=device))[0]
+    else:
+        x = torch.stack([torch.as_tensor(data.train[i][0]) for i in range(count)]).to(device)
     inputs = encode(x, config.timesteps, config.encoding, data.temporal)
     was_training = model.training
     model.train()
@@ -844,6 +868,7 @@ def _config_key(config: TrainConfig) -> dict[str, Any]:
     key.pop("device")
     key.pop("threads")  # how many cores computed it changes no result a resume must match
     key.pop("tt_kernel")  # nor which way the TT layers computed the same function
+    key.pop("data_on_device")  # nor where the batches were made (the same batches: train.batches)
     if key["precision"] == "fp32":  # the states written before --precision existed were all fp32
         key.pop("precision")
     return key
