@@ -35,11 +35,11 @@ import torch
 from torch import nn
 
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.kinds import is_tt_layer, kind_of, leaf_kind
+from ttsnn_cli.kinds import kind_of, leaf_kind, needs_all_steps
 from ttsnn_cli.layers.conv2d import TTConv2d, conv_padding
 from ttsnn_cli.maths.ranks import BUDGET_ON, Costs, Ranks, WeightCosts
 from ttsnn_cli.maths.tt import max_tt_ranks
-from ttsnn_cli.spiking.runner import prepare_run, run_timesteps
+from ttsnn_cli.spiking.runner import needs_values, prepare_run, run_timesteps
 from ttsnn_cli.spiking.state import reset_states
 
 #: samples of the probe batch a layer is timed on (times T timesteps, folded into the batch)
@@ -80,33 +80,17 @@ class Probe:
                          if any(leaf == n or leaf.startswith(n + ".") for n in names)))
 
 
-def _needs_all_steps(model: nn.Module) -> bool:
-    return any(is_tt_layer(m) and getattr(m, "mode", "stt") == "htt" for m in model.modules())
-
-
-def _meta_refused(error: BaseException) -> bool:
-    """The forward needs values (data-dependent Python), which the meta device cannot answer."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, (RuntimeError, NotImplementedError)) and "meta" in str(current):
-            return True
-        seen.add(id(current))
-        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
-    return False
-
-
 def probe(model: nn.Module, input_shape: tuple[int, ...], timesteps: int, watch: Iterable[str] = ()) -> Probe:
     """MACs per timestep of every leaf of `model` for one sample, and the input shape each watched
     layer sees. On a meta copy first (no arithmetic); on a CPU copy when the forward needs values."""
-    steps = timesteps if _needs_all_steps(model) else 1
+    steps = timesteps if needs_all_steps(model) else 1
     reset_states(model)
     try:
         copied = copy.deepcopy(model).to("meta").eval()
         inputs = torch.empty(steps, 1, *input_shape, device="meta")
         return _probe_run(copied, inputs, watch)
     except Exception as error:  # noqa: BLE001 - only the meta device's refusal is retried
-        if not _meta_refused(error):
+        if not needs_values(error):
             raise
     copied = copy.deepcopy(model).to("cpu").eval()
     reset_states(copied)

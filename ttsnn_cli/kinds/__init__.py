@@ -55,6 +55,11 @@ def is_tt_layer(module: nn.Module) -> bool:
     return kind is not None and kind.owns_tt(module)
 
 
+def needs_all_steps(model: nn.Module) -> bool:
+    """Whether per-step costs vary over time (HTT layers): then count over all T steps."""
+    return any(is_tt_layer(m) and getattr(m, "mode", "stt") == "htt" for m in model.modules())
+
+
 def leaf_kind(module: nn.Module) -> LayerKind | None:
     """The kind that measures `module` with forward hooks: dense layers (subclasses too) and TT layers
     without core children (a TT-matrix); None for TT layers made of cores and everything else."""

@@ -30,9 +30,9 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ttsnn_cli.kinds import LayerKind, is_tt_layer, kind_of, leaf_kind
+from ttsnn_cli.kinds import LayerKind, is_tt_layer, kind_of, leaf_kind, needs_all_steps
 from ttsnn_cli.kinds.base import spatial
-from ttsnn_cli.spiking.runner import prepare_run, run_timesteps
+from ttsnn_cli.spiking.runner import needs_values, prepare_run, run_timesteps
 from ttsnn_cli.spiking.state import reset_states
 
 
@@ -128,11 +128,6 @@ def profile_model(model: nn.Module, inputs: torch.Tensor, exact_acs: bool = Fals
             stats.binary = stats.binary and leaf == "core1"
     # the steps the model ran: an own-loop model taking one frame runs its own number, whatever it was given
     return Profile(leaves, tt_out, int(out.shape[0]), int(inputs.shape[1]))
-
-
-def needs_all_steps(model: nn.Module) -> bool:
-    """Whether per-step costs vary over time (HTT layers): then count over all T steps."""
-    return any(is_tt_layer(m) and getattr(m, "mode", "stt") == "htt" for m in model.modules())
 
 
 def probe_input(input_shape: tuple[int, ...], steps: int, batch: int = 1, seed: int = 0,
@@ -256,20 +251,6 @@ def on_meta(model: nn.Module) -> nn.Module:
 R = TypeVar("R")
 
 
-def _meta_refused(error: BaseException) -> bool:
-    """The run failed because the model's forward needs values, not shapes: data-dependent Python
-    (snntorch's Leaky with reset_delay=False compares its reset with `.item()`), which the meta
-    device cannot answer. The runner may have wrapped the error as the user's code failing."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, (RuntimeError, NotImplementedError)) and "meta" in str(current):
-            return True
-        seen.add(id(current))
-        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
-    return False
-
-
 def counted_run(model: nn.Module, input_shape: tuple[int, ...], steps: int, run: Callable[[nn.Module, torch.Tensor], R],
                 batch: int = 1, train: bool = False) -> R:
     """`run(copy, probe)` on a copy of `model` and a probe [steps, batch, *input_shape], for counting.
@@ -281,7 +262,7 @@ def counted_run(model: nn.Module, input_shape: tuple[int, ...], steps: int, run:
         meta = on_meta(model).train(train)
         return run(meta, probe_input(tuple(input_shape), steps, batch, device="meta"))
     except Exception as error:  # noqa: BLE001 - only the meta device's refusal is retried, the rest re-raised
-        if not _meta_refused(error):
+        if not needs_values(error):
             raise
     reset_states(model)
     real = copy.deepcopy(model).to("cpu").train(train)

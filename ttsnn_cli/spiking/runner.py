@@ -276,6 +276,20 @@ def own_loop_layout(model: nn.Module, inputs: torch.Tensor) -> LoopLayout:
     )
 
 
+def needs_values(error: BaseException) -> bool:
+    """`error` says a forward needs values, not shapes: data-dependent Python (snntorch's Leaky with
+    reset_delay=False compares its reset with `.item()`), which the meta device cannot answer. The
+    error may come wrapped as the user's code failing (`UserCodeError.cause`) or chained."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (RuntimeError, NotImplementedError)) and "meta" in str(current):
+            return True
+        seen.add(id(current))
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    return False
+
+
 def prepare_run(model: nn.Module, inputs: torch.Tensor) -> None:
     """Learn now what `run_timesteps` would otherwise learn inside its first call: an own-loop model's
     layout, by probing it (`own_loop_layout`, cached on the model). Call it before an instrumented run
