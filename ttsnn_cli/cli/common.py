@@ -39,7 +39,8 @@ def err_console() -> Console:
     """A fresh stderr console (fresh so CliRunner's swapped streams are honoured)."""
     # Off a terminal (CI logs, pipes) rich would squeeze tables into 80 columns: give them room.
     # soft_wrap: a printed line is never broken, whatever the width (errors and notes stay one line).
-    return Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+    # emoji off: messages quote specs and paths, and `mod:factory: ...` must not print as an emoji.
+    return Console(stderr=True, highlight=False, emoji=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
 def one_line(message: str) -> str:
