@@ -7,29 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
 from ttsnn_cli.cli.commands import app
 from ttsnn_cli.pipeline.sweep import SweepJob, gates, planned_points
-from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
-from ttsnn_cli.zoo import zoo_entry
+from ttsnn_cli.storage.bundle import get_meta
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
 POINT_KEYS = {"method", "target", "param_ratio", "mac_ratio", "accuracy_before", "accuracy_after", "seconds"}
 
 
-@pytest.fixture(scope="module")
-def dense_bundle(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = zoo_entry("digits_csnn").factory(width=4)
-    meta = get_meta(model)
-    meta.arch, meta.arch_kwargs, meta.io = "zoo:digits_csnn", {"width": 4}, ModelIO((1, 16, 16), 2, "digits")
-    path = tmp_path_factory.mktemp("dense") / "dense.tt"
-    save_bundle(path, model, meta)
-    return path
 
 
 def _sweep(dense: Path, out: Path, *extra: str):

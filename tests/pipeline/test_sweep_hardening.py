@@ -15,32 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
 from ttsnn_cli.cli.commands import app
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.pipeline.sweep import SweepJob, run_sweep
-from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
 from ttsnn_cli.storage.outputs import standard_json
 from ttsnn_cli.train.engine import TrainConfig
-from ttsnn_cli.zoo import zoo_entry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def dense(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = zoo_entry("digits_csnn").factory(width=4)
-    meta = get_meta(model)
-    meta.arch, meta.arch_kwargs, meta.io = "zoo:digits_csnn", {"width": 4}, ModelIO((1, 16, 16), 2, "digits")
-    path = tmp_path_factory.mktemp("dense") / "dense.tt"
-    save_bundle(path, model, meta)
-    return path
+@pytest.fixture
+def dense(dense_bundle: Path) -> Path:
+    return dense_bundle
 
 
 def _args(dense: Path, out: Path, targets: str = "6", methods: str = "uniform", *extra: str) -> list[str]:

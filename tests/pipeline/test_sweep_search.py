@@ -8,13 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from ttsnn_cli.cli.commands import app
 from ttsnn_cli.pipeline.sweep import SearchWalk, choose_point, grid_target, search_targets
-from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
-from ttsnn_cli.zoo import zoo_entry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
@@ -74,15 +71,6 @@ def test_choose_point_names_the_most_compressed_within_the_limit_and_why() -> No
     assert choose_point(document, 0.1, {"budget": walk}) is None
 
 
-@pytest.fixture(scope="module")
-def dense_bundle(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = zoo_entry("digits_csnn").factory(width=4)
-    meta = get_meta(model)
-    meta.arch, meta.arch_kwargs, meta.io = "zoo:digits_csnn", {"width": 4}, ModelIO((1, 16, 16), 2, "digits")
-    path = tmp_path_factory.mktemp("dense") / "dense.tt"
-    save_bundle(path, model, meta)
-    return path
 
 
 def _sweep(dense: Path, out: Path, *extra: str):
