@@ -97,8 +97,10 @@ def _summary(result: dict[str, Any]) -> str:
         parts.append(f"params {totals['params_before']:,} -> {totals['params_after']:,} ({totals['param_ratio']:.2f}x)")
     ratios = result.get("ratios")
     if isinstance(ratios, dict):
+        scope = ratios.get("scope")  # compress's ratios cover its decomposed layers; report's the whole model
         parts.append(", ".join(f"{key} {value:.2f}x" for key, value in ratios.items()
-                               if key in ("weights", "macs") and isinstance(value, (int, float))) + " fewer than dense")
+                               if key in ("weights", "macs") and isinstance(value, (int, float)))
+                     + (f" fewer in the {scope}" if isinstance(scope, str) else " fewer than dense"))
     gates = result.get("gates")
     if gates:
         parts.append(f"gates passed {sum(g['passed'] for g in gates)}/{len(gates)}")
