@@ -18,7 +18,7 @@ from ttsnn_cli.compress.costs import MacCosts, probe, time_ranks
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers
 from ttsnn_cli.compress.sensitivity import LayerCurve, Point, choose_ranks
 from ttsnn_cli.maths.ranks import RankSpec, WeightCosts, budget_ranks, uniform_ranks
-from ttsnn_cli.maths.tt import tt_param_count
+from ttsnn_cli.maths.tt import conv2d_tensor, tt_param_count
 from ttsnn_cli.report.counting import count_model
 from ttsnn_cli.storage.trust import build_arch
 
@@ -57,13 +57,13 @@ def test_budget_and_uniform_meet_a_mac_target_and_weights_stay_the_default() -> 
     model = _digits()
     macs = _mac_costs(model)
     layers = macs.layers
-    kernels = {n: c.weight for n, c in layers.items()}  # type: ignore[union-attr]
+    kernels = {n: conv2d_tensor(c.weight) for n, c in layers.items()}  # type: ignore[union-attr, arg-type]
     chosen = budget_ranks(kernels, 8.0, equal=False, costs=macs)
     dense = sum(macs.dense(n) for n in layers)
     assert dense / sum(macs.at(n, chosen[n].effective) for n in layers) >= 8.0
-    shapes = {n: tuple(k.shape) for n, k in kernels.items()}
-    assert budget_ranks(kernels, 8.0, equal=False) == budget_ranks(kernels, 8.0, equal=False, costs=WeightCosts(shapes))
-    for name, resolved in uniform_ranks(shapes, 4.0, macs).items():
+    dims = {n: tuple(k.shape) for n, k in kernels.items()}
+    assert budget_ranks(kernels, 8.0, equal=False) == budget_ranks(kernels, 8.0, equal=False, costs=WeightCosts(dims))
+    for name, resolved in uniform_ranks(dims, 4.0, macs).items():
         r = resolved.effective
         assert macs.dense(name) / macs.at(name, r) >= 4.0 or r == (1, 1, 1)
 

@@ -38,7 +38,7 @@ def test_candidate_grid_spans_both_sides_of_the_target() -> None:
     assert factors[0] == 2 and math.isclose(factors[-1], 32) and len(factors) == 9
     assert candidate_factors([4, 32])[0] == 1
     shape = (64, 32, 3, 3)
-    ranks = candidate_ranks(shape, factors)
+    ranks = candidate_ranks((32, 3, 3, 64), factors)  # the kernel's TT tensor dims (Cin, kh, kw, Cout)
     assert ranks[0] == (1, 1, 1) and ranks == sorted(set(ranks))
     dense = math.prod(shape)
     for factor in factors:

@@ -81,7 +81,7 @@ def test_energy_ranks_recover_planted_ranks() -> None:
 
 def test_uniform_shrinks_every_layer_at_least_the_factor() -> None:
     shapes = {"a": (64, 64, 3, 3), "b": (128, 64, 3, 3), "c": (256, 256, 3, 3)}
-    resolved = uniform_ranks(shapes, 8.0)
+    resolved = uniform_ranks({n: _dims(s) for n, s in shapes.items()}, 8.0)
     for name, shape in shapes.items():
         r = resolved[name].effective
         dense = int(np.prod(shape))
@@ -100,6 +100,16 @@ def _mixed_layers() -> dict[str, torch.Tensor]:
     }
 
 
+def _dims(shape: tuple) -> tuple:
+    """A Conv2d kernel shape (Cout, Cin, kh, kw) as its TT tensor's dims (Cin, kh, kw, Cout)."""
+    cout, cin, kh, kw = shape
+    return (cin, kh, kw, cout)
+
+
+def _tensors(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n: tt.conv2d_tensor(w) for n, w in weights.items()}
+
+
 def _tt_weights(shapes: dict[str, tuple], ranks: dict[str, tuple]) -> int:
     return sum(tt.tt_param_count(shapes[n], ranks[n]) for n in shapes)
 
@@ -110,10 +120,10 @@ def test_global_budget_meets_the_total_and_beats_uniform_on_the_worst_layer(fact
     weights = _mixed_layers()
     shapes = {n: tuple(w.shape) for n, w in weights.items()}
     dense = sum(int(np.prod(s)) for s in shapes.values())
-    chosen = {n: r.effective for n, r in budget_ranks(weights, factor, equal).items()}
+    chosen = {n: r.effective for n, r in budget_ranks(_tensors(weights), factor, equal).items()}
     assert dense / _tt_weights(shapes, chosen) >= factor
-    profiles = {n: ErrorProfile.of(w) for n, w in weights.items()}
-    uniform = {n: r.effective for n, r in uniform_ranks(shapes, factor).items()}
+    profiles = {n: ErrorProfile.of(tt.conv2d_tensor(w)) for n, w in weights.items()}
+    uniform = {n: r.effective for n, r in uniform_ranks({n: _dims(s) for n, s in shapes.items()}, factor).items()}
     worst_global = max(profiles[n].bound(chosen[n]) for n in weights)
     worst_uniform = max(profiles[n].bound(uniform[n]) for n in weights)
     if equal:  # the same family of choices as uniform: min-max can only do better
@@ -128,8 +138,8 @@ def test_global_budget_is_tight_one_rank_more_for_the_worst_layer_breaks_it() ->
     weights = _mixed_layers()
     shapes = {n: tuple(w.shape) for n, w in weights.items()}
     dense = sum(int(np.prod(s)) for s in shapes.values())
-    chosen = {n: r.effective for n, r in budget_ranks(weights, 8.0, equal=True).items()}
-    profiles = {n: ErrorProfile.of(w) for n, w in weights.items()}
+    chosen = {n: r.effective for n, r in budget_ranks(_tensors(weights), 8.0, equal=True).items()}
+    profiles = {n: ErrorProfile.of(tt.conv2d_tensor(w)) for n, w in weights.items()}
     worst = max(weights, key=lambda n: profiles[n].bound(chosen[n]))
     bigger = dict(chosen, **{worst: (chosen[worst][0] + 1,) * 3})
     assert dense / _tt_weights(shapes, bigger) < 8.0
@@ -137,7 +147,7 @@ def test_global_budget_is_tight_one_rank_more_for_the_worst_layer_breaks_it() ->
 
 def test_error_bound_holds_for_real_tt_svd() -> None:
     weight = torch.randn(24, 16, 3, 3)
-    profile = ErrorProfile.of(weight)
+    profile = ErrorProfile.of(tt.conv2d_tensor(weight))
     for ranks in [(2, 3, 2), (5, 8, 6), (16, 20, 24)]:
         ranks = tuple(min(r, c) for r, c in zip(ranks, tt.max_tt_ranks(tuple(weight.shape))))
         error = tt.relative_error(tt.stt_kernel(tt.tt_svd(weight, ranks)), weight)
@@ -145,7 +155,7 @@ def test_error_bound_holds_for_real_tt_svd() -> None:
 
 
 def test_global_budget_that_cannot_be_met_says_so() -> None:
-    resolved = budget_ranks({"tiny": torch.randn(4, 1, 3, 3)}, 50.0)
+    resolved = budget_ranks({"tiny": tt.conv2d_tensor(torch.randn(4, 1, 3, 3))}, 50.0)
     assert resolved["tiny"].effective == (1, 1, 1) and "cannot be met" in resolved["tiny"].note
 
 

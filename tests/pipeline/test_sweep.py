@@ -133,3 +133,21 @@ def test_sensitivity_curves_measured_once_serve_every_target_they_cover(tmp_path
     wider = sweep("64")
     assert wider.exit_code == 0, wider.output
     assert max(json.loads(curves.read_text())["factors"]) >= 128.0  # measured again, on the wider grid
+
+
+def test_fisher_points_keep_their_own_curves_and_the_layer_types_are_settings(tmp_path: Path, dense_bundle: Path) -> None:
+    """fisher:X points: curves estimated once into fisher.json (criterion recorded), beside the measured
+    sensitivity.json; --layer-types is part of the settings a resumed sweep must share."""
+    out = tmp_path / "front"
+    args = ["sweep", str(dense_bundle), "--data", "digits", "-o", str(out), "--targets", "4", "--methods",
+            "fisher,sensitivity", "--exclude", "stem", "--train-samples", "8", "--calib-samples", "8",
+            "--batch-size", "8", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    points = json.loads(result.stdout)["points"]
+    assert [p["method"] for p in points] == ["fisher", "sensitivity"]
+    assert points[0]["weight_ratio"] > 2.0 and points[0]["rank_method"] == "fisher:4"
+    fisher = json.loads((out / "fisher.json").read_text())
+    assert fisher["criterion"] == "fisher" and json.loads((out / "sensitivity.json").read_text())["criterion"] == "measured"
+    other = runner.invoke(app, args + ["--layer-types", "conv2d,linear"])
+    assert other.exit_code == 3 and "other settings" in other.output

@@ -166,10 +166,11 @@ def _curves_setup() -> tuple[nn.Module, dict[str, nn.Module], dict[str, Any]]:
 
 def prop_curves(document: Any) -> None:
     from ttsnn_cli.compress.sensitivity import check_curves, sensitivity_ranks
+    from ttsnn_cli.kinds import tt_dims
 
     model, layers, _ = _curves_setup()
     try:
-        checked = check_curves(document, "curves.json", layers)
+        checked = check_curves(document, "curves.json", tt_dims(layers, 3))
     except TtsnnError:
         return
     chosen, _ = sensitivity_ranks(model, layers, 4.0, None, 0, 2, 0, measured=checked)  # type: ignore[arg-type]

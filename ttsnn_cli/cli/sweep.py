@@ -55,7 +55,7 @@ class SweepView(StepBar):
 @guarded
 def sweep(
     model: Path = typer.Argument(..., help="The trained dense model: a bundle, or a state_dict with --arch."),
-    data: str = typer.Option(..., help="Data SPEC: fine-tuning, evaluation and sensitivity calibration."),
+    data: str = typer.Option(..., help="Data SPEC: fine-tuning, evaluation and sensitivity / fisher calibration."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the sweep (sweep.json, one bundle per point)."),
     targets: str = typer.Option("4,8,16,32", help="Shrink factors X of the decomposed weights, comma-separated."),
     methods: str = typer.Option("budget,sensitivity,vbmf", help=f"Rank methods, comma-separated: {', '.join(METHODS)}."),
@@ -68,7 +68,9 @@ def sweep(
     mode: str = typer.Option("stt", help="TT mode: stt, ptt or htt."),
     include: list[str] = typer.Option([], help="Regex over module names to decompose (repeatable)."),
     exclude: list[str] = typer.Option([], help="Regex over module names to keep dense (repeatable)."),
-    calib_samples: int = typer.Option(DEFAULT_CALIB_SAMPLES, help="Training samples for sensitivity calibration."),
+    layer_types: Optional[str] = typer.Option(None, help="Which layers every point decomposes: comma list of conv2d, conv1d, linear, conv2d_grouped (default conv2d,conv1d). The global methods allocate Conv2d, Conv1d and Linear layers together."),
+    linear_cores: int = typer.Option(3, min=1, max=8, help="Cores d of a TT-matrix Linear."),
+    calib_samples: int = typer.Option(DEFAULT_CALIB_SAMPLES, help="Training samples for sensitivity / fisher calibration."),
     train_samples: Optional[int] = typer.Option(None, help="Fine-tune on this many training samples (seeded subset; default all)."),
     timesteps: Optional[int] = typer.Option(None, help="Timesteps T (default: the model's)."),
     seed: int = typer.Option(0, help="Seed of fine-tuning and of the calibration subset."),
@@ -102,7 +104,8 @@ def sweep(
                    include=list(include), exclude=list(exclude), calib_samples=calib_samples, seed=seed,
                    arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) if arch_kwargs else None,
                    timesteps=timesteps, max_acc_drop=max_acc_drop, train_samples=train_samples, plot=plot, force=force, trust_pickle=trust_pickle,
-                   style=style, search=search, search_points=search_points)
+                   style=style, search=search, search_points=search_points, layer_types=layer_types,
+                   linear_cores=linear_cores)
     with trust_scope(trust_arch, arch), limited_threads(threads), SweepView({"sweep": "sweep points", "sensitivity": "sensitivity"},
                                                                              bar=not json_output) as view:
         document = run_sweep(job, progress=view)

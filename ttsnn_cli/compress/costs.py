@@ -37,7 +37,7 @@ from torch import nn
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import kind_of, leaf_kind, needs_all_steps
 from ttsnn_cli.layers.conv2d import TTConv2d, conv_padding
-from ttsnn_cli.maths.ranks import BUDGET_ON, Costs, Ranks, WeightCosts
+from ttsnn_cli.maths.ranks import BUDGET_ON, GLOBAL_METHODS, Costs, Ranks
 from ttsnn_cli.maths.tt import max_tt_ranks
 from ttsnn_cli.spiking.runner import needs_values, prepare_run, run_timesteps
 from ttsnn_cli.spiking.state import reset_states
@@ -57,8 +57,8 @@ def check_budget_on(value: str | None, method: str) -> str:
     value = (value or "weights").strip()
     if value not in BUDGET_ON:
         raise BadInputError(f"--budget-on takes {', '.join(BUDGET_ON)}; got {value!r}")
-    if value != "weights" and method not in ("budget", "uniform", "sensitivity"):
-        raise BadInputError(f"--budget-on {value} sets what budget:X, uniform:X or sensitivity:X count; "
+    if value != "weights" and method not in GLOBAL_METHODS:
+        raise BadInputError(f"--budget-on {value} sets what budget:X, uniform:X, sensitivity:X or fisher:X count; "
                             f"rank method {method} spends no budget")
     return value
 
@@ -137,7 +137,7 @@ def tt_skeleton(conv: nn.Conv2d, ranks: Ranks, mode: str, timesteps: int | None,
     """A TT layer with the geometry `conv` would decompose into at `ranks`, its cores left at their
     initial values (what a MAC count or a timing needs: not the decomposition, which costs an SVD)."""
     kind = kind_of(conv)
-    if kind is None or not kind.global_budget:
+    if kind is None or not kind.allocates("macs"):
         raise ValueError(f"{type(conv).__name__} is not a layer the global budget allocates")
     with torch.device(device):
         return TTConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, ranks, mode,  # type: ignore[arg-type]
@@ -321,9 +321,8 @@ def resolve_device(text: str | None) -> torch.device:
 def budget_costs(budget_on: str, layers: dict[str, nn.Module], dense_probe: Probe | None, mode: str,
                  timesteps: int | None, device: str | None = None, timer: Timer | None = None,
                  progress: Callable[[dict[str, Any]], None] | None = None) -> Costs:
-    """The `Costs` the global methods spend for `--budget-on` (weights need no probe)."""
-    if budget_on == "weights":
-        return WeightCosts({name: tuple(c.weight.shape) for name, c in layers.items()})  # type: ignore[union-attr, misc]
+    """The `Costs` the global methods spend for `--budget-on macs|time` (a weight budget is the
+    allocators' default, `WeightCosts`)."""
     if dense_probe is None:
         raise BadInputError(f"--budget-on {budget_on} needs the input shape the model sees: give --input-shape C,H,W")
     macs = MacCosts(layers, dense_probe, mode, timesteps)

@@ -23,9 +23,10 @@ from torch import nn
 
 from ttsnn_cli.compress.costs import Probe, Timer, budget_costs, check_budget_on, probe
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.kinds import DEFAULT_LAYER_TYPES, KINDS, LayerKind, is_tt_layer, kind_of
+from ttsnn_cli.kinds import DEFAULT_LAYER_TYPES, KINDS, LayerKind, is_tt_layer, kind_of, tt_dims
 from ttsnn_cli.layers.conv2d import MODES, Mode
 from ttsnn_cli.maths.ranks import (
+    DATA_METHODS,
     GLOBAL_METHODS,
     Costs,
     RankSpec,
@@ -214,36 +215,41 @@ def _skipped(name: str, module: nn.Module, reason: str) -> LayerReport:
     )
 
 
-def free_layers(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, nn.Conv2d]:
-    """The layers a global rank method chooses for: those of a `global_budget` kind (Conv2d) without
-    a per-layer override."""
-    return {n: c for n, c in chosen.items()  # type: ignore[misc]
-            if _kind(c).global_budget and _override_for(n, config.overrides) is None}
+def free_layers(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, nn.Module]:
+    """The layers a global rank method chooses for: those whose kind it allocates under the budget's
+    unit (`LayerKind.allocates`: Conv2d always, Conv1d and Linear in weights) without a per-layer
+    override."""
+    budget_on = config.budget_on or "weights"
+    return {n: c for n, c in chosen.items()
+            if _kind(c).allocates(budget_on) and _override_for(n, config.overrides) is None}
 
 
 def global_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, ResolvedRanks]:
     """Ranks of the methods that share one budget over the layers without a per-layer override.
 
-    The budget covers the Conv2d layers it allocates; overridden layers keep the ranks the recipe
-    gives, and Conv1d / Linear layers take the per-layer rule (`layer_ranks`: each at least X times
-    smaller), so the whole still shrinks at least X times.
+    The budget covers the layers it allocates (`free_layers`); overridden layers keep the ranks the
+    recipe gives, and layers of a kind it does not allocate under this budget (Conv1d / Linear under
+    MACs or time) take the per-layer rule (`layer_ranks`: each at least X times smaller), so the
+    whole still shrinks at least X times.
     """
     spec = config.ranks
     free = free_layers(chosen, config)
     if not free:
         return {}
-    if spec.method == "sensitivity":
+    if spec.method in DATA_METHODS:
         if config.chosen_ranks is None:
-            raise BadInputError("sensitivity:X measures the loss on data: give --data SPEC (calibration samples)")
+            raise BadInputError(f"{spec.method}:X measures the loss on data: give --data SPEC (calibration samples)")
         missing = sorted(set(free) - set(config.chosen_ranks))
         if missing:
-            raise BadInputError(f"sensitivity ranks were measured without layer(s) {', '.join(missing)}")
+            raise BadInputError(f"{spec.method} ranks were measured without layer(s) {', '.join(missing)}")
         return {n: config.chosen_ranks[n] for n in free}
     assert spec.value is not None
     costs = config.costs if config.budget_on != "weights" else None
     if spec.method == "uniform":
-        return uniform_ranks({n: tuple(c.weight.shape) for n, c in free.items()}, spec.value, costs)
-    return budget_ranks({n: c.weight for n, c in free.items()}, spec.value, equal=config.mode != "stt", costs=costs)
+        return uniform_ranks(tt_dims(free, config.linear_cores), spec.value, costs)
+    tensors = {n: _kind(m).tt_tensor(m, config.linear_cores) for n, m in free.items()}
+    equal = {n: _kind(m).equal_ranks(config.mode) for n, m in free.items()}
+    return budget_ranks(tensors, spec.value, equal=equal, costs=costs)
 
 
 def prepare_costs(model: nn.Module, config: CompressConfig, progress: Any = None) -> None:
@@ -286,8 +292,8 @@ def _slower_than_dense(chosen: dict[str, nn.Module], config: CompressConfig) -> 
 
 
 def resolve_all_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> dict[str, ResolvedRanks]:
-    """Effective ranks per chosen layer, by its kind: a `global_budget` kind (Conv2d) takes the
-    shared allocation of a global method, the others that method's per-layer rule (`budget:X` each)."""
+    """Effective ranks per chosen layer, by its kind: a layer the global method allocates
+    (`free_layers`) takes the shared allocation, the others that method's per-layer rule (`budget:X` each)."""
     spec = config.ranks
     shared = global_ranks(chosen, config) if spec.method in GLOBAL_METHODS else {}
     resolved = {}
@@ -295,7 +301,7 @@ def resolve_all_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> d
         override = _override_for(name, config.overrides)
         kind = _kind(conv)
         own = spec
-        if not kind.global_budget and spec.method in GLOBAL_METHODS:
+        if name not in shared and spec.method in GLOBAL_METHODS:
             own = RankSpec("budget", value=spec.value)
         try:
             resolved[name] = kind.resolve_ranks(conv, own, override, config.mode, config.linear_cores, shared.get(name))

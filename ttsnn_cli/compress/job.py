@@ -16,8 +16,8 @@ from ttsnn_cli.compress.costs import TIME_BATCH, TimeCosts, leaf_weights, result
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers, prepare_costs
 from ttsnn_cli.compress.sensitivity import DEFAULT_CALIB_SAMPLES, Progress, sensitivity_ranks
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.kinds import parse_layer_types
-from ttsnn_cli.maths.ranks import Costs, RankSpecError, WeightCosts, parse_rank_spec
+from ttsnn_cli.kinds import parse_layer_types, tt_dims
+from ttsnn_cli.maths.ranks import DATA_METHODS, GLOBAL_METHODS, Costs, RankSpecError, WeightCosts, parse_rank_spec
 from ttsnn_cli.spiking.budget import check_run_fits, check_sizes, check_timesteps
 from ttsnn_cli.spiking.runner import check_style, resolve_timesteps
 from ttsnn_cli.storage.bundle import ModelIO, get_meta, save_bundle
@@ -80,31 +80,33 @@ def load_source(job: CompressJob) -> nn.Module:
 
 #: a zoo entry's default data is not calibration data: the loss of a model on data it never saw
 #: (or of a freshly initialised one) would choose ranks from noise
-_NO_DATA = ("sensitivity:X measures the loss on data the model was trained on, and the model records none: "
+_NO_DATA = ("{method}:X measures the loss on data the model was trained on, and the model records none: "
             "give --data SPEC (digits, cifar10:DIR, ...)")
 
 
 def _sensitivity(job: CompressJob, model: nn.Module, config: CompressConfig, factor: float,
                  progress: Progress | None) -> dict[str, Any]:
-    """`sensitivity:X`: measure on calibration data, put the chosen ranks into `config`."""
+    """`sensitivity:X` / `fisher:X`: measure on calibration data, put the chosen ranks into `config`."""
     from ttsnn_cli.data import chosen_data, load_data
     from ttsnn_cli.data.compat import check_compatible
 
     meta = get_meta(model)
     spec = chosen_data(job.data, job.recorded_data, str(job.checkpoint or "the model"))  # a recorded module:factory only if trusted
+    method = config.ranks.method
     if not spec:
-        raise BadInputError(_NO_DATA)
+        raise BadInputError(_NO_DATA.format(method=method))
     if job.calib_samples < 1:
         raise BadInputError(f"--calib-samples must be >= 1, got {job.calib_samples}")
     timesteps = meta.io.timesteps or 4
     check_timesteps(timesteps, "compress")  # before any data is binned into T frames (spiking.budget)
     data = load_data(spec, timesteps=timesteps, augment=False)
-    check_run_fits(model, tuple(data.input_shape), timesteps, job.calib_samples, what="sensitivity calibration")
+    check_run_fits(model, tuple(data.input_shape), timesteps, job.calib_samples, what=f"{method} calibration")
     check_compatible(model, data, timesteps, spec)
     layers = free_layers(plan_layers(model, config)[0], config)
     costs = config.costs if config.budget_on != "weights" else None
     config.chosen_ranks, measured = sensitivity_ranks(model, layers, factor, data, job.calib_samples, timesteps, job.seed,
-                                                      config.mode, config.svd, progress, costs=costs)
+                                                      config.mode, config.svd, progress, costs=costs,
+                                                      linear_cores=config.linear_cores, method=method)
     return measured | {"data": spec}
 
 
@@ -115,7 +117,7 @@ def budget_document(config: CompressConfig, target: float | None, costs: Costs, 
     `reached` is over the layers the budget allocated (`allocated`: the Conv2d layers without a
     per-layer override, that were decomposed); `ratios` holds the same measures over every
     decomposed layer."""
-    if config.ranks.method not in ("budget", "uniform", "sensitivity"):
+    if config.ranks.method not in GLOBAL_METHODS:
         return None
     ranks = {layer.name: tuple(layer.ranks) for layer in layers if layer.skipped is None and layer.ranks}
     names = [n for n in allocated if n in ranks]
@@ -146,8 +148,8 @@ def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn
         raise BadInputError(str(error)) from None
     except ValueError as error:
         raise BadInputError(f"--layer-types: {error}") from None
-    if spec.method == "sensitivity" and not job.data and job.checkpoint is None:
-        raise BadInputError(_NO_DATA)  # a freshly initialised model records no data: refused before any work
+    if spec.method in DATA_METHODS and not job.data and job.checkpoint is None:
+        raise BadInputError(_NO_DATA.format(method=spec.method))  # a freshly initialised model records no data: refused before any work
     model = load_source(job)
     meta = get_meta(model)
     config = CompressConfig(
@@ -168,8 +170,8 @@ def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn
     prepare_costs(model, config, progress)  # the dense shape probe (MAC ratios) and what --budget-on counts
     dense_weights = leaf_weights(model)
     allocated = free_layers(plan_layers(model, config)[0], config)
-    budget_costs = config.costs or WeightCosts({n: tuple(c.weight.shape) for n, c in allocated.items()})  # type: ignore[misc, union-attr]
-    measured = _sensitivity(job, model, config, spec.value, progress) if spec.method == "sensitivity" else None
+    budget_costs = config.costs or WeightCosts(tt_dims(allocated, config.linear_cores))
+    measured = _sensitivity(job, model, config, spec.value, progress) if spec.method in DATA_METHODS else None
     model, result = compress_model(model, config)
     meta.history.append({"stage": "compress", "mode": job.mode, "rank_method": result.rank_method,
                          "totals": result.totals}

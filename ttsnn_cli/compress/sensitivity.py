@@ -19,6 +19,8 @@ kernel error at little cost in loss, others not at all, and only data tells whic
    budget buy steps back up, most loss recovered per weight first. Layer interactions are ignored, as
    in every layer-wise sensitivity method; the fine-tune recovers them.
 
+`fisher:X` shares steps 1 and 3; its curves are estimated instead of measured (`compress.fisher`).
+
 Deterministic: the subset comes from the seed, TT-SVD and the eval forward are deterministic.
 The library never prints: progress goes to the `progress` callback, one event per measurement.
 """
@@ -38,10 +40,11 @@ from torch import nn
 
 from ttsnn_cli.data import DataBundle, encode
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.kinds import kind_of
+from ttsnn_cli.compress.fisher import FISHER_BATCH, fisher_information, fisher_increase
+from ttsnn_cli.kinds import kind_of, tt_dims
 from ttsnn_cli.layers.conv2d import Mode
 from ttsnn_cli.maths.ranks import Costs, Ranks, ResolvedRanks
-from ttsnn_cli.maths.tt import max_tt_ranks, tt_param_count
+from ttsnn_cli.maths.tt import tensor_tt_params, unfolding_caps
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.storage.schema import validated
 
@@ -96,7 +99,7 @@ PositiveInt = Annotated[StrictInt, Field(ge=1)]
 class _PointRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    ranks: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
+    ranks: Annotated[list[PositiveInt], Field(min_length=1, max_length=64)]
     weights: PositiveInt
     loss: FiniteFloat
     loss_increase: FiniteFloat
@@ -119,28 +122,29 @@ class CurvesRecord(BaseModel):
     layers: list[_CurveRecord]
 
 
-def _check_curve(curve: _CurveRecord, index: int, shape: tuple[int, ...], source: str) -> None:
+def _check_curve(curve: _CurveRecord, index: int, dims: tuple[int, ...], source: str) -> None:
     """Every number a stored curve holds must be what measuring this layer gives: a curve for
     another kernel (or edited weights) would allocate ranks for a layer that is not there."""
     where = f"sensitivity curves {source}: layers.{index}"
-    if curve.dense_weights != math.prod(shape):
+    if curve.dense_weights != math.prod(dims):
         raise BadInputError(f"{where}.dense_weights is {curve.dense_weights}, but layer {curve.name} holds "
-                            f"{math.prod(shape)} weights")
-    caps = max_tt_ranks(shape)
+                            f"{math.prod(dims)} weights")
+    caps = unfolding_caps(dims)
     for j, point in enumerate(curve.points):
         ranks = tuple(point.ranks)
-        if any(r > c for r, c in zip(ranks, caps)):
-            raise BadInputError(f"{where}.points.{j}.ranks {list(ranks)} exceed the TT ranks {list(caps)} of layer "
+        if len(ranks) != len(caps) or any(r > c for r, c in zip(ranks, caps)):
+            raise BadInputError(f"{where}.points.{j}.ranks {list(ranks)} do not fit the TT ranks {list(caps)} of layer "
                                 f"{curve.name}")
-        if point.weights != tt_param_count(shape, ranks):  # type: ignore[arg-type]
+        if point.weights != tensor_tt_params(dims, ranks):
             raise BadInputError(f"{where}.points.{j}.weights is {point.weights}, but ranks {list(ranks)} of layer "
-                                f"{curve.name} hold {tt_param_count(shape, ranks)}")  # type: ignore[arg-type]
+                                f"{curve.name} hold {tensor_tt_params(dims, ranks)}")
 
 
-def check_curves(document: Any, source: str, layers: dict[str, nn.Module]) -> dict[str, Any]:
-    """`document` (read from `source`) if it is a curves document for exactly `layers`; otherwise one
-    BadInputError naming the file and the field. Why: the stored curves are a cache anyone can edit,
-    and `choose_ranks` divides by their weights and indexes their points."""
+def check_curves(document: Any, source: str, layers: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """`document` (read from `source`) if it is a curves document for exactly `layers` (each layer's
+    TT tensor dims, `kinds.tt_dims`); otherwise one BadInputError naming the file and the field. Why:
+    the stored curves are a cache anyone can edit, and `choose_ranks` divides by their weights and
+    indexes their points."""
     record = validated(CurvesRecord, document, f"sensitivity curves {source} have a bad field", first_only=True)
     names = [curve.name for curve in record.layers]
     if len(set(names)) != len(names) or set(names) != set(layers):
@@ -148,7 +152,7 @@ def check_curves(document: Any, source: str, layers: dict[str, nn.Module]) -> di
         raise BadInputError(f"sensitivity curves {source}: layers hold curves for {held}, "
                             f"but the layers to decompose are {', '.join(sorted(layers))}")
     for index, curve in enumerate(record.layers):
-        _check_curve(curve, index, tuple(layers[curve.name].weight.shape), source)  # type: ignore[arg-type]
+        _check_curve(curve, index, tuple(layers[curve.name]), source)
     return document
 
 
@@ -182,21 +186,23 @@ def candidate_factors(targets: Iterable[float], spread: float = 4.0) -> list[flo
     return [low * 2 ** (k / 2) for k in range(steps + 1)]
 
 
-def candidate_ranks(shape: tuple[int, ...], factors: Iterable[float],
+def candidate_ranks(dims: tuple[int, ...], factors: Iterable[float],
                     cost: Callable[[Ranks], float] | None = None, dense_cost: float | None = None) -> list[Ranks]:
-    """Equal ranks r (every mode can use them): for each factor, the largest r whose cores are at
-    least that many times smaller than the kernel (in weights, or in `cost` against `dense_cost`: a
-    MAC budget needs candidates on both sides of the target *in MACs*); plus rank 1. Unique, ascending."""
-    price = cost or (lambda ranks: float(tt_param_count(shape, ranks)))
-    dense = math.prod(shape) if cost is None or dense_cost is None else dense_cost
-    limit = min(max_tt_ranks(shape))
+    """Equal ranks r on every bond (every mode can use them) of a layer whose TT tensor has `dims`:
+    for each factor, the largest r whose cores are at least that many times smaller than the kernel
+    (in weights, or in `cost` against `dense_cost`: a MAC budget needs candidates on both sides of
+    the target *in MACs*); plus rank 1. Unique, ascending."""
+    bonds = len(dims) - 1
+    price = cost or (lambda ranks: float(tensor_tt_params(dims, ranks)))
+    dense = math.prod(dims) if cost is None or dense_cost is None else dense_cost
+    limit = min(unfolding_caps(dims))
     ranks = {1}
     for factor in factors:
         r = 1
-        while r < limit and price((r + 1,) * 3) * factor <= dense:
+        while r < limit and price((r + 1,) * bonds) * factor <= dense:  # type: ignore[arg-type]
             r += 1
         ranks.add(r)
-    return [(r, r, r) for r in sorted(ranks)]
+    return [(r,) * bonds for r in sorted(ranks)]  # type: ignore[misc]
 
 
 def calibration_set(data: DataBundle, samples: int, timesteps: int, seed: int) -> Calibration:
@@ -223,9 +229,13 @@ def calibration_loss(model: nn.Module, calibration: Calibration, batch_size: int
     return total / max(count, 1)
 
 
+#: how a layer's loss curve is obtained: measured with the layer swapped in, or estimated (`fisher`)
+CRITERIA = {"sensitivity": "measured", "fisher": "fisher"}
+
+
 def measure_sensitivity(
     model: nn.Module,
-    layers: dict[str, nn.Conv2d],
+    layers: dict[str, nn.Module],
     calibration: Calibration,
     factors: Iterable[float],
     mode: Mode = "stt",
@@ -233,43 +243,54 @@ def measure_sensitivity(
     svd: str = "qr_svd",
     progress: Progress | None = None,
     costs: Costs | None = None,
+    linear_cores: int = 3,
+    criterion: str = "measured",
 ) -> tuple[float, dict[str, LayerCurve]]:
-    """(dense calibration loss, one curve per layer). `model` is left as it was (every swapped
-    layer is put back, also on error) and in the train/eval state it had. With `costs` (a MAC or
-    time budget) the candidate grid is spaced in that cost."""
+    """(dense calibration loss, one curve per layer). `criterion` "measured" swaps each candidate
+    layer in and measures the calibration loss; "fisher" estimates the increase from the diagonal
+    Fisher (`compress.fisher`; no forward pass per candidate). `model` is left as it was (every
+    swapped layer is put back, also on error) and in the train/eval state it had. With `costs` (a
+    MAC or time budget) the candidate grid is spaced in that cost."""
     factors = list(factors)
     report = progress or (lambda event: None)
     spaced = costs is not None and costs.unit != "weights"
-    plan = {name: candidate_ranks(tuple(conv.weight.shape), factors,
+    dims = tt_dims(layers, linear_cores)
+    plan = {name: candidate_ranks(dims[name], factors,
                                   partial(costs.at, name) if spaced else None,  # type: ignore[union-attr]
                                   costs.dense(name) if spaced else None)  # type: ignore[union-attr]
-            for name, conv in layers.items()}
+            for name in layers}
     total = sum(len(c) for c in plan.values())
     was_training = model.training
     model.eval()
     try:
         base = calibration_loss(model, calibration)
+        fisher = (fisher_information(model, layers, calibration.inputs, calibration.labels)
+                  if criterion == "fisher" else None)
         done = 0
         report({"kind": "sensitivity_start", "total": total, "layers": len(plan), "dense_loss": base})
         curves = {}
         for name, conv in layers.items():
-            kind = kind_of(conv)
-            assert kind is not None and kind.global_budget, name
+            kind = kind_of(conv, exact=False)
+            assert kind is not None, name
             points = []
             for ranks in plan[name]:
                 with torch.no_grad():
-                    layer = kind.build(conv, ranks, mode, timesteps, svd, 0).eval()
-                model.set_submodule(name, layer)
-                try:
-                    loss = calibration_loss(model, calibration)
-                finally:
-                    model.set_submodule(name, conv)
-                weights = tt_param_count(tuple(conv.weight.shape), ranks)
+                    layer = kind.build(conv, ranks, mode, timesteps, svd, linear_cores).eval()
+                if fisher is not None:
+                    increase = fisher_increase(fisher[name], conv.weight, kind.effective_weight(layer))  # type: ignore[arg-type]
+                    loss = base + increase
+                else:
+                    model.set_submodule(name, layer)
+                    try:
+                        loss = calibration_loss(model, calibration)
+                    finally:
+                        model.set_submodule(name, conv)
+                weights = tensor_tt_params(dims[name], ranks)
                 points.append(Point(ranks, weights, loss, loss - base))
                 done += 1
                 report({"kind": "sensitivity", "done": done, "total": total, "layer": name,
                         "ranks": list(ranks), "loss_increase": loss - base})
-            curves[name] = LayerCurve(name, conv.weight.numel(), sorted(points, key=lambda p: p.weights))
+            curves[name] = LayerCurve(name, math.prod(dims[name]), sorted(points, key=lambda p: p.weights))
     finally:
         model.train(was_training)
     return base, curves
@@ -283,7 +304,8 @@ def _envelope(points: list[Point]) -> list[float]:
     return values
 
 
-def choose_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | None = None) -> dict[str, ResolvedRanks]:
+def choose_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | None = None,
+                 method: str = "sensitivity") -> dict[str, ResolvedRanks]:
     """Greedy allocation under the global budget (see the module docstring). The budget counts the
     curves' weights, or what `costs` counts (`--budget-on macs|time`): the price of a step is then
     loss increase per MAC (or second) saved."""
@@ -331,31 +353,41 @@ def choose_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | No
     for name, index in position.items():
         point = curves[name].points[index]
         layer_dense = float(curves[name].dense_weights) if costs is None else costs.dense(name)
-        note = (f"sensitivity {factor:g}x{unit}: loss +{point.loss_increase:.4f} alone, "
+        how = "alone" if method == "sensitivity" else "estimated"
+        note = (f"{method} {factor:g}x{unit}: loss +{point.loss_increase:.4g} {how}, "
                 f"this layer {layer_dense / at(name, index):.2f}x smaller{unit}")
         if not met:
-            note = (f"sensitivity {factor:g}x{unit} cannot be met: the smallest candidates shrink the decomposed "
+            note = (f"{method} {factor:g}x{unit} cannot be met: the smallest candidates shrink the decomposed "
                     f"layers' {what} only {dense / cost():.2f}x")
         resolved[name] = ResolvedRanks(point.ranks, point.ranks, note)
     return resolved
 
 
+#: what a curve's `loss` is, by criterion (the JSON says it)
+LOSS_NOTES = {
+    "measured": "cross-entropy of the time-averaged output, eval mode, the layer alone at the candidate ranks",
+    "fisher": "dense cross-entropy + 1/2 sum F (W - TT(W))^2, F the diagonal empirical Fisher "
+              f"(mean squared gradient over mini-batches of {FISHER_BATCH}, eval mode)",
+}
+
+
 def curves_document(base_loss: float, curves: dict[str, LayerCurve], calibration: Calibration,
-                    seed: int) -> dict[str, Any]:
+                    seed: int, criterion: str = "measured") -> dict[str, Any]:
     """The JSON the compress result carries under `sensitivity`."""
     return {
         "calib_samples": len(calibration.indices),
         "seed": seed,
         "split": "train",
         "dense_loss": base_loss,
-        "loss": "cross-entropy of the time-averaged output, eval mode",
+        "criterion": criterion,
+        "loss": LOSS_NOTES[criterion],
         "layers": [c.to_dict() for c in curves.values()],
     }
 
 
 def sensitivity_ranks(
     model: nn.Module,
-    layers: dict[str, nn.Conv2d],
+    layers: dict[str, nn.Module],
     factor: float,
     data: DataBundle,
     calib_samples: int,
@@ -366,19 +398,24 @@ def sensitivity_ranks(
     progress: Progress | None = None,
     measured: dict[str, Any] | None = None,
     costs: Costs | None = None,
+    linear_cores: int = 3,
+    method: str = "sensitivity",
 ) -> tuple[dict[str, ResolvedRanks], dict[str, Any]]:
     """Measure (or reuse `measured`, a `curves_document` whose factors cover `factor`) and allocate,
-    under a budget in weights or in what `costs` counts.
+    under a budget in weights or in what `costs` counts. `method`: `sensitivity` (measured curves)
+    or `fisher` (estimated ones, `CRITERIA`).
 
     Returns the chosen ranks by layer and the curves document (with the factors measured).
     """
     if measured is None:
         calibration = calibration_set(data, calib_samples, timesteps, seed)
         factors = candidate_factors([factor])
-        base, curves = measure_sensitivity(model, layers, calibration, factors, mode, timesteps, svd, progress, costs)
-        measured = curves_document(base, curves, calibration, seed) | {"factors": factors, "mode": mode}
+        criterion = CRITERIA[method]
+        base, curves = measure_sensitivity(model, layers, calibration, factors, mode, timesteps, svd, progress, costs,
+                                           linear_cores, criterion)
+        measured = curves_document(base, curves, calibration, seed, criterion) | {"factors": factors, "mode": mode}
     curves = {c["name"]: LayerCurve.from_dict(c) for c in measured["layers"]}
     missing = sorted(set(layers) - set(curves))
     if missing:
         raise ValueError(f"sensitivity curves lack layer(s) {', '.join(missing)}")
-    return choose_ranks({name: curves[name] for name in layers}, factor, costs), measured
+    return choose_ranks({name: curves[name] for name in layers}, factor, costs, method), measured

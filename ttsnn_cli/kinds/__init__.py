@@ -32,7 +32,7 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in (
 LAYER_TYPES: tuple[str, ...] = tuple(KINDS)
 DEFAULT_LAYER_TYPES: tuple[str, ...] = ("conv2d", "conv1d")
 
-__all__ = ["DEFAULT_LAYER_TYPES", "KINDS", "LAYER_TYPES", "LayerKind", "is_tt_layer", "kind_of", "layer_type",
+__all__ = ["DEFAULT_LAYER_TYPES", "KINDS", "LAYER_TYPES", "LayerKind", "is_tt_layer", "kind_of", "layer_type", "tt_dims",
            "leaf_kind", "parse_layer_types", "tt_layer_config", "tt_layer_from_config"]
 
 
@@ -48,6 +48,17 @@ def kind_of(module: nn.Module, exact: bool = True) -> LayerKind | None:
         if kind.owns_dense(module, exact):
             return kind
     return None
+
+
+def tt_dims(layers: dict[str, nn.Module], linear_cores: int) -> dict[str, tuple[int, ...]]:
+    """Each dense layer's TT tensor dims (`LayerKind.tt_tensor`): what `maths.ranks.WeightCosts`
+    counts and a stored sensitivity curve is checked against."""
+    dims = {}
+    for name, module in layers.items():
+        kind = kind_of(module, exact=False)
+        assert kind is not None, name
+        dims[name] = tuple(kind.tt_tensor(module, linear_cores).shape)
+    return dims
 
 
 def is_tt_layer(module: nn.Module) -> bool:

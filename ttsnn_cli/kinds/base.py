@@ -61,9 +61,10 @@ class LayerKind:
     tt: type[nn.Module] = nn.Module
     #: the TT layer is built of child convs (`core1`, ...) that count as leaves, not a leaf itself
     has_cores: bool = True
-    #: the global rank methods (budget, uniform, sensitivity) allocate this kind's ranks together;
-    #: other kinds take the per-layer rule of the same method
-    global_budget: bool = False
+    #: what a global rank method (budget, uniform, sensitivity, fisher) can allocate this kind's ranks
+    #: under (`--budget-on`): those layers share one budget; under other budgets, or for kinds with
+    #: none, each layer takes the per-layer rule of the same method
+    budget_units: tuple[str, ...] = ()
     #: the TT layer's mode is a real choice (a TT-matrix runs one chain in every mode)
     mode_applies: bool = True
     #: the TT layer has the `recompute` runtime switch of `--recompute-tt`
@@ -114,6 +115,20 @@ class LayerKind:
     def core_weights(self, module: nn.Module, ranks: tuple[int, ...], linear_cores: int) -> int:
         """Weights the TT cores hold at `ranks` (bias excluded): what growth is judged on."""
         raise NotImplementedError
+
+    def allocates(self, budget_on: str) -> bool:
+        """Whether a global rank method allocates this kind's layers under a budget on `budget_on`."""
+        return budget_on in self.budget_units
+
+    def tt_tensor(self, module: nn.Module, linear_cores: int) -> torch.Tensor:
+        """The tensor whose TT-SVD gives this layer's cores, modes in core order: what the global
+        allocators read spectra from (`maths.ranks.ErrorProfile`) and count weights of
+        (`maths.tt.tensor_tt_params` equals `core_weights`)."""
+        raise NotImplementedError
+
+    def equal_ranks(self, mode: str) -> bool:
+        """Whether this layer in `mode` needs one rank on every bond (PTT/HTT crosses)."""
+        return mode != "stt"
 
     def growth_reason(self, module: nn.Module, ranks: tuple[int, ...], linear_cores: int) -> str | None:
         """The skip reason when the cores at `ranks` hold no fewer weights than the dense layer: one

@@ -67,6 +67,7 @@ class DenseFolded1d(nn.Module):
 class Conv1dKind(DenseConvLeaves, LayerKind):
     name, label, dense, tt = "conv1d", "Conv1d", nn.Conv1d, TTConv1d
     batched_dims = 3
+    budget_units = ("weights",)
     conv_fn = F.conv1d
 
     def skip_reason(self, module: nn.Module) -> str | None:
@@ -85,7 +86,10 @@ class Conv1dKind(DenseConvLeaves, LayerKind):
         return layer_ranks.resolve_shape_ranks(
             lambda: tt.conv1d_tensor(module.weight), self._caps(module),  # type: ignore[arg-type]
             lambda ranks: self.core_weights(module, ranks, linear_cores), module.weight.numel(),  # type: ignore[union-attr]
-            spec, override, equal=mode != "stt", triple_to_pair=True)
+            spec, override, equal=mode != "stt", triple_to_pair=True, shared=shared)
+
+    def tt_tensor(self, module: nn.Module, linear_cores: int) -> torch.Tensor:
+        return tt.conv1d_tensor(module.weight)  # type: ignore[arg-type]
 
     def core_weights(self, module: nn.Module, ranks: tuple[int, ...], linear_cores: int) -> int:
         return tt.tt_param_count_1d(tuple(module.weight.shape), ranks)  # type: ignore[arg-type, union-attr]

@@ -21,7 +21,7 @@ from ttsnn_cli.kinds.steps import HTTStep, timestep
 from ttsnn_cli.kinds.stepmode import fold_steps, refuse_nir
 from ttsnn_cli.layers.conv2d import TTConv2d, conv_padding
 from ttsnn_cli.maths.ranks import RankSpec, ResolvedRanks, cap_ranks, parse_ranks, resolve_layer_ranks
-from ttsnn_cli.maths.tt import centre_tap, tt_param_count
+from ttsnn_cli.maths.tt import centre_tap, conv2d_tensor, tt_param_count
 
 
 def skip_reason(conv: nn.Conv2d | nn.Conv1d) -> str | None:
@@ -111,7 +111,7 @@ class DenseFolded(nn.Module):
 
 class Conv2dKind(DenseConvLeaves, LayerKind):
     name, label, dense, tt = "conv2d", "Conv2d", nn.Conv2d, TTConv2d
-    global_budget = True
+    budget_units = ("weights", "macs", "time")
     recomputes = True
     rebuilds = True
     conv_fn = F.conv2d
@@ -134,6 +134,9 @@ class Conv2dKind(DenseConvLeaves, LayerKind):
 
     def core_weights(self, module: nn.Module, ranks: tuple[int, ...], linear_cores: int) -> int:
         return tt_param_count(tuple(module.weight.shape), ranks)  # type: ignore[arg-type, union-attr]
+
+    def tt_tensor(self, module: nn.Module, linear_cores: int) -> torch.Tensor:
+        return conv2d_tensor(module.weight)  # type: ignore[arg-type]
 
     def build(self, module: nn.Module, ranks: tuple[int, ...], mode: str, timesteps: int | None, svd: str,
               linear_cores: int) -> nn.Module:

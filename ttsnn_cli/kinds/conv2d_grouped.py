@@ -171,7 +171,7 @@ def block_diagonal(weight: torch.Tensor, groups: int) -> torch.Tensor:
 
 class Conv2dGroupedKind(Conv2dKind):
     name, tt = "conv2d_grouped", TTConv2dGrouped
-    global_budget = False
+    budget_units = ()
     recomputes = False
     rebuilds = False
 

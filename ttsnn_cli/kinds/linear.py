@@ -44,6 +44,7 @@ def _first_step_fanout(layer: TTLinear) -> int:
 class LinearKind(LayerKind):
     name, label, dense, tt = "linear", "Linear", nn.Linear, TTLinear
     has_cores = False
+    budget_units = ("weights",)
     mode_applies = False
     folds_batchnorm = False
 
@@ -56,7 +57,13 @@ class LinearKind(LayerKind):
         return layer_ranks.resolve_shape_ranks(
             lambda: tt.matrix_tensor(module.weight, out_f, in_f), tt.max_tt_matrix_ranks(out_f, in_f),  # type: ignore[arg-type]
             lambda ranks: self.core_weights(module, ranks, linear_cores), module.weight.numel(),  # type: ignore[union-attr]
-            spec, override, equal=False)
+            spec, override, equal=False, shared=shared)
+
+    def tt_tensor(self, module: nn.Module, linear_cores: int) -> torch.Tensor:
+        return tt.matrix_tensor(module.weight, *linear_factors(module, linear_cores))  # type: ignore[arg-type]
+
+    def equal_ranks(self, mode: str) -> bool:
+        return False  # a TT-matrix runs one chain in every mode: its bonds are free
 
     def core_weights(self, module: nn.Module, ranks: tuple[int, ...], linear_cores: int) -> int:
         return tt.tt_matrix_param_count(*linear_factors(module, linear_cores), ranks)  # type: ignore[arg-type]

@@ -74,13 +74,16 @@ def _spectral_ranks(tensor: torch.Tensor, spec: RankSpec) -> tuple[tuple[int, ..
 
 def resolve_shape_ranks(tensor: Callable[[], torch.Tensor], caps: tuple[int, ...], core_weights: Callable[[tuple[int, ...]], int],
                         dense_weights: int, spec: RankSpec, override: object, equal: bool,
-                        triple_to_pair: bool = False) -> ResolvedRanks:
+                        triple_to_pair: bool = False, shared: ResolvedRanks | None = None) -> ResolvedRanks:
     """The effective ranks of one layer whose TT tensor is `tensor()` (built only for vbmf/energy),
     with unfolding caps `caps` and `core_weights(ranks)` weights at given ranks (the module docstring
-    says each method). `triple_to_pair`: Conv2d's `r1,r2,r3` means (r1, r3) here (a Conv1d)."""
+    says each method). `triple_to_pair`: Conv2d's `r1,r2,r3` means (r1, r3) here (a Conv1d).
+    `shared`: the ranks a global method allocated to this layer (used unless overridden)."""
     note = None
     if override is not None:
         requested = _fit(parse_override(override), len(caps), triple_to_pair)  # type: ignore[arg-type]
+    elif shared is not None:
+        requested, note = tuple(shared.effective), shared.note
     elif spec.method == "fixed":
         if spec.ranks is None:
             raise RankSpecError("has no ranks: give --ranks, or list it under compress.layers")

@@ -16,6 +16,12 @@ share one weight budget X over all decomposed layers:
   cores are at least X times smaller than its kernel.
 - `sensitivity:X` (needs data, `ttsnn_cli.compress.sensitivity`): the same global budget, spent where the
   measured loss increase per weight saved is smallest.
+- `fisher:X` (needs data): the same allocation on each layer's loss increase estimated to second
+  order from the diagonal empirical Fisher information, 1/2 sum F (W - TT(W))^2: the reconstruction
+  error weighted by how much the loss cares about each weight (`ttsnn_cli.compress.fisher`).
+
+The global methods allocate every layer whose kind allows it (Conv2d; Conv1d and TT-matrix Linear
+under a weight budget), through each layer's TT tensor (`LayerKind.tt_tensor`).
 
 What the budget counts (`--budget-on`, issue 24) is a `Costs`: the kernels' weights (`WeightCosts`, the
 default), or a cost the caller measures per layer and rank (MACs per timestep at the shapes the model
@@ -36,12 +42,15 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from ttsnn_cli.maths.tt import Ranks, max_tt_ranks, tt_param_count
+from ttsnn_cli.maths.tt import Ranks, max_tt_ranks, tensor_tt_params, tt_unfoldings, unfolding_caps
 
-Method = Literal["fixed", "vbmf", "energy", "budget", "uniform", "sensitivity"]
+Method = Literal["fixed", "vbmf", "energy", "budget", "uniform", "sensitivity", "fisher"]
 
 #: methods that spend one weight budget X over all decomposed layers at once
-GLOBAL_METHODS = ("budget", "uniform", "sensitivity")
+GLOBAL_METHODS = ("budget", "uniform", "sensitivity", "fisher")
+
+#: global methods that choose from per-layer loss curves measured on data (`compress.sensitivity`)
+DATA_METHODS = ("sensitivity", "fisher")
 
 
 #: what a global budget counts (`--budget-on`): TT core weights, MACs per timestep, or measured step time
@@ -67,18 +76,21 @@ class Costs(Protocol):
 
 
 class WeightCosts:
-    """The default budget: TT core weights against the dense kernel's (what `budget:X` always meant)."""
+    """The default budget: TT core weights against the dense kernel's (what `budget:X` always meant).
+
+    Keyed by each layer's TT tensor dims (`LayerKind.tt_dims`: a Conv2d's (Cin, kh, kw, Cout), a
+    Conv1d's (Cin, k, Cout), a TT-matrix's (m_k n_k)...), so Conv2d, Conv1d and Linear layers share it."""
 
     unit = "weights"
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]]) -> None:
-        self.shapes = dict(shapes)
+    def __init__(self, dims: dict[str, tuple[int, ...]]) -> None:
+        self.dims = dict(dims)
 
     def dense(self, name: str) -> float:
-        return float(math.prod(self.shapes[name]))
+        return float(math.prod(self.dims[name]))
 
     def at(self, name: str, ranks: Ranks) -> float:
-        return float(tt_param_count(self.shapes[name], ranks))
+        return float(tensor_tt_params(self.dims[name], ranks))
 
 
 class RankSpecError(ValueError):
@@ -131,7 +143,7 @@ def parse_rank_spec(ranks: str | int | None, method: str | None, per_layer: bool
             return RankSpec("fixed", None)
         if ranks is None:
             raise RankSpecError("give --ranks (e.g. --ranks 8 or --ranks 8,16,8) or a --rank-method "
-                                "(vbmf, energy:0.95, budget:8, uniform:8, sensitivity:8)")
+                                "(vbmf, energy:0.95, budget:8, uniform:8, sensitivity:8, fisher:8)")
         return RankSpec("fixed", parse_ranks(ranks))
     if ranks is not None:
         raise RankSpecError(f"--ranks fixes the ranks, --rank-method {method} chooses them: give one, not both")
@@ -149,7 +161,7 @@ def parse_rank_spec(ranks: str | int | None, method: str | None, per_layer: bool
         if name != "energy" and not (math.isfinite(value) and value >= 1):
             raise RankSpecError(f"{name}:X shrinks the decomposed weights X times, X >= 1; got {value:g}")
         return RankSpec(name, value=value)  # type: ignore[arg-type]
-    raise RankSpecError(f"unknown rank method {method!r}; choose fixed, vbmf, energy:F, budget:X, uniform:X or sensitivity:X")
+    raise RankSpecError(f"unknown rank method {method!r}; choose fixed, vbmf, energy:F, budget:X, uniform:X, sensitivity:X or fisher:X")
 
 
 @dataclass(frozen=True)
@@ -216,42 +228,43 @@ def energy_ranks(weight: torch.Tensor, fraction: float) -> Ranks:
     return ranks[0], ranks[1], ranks[2]
 
 
-def uniform_ranks(shapes: dict[str, tuple[int, ...]], factor: float, costs: Costs | None = None) -> dict[str, ResolvedRanks]:
+def uniform_ranks(dims: dict[str, tuple[int, ...]], factor: float, costs: Costs | None = None) -> dict[str, ResolvedRanks]:
     """`uniform:X`: per layer, the largest equal rank r whose TT layer costs at most 1/X of the dense
-    layer (in weights by default, or in what `costs` counts).
+    layer (in weights by default, or in what `costs` counts). `dims`: each layer's TT tensor dims.
 
     Every layer shrinks at least X times, so the decomposed layers as a whole do too; a layer
     too small to shrink that much gets rank 1 (and the note says so).
     """
-    costs = costs or WeightCosts(shapes)
+    costs = costs or WeightCosts(dims)
     resolved = {}
-    for name, shape in shapes.items():
+    for name, shape in dims.items():
+        bonds = len(shape) - 1
         dense = costs.dense(name)
-        limit = min(max_tt_ranks(shape))
+        limit = min(unfolding_caps(shape))
         rank = 1
-        while rank < limit and costs.at(name, (rank + 1,) * 3) * factor <= dense:
+        while rank < limit and costs.at(name, (rank + 1,) * bonds) * factor <= dense:
             rank += 1
         note = f"uniform {factor:g}x: rank {rank}"
-        if costs.at(name, (rank,) * 3) * factor > dense:
+        if costs.at(name, (rank,) * bonds) * factor > dense:
             what = "" if costs.unit == "weights" else f"'s {costs.unit}"
-            note += f" (even rank 1 shrinks this layer{what} only {dense / costs.at(name, (1, 1, 1)):.2f}x)"
-        resolved[name] = ResolvedRanks((rank,) * 3, (rank,) * 3, note)  # type: ignore[arg-type]
+            note += f" (even rank 1 shrinks this layer{what} only {dense / costs.at(name, (1,) * bonds):.2f}x)"
+        resolved[name] = ResolvedRanks((rank,) * bonds, (rank,) * bonds, note)  # type: ignore[arg-type]
     return resolved
 
 
 @dataclass(frozen=True)
 class ErrorProfile:
-    """A kernel's spectral tails: `tails[k][r]` is the fraction of ||W||^2 that the k-th TT unfolding
+    """A TT tensor's spectral tails: `tails[k][r]` is the fraction of ||W||^2 that the k-th TT unfolding
     loses at rank r (index 0 = 1), so Oseledets' bound on the squared normalised TT-SVD error at
-    ranks (r1, r2, r3) is tails[0][r1] + tails[1][r2] + tails[2][r3]."""
+    ranks (r1, ..., r_(d-1)) is the sum of tails[k][r_k]. Any kind's TT tensor (`LayerKind.tt_tensor`)."""
 
-    shape: tuple[int, ...]
-    tails: tuple[np.ndarray, np.ndarray, np.ndarray]
+    dims: tuple[int, ...]
+    tails: tuple[np.ndarray, ...]
 
     @classmethod
-    def of(cls, weight: torch.Tensor) -> ErrorProfile:
+    def of(cls, tensor: torch.Tensor) -> ErrorProfile:
         tails = []
-        for matrix in unfoldings(weight):
+        for matrix in tt_unfoldings(tensor):
             energy = (torch.linalg.svdvals(matrix) ** 2).numpy()
             total = float(energy.sum())
             if total == 0:
@@ -259,22 +272,26 @@ class ErrorProfile:
                 continue
             kept = np.concatenate([[0.0], np.cumsum(energy)]) / total
             tails.append(np.clip(1.0 - kept, 0.0, None))
-        return cls(tuple(weight.shape), (tails[0], tails[1], tails[2]))
+        return cls(tuple(tensor.shape), tuple(tails))
+
+    @property
+    def bonds(self) -> int:
+        return len(self.tails)
 
     def equal_levels(self) -> np.ndarray:
-        """Squared bound at equal ranks r = r1 = r2 = r3, indexed by r (0 .. the smallest cap)."""
+        """Squared bound at equal ranks r = r1 = ... = r_(d-1), indexed by r (0 .. the smallest cap)."""
         top = min(len(tail) for tail in self.tails)
         return sum(tail[:top] for tail in self.tails)
 
     def ranks_at(self, level: float, equal: bool) -> Ranks:
         """The smallest ranks whose squared bound is at most `level`: with `equal`, the smallest equal
-        rank; otherwise each unfolding keeps its own smallest rank within level / 3."""
+        rank; otherwise each unfolding keeps its own smallest rank within level / (d - 1)."""
         if equal:
-            r = _first_at_most(self.equal_levels(), level)
-            return r, r, r
-        r1, r2, r3 = (_first_at_most(tail, level / 3.0) for tail in self.tails)
-        kh, kw = self.shape[2], self.shape[3]
-        return r1, max(1, min(r2, r1 * kh, r3 * kw)), r3  # TT-SVD cannot exceed a neighbour's rank times its taps
+            return (_first_at_most(self.equal_levels(), level),) * self.bonds  # type: ignore[return-value]
+        ranks = [_first_at_most(tail, level / self.bonds) for tail in self.tails]
+        for k in range(1, self.bonds - 1):  # TT-SVD cannot exceed a neighbour's rank times its mode
+            ranks[k] = max(1, min(ranks[k], ranks[k - 1] * self.dims[k], ranks[k + 1] * self.dims[k + 1]))
+        return tuple(ranks)  # type: ignore[return-value]
 
     def bound(self, ranks: Ranks) -> float:
         """Oseledets' bound on the normalised error ||W - TT(W)|| / ||W|| at `ranks`."""
@@ -282,10 +299,10 @@ class ErrorProfile:
         return math.sqrt(max(total, 0.0))
 
     def levels(self, equal: bool) -> np.ndarray:
-        """Every level at which some rank of this kernel changes."""
+        """Every level at which some rank of this tensor changes."""
         if equal:
             return np.unique(self.equal_levels()[1:])
-        return np.unique(np.concatenate([3.0 * tail[1:] for tail in self.tails]))
+        return np.unique(np.concatenate([self.bonds * tail[1:] for tail in self.tails]))
 
 
 def _first_at_most(values: np.ndarray, level: float) -> int:
@@ -294,36 +311,40 @@ def _first_at_most(values: np.ndarray, level: float) -> int:
     return int(hits[0]) + 1 if len(hits) else len(values) - 1
 
 
-def budget_ranks(weights: dict[str, torch.Tensor], factor: float, equal: bool = True,
+def budget_ranks(tensors: dict[str, torch.Tensor], factor: float, equal: bool | dict[str, bool] = True,
                  costs: Costs | None = None) -> dict[str, ResolvedRanks]:
     """`budget:X` (see the module docstring): min-max normalised error under a global budget.
 
-    `weights` maps layer names to dense kernels (Cout, Cin, kh, kw). The ranks returned make
+    `tensors` maps layer names to their TT tensors (`LayerKind.tt_tensor`: a Conv2d's (Cin, kh, kw,
+    Cout), a Conv1d's, a TT-matrix's), `equal` says (for all, or per layer) whether the layer's mode
+    needs equal ranks. The ranks returned make
     sum(TT cost) <= sum(dense cost) / X (cost: weights, or what `costs` counts) whenever rank 1
     everywhere does; otherwise every layer gets rank 1 and the notes say the budget cannot be met.
     Every level's ranks are non-decreasing as the level falls, so for any cost non-decreasing in the
     ranks the bisection finds the smallest level that fits.
     """
-    profiles = {name: ErrorProfile.of(w) for name, w in weights.items()}
-    costs = costs or WeightCosts({name: p.shape for name, p in profiles.items()})
+    profiles = {name: ErrorProfile.of(t) for name, t in tensors.items()}
+    costs = costs or WeightCosts({name: p.dims for name, p in profiles.items()})
+    same = {name: equal if isinstance(equal, bool) else equal[name] for name in profiles}
     dense = sum(costs.dense(name) for name in profiles)
     allowed = dense / factor
     unit = "" if costs.unit == "weights" else f" in {costs.unit}"
 
     def plan(level: float) -> dict[str, Ranks]:
-        return {name: p.ranks_at(level, equal) for name, p in profiles.items()}
+        return {name: p.ranks_at(level, same[name]) for name, p in profiles.items()}
 
     def cost(ranks: dict[str, Ranks]) -> float:
         return sum(costs.at(name, r) for name, r in ranks.items())
 
-    levels = np.unique(np.concatenate([[0.0, 3.0], *(p.levels(equal) for p in profiles.values())]))
+    top = float(max(p.bonds for p in profiles.values()))  # the level at which every rank is 1
+    levels = np.unique(np.concatenate([[0.0, top], *(p.levels(same[n]) for n, p in profiles.items())]))
     low, high = 0, len(levels) - 1  # invariant: levels[high] fits the budget
     if cost(plan(levels[high])) > allowed:
-        ones: Ranks = (1, 1, 1)
-        reached = dense / cost({name: ones for name in profiles})
+        ones = {name: (1,) * p.bonds for name, p in profiles.items()}
+        reached = dense / cost(ones)  # type: ignore[arg-type]
         note = (f"budget {factor:g}x{unit} cannot be met: rank 1 everywhere shrinks the decomposed layers' "
                 f"{costs.unit} only {reached:.2f}x")
-        return {name: ResolvedRanks(ones, ones, note) for name in profiles}
+        return {name: ResolvedRanks(r, r, note) for name, r in ones.items()}  # type: ignore[arg-type]
     while low < high:
         middle = (low + high) // 2
         if cost(plan(levels[middle])) <= allowed:

@@ -35,6 +35,19 @@ def max_tt_ranks(kernel_shape: tuple[int, ...]) -> Ranks:
     return caps[0], caps[1], caps[2]
 
 
+def tensor_tt_params(dims: tuple[int, ...], ranks: tuple[int, ...]) -> int:
+    """Weights of the TT cores of a tensor of `dims` at inner ranks `ranks`: sum_k r_(k-1) n_k r_k
+    (r_0 = r_d = 1). Every kind's cores are this count of its TT tensor (`conv2d_tensor`,
+    `conv1d_tensor`, `matrix_tensor`), which is what lets one allocator budget them all."""
+    bonds = (1, *ranks, 1)
+    return sum(bonds[k] * n * bonds[k + 1] for k, n in enumerate(dims))
+
+
+def conv2d_tensor(weight: torch.Tensor) -> torch.Tensor:
+    """The (Cin, kh, kw, Cout) tensor whose TT-SVD gives a Conv2d's four cores (not copied)."""
+    return weight.detach().permute(1, 2, 3, 0)
+
+
 def tt_param_count(kernel_shape: tuple[int, ...], ranks: Ranks) -> int:
     """Weights of the four cores: Cin*r1 + kh*r1*r2 + kw*r2*r3 + r3*Cout (bias not included)."""
     cout, cin, kh, kw = kernel_shape

@@ -63,7 +63,8 @@ def _sweep_outputs(recipe: Recipe, out_dir: Path) -> dict[str, Path]:
     section = recipe.sweep
     assert section is not None
     folder = out_dir / SWEEP_FOLDER
-    files = {"sweep folder": folder, "sweep results": folder / RESULTS, "sweep curves": folder / CURVES}
+    files = {"sweep folder": folder, "sweep results": folder / RESULTS}
+    files |= {f"sweep {method} curves": folder / name for method, name in CURVES.items()}
     for method in section.methods:
         for target in [None] if method in TARGETLESS else section.targets:
             key = point_key(method, target)

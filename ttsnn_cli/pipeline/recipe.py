@@ -153,12 +153,15 @@ class SweepSection(Section):
     data: DataSpec | None = Field(None, description="data spec (default: the recipe's `data`)")
     targets: list[float] = Field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0], min_length=1,
                                  description="shrink factors X of the decomposed weights")
-    methods: list[Literal["budget", "uniform", "sensitivity", "vbmf"]] = Field(
+    methods: list[Literal["budget", "uniform", "sensitivity", "fisher", "vbmf"]] = Field(
         default_factory=lambda: ["budget", "sensitivity", "vbmf"], min_length=1, description="rank methods to compare")
     mode: Literal["stt", "ptt", "htt"] = "stt"
     include: list[str] = Field(default_factory=list, description="regexes over module names to decompose")
     exclude: list[str] = Field(default_factory=list, description="regexes over module names to keep dense")
     calib_samples: int = Field(256, ge=1, description="training samples sensitivity measures the loss on")
+    layer_types: list[Literal[LAYER_TYPES]] | None = Field(  # type: ignore[valid-type]
+        None, min_length=1, description="which layers every point decomposes (default: conv2d, conv1d)")
+    linear_cores: int = Field(3, ge=1, le=8, description="cores d of a TT-matrix Linear")
     train_samples: int | None = Field(None, ge=1, description="fine-tune on this many training samples (default all)")
     finetune: FinetuneSection = Field(default_factory=lambda: FinetuneSection(epochs=1),
                                       description="the fine-tune every point gets (teacher: source distils the dense model)")

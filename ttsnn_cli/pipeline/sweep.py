@@ -9,8 +9,8 @@ and after fine-tuning and the seconds it took.
 Resumable: `DIR/sweep.json` is rewritten (atomically) after every finished point, with the settings
 that produced it; a rerun with the same settings keeps the finished points and skips them (a point
 cut off mid-way is redone). Other settings in an existing `DIR/sweep.json` are refused unless
-`force`, which starts afresh. Sensitivity curves are measured once for all targets and kept in
-`DIR/sensitivity.json` (with a fingerprint of everything they depend on: other settings measure
+`force`, which starts afresh. Sensitivity (and Fisher) curves are measured once for all targets and kept in
+`DIR/sensitivity.json` (`DIR/fisher.json`) (with a fingerprint of everything they depend on: other settings measure
 them anew). Each point's fine-tuned bundle is `DIR/<method>-<target>.tt`.
 
 Both JSON files are input on a rerun (anyone may edit them): they are validated on read, and a bad
@@ -57,6 +57,7 @@ from ttsnn_cli.compress.decompose import (
     plan_layers,
 )
 from ttsnn_cli.compress.sensitivity import (
+    CRITERIA,
     DEFAULT_CALIB_SAMPLES,
     calibration_set,
     candidate_factors,
@@ -69,9 +70,9 @@ from ttsnn_cli.compress.sensitivity import (
 from ttsnn_cli.data import DataBundle, load_data
 from ttsnn_cli.data.compat import check_compatible
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.kinds import is_tt_layer, kind_of
+from ttsnn_cli.kinds import is_tt_layer, kind_of, parse_layer_types, tt_dims
 from ttsnn_cli.layers.conv2d import MODES
-from ttsnn_cli.maths.ranks import RankSpec
+from ttsnn_cli.maths.ranks import DATA_METHODS, RankSpec
 from ttsnn_cli.report.counting import count_model
 from ttsnn_cli.spiking.budget import check_run_fits, check_timesteps
 from ttsnn_cli.spiking.runner import check_style
@@ -83,10 +84,11 @@ from ttsnn_cli.storage.schema import validated
 from ttsnn_cli.storage.trust import zoo_io
 from ttsnn_cli.train.engine import Progress, TrainConfig, evaluate, fit, resolve_device
 
-METHODS = ("budget", "uniform", "sensitivity", "vbmf")
+METHODS = ("budget", "uniform", "sensitivity", "fisher", "vbmf")
 TARGETLESS = ("vbmf",)
 RESULTS = "sweep.json"
-CURVES = "sensitivity.json"
+#: where each data method's curves are kept, measured once for every target
+CURVES = {"sensitivity": "sensitivity.json", "fisher": "fisher.json"}
 LOCK = ".sweep.lock"
 FORCE_HINT = "pass --force to start afresh"
 
@@ -116,6 +118,8 @@ class SweepJob:
     style: str | None = None  # --style: how to run a user network detection cannot tell (runner.STYLES)
     search: bool = False  # search each method's targets for the most compressed point within max_acc_drop
     search_points: int = 8  # the most points one method's search tries (reused ones included)
+    layer_types: str | list[str] | None = None  # --layer-types: what every point decomposes (None: compress's default)
+    linear_cores: int = 3  # --linear-cores: cores of a TT-matrix Linear
 
 
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -129,7 +133,7 @@ class PointRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    method: Literal["budget", "uniform", "sensitivity", "vbmf"]
+    method: Literal["budget", "uniform", "sensitivity", "fisher", "vbmf"]
     target: Annotated[Finite, Field(ge=1)] | None
     param_ratio: Ratio
     weight_ratio: Ratio
@@ -193,7 +197,13 @@ def validate(job: SweepJob) -> None:
     if job.search and job.max_acc_drop is None:
         problems.append("--search looks for the most compressed point within --max-acc-drop PTS of dense: give --max-acc-drop")
     if job.search and all(m in TARGETLESS for m in job.methods):
-        problems.append("--search walks the targets of budget, uniform or sensitivity: name one in --methods")
+        problems.append("--search walks the targets of budget, uniform, sensitivity or fisher: name one in --methods")
+    try:
+        parse_layer_types(job.layer_types)
+    except ValueError as error:
+        problems.append(f"--layer-types: {error}")
+    if not 1 <= job.linear_cores <= 8:
+        problems.append(f"--linear-cores must be in 1..8, got {job.linear_cores}")
     if job.search_points < 1:
         problems.append(f"--search-points must be >= 1, got {job.search_points}")
     if problems:
@@ -226,7 +236,7 @@ def _check_folder(job: SweepJob) -> None:
         raise BadInputError(f"output {folder} is a file; sweep writes a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise BadInputError(f"sweep folder {folder} is not writable; choose another -o")
-    for name in [RESULTS, CURVES, LOCK] + [f"{point_key(m, t)}.tt" for m, t in planned_points(job)]:
+    for name in [RESULTS, *CURVES.values(), LOCK] + [f"{point_key(m, t)}.tt" for m, t in planned_points(job)]:
         path = folder / name
         if path.exists() and not path.is_file():
             raise BadInputError(f"{path} is not a regular file; remove it or choose another -o")
@@ -251,7 +261,9 @@ def settings(job: SweepJob, model_checksum: str, teacher_checksum: str | None) -
     return {"model_sha256": model_checksum, "data": job.data, "mode": job.mode, "include": job.include,
             "exclude": job.exclude, "calib_samples": job.calib_samples, "seed": job.seed, "finetune": config,
             "teacher_sha256": teacher_checksum, "timesteps": job.timesteps,
-            "train_samples": job.train_samples} | ({"style": job.style} if job.style else {})
+            "train_samples": job.train_samples} | ({"style": job.style} if job.style else {}) | (
+                {"layer_types": sorted(parse_layer_types(job.layer_types)), "linear_cores": job.linear_cores}
+                if job.layer_types is not None else {})  # sweeps before --layer-types had the default
 
 
 def _previous(job: SweepJob, current: dict[str, Any]) -> dict[str, Any]:
@@ -318,7 +330,8 @@ class _Sweep:
         self.device = resolve_device(job.finetune.device)
         self.dense_counts = count_model(self.dense, self.shape, self.steps)
         self.config = CompressConfig(RankSpec("fixed", (1, 1, 1)), mode=job.mode,  # type: ignore[arg-type]
-                                     include=list(job.include), exclude=list(job.exclude), timesteps=self.steps)
+                                     include=list(job.include), exclude=list(job.exclude), timesteps=self.steps,
+                                     layer_types=parse_layer_types(job.layer_types), linear_cores=job.linear_cores)
         self.model_sha256 = file_checksum(job.model)
         self.check_layers()
 
@@ -348,15 +361,18 @@ class _Sweep:
     def accuracy(self, model: nn.Module) -> float:
         return float(evaluate(model, self.eval_data, self.job.finetune, self.device))
 
-    def curves_fingerprint(self, layers: dict[str, nn.Conv2d]) -> dict[str, Any]:
+    def curves_fingerprint(self, layers: dict[str, nn.Module], criterion: str) -> dict[str, Any]:
         """Everything the measured curves depend on besides the grid: stored curves with another
-        fingerprint are measured anew (the layer list stands for --include/--exclude)."""
-        return {"model_sha256": self.model_sha256, "data": self.job.data, "calib_samples": self.job.calib_samples,
-                "seed": self.job.seed, "mode": self.job.mode, "timesteps": self.steps, "style": self.job.style,
-                "svd": "qr_svd", "layers": {name: list(conv.weight.shape) for name, conv in layers.items()}}
+        fingerprint are measured anew (the layer list stands for --include/--exclude/--layer-types)."""
+        fingerprint = {"model_sha256": self.model_sha256, "data": self.job.data, "calib_samples": self.job.calib_samples,
+                       "seed": self.job.seed, "mode": self.job.mode, "timesteps": self.steps, "style": self.job.style,
+                       "svd": "qr_svd", "layers": {name: list(m.weight.shape) for name, m in layers.items()}}  # type: ignore[union-attr]
+        if criterion != "measured" or any(not isinstance(m, nn.Conv2d) for m in layers.values()):
+            fingerprint |= {"criterion": criterion, "linear_cores": self.job.linear_cores}
+        return fingerprint
 
     def stored_curves(self, path: Path, fingerprint: dict[str, Any], factors: list[float],
-                      layers: dict[str, nn.Conv2d]) -> dict[str, Any] | None:
+                      layers: dict[str, nn.Module]) -> dict[str, Any] | None:
         """The curves kept in the folder when they serve this sweep: same fingerprint, a grid at least
         as wide. None when they must be measured (absent, other settings, narrower grid; a bad file
         with `force`); a bad file without `force` is one line of bad input."""
@@ -368,7 +384,7 @@ class _Sweep:
                 raise BadInputError(f"sensitivity curves {path} hold a JSON {type(stored).__name__}, not an object")
             if stored.get("fingerprint") != fingerprint:
                 return None
-            check_curves(stored, str(path), layers)
+            check_curves(stored, str(path), tt_dims(layers, self.job.linear_cores))
         except BadInputError as error:
             if self.job.force:
                 return None
@@ -376,20 +392,22 @@ class _Sweep:
         covers = min(stored["factors"]) <= min(factors) + 1e-9 and max(stored["factors"]) >= max(factors) - 1e-9
         return stored if covers else None
 
-    def curves(self) -> dict[str, Any]:
-        """Sensitivity curves for every target at once, measured once and kept in the folder."""
-        path = self.job.out_dir / CURVES
+    def curves(self, method: str) -> dict[str, Any]:
+        """A data method's curves for every target at once, measured once and kept in the folder."""
+        path = self.job.out_dir / CURVES[method]
+        criterion = CRITERIA[method]
         factors = candidate_factors(self.job.targets, spread=2.0)  # neighbouring targets cover each other
         layers = free_layers(plan_layers(self.dense, self.config)[0], self.config)
-        fingerprint = self.curves_fingerprint(layers)
+        fingerprint = self.curves_fingerprint(layers, criterion)
         stored = self.stored_curves(path, fingerprint, factors, layers)
         if stored is not None:
             return stored
         calibration = calibration_set(self.eval_data, self.job.calib_samples, self.steps, self.job.seed)
         base, curves = measure_sensitivity(self.dense, layers, calibration, factors, self.job.mode,  # type: ignore[arg-type]
-                                           self.steps, progress=self.progress)
+                                           self.steps, progress=self.progress, linear_cores=self.job.linear_cores,
+                                           criterion=criterion)
         check_finite_curves(base, curves)
-        document = curves_document(base, curves, calibration, self.job.seed) | {
+        document = curves_document(base, curves, calibration, self.job.seed, criterion) | {
             "factors": factors, "mode": self.job.mode, "model_sha256": self.model_sha256,
             "calib_samples_requested": self.job.calib_samples, "fingerprint": fingerprint}
         atomic_write_text(path, standard_json(document, indent=1) + "\n")
@@ -400,11 +418,12 @@ class _Sweep:
         model = copy.deepcopy(self.dense)
         config = copy.deepcopy(self.config)
         config.ranks = RankSpec(method, value=target)  # type: ignore[arg-type]
-        if method == "sensitivity":
+        if method in DATA_METHODS:
             layers = free_layers(plan_layers(model, config)[0], config)
             config.chosen_ranks, _ = sensitivity_ranks(model, layers, float(target or 1), self.eval_data,
                                                        self.job.calib_samples, self.steps, self.job.seed,
-                                                       self.job.mode, measured=self.curves())  # type: ignore[arg-type]
+                                                       self.job.mode, measured=self.curves(method),  # type: ignore[arg-type]
+                                                       linear_cores=self.job.linear_cores, method=method)
         model, result = compress_model(model, config)
         ratios = _ratios(self.dense_counts, model, self.shape, self.steps)
         before = self.accuracy(model)
