@@ -11,6 +11,8 @@ Imports SpikingJelly: import this module only after `pytest.importorskip("spikin
            added to the block's (real-valued) input
   head     LIFNode -> layer.AdaptiveAvgPool2d -> layer.Flatten -> layer.Linear
 `sew_ms_single`: the same network in single-step mode (called once per step with [B, C, H, W]).
+`nir_chain`: an nn.Sequential with every neuron setting ttsnn writes as NIR (LIF, PLIF with v_reset -0.5,
+  soft-reset IF, LIF without decay_input).
 """
 
 from __future__ import annotations
@@ -112,4 +114,22 @@ def sequential_chain(in_channels: int = 1, num_classes: int = 10, channels: int 
         layer.Flatten(), layer.Linear(channels * 64, num_classes), neuron.IFNode(surrogate_function=surrogate.ATan()),
     )
     functional.set_step_mode(net, "m")
+    return net
+
+
+def nir_chain(in_channels: int = 1, num_classes: int = 10, channels: int = 4, step_mode: str = "m") -> nn.Sequential:
+    """An nn.Sequential holding every neuron setting ttsnn writes as NIR: a LIFNode (hard reset to 0), a
+    ParametricLIFNode resetting to -0.5, a soft-reset IFNode, a LIFNode without decay_input and a lower
+    threshold, and an IFNode readout."""
+    c = channels
+    net = nn.Sequential(
+        *_conv_bn(in_channels, c), neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan()),
+        *_conv_bn(c, c, stride=2),
+        neuron.ParametricLIFNode(init_tau=3.0, v_reset=-0.5, surrogate_function=surrogate.ATan()),
+        layer.Conv2d(c, c, 3, padding=1), neuron.IFNode(v_reset=None, surrogate_function=surrogate.ATan()),
+        layer.Conv2d(c, c, 3, padding=1), neuron.LIFNode(tau=1.5, decay_input=False, v_threshold=0.7,
+                                                         surrogate_function=surrogate.ATan()),
+        layer.Flatten(), layer.Linear(c * 64, num_classes), neuron.IFNode(surrogate_function=surrogate.ATan()),
+    )
+    functional.set_step_mode(net, step_mode)
     return net

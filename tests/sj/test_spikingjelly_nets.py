@@ -217,7 +217,8 @@ def test_every_command_end_to_end(tmp_path: Path, mode: str) -> None:
 
 def test_dense_chain_exports_and_nir_is_refused_before_any_output(tmp_path: Path) -> None:
     """A dense SpikingJelly nn.Sequential (state_dict + --arch): ONNX verified as it is; NIR refused in one
-    line (exit 3) with nothing written, dense or compressed."""
+    line (exit 3) with nothing written, dense or compressed: its second LIFNode resets softly, which no NIR
+    node expresses (test_sj_nir.py exports the chains NIR can hold)."""
     checkpoint = tmp_path / "chain.pt"
     torch.save(sj_nets.sequential_chain().state_dict(), checkpoint)
     common = ["--arch", "sj_nets:sequential_chain", "--input-shape", "1,16,16", "--timesteps", str(T)]
@@ -230,7 +231,7 @@ def test_dense_chain_exports_and_nir_is_refused_before_any_output(tmp_path: Path
                                       "--nir", str(tmp_path / "n.nir")])
         assert refused.exit_code == 3, refused.stderr
         assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
-        assert "NIR export of SpikingJelly networks is not supported" in refused.stderr
+        assert "neuron 5 (LIFNode): a soft reset (v_reset=None)" in refused.stderr
         assert not (tmp_path / "n.nir").exists() and not (tmp_path / "n.onnx").exists()
 
 

@@ -24,6 +24,10 @@ Mapping:
   Synaptic -> CubaLIF, RLeaky / RSynaptic -> LIF / CubaLIF with their recurrent layer as a cycle;
   every reset mechanism, the discrete reset recorded in each node's metadata (NIR's LIF only resets
   to v_reset; `nir_warnings` says which neurons need it). Alpha is refused.
+- SpikingJelly (`nir_sj`): LIFNode / ParametricLIFNode -> LIF, IFNode -> IF, with SpikingJelly's own
+  update exactly (a soft-reset LIF / PLIF is refused). Its network is walked as a single-step copy: a
+  chain in step mode "m" computes what T single steps do, and its step wrappers (`layer.Conv2d`, TT
+  layers keeping a step mode) are mapped as the torch or TT class they extend.
 - Conv1d (+ a following BatchNorm1d folded in) -> Conv1d; TTConv1d (STT) -> three Conv1d nodes
   `<name>.core1` (1, Cin -> r1), `<name>.core2` (k, r1 -> r2, the layer's stride, padding and
   dilation), `<name>.core3` (1, r2 -> Cout, bias); symmetric zero padding only, as for Conv2d.
@@ -57,6 +61,7 @@ from torch import nn
 
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.nir_neurons import DT, neuron_node, one_to_one_node, recurrent_module, reset_notes
+from ttsnn_cli.export.nir_sj import MAPPING as SJ_MAPPING, has_step_modes, is_sj_node, single_step_copy
 from ttsnn_cli.kinds import kind_of
 from ttsnn_cli.spiking.neurons import MultiStepLIF
 from ttsnn_cli.spiking.runner import execution_style
@@ -110,7 +115,7 @@ def build_nir_graph(model: nn.Module, timesteps: int, input_shape: tuple[int, ..
     """The NIR graph of `model` (a chain); see the module docstring for the mapping."""
     import nir
 
-    chain = list(layer_chain(model))
+    chain = list(layer_chain(single_step_copy(model) if has_step_modes(model) else model))
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(input_shape)})}
     order = ["input"]
     cycles: list[tuple[str, str]] = []  # recurrent neurons: neuron -> its recurrent layer(s) -> neuron
@@ -146,6 +151,7 @@ def build_nir_graph(model: nn.Module, timesteps: int, input_shape: tuple[int, ..
         "producer": "ttsnn",
         "timesteps": int(timesteps),
         "lif_mapping": "snntorch: dt=1e-4, tau=dt/(1-beta), r=tau/dt, v_leak=0, v_reset=0",
+        **({"sj_mapping": SJ_MAPPING} if any(is_sj_node(n) for n in nodes.values()) else {}),
         "discrete_reset": "each neuron node's metadata: reset_mechanism, reset_delay, discrete_reset (see README)",
         "tt_mode": config["mode"] if config else "dense",
         "tt_ranks": json.dumps({k: v["ranks"] for k, v in config["layers"].items()}) if config else "{}",

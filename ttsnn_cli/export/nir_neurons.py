@@ -1,4 +1,5 @@
-"""snntorch neurons as NIR 1.0.8 nodes, with what NIR cannot say recorded in each node's metadata.
+"""snntorch neurons as NIR 1.0.8 nodes, with what NIR cannot say recorded in each node's metadata
+(SpikingJelly's neurons: `nir_sj`).
 
 Mapping (snntorch's own convention: dt = 1e-4, every decay d becomes tau = dt / (1 - d), v_leak = 0):
 - Leaky -> LIF(tau, r = tau / dt, v_threshold, v_reset = 0); with beta at 1 (a learned beta above 1
@@ -31,6 +32,9 @@ import torch
 from torch import nn
 
 from ttsnn_cli.errors import BadInputError
+from ttsnn_cli.export.nir_sj import differs_from_nir as sj_differs_from_nir
+from ttsnn_cli.export.nir_sj import neuron_node as sj_neuron_node
+from ttsnn_cli.spiking import spikingjelly
 
 DT = 1e-4
 
@@ -86,9 +90,11 @@ def differs_from_nir(meta: dict[str, Any]) -> bool:
 
 
 def neuron_node(name: str, neuron: nn.Module, shape: tuple[int, ...]) -> Any:
-    """The NIR node of one snntorch neuron (see the module docstring)."""
+    """The NIR node of one snntorch neuron (see the module docstring), or of a SpikingJelly one (`nir_sj`)."""
     import nir
 
+    if spikingjelly.is_node(neuron):
+        return sj_neuron_node(name, neuron, shape)
     kind = type(neuron).__name__
     if kind == "LeakyIntegrator":  # NIR's own LI, read from a graph (zoo.nir_graph): membrane out, no reset
         tau = _array(_tau(name, _decay(neuron.beta), "beta"), shape)
@@ -144,6 +150,10 @@ def reset_notes(nodes: dict[str, Any]) -> list[str]:
     notes = []
     for name, node in nodes.items():
         meta = getattr(node, "metadata", None) or {}
-        if "reset_mechanism" in meta and "snntorch" in meta and differs_from_nir(meta):
+        if "reset_mechanism" not in meta:
+            continue
+        if "snntorch" in meta and differs_from_nir(meta):
             notes.append(f"{name} ({meta['snntorch']}, {meta['reset_mechanism']} reset)")
+        elif "spikingjelly" in meta and sj_differs_from_nir(meta):
+            notes.append(f"{name} ({meta['spikingjelly']}, {meta['reset_mechanism']} reset)")
     return notes

@@ -19,7 +19,7 @@ from ttsnn_cli.kinds.base import DenseConvLeaves, LayerKind
 from ttsnn_cli.kinds.conv2d import skip_reason
 from ttsnn_cli.kinds.nir_nodes import conv1d_node, fold_bn
 from ttsnn_cli.kinds.steps import HTTStep, timestep
-from ttsnn_cli.kinds.stepmode import fold_steps, refuse_nir
+from ttsnn_cli.kinds.stepmode import fold_steps
 from ttsnn_cli.layers.conv1d import PTT_REFUSAL, TTConv1d, conv1d_padding
 from ttsnn_cli.maths import layer_ranks, tt
 from ttsnn_cli.maths.ranks import RankSpec, ResolvedRanks
@@ -136,7 +136,6 @@ class Conv1dKind(DenseConvLeaves, LayerKind):
 
     def nir_nodes(self, name: str, module: nn.Module, bn: nn.Module | None, x: torch.Tensor) -> tuple[list[tuple[str, Any]], torch.Tensor]:
         """A Conv1d (one node) or a TTConv1d (three nodes); zero, symmetric padding only."""
-        refuse_nir(name, module)
         m: Any = module
         length = int(x.shape[-1])
         y = m(x)

@@ -18,7 +18,7 @@ from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds.base import DenseConvLeaves, LayerKind
 from ttsnn_cli.kinds.nir_nodes import conv_node, fold_bn, symmetric_padding
 from ttsnn_cli.kinds.steps import HTTStep, timestep
-from ttsnn_cli.kinds.stepmode import fold_steps, refuse_nir
+from ttsnn_cli.kinds.stepmode import fold_steps
 from ttsnn_cli.layers.conv2d import TTConv2d, conv_padding
 from ttsnn_cli.maths.ranks import RankSpec, ResolvedRanks, cap_ranks, parse_ranks, resolve_layer_ranks
 from ttsnn_cli.maths.tt import centre_tap, conv2d_tensor, tt_param_count
@@ -180,7 +180,6 @@ class Conv2dKind(DenseConvLeaves, LayerKind):
         return fold_steps(HTTStep(name, module, context) if module.mode == "htt" else None, module)  # type: ignore[union-attr]
 
     def nir_nodes(self, name: str, module: nn.Module, bn: nn.Module | None, x: torch.Tensor) -> tuple[list[tuple[str, Any]], torch.Tensor]:
-        refuse_nir(name, module)
         m: Any = module
         hw = (int(x.shape[2]), int(x.shape[3])) if x.dim() == 4 else (0, 0)
         if not self.owns_tt(module):

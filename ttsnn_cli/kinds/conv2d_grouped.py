@@ -27,7 +27,7 @@ from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds.base import LayerKind
 from ttsnn_cli.kinds.conv2d import Conv2dKind, hw_pads, skip_reason
 from ttsnn_cli.kinds.nir_nodes import conv_node, fold_bn, symmetric_padding
-from ttsnn_cli.kinds.stepmode import fold_steps, refuse_nir
+from ttsnn_cli.kinds.stepmode import fold_steps
 from ttsnn_cli.layers.conv2d import Pads, conv_padding
 from ttsnn_cli.maths import tt
 from ttsnn_cli.maths.ranks import RankSpec, RankSpecError, ResolvedRanks, cap_ranks, parse_ranks, resolve_layer_ranks
@@ -258,7 +258,6 @@ class Conv2dGroupedKind(Conv2dKind):
         """Three Conv2d nodes: core1, the merged middle cores (per group, exact), core4, each grouped
         core written as its block-diagonal dense kernel (exact): nir 1.0.8's type check takes a grouped
         Conv2d's input channels as the kernel's Cin/G and refuses the graph it wrote."""
-        refuse_nir(name, module)
         if not self.owns_tt(module):
             return super().nir_nodes(name, module, bn, x)
         m: Any = module

@@ -15,7 +15,6 @@ from torch import nn
 
 from ttsnn_cli.kinds.base import LayerKind, LeafCall
 from ttsnn_cli.kinds.nir_nodes import to_numpy
-from ttsnn_cli.kinds.stepmode import refuse_nir
 from ttsnn_cli.layers.linear import TTLinear
 from ttsnn_cli.maths import layer_ranks, tt
 from ttsnn_cli.maths.ranks import RankSpec, ResolvedRanks
@@ -129,7 +128,6 @@ class LinearKind(LayerKind):
         return dense_linear(module) if reconstruct_dense else None  # type: ignore[arg-type]
 
     def nir_nodes(self, name: str, module: nn.Module, bn: nn.Module | None, x: torch.Tensor) -> tuple[list[tuple[str, Any]], torch.Tensor]:
-        refuse_nir(name, module)
         import nir
 
         m: Any = module

@@ -149,14 +149,3 @@ def fold_steps(replacement: nn.Module | None, layer: nn.Module) -> nn.Module | N
     if replacement is None or layer_step_mode(layer) != "m" or _linear_like(layer):
         return replacement
     return FoldSteps(replacement)
-
-
-def refuse_nir(name: str, layer: nn.Module) -> None:
-    """NIR export stops, in one line, at the first SpikingJelly step wrapper (dense or TT): ttsnn's NIR
-    writer runs each layer on one step [B, ...] and maps snntorch's neurons only, while SpikingJelly's
-    fire at h >= threshold with their own charge and reset equations, which ttsnn does not write as NIR."""
-    from ttsnn_cli.errors import BadInputError
-
-    if dense_step_mode(layer) is not None or layer_step_mode(layer) is not None:
-        raise BadInputError(f"layer {name}: NIR export of SpikingJelly networks is not supported (its neurons have "
-                            "no NIR mapping in ttsnn); export ONNX")

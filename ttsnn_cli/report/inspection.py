@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from ttsnn_cli.kinds import is_tt_layer, kind_of
+from ttsnn_cli.spiking import spikingjelly
 from ttsnn_cli.spiking.state import is_neuron
 from ttsnn_cli.storage.bundle import get_meta, tt_config
 
@@ -15,6 +16,8 @@ def _shape(module: nn.Module) -> str:
     kind = kind_of(module, exact=False)
     if kind is not None:
         return kind.describe(module)
+    if spikingjelly.is_node(module):
+        return spikingjelly.describe_node(module)
     if is_neuron(module):
         beta = getattr(module, "beta", None)
         threshold = getattr(module, "threshold", None)

@@ -112,3 +112,41 @@ def threshold(module: nn.Module) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _number(value: object) -> float | str:
+    """A setting as a float where it is one number, else as written (a description never fails)."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError):
+        return str(value)
+
+
+def _time_constant(module: nn.Module) -> float | None:
+    """tau of a SpikingJelly neuron: its `tau`, or 1 / sigmoid(w) for a ParametricLIFNode (learned)."""
+    w = getattr(module, "w", None)
+    if type(module).__name__ == "ParametricLIFNode" and w is not None and w.numel() == 1:
+        return 1.0 / float(w.detach().float().sigmoid())
+    value = getattr(module, "tau", None)
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def describe_node(module: nn.Module) -> str:
+    """A SpikingJelly neuron's constants for `ttsnn inspect`: tau (where it leaks), threshold and reset.
+
+    Why its own: SpikingJelly names them tau / v_threshold / v_reset (None: the soft reset that
+    subtracts the threshold), not snntorch's beta / threshold, and a PLIF's tau is 1 / sigmoid(w)."""
+    parts = []
+    tau = _time_constant(module)
+    if tau is not None:
+        parts.append(f"tau {tau}")
+    value = threshold(module)
+    parts.append(f"threshold {value if value is not None else '-'}")
+    v_reset = getattr(module, "v_reset", None)
+    parts.append("reset soft (subtract threshold)" if v_reset is None else f"reset to {_number(v_reset)}")
+    if tau is not None and getattr(module, "decay_input", True) is False:
+        parts.append("input not decayed")
+    return ", ".join(parts)
