@@ -151,3 +151,22 @@ def test_fisher_points_keep_their_own_curves_and_the_layer_types_are_settings(tm
     assert fisher["criterion"] == "fisher" and json.loads((out / "sensitivity.json").read_text())["criterion"] == "measured"
     other = runner.invoke(app, args + ["--layer-types", "conv2d,linear"])
     assert other.exit_code == 3 and "other settings" in other.output
+
+
+def test_budget_on_macs_spends_the_targets_in_macs(tmp_path: Path, dense_bundle: Path) -> None:
+    """--budget-on macs: the same target buys more MAC reduction than a weight budget does, the
+    setting is recorded, and a method without a target is refused before any work."""
+    def run(out: str, *extra: str):
+        return runner.invoke(app, ["sweep", str(dense_bundle), "--data", "digits", "-o", str(tmp_path / out),
+                                   "--targets", "4", "--methods", "budget,uniform", "--exclude", "stem",
+                                   "--train-samples", "8", "--batch-size", "8", "--json", *extra])
+
+    by_weights, by_macs = run("w"), run("m", "--budget-on", "macs")
+    assert by_weights.exit_code == 0 and by_macs.exit_code == 0, by_macs.output
+    weights = {p["method"]: p for p in json.loads(by_weights.stdout)["points"]}
+    macs = {p["method"]: p for p in json.loads(by_macs.stdout)["points"]}
+    assert macs["budget"]["mac_ratio"] >= weights["budget"]["mac_ratio"]
+    assert json.loads((tmp_path / "m" / "sweep.json").read_text())["settings"]["budget_on"] == "macs"
+    refused = runner.invoke(app, ["sweep", str(dense_bundle), "--data", "digits", "-o", str(tmp_path / "v"),
+                                  "--methods", "budget,vbmf", "--budget-on", "macs"])
+    assert refused.exit_code == 3 and "vbmf has no target" in refused.output and not (tmp_path / "v").exists()

@@ -70,6 +70,7 @@ def sweep(
     exclude: list[str] = typer.Option([], help="Regex over module names to keep dense (repeatable)."),
     layer_types: Optional[str] = typer.Option(None, help="Which layers every point decomposes: comma list of conv2d, conv1d, linear, conv2d_grouped (default conv2d,conv1d). The global methods allocate Conv2d, Conv1d and Linear layers together."),
     linear_cores: int = typer.Option(3, min=1, max=8, help="Cores d of a TT-matrix Linear."),
+    budget_on: str = typer.Option("weights", "--budget-on", help="What the targets of budget, uniform, sensitivity and fisher count: weights (default), macs (per timestep) or time (forward + backward per layer, measured on --device)."),
     calib_samples: int = typer.Option(DEFAULT_CALIB_SAMPLES, help="Training samples for sensitivity / fisher calibration."),
     train_samples: Optional[int] = typer.Option(None, help="Fine-tune on this many training samples (seeded subset; default all)."),
     timesteps: Optional[int] = typer.Option(None, help="Timesteps T (default: the model's)."),
@@ -105,7 +106,7 @@ def sweep(
                    arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) if arch_kwargs else None,
                    timesteps=timesteps, max_acc_drop=max_acc_drop, train_samples=train_samples, plot=plot, force=force, trust_pickle=trust_pickle,
                    style=style, search=search, search_points=search_points, layer_types=layer_types,
-                   linear_cores=linear_cores)
+                   linear_cores=linear_cores, budget_on=budget_on)
     with trust_scope(trust_arch, arch), limited_threads(threads), SweepView({"sweep": "sweep points", "sensitivity": "sensitivity"},
                                                                              bar=not json_output) as view:
         document = run_sweep(job, progress=view)

@@ -162,6 +162,8 @@ class SweepSection(Section):
     layer_types: list[Literal[LAYER_TYPES]] | None = Field(  # type: ignore[valid-type]
         None, min_length=1, description="which layers every point decomposes (default: conv2d, conv1d)")
     linear_cores: int = Field(3, ge=1, le=8, description="cores d of a TT-matrix Linear")
+    budget_on: Literal["weights", "macs", "time"] = Field(
+        "weights", description="what the targets of budget, uniform, sensitivity and fisher count")
     train_samples: int | None = Field(None, ge=1, description="fine-tune on this many training samples (default all)")
     finetune: FinetuneSection = Field(default_factory=lambda: FinetuneSection(epochs=1),
                                       description="the fine-tune every point gets (teacher: source distils the dense model)")

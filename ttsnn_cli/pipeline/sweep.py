@@ -55,6 +55,7 @@ from ttsnn_cli.compress.decompose import (
     compress_model,
     free_layers,
     plan_layers,
+    prepare_costs,
 )
 from ttsnn_cli.compress.sensitivity import (
     CRITERIA,
@@ -72,7 +73,7 @@ from ttsnn_cli.data.compat import check_compatible
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import is_tt_layer, kind_of, parse_layer_types, tt_dims
 from ttsnn_cli.layers.conv2d import MODES
-from ttsnn_cli.maths.ranks import DATA_METHODS, RankSpec
+from ttsnn_cli.maths.ranks import BUDGET_ON, DATA_METHODS, Costs, RankSpec
 from ttsnn_cli.report.counting import count_model
 from ttsnn_cli.spiking.budget import check_run_fits, check_timesteps
 from ttsnn_cli.spiking.runner import check_style
@@ -120,6 +121,7 @@ class SweepJob:
     search_points: int = 8  # the most points one method's search tries (reused ones included)
     layer_types: str | list[str] | None = None  # --layer-types: what every point decomposes (None: compress's default)
     linear_cores: int = 3  # --linear-cores: cores of a TT-matrix Linear
+    budget_on: str = "weights"  # --budget-on: what the targets of the global methods count (weights, macs, time)
 
 
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -202,6 +204,10 @@ def validate(job: SweepJob) -> None:
         parse_layer_types(job.layer_types)
     except ValueError as error:
         problems.append(f"--layer-types: {error}")
+    if job.budget_on not in BUDGET_ON:
+        problems.append(f"--budget-on takes {', '.join(BUDGET_ON)}; got {job.budget_on!r}")
+    elif job.budget_on != "weights" and any(m in TARGETLESS for m in job.methods):
+        problems.append(f"--budget-on {job.budget_on} sets what the targets count; vbmf has no target: drop it from --methods")
     if not 1 <= job.linear_cores <= 8:
         problems.append(f"--linear-cores must be in 1..8, got {job.linear_cores}")
     if job.search_points < 1:
@@ -263,7 +269,8 @@ def settings(job: SweepJob, model_checksum: str, teacher_checksum: str | None) -
             "teacher_sha256": teacher_checksum, "timesteps": job.timesteps,
             "train_samples": job.train_samples} | ({"style": job.style} if job.style else {}) | (
                 {"layer_types": sorted(parse_layer_types(job.layer_types)), "linear_cores": job.linear_cores}
-                if job.layer_types is not None else {})  # sweeps before --layer-types had the default
+                if job.layer_types is not None else {}) | (  # sweeps before --layer-types had the default
+                {"budget_on": job.budget_on} if job.budget_on != "weights" else {})
 
 
 def _previous(job: SweepJob, current: dict[str, Any]) -> dict[str, Any]:
@@ -331,9 +338,14 @@ class _Sweep:
         self.dense_counts = count_model(self.dense, self.shape, self.steps)
         self.config = CompressConfig(RankSpec("fixed", (1, 1, 1)), mode=job.mode,  # type: ignore[arg-type]
                                      include=list(job.include), exclude=list(job.exclude), timesteps=self.steps,
-                                     layer_types=parse_layer_types(job.layer_types), linear_cores=job.linear_cores)
+                                     layer_types=parse_layer_types(job.layer_types), linear_cores=job.linear_cores,
+                                     budget_on=job.budget_on, input_shape=self.shape, device=job.finetune.device)
         self.model_sha256 = file_checksum(job.model)
         self.check_layers()
+        # what --budget-on counts and the dense shape probe, measured once for every point
+        prepared = replace(self.config, ranks=RankSpec("budget", value=1.0))
+        prepare_costs(self.dense, prepared, progress)
+        self.config.costs, self.config.probe, self.config.probe_error = prepared.costs, prepared.probe, prepared.probe_error
 
     def check_layers(self) -> None:
         """What every point decomposes, checked before the folder is made: a TT input, a bad regex,
@@ -369,6 +381,8 @@ class _Sweep:
                        "svd": "qr_svd", "layers": {name: list(m.weight.shape) for name, m in layers.items()}}  # type: ignore[union-attr]
         if criterion != "measured" or any(not isinstance(m, nn.Conv2d) for m in layers.values()):
             fingerprint |= {"criterion": criterion, "linear_cores": self.job.linear_cores}
+        if self.job.budget_on != "weights":  # the candidate grid is spaced in what the budget counts
+            fingerprint |= {"budget_on": self.job.budget_on}
         return fingerprint
 
     def stored_curves(self, path: Path, fingerprint: dict[str, Any], factors: list[float],
@@ -404,8 +418,8 @@ class _Sweep:
             return stored
         calibration = calibration_set(self.eval_data, self.job.calib_samples, self.steps, self.job.seed)
         base, curves = measure_sensitivity(self.dense, layers, calibration, factors, self.job.mode,  # type: ignore[arg-type]
-                                           self.steps, progress=self.progress, linear_cores=self.job.linear_cores,
-                                           criterion=criterion)
+                                           self.steps, progress=self.progress, costs=self.budget_costs(),
+                                           linear_cores=self.job.linear_cores, criterion=criterion)
         check_finite_curves(base, curves)
         document = curves_document(base, curves, calibration, self.job.seed, criterion) | {
             "factors": factors, "mode": self.job.mode, "model_sha256": self.model_sha256,
@@ -413,17 +427,22 @@ class _Sweep:
         atomic_write_text(path, standard_json(document, indent=1) + "\n")
         return document
 
+    def budget_costs(self) -> Costs | None:
+        """What the global methods count when it is not weights (measured once, shared by every point)."""
+        return self.config.costs if self.job.budget_on != "weights" else None
+
     def point(self, method: str, target: float | None) -> dict[str, Any]:
         started = time.perf_counter()
         model = copy.deepcopy(self.dense)
-        config = copy.deepcopy(self.config)
-        config.ranks = RankSpec(method, value=target)  # type: ignore[arg-type]
+        # a new config, sharing what is measured once (the shape probe, the budget's costs)
+        config = replace(self.config, ranks=RankSpec(method, value=target), overrides=dict(self.config.overrides))  # type: ignore[arg-type]
         if method in DATA_METHODS:
             layers = free_layers(plan_layers(model, config)[0], config)
             config.chosen_ranks, _ = sensitivity_ranks(model, layers, float(target or 1), self.eval_data,
                                                        self.job.calib_samples, self.steps, self.job.seed,
                                                        self.job.mode, measured=self.curves(method),  # type: ignore[arg-type]
-                                                       linear_cores=self.job.linear_cores, method=method)
+                                                       costs=self.budget_costs(), linear_cores=self.job.linear_cores,
+                                                       method=method)
         model, result = compress_model(model, config)
         ratios = _ratios(self.dense_counts, model, self.shape, self.steps)
         before = self.accuracy(model)

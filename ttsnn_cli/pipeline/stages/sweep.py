@@ -38,6 +38,7 @@ def sweep_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
         plot=recipe_output(out_dir, section.plot, "sweep.plot") if section.plot else None, force=context.force,
         search=section.search, search_points=section.search_points,
         layer_types=list(section.layer_types) if section.layer_types else None, linear_cores=section.linear_cores,
+        budget_on=section.budget_on,
     )  # run_sweep checks the folder (a file there is bad input) and creates it after every check
 
     def progress(event: dict[str, Any]) -> None:
