@@ -12,13 +12,16 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers
-from ttsnn_cli.compress.fisher import fisher_increase, fisher_information
+from ttsnn_cli.compress.fisher import fisher_error, fisher_information
 from ttsnn_cli.compress.sensitivity import (
+    LayerCurve,
+    Point,
     calibration_set,
     candidate_factors,
     check_curves,
     curves_document,
     measure_sensitivity,
+    minmax_ranks,
     sensitivity_ranks,
 )
 from ttsnn_cli.data import DataBundle, load_data
@@ -142,7 +145,7 @@ def test_fisher_is_a_mean_squared_gradient_and_restores_the_model() -> None:
     torch.testing.assert_close(fisher[name], total / 2)
 
 
-def test_fisher_increase_is_zero_at_full_rank_and_grows_as_ranks_fall() -> None:
+def test_fisher_error_is_zero_at_full_rank_relative_and_grows_as_ranks_fall() -> None:
     torch.manual_seed(0)
     model = user_nets.sequential_net(channels=6)
     data, calibration = _digits_calibration()
@@ -151,14 +154,36 @@ def test_fisher_increase_is_zero_at_full_rank_and_grows_as_ranks_fall() -> None:
     base, curves = measure_sensitivity(model, layers, calibration, candidate_factors([4.0]), "stt", 2,
                                        criterion="fisher")
     for name, curve in curves.items():
-        increases = [p.loss_increase for p in curve.points]
-        assert all(v >= 0 for v in increases)
-        assert increases[0] >= increases[-1]  # rank 1 loses more than the largest candidate
+        errors = [p.loss_increase for p in curve.points]
+        assert all(0 <= v <= 1 + 1e-9 for v in errors) and errors[0] >= errors[-1]
         conv = layers[name]
         kind = kind_of(conv)
         full = kind.build(conv, unfolding_caps(tt_dims({name: conv}, 3)[name]), "stt", 2, "qr_svd", 3)
         fisher = fisher_information(model, {name: conv}, calibration.inputs, calibration.labels)[name]
-        assert fisher_increase(fisher, conv.weight, kind.effective_weight(full)) < 1e-9 * max(increases[0], 1e-12) + 1e-12
+        assert fisher_error(fisher, conv.weight, kind.effective_weight(full)) < 1e-12
+        assert fisher_error(fisher, conv.weight, torch.zeros_like(conv.weight)) == pytest.approx(1.0)
+    # a layer the loss ignores (zero Fisher) is measured by its plain relative error, never free
+    weight = torch.randn(4, 3, 3, 3)
+    assert fisher_error(torch.zeros(4, 3, 3, 3, dtype=torch.float64), weight, 0.5 * weight) == pytest.approx(0.25)
+
+
+def test_minmax_allocation_balances_the_worst_layer() -> None:
+    """The min-max rule: within budget, and no layer can take one step up without breaking it while the
+    worst layer stays where it is (the level is the smallest that fits)."""
+    shape_dims = (64, 3, 3, 64)
+    dense = math.prod(shape_dims)
+
+    def curve(name: str, scale: float) -> LayerCurve:
+        points = [Point((r,) * 3, tensor_tt_params(shape_dims, (r,) * 3), scale / r, scale / r) for r in (1, 2, 4, 8, 16, 32)]
+        return LayerCurve(name, dense, points)
+
+    curves = {"hard": curve("hard", 1.0), "easy": curve("easy", 0.1)}
+    chosen = minmax_ranks(curves, 6.0)
+    spent = sum(tensor_tt_params(shape_dims, r.effective) for r in chosen.values())
+    assert 2 * dense / spent >= 6.0
+    assert chosen["hard"].effective[0] > chosen["easy"].effective[0]  # the hard layer keeps more
+    assert all(r.note.startswith("fisher 6x (min-max)") for r in chosen.values())
+    assert "cannot be met" in minmax_ranks(curves, 1e6)["hard"].note
 
 
 def test_fisher_method_meets_its_budget_and_says_how_it_chose() -> None:
@@ -172,7 +197,7 @@ def test_fisher_method_meets_its_budget_and_says_how_it_chose() -> None:
     dims = tt_dims(layers, 3)
     dense = sum(math.prod(d) for d in dims.values())
     assert dense / sum(tensor_tt_params(dims[n], chosen[n].effective) for n in dims) >= 4.0
-    assert all(r.note.startswith("fisher 4x") for r in chosen.values())
+    assert all(r.note.startswith("fisher 4x (min-max)") for r in chosen.values())
     check_curves(document, "fisher.json", dims)  # what a sweep stores, readable back
 
 

@@ -34,6 +34,7 @@ from ttsnn_cli.maths.ranks import (
     ResolvedRanks,
     budget_ranks,
     parse_rank_spec,
+    round_ranks,
     uniform_ranks,
 )
 from ttsnn_cli.maths.tt import SVD_METHODS
@@ -58,6 +59,7 @@ class CompressConfig:
     allow_growth: bool = False  # decompose a layer even when its cores hold more weights than the kernel (--allow-growth)
     #: what the global methods' budget X counts (--budget-on): weights, macs (per timestep) or time (measured)
     budget_on: str = "weights"
+    round_ranks: int = 1  # round every effective rank to a multiple of this (tensor cores like 8); 1: as chosen
     #: per-step input shape (C,H,W): MACs and time are counted at the shapes the model sees
     input_shape: tuple[int, ...] | None = None
     device: str | None = None  # where --budget-on time measures (auto: cuda if available)
@@ -307,6 +309,8 @@ def resolve_all_ranks(chosen: dict[str, nn.Module], config: CompressConfig) -> d
             resolved[name] = kind.resolve_ranks(conv, own, override, config.mode, config.linear_cores, shared.get(name))
         except RankSpecError as error:
             raise BadInputError(f"layer {name}: {error}") from None
+        resolved[name] = round_ranks(resolved[name], config.round_ranks, kind.rank_caps(conv, config.linear_cores),
+                                     kind.equal_ranks(config.mode))
     return resolved
 
 

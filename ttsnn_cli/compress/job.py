@@ -50,6 +50,7 @@ class CompressJob:
     allow_growth: bool = False  # decompose a layer even when its cores outgrow the dense weight
     budget_on: str = "weights"  # what budget:X / uniform:X / sensitivity:X count: weights, macs or time
     device: str | None = None  # where --budget-on time measures the layers (auto: cuda if available)
+    round_ranks: int = 1  # --round-ranks N: every rank to a multiple of N (tensor-core friendly); 1: as chosen
     #: the data the checkpoint itself records (set by `load_source`): sensitivity's default, never a zoo entry's
     recorded_data: str | None = field(default=None, init=False, repr=False)
 
@@ -148,6 +149,8 @@ def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn
         raise BadInputError(str(error)) from None
     except ValueError as error:
         raise BadInputError(f"--layer-types: {error}") from None
+    if not (isinstance(job.round_ranks, int) and 1 <= job.round_ranks <= 64):
+        raise BadInputError(f"--round-ranks takes a whole number in 1..64 (8 suits tensor cores), got {job.round_ranks!r}")
     if spec.method in DATA_METHODS and not job.data and job.checkpoint is None:
         raise BadInputError(_NO_DATA.format(method=spec.method))  # a freshly initialised model records no data: refused before any work
     model = load_source(job)
@@ -166,6 +169,7 @@ def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn
         budget_on=job.budget_on or "weights",
         input_shape=tuple(meta.io.input_shape) if meta.io.input_shape else None,
         device=job.device,
+        round_ranks=job.round_ranks,
     )
     prepare_costs(model, config, progress)  # the dense shape probe (MAC ratios) and what --budget-on counts
     dense_weights = leaf_weights(model)

@@ -40,7 +40,7 @@ from torch import nn
 
 from ttsnn_cli.data import DataBundle, encode
 from ttsnn_cli.errors import BadInputError
-from ttsnn_cli.compress.fisher import FISHER_BATCH, fisher_information, fisher_increase
+from ttsnn_cli.compress.fisher import FISHER_BATCH, fisher_error, fisher_information
 from ttsnn_cli.kinds import kind_of, tt_dims
 from ttsnn_cli.layers.conv2d import Mode
 from ttsnn_cli.maths.ranks import Costs, Ranks, ResolvedRanks
@@ -247,8 +247,9 @@ def measure_sensitivity(
     criterion: str = "measured",
 ) -> tuple[float, dict[str, LayerCurve]]:
     """(dense calibration loss, one curve per layer). `criterion` "measured" swaps each candidate
-    layer in and measures the calibration loss; "fisher" estimates the increase from the diagonal
-    Fisher (`compress.fisher`; no forward pass per candidate). `model` is left as it was (every
+    layer in and measures the calibration loss; "fisher" gives each candidate's Fisher-weighted
+    relative error instead (`compress.fisher`, as both `loss` and `loss_increase`; no forward pass
+    per candidate). `model` is left as it was (every
     swapped layer is put back, also on error) and in the train/eval state it had. With `costs` (a
     MAC or time budget) the candidate grid is spaced in that cost."""
     factors = list(factors)
@@ -277,8 +278,7 @@ def measure_sensitivity(
                 with torch.no_grad():
                     layer = kind.build(conv, ranks, mode, timesteps, svd, linear_cores).eval()
                 if fisher is not None:
-                    increase = fisher_increase(fisher[name], conv.weight, kind.effective_weight(layer))  # type: ignore[arg-type]
-                    loss = base + increase
+                    loss = fisher_error(fisher[name], conv.weight, kind.effective_weight(layer))  # type: ignore[arg-type]
                 else:
                     model.set_submodule(name, layer)
                     try:
@@ -286,7 +286,7 @@ def measure_sensitivity(
                     finally:
                         model.set_submodule(name, conv)
                 weights = tensor_tt_params(dims[name], ranks)
-                points.append(Point(ranks, weights, loss, loss - base))
+                points.append(Point(ranks, weights, loss, loss if fisher is not None else loss - base))
                 done += 1
                 report({"kind": "sensitivity", "done": done, "total": total, "layer": name,
                         "ranks": list(ranks), "loss_increase": loss - base})
@@ -366,9 +366,64 @@ def choose_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | No
 #: what a curve's `loss` is, by criterion (the JSON says it)
 LOSS_NOTES = {
     "measured": "cross-entropy of the time-averaged output, eval mode, the layer alone at the candidate ranks",
-    "fisher": "dense cross-entropy + 1/2 sum F (W - TT(W))^2, F the diagonal empirical Fisher "
-              f"(mean squared gradient over mini-batches of {FISHER_BATCH}, eval mode)",
+    "fisher": "Fisher-weighted relative error sum F (W - TT(W))^2 / sum F W^2 (loss = loss_increase), F the "
+              f"diagonal empirical Fisher (mean squared gradient over mini-batches of {FISHER_BATCH}, eval mode)",
 }
+
+
+def minmax_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | None = None,
+                 method: str = "fisher") -> dict[str, ResolvedRanks]:
+    """Min-max allocation on the curves (`fisher:X`): the smallest common level e such that every layer
+    at its smallest candidate with error <= e fits the budget (bisection over the levels where a
+    layer's choice changes, on each curve's monotone envelope), as `budget:X` does on its bound; then
+    the budget left buys steps back up, the layer with the largest error first."""
+    def at(name: str, index: int) -> float:
+        point = curves[name].points[index]
+        return float(point.weights) if costs is None else costs.at(name, point.ranks)
+
+    dense = sum(float(c.dense_weights) if costs is None else costs.dense(n) for n, c in curves.items())
+    allowed = dense / factor
+    unit = "" if costs is None or costs.unit == "weights" else f" in {costs.unit}"
+    what = "weights" if costs is None else costs.unit
+    envelope = {name: _envelope(c.points) for name, c in curves.items()}
+
+    def plan(level: float) -> dict[str, int]:
+        return {name: next((i for i, v in enumerate(values) if v <= level), len(values) - 1)
+                for name, values in envelope.items()}
+
+    def cost(position: dict[str, int]) -> float:
+        return sum(at(n, i) for n, i in position.items())
+
+    levels = sorted({v for values in envelope.values() for v in values})
+    low, high = 0, len(levels) - 1  # the largest level is every layer's first candidate
+    met = cost(plan(levels[high])) <= allowed
+    if met:
+        while low < high:
+            middle = (low + high) // 2
+            if cost(plan(levels[middle])) <= allowed:
+                high = middle
+            else:
+                low = middle + 1
+    position = plan(levels[high])
+    while met:  # spare budget: the worst layer steps up first, while a step fits
+        spare = allowed - cost(position)
+        steps = [(envelope[n][i], n) for n, i in position.items()
+                 if i + 1 < len(curves[n].points) and at(n, i + 1) - at(n, i) <= spare]
+        if not steps:
+            break
+        position[max(steps)[1]] += 1
+    worst = max(envelope[n][i] for n, i in position.items())
+    resolved = {}
+    for name, index in position.items():
+        point = curves[name].points[index]
+        layer_dense = float(curves[name].dense_weights) if costs is None else costs.dense(name)
+        note = (f"{method} {factor:g}x{unit} (min-max): error {envelope[name][index]:.4g} (worst layer {worst:.4g}), "
+                f"this layer {layer_dense / at(name, index):.2f}x smaller{unit}")
+        if not met:
+            note = (f"{method} {factor:g}x{unit} cannot be met: the smallest candidates shrink the decomposed "
+                    f"layers' {what} only {dense / cost(position):.2f}x")
+        resolved[name] = ResolvedRanks(point.ranks, point.ranks, note)
+    return resolved
 
 
 def curves_document(base_loss: float, curves: dict[str, LayerCurve], calibration: Calibration,
@@ -418,4 +473,5 @@ def sensitivity_ranks(
     missing = sorted(set(layers) - set(curves))
     if missing:
         raise ValueError(f"sensitivity curves lack layer(s) {', '.join(missing)}")
-    return choose_ranks({name: curves[name] for name in layers}, factor, costs, method), measured
+    allocate = minmax_ranks if method == "fisher" else choose_ranks
+    return allocate({name: curves[name] for name in layers}, factor, costs, method), measured

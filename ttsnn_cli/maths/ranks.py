@@ -16,8 +16,8 @@ share one weight budget X over all decomposed layers:
   cores are at least X times smaller than its kernel.
 - `sensitivity:X` (needs data, `ttsnn_cli.compress.sensitivity`): the same global budget, spent where the
   measured loss increase per weight saved is smallest.
-- `fisher:X` (needs data): the same allocation on each layer's loss increase estimated to second
-  order from the diagonal empirical Fisher information, 1/2 sum F (W - TT(W))^2: the reconstruction
+- `fisher:X` (needs data): `budget:X`'s min-max rule on each layer's Fisher-weighted relative error
+  sum F (W - TT(W))^2 / sum F W^2, F the diagonal empirical Fisher information: the reconstruction
   error weighted by how much the loss cares about each weight (`ttsnn_cli.compress.fisher`).
 
 The global methods allocate every layer whose kind allows it (Conv2d; Conv1d and TT-matrix Linear
@@ -169,6 +169,26 @@ class ResolvedRanks:
     requested: Ranks
     effective: Ranks
     note: str | None = None  # why effective differs from requested, or how they were chosen
+
+
+def round_ranks(resolved: ResolvedRanks, multiple: int, caps: tuple[int, ...], equal: bool) -> ResolvedRanks:
+    """`--round-ranks N`: each effective rank to the nearest multiple of N (at least N), never above
+    its cap (a bond capped below N keeps its cap); equal ranks stay equal.
+
+    Why: GPU tensor cores run GEMMs and convolutions whose channel counts are multiples of 8 (bf16)
+    fastest; the paper's ranks (24-186, mostly odd) waste them. The counts reported follow the
+    rounded ranks, so a global budget may end a little over or under its target (the JSON says)."""
+    if multiple <= 1:
+        return resolved
+    rounded = tuple(min(cap, max(multiple, multiple * math.floor(r / multiple + 0.5)))
+                    for r, cap in zip(resolved.effective, caps))
+    if equal:
+        rounded = (min(rounded),) * len(rounded)
+    if rounded == tuple(resolved.effective):
+        return resolved
+    note = (f"rounded from {','.join(map(str, resolved.effective))} to {','.join(map(str, rounded))} "
+            f"(--round-ranks {multiple})")
+    return ResolvedRanks(resolved.requested, rounded, f"{resolved.note}; {note}" if resolved.note else note)  # type: ignore[arg-type]
 
 
 def cap_ranks(shape: tuple[int, ...], requested: Ranks, equal: bool) -> ResolvedRanks:
