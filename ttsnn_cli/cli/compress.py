@@ -86,6 +86,7 @@ def compress(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     style: Optional[str] = typer.Option(None, help=STYLE_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    round_ranks: Optional[int] = typer.Option(None, "--round-ranks", help="Round every chosen rank to the nearest multiple of N (at least N, never above its cap): GPU tensor cores run channel counts that are multiples of 8 fastest. The reported counts follow the rounded ranks."),
     budget_on: Optional[str] = typer.Option(None, "--budget-on", help="What budget:X, uniform:X and sensitivity:X shrink X times: weights (default), macs (per timestep, at the input shape) or time (forward + backward, measured per layer on --device)."),
     device: Optional[str] = typer.Option(None, help="Where --budget-on time measures the layers: auto (cuda if available, the default), cpu, cuda, cuda:N."),
     allow_growth: bool = typer.Option(False, "--allow-growth", help="Decompose a layer (Conv2d, Conv1d or Linear) even when its TT cores hold more weights than it "
@@ -98,10 +99,11 @@ def compress(
                       exclude=list(exclude), io=ModelIO(parse_input_shape(input_shape), timesteps, None, style), svd=svd,
                       seed=seed, force=force, trust_pickle=trust_pickle, layer_types=layer_types,
                       linear_cores=linear_cores or 3, data=data, calib_samples=calib_samples, allow_growth=allow_growth,
-                      budget_on=budget_on or "weights", device=device)
+                      budget_on=budget_on or "weights", device=device, round_ranks=1 if round_ranks is None else round_ranks)
     if recipe is not None:
         _fill_from_recipe(job, recipe, mode is not None, arch_kwargs is not None, linear_cores is not None)
         job.budget_on = budget_on or job.budget_on
+        job.round_ranks = job.round_ranks if round_ranks is None else round_ranks
     with trust_scope(trust_arch, job.arch), limited_threads(check_threads(threads)), \
             StepBar({"sensitivity": "sensitivity", "timing": "timing layers"}, bar=not json_output) as bar:
         try:
@@ -159,3 +161,4 @@ def _fill_from_recipe(job: CompressJob, recipe_path: Path, mode_given: bool, kwa
             job.calib_samples = section.calib_samples
         job.data = job.data or resolve_data_spec(base, section.data)
         job.budget_on = section.budget_on
+        job.round_ranks = section.round_ranks

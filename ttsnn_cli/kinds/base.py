@@ -126,6 +126,12 @@ class LayerKind:
         (`maths.tt.tensor_tt_params` equals `core_weights`)."""
         raise NotImplementedError
 
+    def rank_caps(self, module: nn.Module, linear_cores: int) -> tuple[int, ...]:
+        """The largest meaningful rank of each bond (the TT tensor's unfolding sizes)."""
+        from ttsnn_cli.maths.tt import unfolding_caps
+
+        return unfolding_caps(tuple(self.tt_tensor(module, linear_cores).shape))
+
     def equal_ranks(self, mode: str) -> bool:
         """Whether this layer in `mode` needs one rank on every bond (PTT/HTT crosses)."""
         return mode != "stt"

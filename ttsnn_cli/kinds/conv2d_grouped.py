@@ -198,6 +198,9 @@ class Conv2dGroupedKind(Conv2dKind):
             return "a grouped conv decomposes in STT only; use --mode stt or drop conv2d_grouped from --layer-types"
         return None
 
+    def rank_caps(self, module: nn.Module, linear_cores: int) -> tuple[int, ...]:
+        return tt.max_tt_ranks(_group_shape(module))  # one group's kernel: every group shares the ranks
+
     def resolve_ranks(self, module: nn.Module, spec: RankSpec, override: Any, mode: str, linear_cores: int,
                       shared: ResolvedRanks | None) -> ResolvedRanks:
         m: Any = module

@@ -72,6 +72,7 @@ class CompressSection(Section):
     data: DataSpec | None = Field(None, description="sensitivity:X calibration data (default: the recipe's `data`)")
     calib_samples: int = Field(256, ge=1, description="training samples sensitivity:X measures the loss on")
     seed: int = Field(0, description="seed of the calibration subset (and of a fresh zoo model)")
+    round_ranks: int = Field(1, ge=1, le=64, description="round every rank to a multiple of this (8 suits tensor cores)")
     budget_on: Literal["weights", "macs", "time"] = Field(
         "weights", description="what budget:X, uniform:X and sensitivity:X shrink X times: weights, MACs per "
         "timestep, or forward + backward time measured per layer")

@@ -37,6 +37,7 @@ def compress_stage(recipe: Recipe, context: RunContext) -> dict[str, Any]:
         data=resolve_data_spec(context.base_dir, section.data or recipe.data),
         calib_samples=section.calib_samples,
         budget_on=section.budget_on,
+        round_ranks=section.round_ranks,
     )
     _, result = run_compress(job)
     context.dense_path = context.dense_path or checkpoint
