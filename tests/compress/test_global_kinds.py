@@ -3,6 +3,7 @@ and `fisher:X` (Fisher-weighted reconstruction error) against what it estimates.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -126,6 +127,7 @@ def test_fisher_is_a_mean_squared_gradient_and_restores_the_model() -> None:
     layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     fisher = fisher_information(model, layers, calibration.inputs, calibration.labels, batch_size=8)
     assert model.training and not any(p.requires_grad for p in model.parameters())
+    copy.deepcopy(model)  # no neuron keeps a state with the last batch's graph (init_hidden neurons)
     assert all(p.grad is None for p in model.parameters())
     for name, value in fisher.items():
         assert value.shape == layers[name].weight.shape and bool((value >= 0).all())

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.spiking.state import reset_states
 
 #: samples per backward pass: the Fisher is the mean of squared mini-batch gradients, so batches must
 #: be small enough that their gradients still vary (one batch of the whole set would be its square mean)
@@ -62,6 +63,7 @@ def fisher_information(model: nn.Module, layers: dict[str, nn.Module], inputs: t
     finally:
         for name, w in weights.items():
             w.requires_grad_(wanted[name])
+        reset_states(model)  # a neuron keeping its state (init_hidden) would hold the last batch's graph
         model.train(was_training)
     return {name: total / max(batches, 1) for name, total in sums.items()}
 
