@@ -2,8 +2,9 @@
 (3x32x32), T = 4, the paper's CIFAR10 ranks, PTT, SGD, side by side in one process.
 
 Configurations (the same models and step as `bench_training.py`): the TT-SNN paper's code's execution
-pattern (`reference_pattern.py`: dense and PTT), ttsnn dense and PTT, PTT with `--recompute-tt`, and
-ttsnn dense and PTT under bf16 (and fp16) autocast as `--precision` runs them. For every batch size:
+pattern (`reference_pattern.py`: dense and PTT), ttsnn dense and PTT, PTT with `--recompute-tt`,
+ttsnn dense and PTT under bf16 (and fp16) autocast as `--precision` runs them, and the same steps
+compiled as `--compile` runs them (torch.compile; CUDA graphs on CUDA; two warm-up rounds compile). For every batch size:
 - step time: every configuration takes one step in turn on the same batch, `--steps` rounds after
   two warm-up rounds, synchronised before and after; the median is reported, with each row's speed
   relative to ttsnn's dense fp32 step;
@@ -42,11 +43,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_training import build, levers, loss_of, sgd  # noqa: E402
 
+from ttsnn_cli.spiking.neurons import freeze_for_compile  # noqa: E402
 from ttsnn_cli.spiking.runner import run_timesteps  # noqa: E402
 from ttsnn_cli.train.kernel_plan import choose, kernel_paths, measure_plan, uniform_plan  # noqa: E402
 from ttsnn_cli.train.precision import autocast, grad_scaler  # noqa: E402
 
-#: name: (model kind for `bench_training.build`, --recompute-tt, precision, --tt-kernel)
+#: name: (model kind for `bench_training.build`, --recompute-tt, precision, --tt-kernel[, --compile])
 CONFIGS = {
     "paper dense": ("paper-dense", False, "fp32", "factored"),
     "paper PTT": ("paper-ptt", False, "fp32", "factored"),
@@ -60,6 +62,12 @@ CONFIGS = {
     "PTT bf16 auto": ("tt", False, "bf16", "auto"),
     "dense fp16": ("dense", False, "fp16", "factored"),
     "PTT fp16": ("tt", False, "fp16", "factored"),
+    # `--compile` (train.compiled): torch.compile, on CUDA as CUDA graphs (mode reduce-overhead)
+    "dense compiled": ("dense", False, "fp32", "factored", True),
+    "PTT compiled": ("tt", False, "fp32", "factored", True),
+    "PTT rebuilt compiled": ("tt", False, "fp32", "rebuilt", True),
+    "dense bf16 compiled": ("dense", False, "bf16", "factored", True),
+    "PTT bf16 compiled": ("tt", False, "bf16", "factored", True),
 }
 
 
@@ -75,8 +83,12 @@ class Step:
 
     def __init__(self, name: str, models: dict[str, torch.nn.Module], device: torch.device, timesteps: int,
                  image: torch.Tensor) -> None:
-        kind, self.recompute, self.precision, kernel = CONFIGS[name]
+        kind, self.recompute, self.precision, kernel, *compiled = CONFIGS[name]
         self.model = models[kind]
+        self.loss: Callable[..., torch.Tensor] = loss_of
+        if compiled and compiled[0]:  # the step as `--compile` runs it (compiled on its first call)
+            freeze_for_compile(self.model)
+            self.loss = torch.compile(loss_of, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
         self.optimizer = sgd(self.model)
         self.scaler = grad_scaler(self.precision, device)
         self.device, self.timesteps = device, timesteps
@@ -91,7 +103,7 @@ class Step:
     def __call__(self, image: torch.Tensor, y: torch.Tensor) -> None:
         with levers(self.model, (), self.recompute), kernel_paths(self.model, self.plan):
             with autocast(self.precision, self.device):
-                loss = loss_of(self.model, image, y, self.timesteps)
+                loss = self.loss(self.model, image, y, self.timesteps)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss.float()).backward()
         self.scaler.step(self.optimizer)

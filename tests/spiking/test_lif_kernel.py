@@ -1,4 +1,4 @@
-"""The compiled LIF kernel (`lif_kernel`) against the PyTorch loops of `neurons._LIFSequence`, bitwise."""
+"""The compiled LIF kernel (`lif_kernel`) against the PyTorch loops of `lif_sequence._LIFSequence`, bitwise."""
 
 from __future__ import annotations
 
@@ -12,16 +12,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ttsnn_cli.spiking import lif_kernel, neurons
-from ttsnn_cli.spiking.neurons import (
-    BETA,
-    SURROGATE_WIDTH,
-    THRESHOLD,
-    MultiStepLIF,
-    _lif_grad_loop,
-    _lif_loop,
-    _LIFSequence,
-)
+from ttsnn_cli.spiking import lif_kernel
+from ttsnn_cli.spiking import lif_sequence as fused
+from ttsnn_cli.spiking.lif_sequence import SURROGATE_WIDTH, _lif_grad_loop, _lif_loop, _LIFSequence
+from ttsnn_cli.spiking.neurons import BETA, THRESHOLD, MultiStepLIF
 
 MECHANISMS = (0, 1, 2)
 
@@ -50,7 +44,7 @@ def _both(seq: torch.Tensor, mechanism: int, grad: torch.Tensor):
 def test_the_kernel_builds_here_and_passes_its_own_check() -> None:
     assert lif_kernel.library() is not None, lif_kernel.build_status()
     assert lif_kernel.build_status().startswith("built with")
-    assert neurons._native_verified()
+    assert fused._native_verified()
 
 
 @needs_compiler
@@ -67,7 +61,7 @@ def test_kernel_equals_the_pytorch_loops_bitwise(mechanism: int, layout: str, st
     assert torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state)
     assert fast_spikes.stride() == seq.stride() and fast_state.stride() == seq.stride()
     assert torch.equal(grad_seq, fast_grad)
-    assert torch.equal(neurons.spikes_of_state(state, torch.float32), spikes)
+    assert torch.equal(fused.spikes_of_state(state, torch.float32), spikes)
 
 
 @needs_compiler
@@ -187,7 +181,7 @@ def test_other_inputs_run_the_pytorch_loop(case: str) -> None:
         seq = seq[:, :, ::2]
     else:
         beta = torch.full((8,), BETA)
-    assert not neurons._native_applies(seq, beta, torch.tensor(THRESHOLD, dtype=seq.dtype))
+    assert not fused._native_applies(seq, beta, torch.tensor(THRESHOLD, dtype=seq.dtype))
 
 
 def test_the_multistep_neuron_gives_the_same_spikes_and_gradients_with_and_without_the_kernel() -> None:
@@ -215,14 +209,14 @@ def test_a_kernel_that_disagrees_with_the_loops_is_never_used(monkeypatch: pytes
         return spikes, state
 
     monkeypatch.setattr(lif_kernel, "forward", off_by_one_spike)
-    neurons._native_verified.cache_clear()
+    fused._native_verified.cache_clear()
     try:
-        assert not neurons._native_verified()
+        assert not fused._native_verified()
         seq = _membranes((2, 3, 4), seed=7)
-        assert not neurons._native_applies(seq, torch.tensor(BETA), torch.tensor(THRESHOLD))
+        assert not fused._native_applies(seq, torch.tensor(BETA), torch.tensor(THRESHOLD))
     finally:
         monkeypatch.undo()
-        neurons._native_verified.cache_clear()
+        fused._native_verified.cache_clear()
 
 
 def test_without_a_compiler_or_when_switched_off_everything_runs_the_pytorch_loop() -> None:

@@ -10,7 +10,8 @@ from ttsnn_cli.compress.decompose import CompressConfig, compress_model
 from ttsnn_cli.layers.conv2d import TTConv2d
 from ttsnn_cli.maths.ranks import parse_rank_spec
 from ttsnn_cli.spiking import saved as saved_module
-from ttsnn_cli.spiking.neurons import MultiStepLIF, spikes_of_state
+from ttsnn_cli.spiking.lif_sequence import spikes_of_state
+from ttsnn_cli.spiking.neurons import MultiStepLIF
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.spiking.saved import packed_spikes
 from ttsnn_cli.spiking.state import reset_states

@@ -1,4 +1,4 @@
-"""The fused LIF neuron (`neurons._LIFSequence`) as a small compiled C kernel for CPU float32 tensors.
+"""The fused LIF neuron (`lif_sequence._LIFSequence`) as a small compiled C kernel for CPU float32 tensors.
 
 Why: after the PyTorch-level levers the neuron loop still makes about a dozen passes over memory per
 step, forward and backward, each a separate op; one C loop per direction makes one pass and keeps the

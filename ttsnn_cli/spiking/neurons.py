@@ -13,18 +13,15 @@ neuron holding it pickles by reference: no closure is stored on any module (snnt
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from snntorch import Leaky
 from torch import nn
 
-from ttsnn_cli.spiking import lif_kernel
+from ttsnn_cli.spiking.lif_sequence import MECHANISMS, SURROGATE_WIDTH, _LIFSequence, lif_sequence
 from ttsnn_cli.spiking.state import TimeAware
 
 BETA = 0.25
 THRESHOLD = 0.5
-SURROGATE_WIDTH = 0.5  # half-width of the rectangle around the threshold
 
 
 class _Rectangular(torch.autograd.Function):
@@ -46,129 +43,6 @@ def rectangular(mem_shift: torch.Tensor) -> torch.Tensor:
     return _Rectangular.apply(mem_shift)
 
 
-class _LIFSequence(torch.autograd.Function):
-    """The fused LIF over a whole sequence [T, ...] as one autograd node (0/1 spikes, fixed beta and
-    threshold), computing exactly what the op-by-op loop computes, values and gradients bitwise (up
-    to the sign of a zero).
-
-    Forward keeps one byte per neuron and step for backward, `state = 2 * (1 - spike) + window`
-    (window: |u - thr| < 0.5), and returns it beside the float spikes, so that a convolution reading
-    the spikes can keep this same byte for its weight gradient instead of a copy of its own
-    (`saved.packed_spikes` with `state`): a neuron and the layer after it then hold 1 byte per neuron
-    where they held 3 (two bool masks here, a bool copy in the conv).
-    On CPU float32 both directions run the compiled kernel (`lif_kernel`, one pass over memory) when
-    `native` is set and it is available; otherwise the PyTorch loops below, which it matches bitwise.
-    Backward is the BPTT recurrence of u_t = beta * u_{t-1} * (1 - s_{t-1}) + x_t (zero reset;
-    `subtract` and `none` have d u_t / d u_{t-1} = beta):
-        g_t = grad_t * window_t + beta * g_{t+1} * (1 - s_t),    d loss / d x_t = g_t.
-    """
-
-    @staticmethod
-    def forward(ctx, seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, mechanism: int,  # type: ignore[override]
-                native: bool = False):
-        ctx.native = native and _native_applies(seq, beta, threshold)
-        if ctx.native:
-            spikes, state = lif_kernel.forward(seq, float(beta), float(threshold), SURROGATE_WIDTH, mechanism)
-        else:
-            spikes, state = _lif_loop(seq, beta, threshold, mechanism)
-        ctx.mechanism = mechanism
-        ctx.mark_non_differentiable(state)
-        ctx.set_materialize_grads(False)  # else autograd zero-fills a gradient for the state every call
-        ctx.save_for_backward(beta, state)
-        return spikes, state
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor, _grad_state: torch.Tensor | None = None):  # type: ignore[override]
-        if grad is None:  # an op after the neuron gave no gradient for the spikes (autograd still calls us)
-            return None, None, None, None, None
-        beta, state = ctx.saved_tensors
-        if ctx.native and lif_kernel.usable(grad, state):
-            return lif_kernel.backward(grad, state, float(beta), ctx.mechanism), None, None, None, None
-        return _lif_grad_loop(grad, state, beta, ctx.mechanism), None, None, None, None
-
-
-def _lif_loop(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, mechanism: int
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_LIFSequence`'s forward in PyTorch. Every per-step op writes float or uint8: on CPU,
-    comparisons producing bool and masked fills run 3-25x slower than the same float arithmetic, so
-    the zero reset is a multiplication by 1 - spike (equal to the masked fill: a fired membrane is
-    positive). The loop runs in place on buffers reused every step."""
-    spikes = torch.empty_like(seq)  # all keep the input's memory format (channels_last)
-    state = torch.empty_like(seq, dtype=torch.uint8)
-    keep, shift = torch.empty_like(seq[0]), torch.empty_like(seq[0])  # reused every step
-    mem = seq[0]
-    for t in range(seq.shape[0]):
-        if t:  # in place on our own membrane buffer: the same products and sums, in the same order
-            if mechanism == 1:
-                mem = torch.mul(mem, keep, out=mem if t > 1 else None).mul_(beta).add_(seq[t])
-            elif mechanism == 0:
-                mem = torch.mul(mem, beta, out=mem if t > 1 else None).add_(seq[t]).sub_(spikes[t - 1] * threshold)
-            else:
-                mem = torch.mul(mem, beta, out=mem if t > 1 else None).add_(seq[t])
-        torch.sub(mem, threshold, out=shift)
-        torch.gt(shift, 0, out=spikes[t])
-        torch.sub(1, spikes[t], out=keep)
-        torch.lt(shift.abs_(), SURROGATE_WIDTH, out=shift)  # the window, as 0/1 floats
-        state[t].copy_(shift.add_(keep, alpha=2))
-    return spikes, state
-
-
-def _lif_grad_loop(grad: torch.Tensor, state: torch.Tensor, beta: torch.Tensor, mechanism: int) -> torch.Tensor:
-    """`_LIFSequence`'s backward in PyTorch: each state bit becomes a reused float buffer before it
-    multiplies (a product by 0 or 1 is exact)."""
-    grad_seq = torch.empty_like(state, dtype=grad.dtype)
-    factor = torch.empty_like(grad_seq[0])  # reused: a float copy of one bit of the state
-    for t in reversed(range(grad.shape[0])):
-        torch.mul(grad[t], factor.copy_(state[t].bitwise_and(1)), out=grad_seq[t])  # the window
-        if t + 1 < grad.shape[0]:
-            if mechanism == 1:  # (1 - spike) * g_{t+1} * beta
-                carried = factor.copy_(state[t].bitwise_right_shift(1)).mul_(grad_seq[t + 1]).mul_(beta)
-            else:
-                carried = torch.mul(grad_seq[t + 1], beta, out=factor)
-            grad_seq[t].add_(carried)
-    return grad_seq
-
-
-def _native_applies(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor) -> bool:
-    """The compiled kernel takes this call: CPU float32 with dense steps, scalar beta and threshold,
-    and the kernel built and verified in this process."""
-    return (
-        beta.numel() == 1 and threshold.numel() == 1
-        and seq.dtype == beta.dtype == threshold.dtype == torch.float32
-        and lif_kernel.usable(seq, beta, threshold)
-        and lif_kernel.steps_are_dense(seq)
-        and _native_verified()
-    )
-
-
-@functools.cache
-def _native_verified() -> bool:
-    """Once per process: the compiled kernel reproduces the PyTorch loops bitwise (spikes, state and
-    gradient, every reset mechanism, a channels-last layout, membranes on and near the threshold);
-    a compiler that contracts or reorders float operations anyway is caught here, not in training."""
-    generator = torch.Generator().manual_seed(0)
-    seq = torch.randn(3, 2, 5, 7, 3, generator=generator).contiguous(memory_format=torch.channels_last_3d)
-    seq[0, 0, 0, 0] = torch.tensor([THRESHOLD, THRESHOLD + SURROGATE_WIDTH, THRESHOLD - SURROGATE_WIDTH])  # ties
-    grad = torch.randn(seq.shape, generator=generator)
-    beta, threshold = torch.tensor(BETA), torch.tensor(THRESHOLD)
-    for mechanism in _MECHANISMS.values():
-        spikes, state = _lif_loop(seq, beta, threshold, mechanism)
-        fast_spikes, fast_state = lif_kernel.forward(seq, BETA, THRESHOLD, SURROGATE_WIDTH, mechanism)
-        grad_seq = _lif_grad_loop(grad, state, beta, mechanism)
-        fast_grad = lif_kernel.backward(grad, state, BETA, mechanism)
-        if not (torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state) and torch.equal(grad_seq, fast_grad)
-                and torch.equal(spikes, lif_kernel.spikes_of_state(state))):
-            return False
-    return True
-
-
-def spikes_of_state(state: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The 0/1 spikes recorded in a `_LIFSequence` state byte (2 * (1 - spike) + window), as `dtype`."""
-    if dtype == torch.float32 and lif_kernel.usable(state) and lif_kernel.is_dense(state) and _native_verified():
-        return lif_kernel.spikes_of_state(state)
-    return (1 - state.bitwise_right_shift(1)).to(dtype)
-
-
 def paper_lif(init_hidden: bool = False, output: bool = False) -> Leaky:
     """The paper's LIF as a snntorch Leaky: decay 0.25, threshold 0.5, hard reset, rectangular surrogate."""
     return Leaky(
@@ -181,7 +55,7 @@ def paper_lif(init_hidden: bool = False, output: bool = False) -> Leaky:
     )
 
 
-_MECHANISMS = {"subtract": 0, "zero": 1, "none": 2}  # snntorch's reset_mechanism_val codes
+_MECHANISMS = MECHANISMS
 
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -264,8 +138,14 @@ class MultiStepLIF(TimeAware, nn.Module):
         lif = self.lif
         return bool(lif.beta.requires_grad or lif.threshold.requires_grad or lif.graded_spikes_factor.requires_grad)
 
+    frozen_plain: bool | None = None
+    """`_plain_factor` as `freeze_for_compile` read it before compiling: a compiled graph cannot branch on
+    a tensor's value. None (not frozen): a compiled call takes the op-by-op path, correct for any factor."""
+
     def _plain_factor(self) -> bool:
         """graded_spikes_factor == 1 (no data-dependent Python on meta or fake tensors: False there)."""
+        if torch.compiler.is_compiling():
+            return bool(self.frozen_plain)
         try:
             return not bool(self.lif.graded_spikes_factor.ne(1).any())
         except RuntimeError:
@@ -286,6 +166,8 @@ class MultiStepLIF(TimeAware, nn.Module):
         threshold, factor = lif.threshold, lif.graded_spikes_factor
         mechanism = _MECHANISMS[lif._reset_mechanism]
         if self.one_node and not self._learnable() and self._plain_factor():
+            if torch.compiler.is_compiling():  # one opaque node the compiler keeps whole (`lif_op`)
+                return lif_sequence(seq, beta, threshold, mechanism, self.native)
             return _LIFSequence.apply(seq, beta, threshold, mechanism, self.native)
         graded = factor.requires_grad or not self._plain_factor()
         spikes = []
@@ -314,3 +196,13 @@ class MultiStepLIF(TimeAware, nn.Module):
         self.lif.mem = torch.zeros(0, device=seq.device, dtype=seq.dtype)  # keep no graph alive
         self.lif.reset = self.lif.mem
         return torch.stack(spikes), None
+
+
+def freeze_for_compile(model: nn.Module) -> None:
+    """Read, once and eagerly, what the neurons decide from tensor values (`MultiStepLIF._plain_factor`),
+    so a compiled step (`torch.compile`) takes the same one-node path as eager without branching on data."""
+    for module in model.modules():
+        if isinstance(module, MultiStepLIF):
+            module.frozen_plain = None
+            module.frozen_plain = module._plain_factor()
+

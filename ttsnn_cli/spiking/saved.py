@@ -4,7 +4,7 @@ A convolution saves its input for the weight gradient. When that input is the ou
 whose spikes are exactly 0 or 1 (`MultiStepLIF.binary_output`), the float32 copy holds one bit of
 information in 32: `packed_spikes(spikes)` keeps it as a bool tensor (4x smaller) while the layer
 reading it runs, and turns it back into floats, bitwise identical, when backward needs it. When the
-neuron already keeps the spikes in its own one-byte state (`neurons._LIFSequence`), that same tensor
+neuron already keeps the spikes in its own one-byte state (`lif_sequence._LIFSequence`), that same tensor
 is kept instead of a copy: nothing new is stored for the layer's input at all. Only the tensor given
 is packed; everything else saved inside the block (weights, a TT layer's inner
 activations) is kept as usual. Used by the models that know which convs read spikes
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ttsnn_cli.spiking.neurons import spikes_of_state
+from ttsnn_cli.spiking.lif_sequence import spikes_of_state
 
 
 class _Packed:

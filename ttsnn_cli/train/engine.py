@@ -75,6 +75,7 @@ from ttsnn_cli.train.layout import weights_in_activation_format
 from ttsnn_cli.train.logs import EpochLogs
 from ttsnn_cli.train.memory import recomputing_tt
 from ttsnn_cli.train.precision import autocast, check_precision, grad_scaler
+from ttsnn_cli.train.compiled import compile_step
 from ttsnn_cli.train.threads import limited_threads
 
 OPTIMIZERS = ("sgd", "adam")
@@ -105,6 +106,7 @@ class TrainConfig:
     threads: int | None = None  # CPU threads torch may use while this runs (train.threads); None: torch's default
     tt_kernel: str = "auto"  # how TT layers run: factored cores, rebuilt kernel, or measured per layer (train.kernel_plan)
     data_on_device: str = "auto"  # keep the splits on the device and make batches there where they fit, or "off" (train.batches)
+    compile: bool = False  # the step through torch.compile (train.compiled)
 
     def validate(self) -> None:
         problems = []
@@ -420,6 +422,8 @@ def _fit(
     plan, kernels = _kernel_plan(model, data, config, device, train_resident)
     planned = rebuildable_layers(model)
     runner: nn.Module = _Sequence(model)
+    if config.compile:
+        runner = compile_step(runner, model, device)
     if dist_info.world > 1:
         runner = nn.parallel.DistributedDataParallel(
             runner, device_ids=[device.index] if device.type == "cuda" else None
@@ -869,6 +873,7 @@ def _config_key(config: TrainConfig) -> dict[str, Any]:
     key.pop("threads")  # how many cores computed it changes no result a resume must match
     key.pop("tt_kernel")  # nor which way the TT layers computed the same function
     key.pop("data_on_device")  # nor where the batches were made (the same batches: train.batches)
+    key.pop("compile")  # nor whether the step ran compiled (the same function)
     if key["precision"] == "fp32":  # the states written before --precision existed were all fp32
         key.pop("precision")
     return key

@@ -24,7 +24,7 @@ def train_config(section: TrainSection, threads: int | None = None, arch: str | 
         epochs=section.epochs, batch_size=section.batch_size, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
         momentum=section.momentum, weight_decay=section.weight_decay, schedule=section.schedule, seed=section.seed,
         device=section.device, train=section.train, loss=section.loss, encoding=section.encoding,
-        recompute_tt=section.recompute_tt, precision=section.precision, threads=threads,
+        recompute_tt=section.recompute_tt, precision=section.precision, threads=threads, compile=section.compile,
     )
 
 
