@@ -262,6 +262,7 @@ def settings(job: SweepJob, model_checksum: str, teacher_checksum: str | None) -
     config = asdict(job.finetune)
     config.pop("device")
     config.pop("threads", None)  # how many cores compute a point changes nothing a resumed sweep must share
+    config.pop("compile", None)  # nor whether its steps ran compiled (the same function)
     if config["precision"] == "fp32":  # sweeps written before --precision existed were all fp32
         config.pop("precision")
     return {"model_sha256": model_checksum, "data": job.data, "mode": job.mode, "include": job.include,
