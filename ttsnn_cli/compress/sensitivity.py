@@ -43,7 +43,7 @@ from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.compress.fisher import FISHER_BATCH, fisher_error, fisher_information
 from ttsnn_cli.kinds import kind_of, tt_dims
 from ttsnn_cli.layers.conv2d import Mode
-from ttsnn_cli.maths.ranks import Costs, Ranks, ResolvedRanks
+from ttsnn_cli.maths.ranks import Costs, Ranks, ResolvedRanks, lowest_fitting
 from ttsnn_cli.maths.tt import tensor_tt_params, unfolding_caps
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.storage.schema import validated
@@ -304,26 +304,57 @@ def _envelope(points: list[Point]) -> list[float]:
     return values
 
 
+class _Budget:
+    """What the allocators over curves share: a candidate's cost (weights, or what `costs` counts), the
+    budget, each curve's monotone envelope, and the notes of the result."""
+
+    def __init__(self, curves: dict[str, LayerCurve], factor: float, costs: Costs | None, method: str) -> None:
+        self.curves, self.factor, self.costs, self.method = curves, factor, costs, method
+        self.dense = sum(self.dense_of(n) for n in curves)
+        self.allowed = self.dense / factor
+        self.unit = "" if costs is None or costs.unit == "weights" else f" in {costs.unit}"
+        self.envelope = {name: _envelope(c.points) for name, c in curves.items()}
+
+    def dense_of(self, name: str) -> float:
+        return float(self.curves[name].dense_weights) if self.costs is None else self.costs.dense(name)
+
+    def at(self, name: str, index: int) -> float:
+        point = self.curves[name].points[index]
+        return float(point.weights) if self.costs is None else self.costs.at(name, point.ranks)
+
+    def cost(self, position: dict[str, int]) -> float:
+        return sum(self.at(n, i) for n, i in position.items())
+
+    def can_step_up(self, position: dict[str, int], name: str) -> bool:
+        """Whether `name`'s next larger candidate fits in what the budget has left."""
+        index = position[name]
+        return (index + 1 < len(self.curves[name].points)
+                and self.at(name, index + 1) - self.at(name, index) <= self.allowed - self.cost(position))
+
+    def resolved(self, position: dict[str, int], met: bool, describe: Callable[[str, int], str]) -> dict[str, ResolvedRanks]:
+        """The chosen ranks, each noted with `describe(name, index)` (or why the budget cannot be met)."""
+        what = "weights" if self.costs is None else self.costs.unit
+        resolved = {}
+        for name, index in position.items():
+            point = self.curves[name].points[index]
+            note = (f"{self.method} {self.factor:g}x{self.unit}{describe(name, index)}, this layer "
+                    f"{self.dense_of(name) / self.at(name, index):.2f}x smaller{self.unit}")
+            if not met:
+                note = (f"{self.method} {self.factor:g}x{self.unit} cannot be met: the smallest candidates shrink "
+                        f"the decomposed layers' {what} only {self.dense / self.cost(position):.2f}x")
+            resolved[name] = ResolvedRanks(point.ranks, point.ranks, note)
+        return resolved
+
+
 def choose_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | None = None,
                  method: str = "sensitivity") -> dict[str, ResolvedRanks]:
     """Greedy allocation under the global budget (see the module docstring). The budget counts the
     curves' weights, or what `costs` counts (`--budget-on macs|time`): the price of a step is then
     loss increase per MAC (or second) saved."""
-    def at(name: str, index: int) -> float:
-        point = curves[name].points[index]
-        return float(point.weights) if costs is None else costs.at(name, point.ranks)
-
-    dense = sum(float(c.dense_weights) if costs is None else costs.dense(n) for n, c in curves.items())
-    allowed = dense / factor
-    unit = "" if costs is None or costs.unit == "weights" else f" in {costs.unit}"
-    what = "weights" if costs is None else costs.unit
-    envelope = {name: _envelope(c.points) for name, c in curves.items()}
+    budget = _Budget(curves, factor, costs, method)
+    at, envelope = budget.at, budget.envelope
     position = {name: len(c.points) - 1 for name, c in curves.items()}
-
-    def cost() -> float:
-        return sum(at(n, i) for n, i in position.items())
-
-    while cost() > allowed:
+    while budget.cost(position) > budget.allowed:
         best: tuple[float, str] | None = None
         for name, index in position.items():
             if index == 0:
@@ -335,13 +366,11 @@ def choose_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | No
         if best is None:
             break  # every layer at its smallest candidate
         position[best[1]] -= 1
-    met = cost() <= allowed
+    met = budget.cost(position) <= budget.allowed
     while met:  # steps down are coarse: spend what is left where it buys the most loss back
-        spare = allowed - cost()
         best = None
         for name, index in position.items():
-            points = curves[name].points
-            if index + 1 >= len(points) or at(name, index + 1) - at(name, index) > spare:
+            if not budget.can_step_up(position, name):
                 continue
             gain = (envelope[name][index] - envelope[name][index + 1]) / max(at(name, index + 1) - at(name, index), 1e-12)
             if gain > 0 and (best is None or gain > best[0]):
@@ -349,18 +378,9 @@ def choose_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | No
         if best is None:
             break
         position[best[1]] += 1
-    resolved = {}
-    for name, index in position.items():
-        point = curves[name].points[index]
-        layer_dense = float(curves[name].dense_weights) if costs is None else costs.dense(name)
-        how = "alone" if method == "sensitivity" else "estimated"
-        note = (f"{method} {factor:g}x{unit}: loss +{point.loss_increase:.4g} {how}, "
-                f"this layer {layer_dense / at(name, index):.2f}x smaller{unit}")
-        if not met:
-            note = (f"{method} {factor:g}x{unit} cannot be met: the smallest candidates shrink the decomposed "
-                    f"layers' {what} only {dense / cost():.2f}x")
-        resolved[name] = ResolvedRanks(point.ranks, point.ranks, note)
-    return resolved
+    how = "alone" if method == "sensitivity" else "estimated"
+    return budget.resolved(position, met, lambda name, index:
+                           f": loss +{curves[name].points[index].loss_increase:.4g} {how}")
 
 
 #: what a curve's `loss` is, by criterion (the JSON says it)
@@ -377,53 +397,25 @@ def minmax_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | No
     at its smallest candidate with error <= e fits the budget (bisection over the levels where a
     layer's choice changes, on each curve's monotone envelope), as `budget:X` does on its bound; then
     the budget left buys steps back up, the layer with the largest error first."""
-    def at(name: str, index: int) -> float:
-        point = curves[name].points[index]
-        return float(point.weights) if costs is None else costs.at(name, point.ranks)
-
-    dense = sum(float(c.dense_weights) if costs is None else costs.dense(n) for n, c in curves.items())
-    allowed = dense / factor
-    unit = "" if costs is None or costs.unit == "weights" else f" in {costs.unit}"
-    what = "weights" if costs is None else costs.unit
-    envelope = {name: _envelope(c.points) for name, c in curves.items()}
+    budget = _Budget(curves, factor, costs, method)
+    envelope = budget.envelope
 
     def plan(level: float) -> dict[str, int]:
         return {name: next((i for i, v in enumerate(values) if v <= level), len(values) - 1)
                 for name, values in envelope.items()}
 
-    def cost(position: dict[str, int]) -> float:
-        return sum(at(n, i) for n, i in position.items())
-
     levels = sorted({v for values in envelope.values() for v in values})
-    low, high = 0, len(levels) - 1  # the largest level is every layer's first candidate
-    met = cost(plan(levels[high])) <= allowed
-    if met:
-        while low < high:
-            middle = (low + high) // 2
-            if cost(plan(levels[middle])) <= allowed:
-                high = middle
-            else:
-                low = middle + 1
-    position = plan(levels[high])
+    met = budget.cost(plan(levels[-1])) <= budget.allowed  # the largest level: every layer's first candidate
+    position = plan(levels[lowest_fitting(levels, lambda level: budget.cost(plan(level)) <= budget.allowed)
+                           if met else -1])
     while met:  # spare budget: the worst layer steps up first, while a step fits
-        spare = allowed - cost(position)
-        steps = [(envelope[n][i], n) for n, i in position.items()
-                 if i + 1 < len(curves[n].points) and at(n, i + 1) - at(n, i) <= spare]
+        steps = [(envelope[n][i], n) for n, i in position.items() if budget.can_step_up(position, n)]
         if not steps:
             break
         position[max(steps)[1]] += 1
     worst = max(envelope[n][i] for n, i in position.items())
-    resolved = {}
-    for name, index in position.items():
-        point = curves[name].points[index]
-        layer_dense = float(curves[name].dense_weights) if costs is None else costs.dense(name)
-        note = (f"{method} {factor:g}x{unit} (min-max): error {envelope[name][index]:.4g} (worst layer {worst:.4g}), "
-                f"this layer {layer_dense / at(name, index):.2f}x smaller{unit}")
-        if not met:
-            note = (f"{method} {factor:g}x{unit} cannot be met: the smallest candidates shrink the decomposed "
-                    f"layers' {what} only {dense / cost(position):.2f}x")
-        resolved[name] = ResolvedRanks(point.ranks, point.ranks, note)
-    return resolved
+    return budget.resolved(position, met, lambda name, index:
+                           f" (min-max): error {envelope[name][index]:.4g} (worst layer {worst:.4g})")
 
 
 def curves_document(base_loss: float, curves: dict[str, LayerCurve], calibration: Calibration,

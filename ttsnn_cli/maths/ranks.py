@@ -35,6 +35,7 @@ ranks, never the requested ones.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -325,6 +326,19 @@ class ErrorProfile:
         return np.unique(np.concatenate([self.bonds * tail[1:] for tail in self.tails]))
 
 
+def lowest_fitting(levels: list[float], fits: Callable[[float], bool]) -> int:
+    """The index of the smallest of the ascending `levels` that `fits`, by bisection: `fits` must hold
+    for every level above one that fits (a larger error level never costs more), and for the last."""
+    low, high = 0, len(levels) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if fits(levels[middle]):
+            high = middle
+        else:
+            low = middle + 1
+    return high
+
+
 def _first_at_most(values: np.ndarray, level: float) -> int:
     """The first index r >= 1 with values[r] <= level (values non-increasing), else the last index."""
     hits = np.nonzero(values[1:] <= level * (1 + 1e-12) + 1e-15)[0]
@@ -358,20 +372,13 @@ def budget_ranks(tensors: dict[str, torch.Tensor], factor: float, equal: bool | 
 
     top = float(max(p.bonds for p in profiles.values()))  # the level at which every rank is 1
     levels = np.unique(np.concatenate([[0.0, top], *(p.levels(same[n]) for n, p in profiles.items())]))
-    low, high = 0, len(levels) - 1  # invariant: levels[high] fits the budget
-    if cost(plan(levels[high])) > allowed:
+    if cost(plan(levels[-1])) > allowed:
         ones = {name: (1,) * p.bonds for name, p in profiles.items()}
         reached = dense / cost(ones)  # type: ignore[arg-type]
         note = (f"budget {factor:g}x{unit} cannot be met: rank 1 everywhere shrinks the decomposed layers' "
                 f"{costs.unit} only {reached:.2f}x")
         return {name: ResolvedRanks(r, r, note) for name, r in ones.items()}  # type: ignore[arg-type]
-    while low < high:
-        middle = (low + high) // 2
-        if cost(plan(levels[middle])) <= allowed:
-            high = middle
-        else:
-            low = middle + 1
-    chosen = plan(levels[high])
+    chosen = plan(levels[lowest_fitting(list(levels), lambda level: cost(plan(level)) <= allowed)])
     worst = max(profiles[name].bound(r) for name, r in chosen.items())
     resolved = {}
     for name, ranks in chosen.items():
