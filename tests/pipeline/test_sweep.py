@@ -166,6 +166,8 @@ def test_budget_on_macs_spends_the_targets_in_macs(tmp_path: Path, dense_bundle:
     weights = {p["method"]: p for p in json.loads(by_weights.stdout)["points"]}
     macs = {p["method"]: p for p in json.loads(by_macs.stdout)["points"]}
     assert macs["budget"]["mac_ratio"] >= weights["budget"]["mac_ratio"]
+    assert macs["budget"]["decomposed_mac_ratio"] >= 4.0 * 0.999  # the budget's own scope reaches the target
+    assert weights["budget"]["decomposed_weight_ratio"] >= 4.0 * 0.999
     assert json.loads((tmp_path / "m" / "sweep.json").read_text())["settings"]["budget_on"] == "macs"
     refused = runner.invoke(app, ["sweep", str(dense_bundle), "--data", "digits", "-o", str(tmp_path / "v"),
                                   "--methods", "budget,vbmf", "--budget-on", "macs"])

@@ -3,7 +3,8 @@
 For every rank method and target X: compress the dense model (`budget:X`, `uniform:X`,
 `sensitivity:X`; `vbmf` has no target and gives one point), evaluate it, fine-tune it with the same
 options (and the same teacher, when distilling), evaluate again. Each point records the method,
-target, ratios against dense (all params, conv + linear weights, MACs per timestep), accuracy before
+target, ratios against dense (all params, conv + linear weights, MACs per timestep; and the decomposed
+layers' weights and MACs, what a budget counts), accuracy before
 and after fine-tuning and the seconds it took.
 
 Resumable: `DIR/sweep.json` is rewritten (atomically) after every finished point, with the settings
@@ -49,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from torch import nn
 from torch.utils.data import Subset
 
+from ttsnn_cli.compress.costs import leaf_weights, result_ratios
 from ttsnn_cli.compress.decompose import (
     CompressConfig,
     NothingToDecompose,
@@ -337,6 +339,7 @@ class _Sweep:
             check_compatible(self.teacher, self.eval_data, self.steps, job.data)
         self.device = resolve_device(job.finetune.device)
         self.dense_counts = count_model(self.dense, self.shape, self.steps)
+        self.dense_weights = leaf_weights(self.dense)
         self.config = CompressConfig(RankSpec("fixed", (1, 1, 1)), mode=job.mode,  # type: ignore[arg-type]
                                      include=list(job.include), exclude=list(job.exclude), timesteps=self.steps,
                                      layer_types=parse_layer_types(job.layer_types), linear_cores=job.linear_cores,
@@ -446,6 +449,9 @@ class _Sweep:
                                                        method=method)
         model, result = compress_model(model, config)
         ratios = _ratios(self.dense_counts, model, self.shape, self.steps)
+        decomposed = [layer.name for layer in result.layers if layer.skipped is None]
+        scoped = result_ratios(model, decomposed, self.dense_weights, self.config.probe, self.shape, self.steps)
+        ratios |= {"decomposed_weight_ratio": scoped["weights"], "decomposed_mac_ratio": scoped["macs"]}
         before = self.accuracy(model)
         output = self.job.out_dir / f"{point_key(method, target)}.tt"
         meta = get_meta(model)
