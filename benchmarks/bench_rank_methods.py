@@ -38,6 +38,8 @@ processes on the same `--out` (each net locks its own folder, the summary is reb
         [--nets digits_csnn,ms_resnet18,conv1d,mlp] [--recipes A,B,C] [--finetune-epochs 1,3]
         [--methods uniform,budget,sensitivity,fisher] [--targets 4,8,16,32] [--recommend budget]
     python benchmarks/bench_rank_methods.py --smoke [--out DIR]   # ~30 s: recipe A, 2 dense epochs, 2 nets
+    python benchmarks/bench_rank_methods.py --nets ms_resnet18 --budget-on macs --methods budget,fisher --targets 8
+        # the same targets in MACs and in weights, side by side, on the study's dense models
 
 Threads: $OMP_NUM_THREADS (default 1). Smoke results go to a new temporary folder unless --out is
 given, and a smoke folder and a real one are never mixed.
@@ -198,7 +200,7 @@ def train_dense(net: str, setup: dict[str, Any], recipe: str, path: Path) -> flo
 
 
 def sweep(net: str, setup: dict[str, Any], recipe: str, dense: Path, folder: Path, epochs: int,
-          methods: list[str], targets: list[float]) -> dict[str, Any]:
+          methods: list[str], targets: list[float], budget_on: str = "weights") -> dict[str, Any]:
     """One sweep of one dense model: every method x target, fine-tuned `epochs` epochs.
 
     sweep.json lists only the points of the methods and targets its last run named, so a rerun with
@@ -219,7 +221,7 @@ def sweep(net: str, setup: dict[str, Any], recipe: str, dense: Path, folder: Pat
         finetune=TrainConfig(seed=seed, timesteps=setup["timesteps"], epochs=epochs, **FINETUNE),
         exclude=list(setup["exclude"]), calib_samples=setup["calib_samples"], train_samples=setup["train_samples"],
         timesteps=setup["timesteps"], seed=seed, arch=setup["arch"], arch_kwargs=dict(setup["kwargs"]),
-        plot=None, force=False, **extra,
+        plot=None, force=False, budget_on=budget_on, **extra,
     )
 
     # Measured curves (sensitivity, fisher) depend on the dense model, the calibration seed and samples,
@@ -227,7 +229,9 @@ def sweep(net: str, setup: dict[str, Any], recipe: str, dense: Path, folder: Pat
     # them when they do not fit), which saves a measurement per recipe.
     kept = sweep_module.CURVES  # one file name, or one per method that measures curves
     for curves in sorted(kept.values()) if isinstance(kept, dict) else [kept]:
-        siblings = sorted(folder.parent.glob(f"ft*/{curves}"))
+        same_budget = [f for f in folder.parent.glob(f"ft*/{curves}")
+                       if f.parent.name.endswith("-macs") == (budget_on == "macs")]
+        siblings = sorted(same_budget)
         if siblings and not (folder / curves).exists():
             folder.mkdir(exist_ok=True)
             shutil.copyfile(siblings[0], folder / curves)
@@ -236,7 +240,7 @@ def sweep(net: str, setup: dict[str, Any], recipe: str, dense: Path, folder: Pat
         if event["kind"] == "point":
             p = event["point"]
             how = "kept" if event["skipped"] else f"{p['seconds']:.0f} s"
-            log(f"{net} {recipe} ft{epochs} {p['method']} {p['target']:g}: {p['weight_ratio']:.2f}x weights, "
+            log(f"{net} {recipe} {folder.name} {p['method']} {p['target']:g}: {p['weight_ratio']:.2f}x weights, "
                 f"{p['mac_ratio']:.2f}x MACs, {p['accuracy_before']:.2f} -> {p['accuracy_after']:.2f} % ({how})")
 
     with trusting([setup["arch"]]):  # the bundles record this file's factories: the user named them here
@@ -277,6 +281,29 @@ def net_cells(sweeps: dict[str, dict[int, dict[str, Any]]], epochs_list: list[in
             cells.append({"finetune_epochs": epochs, "target": target, "dense_accuracy": dense,
                           "recipes": sorted(runs), "best": best, "methods": row})
     return cells
+
+
+def budget_pairs(folder: Path) -> list[dict[str, Any]]:
+    """Each point swept with the targets in MACs (`ft<E>-macs`) beside the same method, target, recipe
+    and fine-tune with the targets in weights (`ft<E>-weights`, swept beside it): the decomposed layers'
+    ratios and accuracy."""
+    def scoped(p: dict[str, Any]) -> dict[str, Any]:
+        return {"weights_x": p.get("decomposed_weight_ratio"), "macs_x": p.get("decomposed_mac_ratio"),
+                "model_macs_x": p["mac_ratio"], "accuracy_after": p["accuracy_after"]}
+
+    pairs = []
+    for macs_json in sorted(folder.glob("*/ft*-macs/sweep.json")):
+        weights_json = macs_json.parent.with_name(macs_json.parent.name[: -len("-macs")] + "-weights") / "sweep.json"
+        if not weights_json.is_file():
+            continue
+        by_weights = {(p["method"], p["target"]): p for p in json.loads(weights_json.read_text())["points"]}
+        for p in json.loads(macs_json.read_text())["points"]:
+            twin = by_weights.get((p["method"], p["target"]))
+            if twin is not None:
+                pairs.append({"recipe": macs_json.parent.parent.name, "finetune_epochs": int(macs_json.parent.name[2:-5]),
+                              "method": p["method"], "target": p["target"], "on_weights": scoped(twin),
+                              "on_macs": scoped(p)})
+    return pairs
 
 
 def method_gaps(cells: list[dict[str, Any]]) -> dict[str, Any]:
@@ -351,6 +378,18 @@ def markdown(document: dict[str, Any]) -> str:
               "|---|---|---|---|"]
     for method, g in sorted(document["methods"].items(), key=lambda kv: kv[1]["mean_gap"]):
         lines.append(f"| {method} | {g['cells']} | {g['mean_gap']:.2f} | {g['worst_gap']:.2f} |")
+    for net, entry in document["nets"].items():
+        if entry.get("budget_pairs"):
+            lines += ["", f"## {net}: the same target in weights and in MACs (`--budget-on`)", "",
+                      "decomposed layers' ratios (dense / TT) and accuracy after fine-tuning", "",
+                      "| recipe | FT epochs | method | target | weights x | MACs x | acc. | MAC budget: weights x | "
+                      "MACs x | acc. |", "|---|---|---|---|---|---|---|---|---|---|"]
+            for q in entry["budget_pairs"]:
+                w, m = q["on_weights"], q["on_macs"]
+                cell = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731 - older points lack the scoped ratios
+                lines.append(f"| {q['recipe']} | {q['finetune_epochs']} | {q['method']} | {q['target']:g} | "
+                             f"{cell(w['weights_x'])} | {cell(w['macs_x'])} | {w['accuracy_after']:.2f} | "
+                             f"{cell(m['weights_x'])} | {cell(m['macs_x'])} | {m['accuracy_after']:.2f} |")
     rec = document.get("recommendation")
     if rec is not None:
         lines += ["", "## Recommendation", "", rec["text"]]
@@ -477,6 +516,10 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=Path("docs/rank-methods.md"),
                         help="rewrite this file's marked block with the per-method table and recommendation "
                         "(not with --smoke)")
+    parser.add_argument("--budget-on", default="weights", choices=["weights", "macs"],
+                        help="macs: sweep the named methods and targets with the targets in MACs per timestep "
+                        "(ft<E>-macs/) and in weights (ft<E>-weights/), compared point by point (not part of the "
+                        "method study's cells)")
     parser.add_argument("--smoke", action="store_true", help="a tiny end-to-end run (numbers meaningless)")
     args = parser.parse_args()
     given = {option for option, value in vars(args).items() if value != parser.get_default(option)}
@@ -530,6 +573,11 @@ def main() -> None:
                     timings[f"dense-{recipe}"] = seconds
                 (folder / recipe).mkdir(exist_ok=True)
                 for epochs in epochs_list:
+                    if args.budget_on == "macs":  # both budgets, side by side, outside the study's cells
+                        for on in ("weights", "macs"):
+                            sweep(net, setup, recipe, dense, folder / recipe / f"ft{epochs}-{on}", epochs, methods,
+                                  targets, on)
+                        continue
                     doc = sweep(net, setup, recipe, dense, folder / recipe / f"ft{epochs}", epochs, methods, targets)
                     sweeps.setdefault(recipe, {})[epochs] = doc
                     dense_accuracy[recipe] = doc["dense_accuracy"]
@@ -547,6 +595,7 @@ def main() -> None:
                      "dense_accuracy": dict(sorted(dense_accuracy.items())), "cells": cells,
                      "methods": method_gaps(cells),
                      "criteria": criteria([c | {"net": net} for c in cells], args.recommend),
+                     "budget_pairs": budget_pairs(folder),
                      "seconds_this_call": time.perf_counter() - started, "dense_training_seconds": timings,
                      "smoke": bool(args.smoke)}
             atomic_write_text(folder / "summary.json", json.dumps(entry, indent=1) + "\n")
