@@ -41,7 +41,7 @@ Progress = Callable[[dict[str, Any]], None]
 #: CLI flags that take no value: in the API they are booleans, so `--force` reads `force=True`
 BOOLEAN_FLAGS = frozenset({
     "trust-arch", "trust-pickle", "force", "verify", "hw", "resume", "recompute-tt", "reconstruct-dense",
-    "allow-growth", "json", "search",
+    "allow-growth", "json", "search", "compile",
 })
 #: short flags and positional placeholders, by the argument that replaces them
 RENAMED = {"o": "output"}
