@@ -460,6 +460,26 @@ def docs_block(document: dict[str, Any], out: Path) -> str:
     rec = document.get("recommendation")
     if rec is not None:
         lines += ["", rec["text"]]
+    for net, entry in document["nets"].items():
+        pairs = entry.get("budget_pairs") or []
+        if not pairs:
+            continue
+        lines += ["", f"{net}, the same target in weights and in MACs (`--budget-on macs`), mean over the recipes "
+                  "(the decomposed layers' ratios; accuracy after fine-tuning):", "",
+                  "| method | target | FT epochs | weight budget: MACs x | acc. | MAC budget: MACs x | weights x | acc. |",
+                  "|---|---|---|---|---|---|---|---|"]
+        groups: dict[tuple, list[dict[str, Any]]] = {}
+        for q in pairs:
+            groups.setdefault((q["method"], q["target"], q["finetune_epochs"]), []).append(q)
+
+        def mean(rows: list[dict[str, Any]], side: str, key: str) -> str:
+            values = [r[side][key] for r in rows if r[side][key] is not None]
+            return f"{statistics.mean(values):.2f}" if values else "-"
+
+        for (method, target, epochs), rows in sorted(groups.items()):
+            lines.append(f"| {method} | {target:g} | {epochs} | {mean(rows, 'on_weights', 'macs_x')} | "
+                         f"{mean(rows, 'on_weights', 'accuracy_after')} | {mean(rows, 'on_macs', 'macs_x')} | "
+                         f"{mean(rows, 'on_macs', 'weights_x')} | {mean(rows, 'on_macs', 'accuracy_after')} |")
     lines += ["", f"Every cell, every point: `{out}/summary.md` (and each sweep's `sweep.json`).", "", DOCS_END]
     return "\n".join(lines)
 
