@@ -14,6 +14,7 @@ from torch.utils.data import Subset
 
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers
 from ttsnn_cli.compress.fisher import fisher_error, fisher_information
+from ttsnn_cli.compress.recovery import recover
 from ttsnn_cli.compress.sensitivity import (
     LayerCurve,
     Point,
@@ -215,3 +216,41 @@ def test_measured_curves_cover_conv1d_and_linear_layers() -> None:
     document = curves_document(base, curves, calibration, 0) | {"factors": candidate_factors([2.0])}
     check_curves(document, "c.json", tt_dims(layers, 3))
     assert all(len(p.ranks) == 2 for c in curves.values() for p in c.points)
+
+
+# ------------------------------------------------------------------------------------------------ recovery
+def test_recover_trains_only_the_layer_and_leaves_the_model_as_it_was() -> None:
+    torch.manual_seed(0)
+    model = user_nets.sequential_net(channels=6)
+    model.train()
+    _, calibration = _digits_calibration()
+    frozen = {n for n, p in model.named_parameters() if n.startswith("2.")}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n not in frozen)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    conv = model.get_submodule("4")
+    layer = kind_of(conv).build(conv, (2, 2, 2), "stt", 2, "qr_svd", 3)
+    start = [p.detach().clone() for p in layer.parameters()]
+    model.set_submodule("4", layer)
+    recover(model, layer, calibration.inputs, calibration.labels, steps=3, batch_size=8)
+    assert any(not torch.equal(a, b) for a, b in zip(start, layer.parameters()))  # the cores moved
+    model.set_submodule("4", conv)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) and p.grad is None, n
+        assert p.requires_grad == (n not in frozen), n
+    assert model.training
+    copy.deepcopy(model)  # no neuron keeps the last batch's graph
+
+
+def test_recovery_method_measures_on_held_out_samples_and_meets_its_budget() -> None:
+    torch.manual_seed(0)
+    model = user_nets.sequential_net(channels=6)
+    data, _ = _digits_calibration()
+    config = CompressConfig(RankSpec("recovery", value=4.0))
+    layers = free_layers(plan_layers(model, config)[0], config)
+    chosen, document = sensitivity_ranks(model, layers, 4.0, data, 16, 2, 0, method="recovery")
+    assert document["criterion"] == "recovered" and "second half" in document["loss"]
+    dims = tt_dims(layers, 3)
+    dense = sum(math.prod(d) for d in dims.values())
+    assert dense / sum(tensor_tt_params(dims[n], chosen[n].effective) for n in dims) >= 4.0
+    assert all(r.note.startswith("recovery 4x (min-max)") for r in chosen.values())

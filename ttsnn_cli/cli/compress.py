@@ -67,7 +67,7 @@ def compress(
     arch: Optional[str] = typer.Option(None, help="zoo:NAME or MODULE:FACTORY building the dense model."),
     arch_kwargs: Optional[str] = typer.Option(None, help="JSON kwargs for the factory."),
     ranks: Optional[str] = typer.Option(None, help="r (r1 = r2 = r3) or r1,r2,r3."),
-    rank_method: Optional[str] = typer.Option(None, help="fixed (default), vbmf, energy:F, budget:X (global), uniform:X (per layer), sensitivity:X or fisher:X (both need --data)."),
+    rank_method: Optional[str] = typer.Option(None, help="fixed (default), vbmf, energy:F, budget:X (global), uniform:X (per layer), sensitivity:X, fisher:X or recovery:X (these need --data)."),
     mode: Optional[ModeChoice] = typer.Option(None, help="stt (exact chain), ptt (parallel), htt (half)."),
     include: list[str] = typer.Option([], help="Regex over module names to decompose (repeatable)."),
     exclude: list[str] = typer.Option([], help="Regex over module names to keep dense (repeatable)."),

@@ -58,7 +58,7 @@ def check_budget_on(value: str | None, method: str) -> str:
     if value not in BUDGET_ON:
         raise BadInputError(f"--budget-on takes {', '.join(BUDGET_ON)}; got {value!r}")
     if value != "weights" and method not in GLOBAL_METHODS:
-        raise BadInputError(f"--budget-on {value} sets what budget:X, uniform:X, sensitivity:X or fisher:X count; "
+        raise BadInputError(f"--budget-on {value} sets what the global methods (budget:X, uniform:X, sensitivity:X, fisher:X, recovery:X) count; "
                             f"rank method {method} spends no budget")
     return value
 

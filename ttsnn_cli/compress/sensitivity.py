@@ -19,7 +19,8 @@ kernel error at little cost in loss, others not at all, and only data tells whic
    budget buy steps back up, most loss recovered per weight first. Layer interactions are ignored, as
    in every layer-wise sensitivity method; the fine-tune recovers them.
 
-`fisher:X` shares steps 1 and 3; its curves are estimated instead of measured (`compress.fisher`).
+`fisher:X` and `recovery:X` share step 1 and allocate min-max (`minmax_ranks`); their curves are
+estimated (`compress.fisher`) or measured after a few steps of training the layer (`compress.recovery`).
 
 Deterministic: the subset comes from the seed, TT-SVD and the eval forward are deterministic.
 The library never prints: progress goes to the `progress` callback, one event per measurement.
@@ -41,6 +42,7 @@ from torch import nn
 from ttsnn_cli.data import DataBundle, encode
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.compress.fisher import FISHER_BATCH, fisher_error, fisher_information
+from ttsnn_cli.compress.recovery import RECOVERY_LR, RECOVERY_STEPS, recover
 from ttsnn_cli.kinds import kind_of, tt_dims
 from ttsnn_cli.layers.conv2d import Mode
 from ttsnn_cli.maths.ranks import Costs, Ranks, ResolvedRanks, lowest_fitting
@@ -229,8 +231,11 @@ def calibration_loss(model: nn.Module, calibration: Calibration, batch_size: int
     return total / max(count, 1)
 
 
-#: how a layer's loss curve is obtained: measured with the layer swapped in, or estimated (`fisher`)
-CRITERIA = {"sensitivity": "measured", "fisher": "fisher"}
+#: how a layer's loss curve is obtained: measured with the layer swapped in, estimated (`fisher`), or
+#: measured after a few steps of training the swapped-in layer (`recovery`)
+CRITERIA = {"sensitivity": "measured", "fisher": "fisher", "recovery": "recovered"}
+#: the methods whose curves are allocated min-max (`minmax_ranks`), not greedily (`choose_ranks`)
+MINMAX = ("fisher", "recovery")
 
 
 def measure_sensitivity(
@@ -247,7 +252,9 @@ def measure_sensitivity(
     criterion: str = "measured",
 ) -> tuple[float, dict[str, LayerCurve]]:
     """(dense calibration loss, one curve per layer). `criterion` "measured" swaps each candidate
-    layer in and measures the calibration loss; "fisher" gives each candidate's Fisher-weighted
+    layer in and measures the calibration loss; "recovered" trains the swapped-in layer for a few
+    steps on one half of the calibration set and measures on the other (`compress.recovery`; the
+    dense loss is then the second half's); "fisher" gives each candidate's Fisher-weighted
     relative error instead (`compress.fisher`, as both `loss` and `loss_increase`; no forward pass
     per candidate). `model` is left as it was (every
     swapped layer is put back, also on error) and in the train/eval state it had. With `costs` (a
@@ -263,8 +270,13 @@ def measure_sensitivity(
     total = sum(len(c) for c in plan.values())
     was_training = model.training
     model.eval()
+    fit = judged = calibration
+    if criterion == "recovered":  # fitted on one half, judged on the other
+        half = max(calibration.labels.shape[0] // 2, 1)
+        fit = Calibration(calibration.inputs[:, :half], calibration.labels[:half], calibration.indices[:half])
+        judged = Calibration(calibration.inputs[:, half:], calibration.labels[half:], calibration.indices[half:])
     try:
-        base = calibration_loss(model, calibration)
+        base = calibration_loss(model, judged)
         fisher = (fisher_information(model, layers, calibration.inputs, calibration.labels)
                   if criterion == "fisher" else None)
         done = 0
@@ -282,7 +294,9 @@ def measure_sensitivity(
                 else:
                     model.set_submodule(name, layer)
                     try:
-                        loss = calibration_loss(model, calibration)
+                        if criterion == "recovered":
+                            recover(model, layer, fit.inputs, fit.labels)
+                        loss = calibration_loss(model, judged)
                     finally:
                         model.set_submodule(name, conv)
                 weights = tensor_tt_params(dims[name], ranks)
@@ -386,6 +400,9 @@ def choose_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | No
 #: what a curve's `loss` is, by criterion (the JSON says it)
 LOSS_NOTES = {
     "measured": "cross-entropy of the time-averaged output, eval mode, the layer alone at the candidate ranks",
+    "recovered": f"cross-entropy of the time-averaged output on the second half of the calibration set, eval mode, "
+                 f"the layer alone at the candidate ranks after {RECOVERY_STEPS} SGD steps (lr {RECOVERY_LR}) of its "
+                 "cores on the first half",
     "fisher": "Fisher-weighted relative error sum F (W - TT(W))^2 / sum F W^2 (loss = loss_increase), F the "
               f"diagonal empirical Fisher (mean squared gradient over mini-batches of {FISHER_BATCH}, eval mode)",
 }
@@ -465,5 +482,5 @@ def sensitivity_ranks(
     missing = sorted(set(layers) - set(curves))
     if missing:
         raise ValueError(f"sensitivity curves lack layer(s) {', '.join(missing)}")
-    allocate = minmax_ranks if method == "fisher" else choose_ranks
+    allocate = minmax_ranks if method in MINMAX else choose_ranks
     return allocate({name: curves[name] for name in layers}, factor, costs, method), measured

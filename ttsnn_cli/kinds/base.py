@@ -61,7 +61,7 @@ class LayerKind:
     tt: type[nn.Module] = nn.Module
     #: the TT layer is built of child convs (`core1`, ...) that count as leaves, not a leaf itself
     has_cores: bool = True
-    #: what a global rank method (budget, uniform, sensitivity, fisher) can allocate this kind's ranks
+    #: what a global rank method (budget, uniform, sensitivity, fisher, recovery) can allocate this kind's ranks
     #: under (`--budget-on`): those layers share one budget; under other budgets, or for kinds with
     #: none, each layer takes the per-layer rule of the same method
     budget_units: tuple[str, ...] = ()

@@ -19,6 +19,8 @@ share one weight budget X over all decomposed layers:
 - `fisher:X` (needs data): `budget:X`'s min-max rule on each layer's Fisher-weighted relative error
   sum F (W - TT(W))^2 / sum F W^2, F the diagonal empirical Fisher information: the reconstruction
   error weighted by how much the loss cares about each weight (`ttsnn_cli.compress.fisher`).
+- `recovery:X` (needs data): min-max on each layer's loss measured after a few SGD steps of its
+  cores alone (`ttsnn_cli.compress.recovery`): what fine-tuning can recover, not the raw damage.
 
 The global methods allocate every layer whose kind allows it (Conv2d; Conv1d and TT-matrix Linear
 under a weight budget), through each layer's TT tensor (`LayerKind.tt_tensor`).
@@ -45,13 +47,13 @@ from scipy.optimize import minimize_scalar
 
 from ttsnn_cli.maths.tt import Ranks, max_tt_ranks, tensor_tt_params, tt_unfoldings, unfolding_caps
 
-Method = Literal["fixed", "vbmf", "energy", "budget", "uniform", "sensitivity", "fisher"]
+Method = Literal["fixed", "vbmf", "energy", "budget", "uniform", "sensitivity", "fisher", "recovery"]
 
 #: methods that spend one weight budget X over all decomposed layers at once
-GLOBAL_METHODS = ("budget", "uniform", "sensitivity", "fisher")
+GLOBAL_METHODS = ("budget", "uniform", "sensitivity", "fisher", "recovery")
 
 #: global methods that choose from per-layer loss curves measured on data (`compress.sensitivity`)
-DATA_METHODS = ("sensitivity", "fisher")
+DATA_METHODS = ("sensitivity", "fisher", "recovery")
 
 
 #: what a global budget counts (`--budget-on`): TT core weights, MACs per timestep, or measured step time
@@ -144,7 +146,7 @@ def parse_rank_spec(ranks: str | int | None, method: str | None, per_layer: bool
             return RankSpec("fixed", None)
         if ranks is None:
             raise RankSpecError("give --ranks (e.g. --ranks 8 or --ranks 8,16,8) or a --rank-method "
-                                "(vbmf, energy:0.95, budget:8, uniform:8, sensitivity:8, fisher:8)")
+                                "(vbmf, energy:0.95, budget:8, uniform:8, sensitivity:8, fisher:8, recovery:8)")
         return RankSpec("fixed", parse_ranks(ranks))
     if ranks is not None:
         raise RankSpecError(f"--ranks fixes the ranks, --rank-method {method} chooses them: give one, not both")
@@ -162,7 +164,7 @@ def parse_rank_spec(ranks: str | int | None, method: str | None, per_layer: bool
         if name != "energy" and not (math.isfinite(value) and value >= 1):
             raise RankSpecError(f"{name}:X shrinks the decomposed weights X times, X >= 1; got {value:g}")
         return RankSpec(name, value=value)  # type: ignore[arg-type]
-    raise RankSpecError(f"unknown rank method {method!r}; choose fixed, vbmf, energy:F, budget:X, uniform:X, sensitivity:X or fisher:X")
+    raise RankSpecError(f"unknown rank method {method!r}; choose fixed, vbmf, energy:F, budget:X, uniform:X, sensitivity:X, fisher:X or recovery:X")
 
 
 @dataclass(frozen=True)

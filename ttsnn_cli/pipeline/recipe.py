@@ -155,7 +155,7 @@ class SweepSection(Section):
     data: DataSpec | None = Field(None, description="data spec (default: the recipe's `data`)")
     targets: list[float] = Field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0], min_length=1,
                                  description="shrink factors X of the decomposed weights")
-    methods: list[Literal["budget", "uniform", "sensitivity", "fisher", "vbmf"]] = Field(
+    methods: list[Literal["budget", "uniform", "sensitivity", "fisher", "recovery", "vbmf"]] = Field(
         default_factory=lambda: ["budget", "sensitivity", "vbmf"], min_length=1, description="rank methods to compare")
     mode: Literal["stt", "ptt", "htt"] = "stt"
     include: list[str] = Field(default_factory=list, description="regexes over module names to decompose")

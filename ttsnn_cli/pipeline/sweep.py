@@ -87,11 +87,11 @@ from ttsnn_cli.storage.schema import validated
 from ttsnn_cli.storage.trust import zoo_io
 from ttsnn_cli.train.engine import Progress, TrainConfig, evaluate, fit, resolve_device
 
-METHODS = ("budget", "uniform", "sensitivity", "fisher", "vbmf")
+METHODS = ("budget", "uniform", "sensitivity", "fisher", "recovery", "vbmf")
 TARGETLESS = ("vbmf",)
 RESULTS = "sweep.json"
 #: where each data method's curves are kept, measured once for every target
-CURVES = {"sensitivity": "sensitivity.json", "fisher": "fisher.json"}
+CURVES = {"sensitivity": "sensitivity.json", "fisher": "fisher.json", "recovery": "recovery.json"}
 LOCK = ".sweep.lock"
 FORCE_HINT = "pass --force to start afresh"
 
@@ -137,7 +137,7 @@ class PointRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    method: Literal["budget", "uniform", "sensitivity", "fisher", "vbmf"]
+    method: Literal["budget", "uniform", "sensitivity", "fisher", "recovery", "vbmf"]
     target: Annotated[Finite, Field(ge=1)] | None
     param_ratio: Ratio
     weight_ratio: Ratio
@@ -201,7 +201,8 @@ def validate(job: SweepJob) -> None:
     if job.search and job.max_acc_drop is None:
         problems.append("--search looks for the most compressed point within --max-acc-drop PTS of dense: give --max-acc-drop")
     if job.search and all(m in TARGETLESS for m in job.methods):
-        problems.append("--search walks the targets of budget, uniform, sensitivity or fisher: name one in --methods")
+        problems.append("--search walks the targets of a method with a target (budget, uniform, sensitivity, fisher, "
+                        "recovery): name one in --methods")
     try:
         parse_layer_types(job.layer_types)
     except ValueError as error:
