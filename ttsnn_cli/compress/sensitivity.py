@@ -294,9 +294,10 @@ def measure_sensitivity(
                 else:
                     model.set_submodule(name, layer)
                     try:
-                        if criterion == "recovered":
-                            recover(model, layer, fit.inputs, fit.labels)
                         loss = calibration_loss(model, judged)
+                        if criterion == "recovered":  # the steps only count where they help (see recovery)
+                            recover(model, layer, fit.inputs, fit.labels)
+                            loss = min(loss, calibration_loss(model, judged))
                     finally:
                         model.set_submodule(name, conv)
                 weights = tensor_tt_params(dims[name], ranks)
@@ -401,8 +402,8 @@ def choose_ranks(curves: dict[str, LayerCurve], factor: float, costs: Costs | No
 LOSS_NOTES = {
     "measured": "cross-entropy of the time-averaged output, eval mode, the layer alone at the candidate ranks",
     "recovered": f"cross-entropy of the time-averaged output on the second half of the calibration set, eval mode, "
-                 f"the layer alone at the candidate ranks after {RECOVERY_STEPS} SGD steps (lr {RECOVERY_LR}) of its "
-                 "cores on the first half",
+                 f"the layer alone at the candidate ranks, the lower of before and after {RECOVERY_STEPS} SGD steps "
+                 f"(lr {RECOVERY_LR}) of its cores on the first half",
     "fisher": "Fisher-weighted relative error sum F (W - TT(W))^2 / sum F W^2 (loss = loss_increase), F the "
               f"diagonal empirical Fisher (mean squared gradient over mini-batches of {FISHER_BATCH}, eval mode)",
 }
