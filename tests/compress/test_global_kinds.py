@@ -189,19 +189,23 @@ def test_minmax_allocation_balances_the_worst_layer() -> None:
     assert "cannot be met" in minmax_ranks(curves, 1e6)["hard"].note
 
 
-def test_fisher_method_meets_its_budget_and_says_how_it_chose() -> None:
+@pytest.mark.parametrize("method, criterion, wording", [("fisher", "fisher", "Fisher"),
+                                                     ("recovery", "recovered", "second half")])
+def test_min_max_data_methods_meet_their_budget_and_say_how_they_chose(method: str, criterion: str, wording: str) -> None:
+    """fisher:X and recovery:X (measured on held-out samples): the budget met, the notes and the JSON
+    say how, and the curves a sweep stores read back."""
     torch.manual_seed(0)
     model = user_nets.sequential_net(channels=6)
     data, _ = _digits_calibration()
-    config = CompressConfig(RankSpec("fisher", value=4.0))
+    config = CompressConfig(RankSpec(method, value=4.0))  # type: ignore[arg-type]
     layers = free_layers(plan_layers(model, config)[0], config)
-    chosen, document = sensitivity_ranks(model, layers, 4.0, data, 16, 2, 0, method="fisher")
-    assert document["criterion"] == "fisher" and "Fisher" in document["loss"]
+    chosen, document = sensitivity_ranks(model, layers, 4.0, data, 16, 2, 0, method=method)
+    assert document["criterion"] == criterion and wording in document["loss"]
     dims = tt_dims(layers, 3)
     dense = sum(math.prod(d) for d in dims.values())
     assert dense / sum(tensor_tt_params(dims[n], chosen[n].effective) for n in dims) >= 4.0
-    assert all(r.note.startswith("fisher 4x (min-max)") for r in chosen.values())
-    check_curves(document, "fisher.json", dims)  # what a sweep stores, readable back
+    assert all(r.note.startswith(f"{method} 4x (min-max)") for r in chosen.values())
+    check_curves(document, f"{method}.json", dims)
 
 
 def test_measured_curves_cover_conv1d_and_linear_layers() -> None:
@@ -240,17 +244,3 @@ def test_recover_trains_only_the_layer_and_leaves_the_model_as_it_was() -> None:
         assert p.requires_grad == (n not in frozen), n
     assert model.training
     copy.deepcopy(model)  # no neuron keeps the last batch's graph
-
-
-def test_recovery_method_measures_on_held_out_samples_and_meets_its_budget() -> None:
-    torch.manual_seed(0)
-    model = user_nets.sequential_net(channels=6)
-    data, _ = _digits_calibration()
-    config = CompressConfig(RankSpec("recovery", value=4.0))
-    layers = free_layers(plan_layers(model, config)[0], config)
-    chosen, document = sensitivity_ranks(model, layers, 4.0, data, 16, 2, 0, method="recovery")
-    assert document["criterion"] == "recovered" and "second half" in document["loss"]
-    dims = tt_dims(layers, 3)
-    dense = sum(math.prod(d) for d in dims.values())
-    assert dense / sum(tensor_tt_params(dims[n], chosen[n].effective) for n in dims) >= 4.0
-    assert all(r.note.startswith("recovery 4x (min-max)") for r in chosen.values())
