@@ -244,3 +244,14 @@ def test_recover_trains_only_the_layer_and_leaves_the_model_as_it_was() -> None:
         assert p.requires_grad == (n not in frozen), n
     assert model.training
     copy.deepcopy(model)  # no neuron keeps the last batch's graph
+
+
+def test_recovery_needs_two_calibration_samples_before_any_work(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from ttsnn_cli.cli.commands import app
+
+    result = CliRunner().invoke(app, ["compress", "--arch", "zoo:digits_csnn", "--rank-method", "recovery:8",
+                                      "--data", "digits", "--calib-samples", "1", "-o", str(tmp_path / "r.tt")])
+    assert result.exit_code == 3 and "--calib-samples 2 or more" in result.output
+    assert not (tmp_path / "r.tt").exists()

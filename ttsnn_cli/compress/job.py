@@ -151,6 +151,9 @@ def run_compress(job: CompressJob, progress: Progress | None = None) -> tuple[nn
         raise BadInputError(f"--layer-types: {error}") from None
     if not (isinstance(job.round_ranks, int) and 1 <= job.round_ranks <= 64):
         raise BadInputError(f"--round-ranks takes a whole number in 1..64 (8 suits tensor cores), got {job.round_ranks!r}")
+    if spec.method == "recovery" and job.calib_samples < 2:
+        raise BadInputError("recovery:X trains on half the calibration samples and judges on the other half: "
+                            f"give --calib-samples 2 or more (got {job.calib_samples})")
     if spec.method in DATA_METHODS and not job.data and job.checkpoint is None:
         raise BadInputError(_NO_DATA.format(method=spec.method))  # a freshly initialised model records no data: refused before any work
     model = load_source(job)

@@ -272,7 +272,10 @@ def measure_sensitivity(
     model.eval()
     fit = judged = calibration
     if criterion == "recovered":  # fitted on one half, judged on the other
-        half = max(calibration.labels.shape[0] // 2, 1)
+        if calibration.labels.shape[0] < 2:
+            raise BadInputError("recovery:X trains on half the calibration samples and judges on the other half: "
+                                "give --calib-samples 2 or more")
+        half = calibration.labels.shape[0] // 2
         fit = Calibration(calibration.inputs[:, :half], calibration.labels[:half], calibration.indices[:half])
         judged = Calibration(calibration.inputs[:, half:], calibration.labels[half:], calibration.indices[half:])
     try:

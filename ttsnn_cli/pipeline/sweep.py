@@ -194,7 +194,10 @@ def validate(job: SweepJob) -> None:
         problems.append(f"unknown mode {job.mode!r}; choose one of {', '.join(MODES)}")
     if job.train_samples is not None and job.train_samples < 1:
         problems.append(f"--train-samples must be >= 1, got {job.train_samples}")
-    if job.calib_samples < 1:
+    if "recovery" in job.methods and job.calib_samples < 2:
+        problems.append("recovery trains on half the calibration samples and judges on the other half: "
+                        f"give --calib-samples 2 or more (got {job.calib_samples})")
+    elif job.calib_samples < 1:
         problems.append(f"--calib-samples must be >= 1, got {job.calib_samples}")
     if job.max_acc_drop is not None and not job.max_acc_drop >= 0:
         problems.append(f"--max-acc-drop must be >= 0, got {job.max_acc_drop}")
