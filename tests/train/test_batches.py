@@ -158,7 +158,7 @@ def test_the_switch_and_the_memory_budget(monkeypatch) -> None:
     # on CUDA a split takes at most a quarter of the free memory
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4000, 8000))
     assert fits(1000, torch.device("cuda")) and not fits(1001, torch.device("cuda"))
-    with pytest.raises(BadInputError, match="data_on_device must be one of auto, off"):
+    with pytest.raises(BadInputError, match="--data-on-device must be one of auto, off"):
         TrainConfig(data_on_device="always").validate()
 
 

@@ -142,3 +142,15 @@ def test_train_compile_learns_on_the_gpu(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     history = json.loads(result.stdout)["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_sweep_and_train_take_compile_and_data_on_device(tmp_path: Path) -> None:
+    """The options reach the engine's config: a bad --data-on-device is one line (exit 3) before any work."""
+    runner = CliRunner()
+    bad = runner.invoke(app, ["train", "--arch", "zoo:digits_csnn", "--data", "digits", "--data-on-device", "sometimes",
+                              "-o", str(tmp_path / "d.tt")])
+    assert bad.exit_code == 3 and "--data-on-device must be one of auto, off" in bad.output
+    assert not (tmp_path / "d.tt").exists()
+    parsed = runner.invoke(app, ["sweep", str(tmp_path / "missing.tt"), "--data", "digits", "-o", str(tmp_path / "s"),
+                                 "--compile", "--budget-on", "joules"])
+    assert parsed.exit_code == 3 and "--budget-on" in parsed.output  # --compile parsed (an unknown option exits 2)

@@ -90,6 +90,7 @@ def sweep(
     precision: str = PRECISION,
     tt_kernel: str = TT_KERNEL,
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    compile_step: bool = typer.Option(False, "--compile", help="every fine-tune's step through torch.compile (as finetune --compile)."),
 ) -> None:
     """For each method and target: compress MODEL, fine-tune it, evaluate it (resumable)."""
     check_options(("--timesteps", timesteps, 1, None), ("--finetune-epochs", finetune_epochs, 1, None),
@@ -98,7 +99,8 @@ def sweep(
                   ("--search-points", search_points, 1, None))
     config = TrainConfig(epochs=finetune_epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                          distill_weight=distill_weight, distill_temperature=distill_temperature,
-                         precision=precision, tt_kernel=tt_kernel, threads=check_threads(threads))
+                         precision=precision, tt_kernel=tt_kernel, threads=check_threads(threads),
+                         compile=compile_step)
     job = SweepJob(model=model, data=data, out_dir=output, targets=parse_targets(targets),
                    methods=[m.strip() for m in methods.split(",") if m.strip()], finetune=config,
                    teacher=model if teacher == "source" else (Path(teacher) if teacher else None), mode=mode,

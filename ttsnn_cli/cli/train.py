@@ -97,13 +97,13 @@ class ProgressView:
 
 def _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
             recompute_tt=False, distill_weight=0.5, distill_temperature=4.0, precision="fp32",
-            threads=None, tt_kernel="auto", compile_step=False) -> TrainConfig:
+            threads=None, tt_kernel="auto", compile_step=False, data_on_device="auto") -> TrainConfig:
     return TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.lower(), momentum=momentum,
         weight_decay=weight_decay, seed=seed, device=device, train=train, loss=loss, encoding=encoding,
         schedule=schedule, recompute_tt=recompute_tt, distill_weight=distill_weight,
         distill_temperature=distill_temperature, precision=precision, threads=check_threads(threads),
-        tt_kernel=tt_kernel, compile=compile_step,
+        tt_kernel=tt_kernel, compile=compile_step, data_on_device=data_on_device,
     )
 
 
@@ -163,6 +163,9 @@ TT_KERNEL = typer.Option("auto", "--tt-kernel", help="how TT layers run: auto (o
 COMPILE = typer.Option(False, "--compile", help="run the training step through torch.compile (on CUDA as a CUDA "
                        "graph: less host overhead); the first steps compile. Same results to float tolerance; "
                        "see docs/performance.md")
+DATA_ON_DEVICE = typer.Option("auto", "--data-on-device", help="auto: keep a split that fits on the device and "
+                              "make its batches there (augmentation included); off: batches through a DataLoader "
+                              "on the CPU. The same batches either way; see docs/performance.md")
 TRUST = typer.Option(False, "--trust-pickle", help="accept a pickled nn.Module (runs code from the file)")
 TRUST_ARCH = typer.Option(False, "--trust-arch", help=TRUST_ARCH_HELP)
 
@@ -179,12 +182,12 @@ def train_command(
     device: str = DEVICE, train: str = TRAIN, loss: str = LOSS, encoding: str = ENCODING, schedule: str = SCHEDULE,
     resume: bool = RESUME, force: bool = FORCE, json_out: bool = JSON, style: str = STYLE,
     precision: str = PRECISION, readout: str = READOUT, log_dir: Path = LOG_DIR, threads: int = THREADS,
-    compile_step: bool = COMPILE,
+    compile_step: bool = COMPILE, data_on_device: str = DATA_ON_DEVICE,
 ) -> None:
     """Train a dense SNN from scratch and write a dense bundle (what `compress` starts from)."""
     optimizer, lr = default_optimizer("train", arch, optimizer, lr)
     config = _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
-                     precision=precision, threads=threads, compile_step=compile_step)
+                     precision=precision, threads=threads, compile_step=compile_step, data_on_device=data_on_device)
     job = TrainJob("train", output, config, data=data, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs),
                    timesteps=timesteps, resume=resume, force=force, style=style, readout=readout, log_dir=log_dir)
     _run(job, json_out)
@@ -214,11 +217,13 @@ def finetune_command(
     readout: str = typer.Option(None, "--readout", help="spikes, membrane or an output index (default: the "
                                 "bundle's, else spikes); see train --help"),
     log_dir: Path = LOG_DIR, threads: int = THREADS, tt_kernel: str = TT_KERNEL, compile_step: bool = COMPILE,
+    data_on_device: str = DATA_ON_DEVICE,
 ) -> None:
     """Fine-tune a (TT) model with surrogate-gradient BPTT (optionally distilling a --teacher) and write the tuned bundle."""
     optimizer, lr = default_optimizer("finetune", arch, optimizer or "sgd", lr)
     config = _config(epochs, batch_size, lr, optimizer, momentum, weight_decay, seed, device, train, loss, encoding, schedule,
-                     recompute_tt, distill_weight, distill_temperature, precision, threads, tt_kernel, compile_step)
+                     recompute_tt, distill_weight, distill_temperature, precision, threads, tt_kernel, compile_step,
+                     data_on_device)
     job = TrainJob("finetune", output, config, data=data, arch=arch,
                    arch_kwargs=parse_arch_kwargs(arch_kwargs) if arch_kwargs else None, checkpoint=model,
                    timesteps=timesteps, resume=resume, force=force, trust_pickle=trust_pickle, teacher=teacher,

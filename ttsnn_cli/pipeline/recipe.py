@@ -99,6 +99,8 @@ class TrainSection(Section):
     recompute_tt: bool = Field(False, description="TT layers recompute their cores in backward: less memory, more time")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision (weights stay fp32)")
     compile: bool = Field(False, description="run the training step through torch.compile (train.compiled)")
+    data_on_device: Literal["auto", "off"] = Field(
+        "auto", description="auto: a split that fits is kept on the device and batched there; off: a DataLoader")
     readout: Annotated[StrictStr, Field(pattern=r"^(spikes|membrane|[0-9]{1,2})$")] | None = Field(
         None, description="which record of a model returning several the loss and accuracy read: spikes (the first), "
         "membrane (the second, as snntorch's tutorials train) or an index (default: the model's, else spikes)")

@@ -56,7 +56,7 @@ class Batches(Protocol):
 
 def check_data_on_device(choice: str) -> None:
     if choice not in CHOICES:
-        raise BadInputError(f"data_on_device must be one of {', '.join(CHOICES)}, got {choice!r}")
+        raise BadInputError(f"--data-on-device must be one of {', '.join(CHOICES)}, got {choice!r}")
 
 
 def resident_wanted(choice: str) -> bool:

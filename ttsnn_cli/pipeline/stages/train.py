@@ -25,6 +25,7 @@ def train_config(section: TrainSection, threads: int | None = None, arch: str | 
         momentum=section.momentum, weight_decay=section.weight_decay, schedule=section.schedule, seed=section.seed,
         device=section.device, train=section.train, loss=section.loss, encoding=section.encoding,
         recompute_tt=section.recompute_tt, precision=section.precision, threads=threads, compile=section.compile,
+        data_on_device=section.data_on_device,
     )
 
 
