@@ -42,7 +42,7 @@ def sweep(model: ModelLike, *, data: str, output: str | Path, targets: str | Ite
           max_acc_drop: float | None = None, force: bool = False, trust_pickle: bool = False,
           trust_arch: bool = False, style: str | None = None, precision: str = "fp32",
           tt_kernel: str = "auto", threads: int | None = None, search: bool = False, search_points: int = 8,
-          progress: Progress | None = None, **options: Any) -> dict[str, Any]:
+          compile: bool = False, progress: Progress | None = None, **options: Any) -> dict[str, Any]:
     """For each rank method and target: compress the dense `model`, evaluate, fine-tune, evaluate
     again: `ttsnn sweep`. `output` is the sweep's folder (sweep.json, one bundle per point);
     `teacher='source'` distils every point from the model itself.
@@ -68,7 +68,7 @@ def sweep(model: ModelLike, *, data: str, output: str | Path, targets: str | Ite
             teacher_path = call.model_path(teacher, "teacher")
         config = TrainConfig(epochs=finetune_epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                              distill_weight=distill_weight, distill_temperature=distill_temperature, precision=precision,
-                             tt_kernel=tt_kernel, threads=check_threads(threads))
+                             tt_kernel=tt_kernel, threads=check_threads(threads), compile=compile)
         job = SweepJob(model=path, data=data, out_dir=Path(output), targets=_targets(targets),  # type: ignore[arg-type]
                        methods=[m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()],
                        finetune=config, teacher=teacher_path, mode=mode, include=names(include), exclude=names(exclude),
