@@ -16,7 +16,7 @@ from ttsnn_cli.cli.commands import app
 from ttsnn_cli.compress import costs as costs_module
 from ttsnn_cli.compress.costs import MacCosts, probe, time_ranks
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers
-from ttsnn_cli.compress.sensitivity import LayerCurve, Point, choose_ranks
+from ttsnn_cli.compress.allocation import LayerCurve, Point, choose_ranks
 from ttsnn_cli.maths.ranks import RankSpec, WeightCosts, budget_ranks, uniform_ranks
 from ttsnn_cli.maths.tt import conv2d_tensor, tt_param_count
 from ttsnn_cli.report.counting import count_model

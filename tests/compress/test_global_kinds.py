@@ -12,18 +12,16 @@ import user_nets
 from torch import nn
 from torch.utils.data import Subset
 
+from ttsnn_cli.compress.allocation import LayerCurve, Point, minmax_ranks
 from ttsnn_cli.compress.decompose import CompressConfig, compress_model, free_layers, plan_layers
 from ttsnn_cli.compress.fisher import fisher_error, fisher_information
 from ttsnn_cli.compress.recovery import recover
 from ttsnn_cli.compress.sensitivity import (
-    LayerCurve,
-    Point,
     calibration_set,
     candidate_factors,
     check_curves,
     curves_document,
     measure_sensitivity,
-    minmax_ranks,
     sensitivity_ranks,
 )
 from ttsnn_cli.data import DataBundle, load_data

@@ -12,13 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from ttsnn_cli.cli.commands import app
+from ttsnn_cli.compress.allocation import LayerCurve, Point, choose_ranks
 from ttsnn_cli.compress.sensitivity import (
-    LayerCurve,
-    Point,
     calibration_set,
     candidate_factors,
     candidate_ranks,
-    choose_ranks,
     measure_sensitivity,
 )
 from ttsnn_cli.data import load_data
