@@ -10,7 +10,9 @@ compiled as `--compile` runs them (torch.compile; CUDA graphs on CUDA; two warm-
   relative to ttsnn's dense fp32 step;
 - step peak memory: `torch.cuda.max_memory_allocated` over one step minus what was allocated before
   it (weights, gradients and optimiser state are already there);
-- kernels per step: the CUDA kernels torch.profiler records over one step.
+- kernels per step: the CUDA kernels torch.profiler records over one step;
+- one neuron layer alone, forward and backward: the fused kernel (Triton on CUDA) against its
+  PyTorch loop (`dense LIF loop` and `PTT LIF loop` are the whole steps with the loop).
 `--epoch N` also times one epoch through the command line on N CIFAR-format images written to a
 temporary folder (`ttsnn train` dense, `ttsnn finetune` PTT; samples/s from their JSON), the whole
 epoch against the bare step, with batches made on the device and (", DataLoader") read sample by sample.
@@ -36,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,31 +46,45 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_training import build, levers, loss_of, sgd  # noqa: E402
 
+from ttsnn_cli.spiking import lif_kernel, lif_triton  # noqa: E402
+from ttsnn_cli.spiking.lif_sequence import _LIFSequence  # noqa: E402
 from ttsnn_cli.spiking.neurons import freeze_for_compile  # noqa: E402
 from ttsnn_cli.spiking.runner import run_timesteps  # noqa: E402
 from ttsnn_cli.train.kernel_plan import choose, kernel_paths, measure_plan, uniform_plan  # noqa: E402
 from ttsnn_cli.train.precision import autocast, grad_scaler  # noqa: E402
 
-#: name: (model kind for `bench_training.build`, --recompute-tt, precision, --tt-kernel[, --compile])
+class Config(NamedTuple):
+    """One row: the model (`bench_training.build` kind), and how the step runs it."""
+
+    kind: str
+    recompute: bool = False  # --recompute-tt
+    precision: str = "fp32"  # --precision
+    kernel: str = "factored"  # --tt-kernel
+    compiled: bool = False  # --compile (train.compiled): torch.compile, on CUDA as CUDA graphs
+    off: tuple[str, ...] = ()  # levers switched off (`bench_training.levers`), e.g. the fused LIF kernel
+
+
 CONFIGS = {
-    "paper dense": ("paper-dense", False, "fp32", "factored"),
-    "paper PTT": ("paper-ptt", False, "fp32", "factored"),
-    "dense": ("dense", False, "fp32", "factored"),
-    "PTT": ("tt", False, "fp32", "factored"),
-    "PTT rebuilt": ("tt", False, "fp32", "rebuilt"),
-    "PTT auto": ("tt", False, "fp32", "auto"),
-    "PTT recompute": ("tt", True, "fp32", "factored"),
-    "dense bf16": ("dense", False, "bf16", "factored"),
-    "PTT bf16": ("tt", False, "bf16", "factored"),
-    "PTT bf16 auto": ("tt", False, "bf16", "auto"),
-    "dense fp16": ("dense", False, "fp16", "factored"),
-    "PTT fp16": ("tt", False, "fp16", "factored"),
-    # `--compile` (train.compiled): torch.compile, on CUDA as CUDA graphs (mode reduce-overhead)
-    "dense compiled": ("dense", False, "fp32", "factored", True),
-    "PTT compiled": ("tt", False, "fp32", "factored", True),
-    "PTT rebuilt compiled": ("tt", False, "fp32", "rebuilt", True),
-    "dense bf16 compiled": ("dense", False, "bf16", "factored", True),
-    "PTT bf16 compiled": ("tt", False, "bf16", "factored", True),
+    "paper dense": Config("paper-dense"),
+    "paper PTT": Config("paper-ptt"),
+    "dense": Config("dense"),
+    "PTT": Config("tt"),
+    # the neurons on their PyTorch loop, not the fused kernel (Triton on CUDA, C on the CPU)
+    "dense LIF loop": Config("dense", off=("native",)),
+    "PTT LIF loop": Config("tt", off=("native",)),
+    "PTT rebuilt": Config("tt", kernel="rebuilt"),
+    "PTT auto": Config("tt", kernel="auto"),
+    "PTT recompute": Config("tt", recompute=True),
+    "dense bf16": Config("dense", precision="bf16"),
+    "PTT bf16": Config("tt", precision="bf16"),
+    "PTT bf16 auto": Config("tt", precision="bf16", kernel="auto"),
+    "dense fp16": Config("dense", precision="fp16"),
+    "PTT fp16": Config("tt", precision="fp16"),
+    "dense compiled": Config("dense", compiled=True),
+    "PTT compiled": Config("tt", compiled=True),
+    "PTT rebuilt compiled": Config("tt", kernel="rebuilt", compiled=True),
+    "dense bf16 compiled": Config("dense", precision="bf16", compiled=True),
+    "PTT bf16 compiled": Config("tt", precision="bf16", compiled=True),
 }
 
 
@@ -83,10 +100,12 @@ class Step:
 
     def __init__(self, name: str, models: dict[str, torch.nn.Module], device: torch.device, timesteps: int,
                  image: torch.Tensor) -> None:
-        kind, self.recompute, self.precision, kernel, *compiled = CONFIGS[name]
+        config = CONFIGS[name]
+        kind, kernel, self.recompute, self.precision, self.off = (config.kind, config.kernel, config.recompute,
+                                                                  config.precision, config.off)
         self.model = models[kind]
         self.loss: Callable[..., torch.Tensor] = loss_of
-        if compiled and compiled[0]:  # the step as `--compile` runs it (compiled on its first call)
+        if config.compiled:  # the step as `--compile` runs it (compiled on its first call)
             freeze_for_compile(self.model)
             self.loss = torch.compile(loss_of, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
         self.optimizer = sgd(self.model)
@@ -101,7 +120,7 @@ class Step:
             self.plan = uniform_plan(self.model, kernel)
 
     def __call__(self, image: torch.Tensor, y: torch.Tensor) -> None:
-        with levers(self.model, (), self.recompute), kernel_paths(self.model, self.plan):
+        with levers(self.model, self.off, self.recompute), kernel_paths(self.model, self.plan):
             with autocast(self.precision, self.device):
                 loss = self.loss(self.model, image, y, self.timesteps)
             self.optimizer.zero_grad(set_to_none=True)
@@ -195,9 +214,29 @@ def epoch_through_cli(images: int, batch: int, device: str) -> dict[str, float]:
     return out
 
 
+def time_lif(device: torch.device, batch: int, timesteps: int, rounds: int) -> dict[str, float]:
+    """Forward and backward of one neuron layer on the first stage's shape [T, batch, 64, 32, 32], ms
+    (median over `rounds`, interleaved): the fused kernel (`native`) against the PyTorch loop."""
+    seq = torch.randn(timesteps, batch, 64, 32, 32, device=device) * 0.6 + 0.2
+    grad = torch.randn_like(seq)
+    beta, threshold = torch.tensor(0.25, device=device), torch.tensor(0.5, device=device)
+    times: dict[str, list[float]] = {"fused": [], "loop": []}
+    for round_ in range(rounds + 2):
+        for name in times:
+            x = seq.clone().requires_grad_()
+            _sync(device)
+            start = time.perf_counter()
+            spikes, _ = _LIFSequence.apply(x, beta, threshold, 1, name == "fused")
+            spikes.backward(grad)
+            _sync(device)
+            if round_ >= 2:
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(values) for name, values in times.items()}
+
+
 def run(device: torch.device, batches: list[int], rounds: int, timesteps: int, names: list[str],
         report: Callable[[str], None]) -> dict:
-    kinds = {CONFIGS[name][0] for name in names}
+    kinds = {CONFIGS[name].kind for name in names}
     models = {kind: build(kind, timesteps).to(device).train() for kind in kinds}
     results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                      "torch": torch.__version__, "timesteps": timesteps, "batches": {}}
@@ -207,7 +246,7 @@ def run(device: torch.device, batches: list[int], rounds: int, timesteps: int, n
         y = torch.randint(0, 10, (batch,), device=device)
         steps = {name: Step(name, models, device, timesteps, image) for name in names}
         for name, step in steps.items():
-            if CONFIGS[name][3] == "auto":
+            if CONFIGS[name].kernel == "auto":
                 report(f"{name}: {sum(p == 'rebuilt' for p in step.plan.values())} of {len(step.plan)} TT layers "
                        "measured faster rebuilt")
         seconds = time_steps(steps, image, y, rounds)
@@ -217,12 +256,12 @@ def run(device: torch.device, batches: list[int], rounds: int, timesteps: int, n
         for name, row in rows.items():
             row["speed_vs_dense"] = dense / seconds[name] if dense else None
         results["batches"][batch] = rows
-        report(f"\nbatch {batch}: {'configuration':<16} {'step ms':>9} {'vs dense':>9} {'peak MB':>9} {'kernels':>8}")
+        report(f"\nbatch {batch}: {'configuration':<21} {'step ms':>9} {'vs dense':>9} {'peak MB':>9} {'kernels':>8}")
         for name, row in rows.items():
             peak = f"{row['peak_mb']:.0f}" if row["peak_mb"] is not None else "-"
             kernels = str(row["kernels"]) if row["kernels"] is not None else "-"
             speed = f"{row['speed_vs_dense']:.2f}x" if row["speed_vs_dense"] else "-"
-            report(f"{'':9}{name:<16} {row['ms']:>9.1f} {speed:>9} {peak:>9} {kernels:>8}")
+            report(f"{'':9}{name:<21} {row['ms']:>9.1f} {speed:>9} {peak:>9} {kernels:>8}")
         del steps
         gc.collect()
     return results
@@ -249,7 +288,14 @@ def main() -> None:
         parser.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
     print(f"MS-ResNet18, CIFAR shapes, T={args.timesteps}, SGD, {args.steps} interleaved rounds (median), "
           f"{device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), torch {torch.__version__}")
-    results = run(device, [int(b) for b in args.batches.split(",")], args.steps, args.timesteps, names, print)
+    print(f"fused LIF kernel: Triton {lif_triton.status()}; C {lif_kernel.build_status()}")
+    batches = [int(b) for b in args.batches.split(",")]
+    results = run(device, batches, args.steps, args.timesteps, names, print)
+    results["lif_ms"] = {}
+    for batch in batches:
+        lif = results["lif_ms"][batch] = time_lif(device, batch, args.timesteps, args.steps)
+        print(f"one LIF layer [{args.timesteps}, {batch}, 64, 32, 32], forward + backward: fused {lif['fused']:.2f} ms, "
+              f"PyTorch loop {lif['loop']:.2f} ms ({lif['loop'] / lif['fused']:.2f}x)")
     if args.epoch:
         batch = 128
         epoch = epoch_through_cli(args.epoch, batch, args.device)

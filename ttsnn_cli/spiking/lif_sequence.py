@@ -1,6 +1,7 @@
 """The fused LIF over a whole sequence [T, ...]: one autograd node in eager mode, one custom op under
-`torch.compile`, both running the same code (the compiled CPU kernel `lif_kernel` where it applies,
-else the PyTorch loops, bitwise equal).
+`torch.compile`, both running the same code: a fused kernel where one applies (the compiled C kernel
+`lif_kernel` on CPU float32, the Triton kernels `lif_triton` on CUDA float32), else the PyTorch loops,
+all bitwise equal.
 
 Why a custom op as well (`ttsnn::lif_sequence`): `torch.compile` cannot trace into the kernel (called
 through ctypes) nor through the data-dependent checks that pick it; a custom op is opaque to the
@@ -15,7 +16,7 @@ import functools
 
 import torch
 
-from ttsnn_cli.spiking import lif_kernel
+from ttsnn_cli.spiking import lif_kernel, lif_triton
 
 SURROGATE_WIDTH = 0.5  # half-width of the rectangle around the threshold
 MECHANISMS = {"subtract": 0, "zero": 1, "none": 2}  # snntorch's reset_mechanism_val codes
@@ -32,8 +33,9 @@ class _LIFSequence(torch.autograd.Function):
     the spikes can keep this same byte for its weight gradient instead of a copy of its own
     (`saved.packed_spikes` with `state`): a neuron and the layer after it then hold 1 byte per neuron
     where they held 3 (two bool masks here, a bool copy in the conv).
-    On CPU float32 both directions run the compiled kernel (`lif_kernel`, one pass over memory) when
-    `native` is set and it is available; otherwise the PyTorch loops below, which it matches bitwise.
+    With `native` set, both directions run a fused kernel (one pass over memory) where one applies:
+    the compiled C kernel (`lif_kernel`) on CPU float32, the Triton kernels (`lif_triton`) on CUDA
+    float32; otherwise the PyTorch loops below, which both match bitwise.
     Backward is the BPTT recurrence of u_t = beta * u_{t-1} * (1 - s_{t-1}) + x_t (zero reset;
     `subtract` and `none` have d u_t / d u_{t-1} = beta):
         g_t = grad_t * window_t + beta * g_{t+1} * (1 - s_t),    d loss / d x_t = g_t.
@@ -60,15 +62,20 @@ class _LIFSequence(torch.autograd.Function):
 
 def lif_forward(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, mechanism: int, native: bool
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(spikes, state) of `_LIFSequence`: the compiled kernel where `native` asks and it applies, else
+    """(spikes, state) of `_LIFSequence`: a fused kernel where `native` asks and one applies, else
     the PyTorch loop (bitwise the same). Shared by the autograd node and the custom op (`lif_op`)."""
+    if native and _triton_applies(seq, beta, threshold):
+        return lif_triton.forward(seq, beta, threshold, SURROGATE_WIDTH, mechanism)
     if native and _native_applies(seq, beta, threshold):
         return lif_kernel.forward(seq, float(beta), float(threshold), SURROGATE_WIDTH, mechanism)
     return _lif_loop(seq, beta, threshold, mechanism)
 
 
 def lif_backward(grad: torch.Tensor, state: torch.Tensor, beta: torch.Tensor, mechanism: int, native: bool) -> torch.Tensor:
-    """d loss / d seq of `_LIFSequence` from its state: the compiled kernel where it applies, else the loop."""
+    """d loss / d seq of `_LIFSequence` from its state: a fused kernel where it applies, else the loop."""
+    if (native and beta.numel() == 1 and grad.dtype == torch.float32 and lif_triton.usable(grad, state)
+            and _triton_verified(state.device)):
+        return lif_triton.backward(grad, state, beta, mechanism)
     if (native and beta.numel() == 1 and lif_kernel.usable(grad, state) and lif_kernel.steps_are_dense(state)
             and _native_verified()):
         return lif_kernel.backward(grad, state, float(beta), mechanism)
@@ -117,6 +124,18 @@ def _lif_grad_loop(grad: torch.Tensor, state: torch.Tensor, beta: torch.Tensor, 
     return grad_seq
 
 
+def _triton_applies(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor) -> bool:
+    """The Triton kernels take this call: float32 with dense steps on a device they run on (CUDA, or
+    any in interpret mode), scalar float32 beta and threshold, and the kernels checked on that device."""
+    return (
+        beta.numel() == 1 and threshold.numel() == 1
+        and seq.dtype == beta.dtype == threshold.dtype == torch.float32
+        and lif_triton.usable(seq)
+        and lif_kernel.steps_are_dense(seq)
+        and _triton_verified(seq.device)
+    )
+
+
 def _native_applies(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor) -> bool:
     """The compiled kernel takes this call: CPU float32 with dense steps, scalar beta and threshold,
     and the kernel built and verified in this process."""
@@ -131,28 +150,64 @@ def _native_applies(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tens
 
 @functools.cache
 def _native_verified() -> bool:
-    """Once per process: the compiled kernel reproduces the PyTorch loops bitwise (spikes, state and
-    gradient, every reset mechanism, a channels-last layout, membranes on and near the threshold);
+    """Once per process: the compiled kernel reproduces the PyTorch loops bitwise (`_matches_loops`);
     a compiler that contracts or reorders float operations anyway is caught here, not in training."""
+    return _matches_loops(
+        lambda seq, beta, threshold, mechanism: lif_kernel.forward(seq, float(beta), float(threshold),
+                                                                   SURROGATE_WIDTH, mechanism),
+        lambda grad, state, beta, mechanism: lif_kernel.backward(grad, state, float(beta), mechanism),
+        lif_kernel.spikes_of_state, torch.device("cpu"))
+
+
+_triton_checked: dict[torch.device, bool] = {}
+
+
+def _triton_verified(device: torch.device) -> bool:
+    """Once per device: the Triton kernels reproduce the PyTorch loops bitwise (`_matches_loops`); a
+    Triton that cannot compile or launch here, or gives other bits, leaves the loops in charge. Not
+    while a CUDA graph is being captured (the check reads results on the host): that call takes the
+    loop, and a later one checks."""
+    if device not in _triton_checked:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return False
+        try:
+            _triton_checked[device] = _matches_loops(
+                lambda seq, beta, threshold, mechanism: lif_triton.forward(seq, beta, threshold, SURROGATE_WIDTH,
+                                                                           mechanism),
+                lif_triton.backward, lif_triton.spikes_of_state, device)
+        except Exception:  # noqa: BLE001 - any failure to compile or launch means: do not use them
+            _triton_checked[device] = False
+    return _triton_checked[device]
+
+
+def _matches_loops(forward, backward, spikes_of_state, device: torch.device) -> bool:  # type: ignore[no-untyped-def]
+    """True when a kernel's forward, backward and spikes-from-state give the PyTorch loops' exact bits
+    on `device`: every reset mechanism, a channels-last layout, membranes on the threshold and on both
+    edges of the surrogate's window."""
     generator = torch.Generator().manual_seed(0)
     seq = torch.randn(3, 2, 5, 7, 3, generator=generator).contiguous(memory_format=torch.channels_last_3d)
     seq[0, 0, 0, 0] = torch.tensor([_PROBE_THRESHOLD, _PROBE_THRESHOLD + SURROGATE_WIDTH,
                                     _PROBE_THRESHOLD - SURROGATE_WIDTH])  # ties
     grad = torch.randn(seq.shape, generator=generator)
-    beta, threshold = torch.tensor(_PROBE_BETA), torch.tensor(_PROBE_THRESHOLD)
+    seq, grad = seq.to(device), grad.to(device)
+    beta = torch.tensor(_PROBE_BETA, device=device)
+    threshold = torch.tensor(_PROBE_THRESHOLD, device=device)
     for mechanism in MECHANISMS.values():
         spikes, state = _lif_loop(seq, beta, threshold, mechanism)
-        fast_spikes, fast_state = lif_kernel.forward(seq, _PROBE_BETA, _PROBE_THRESHOLD, SURROGATE_WIDTH, mechanism)
+        fast_spikes, fast_state = forward(seq, beta, threshold, mechanism)
         grad_seq = _lif_grad_loop(grad, state, beta, mechanism)
-        fast_grad = lif_kernel.backward(grad, state, _PROBE_BETA, mechanism)
+        fast_grad = backward(grad, state, beta, mechanism)
         if not (torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state) and torch.equal(grad_seq, fast_grad)
-                and torch.equal(spikes, lif_kernel.spikes_of_state(state))):
+                and torch.equal(spikes, spikes_of_state(state))):
             return False
     return True
 
 
 def spikes_of_state(state: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The 0/1 spikes recorded in a `_LIFSequence` state byte (2 * (1 - spike) + window), as `dtype`."""
+    if (dtype == torch.float32 and lif_triton.usable(state) and lif_kernel.is_dense(state)
+            and _triton_verified(state.device)):
+        return lif_triton.spikes_of_state(state)
     if dtype == torch.float32 and lif_kernel.usable(state) and lif_kernel.is_dense(state) and _native_verified():
         return lif_kernel.spikes_of_state(state)
     return (1 - state.bitwise_right_shift(1)).to(dtype)

@@ -125,8 +125,8 @@ class MultiStepLIF(TimeAware, nn.Module):
     applies; off, it is recorded op by op (the reference the tests compare it with)."""
 
     native: bool = True
-    """Runtime switch (not persisted): the one-node LIF runs the compiled kernel (`lif_kernel`) on CPU
-    float32 where it is available; off, its PyTorch loops (bitwise the same results)."""
+    """Runtime switch (not persisted): the one-node LIF runs a fused kernel where one applies (`lif_kernel`
+    on CPU float32, `lif_triton` on CUDA float32); off, its PyTorch loops (bitwise the same results)."""
 
     def binary_output(self) -> bool:
         """True when every output is exactly 0 or 1 (the fused path without graded spikes).
