@@ -13,18 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.spiking.lif_cases import TRAIN_A_NEURON
 from ttsnn_cli.spiking import lif_kernel
 
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler here")
-TRAIN_A_NEURON = (
-    "import torch\n"
-    "from ttsnn_cli.spiking import lif_kernel\n"
-    "from ttsnn_cli.spiking.neurons import MultiStepLIF\n"
-    "x = torch.randn(8, 4, 5, requires_grad=True)\n"
-    "MultiStepLIF()(x, timesteps=4).sum().backward()\n"
-    "assert x.grad is not None\n"
-    "print(lif_kernel.build_status())\n"
-)
 
 
 def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -17,20 +17,11 @@ from ttsnn_cli.spiking import lif_sequence as fused
 from ttsnn_cli.spiking.lif_sequence import SURROGATE_WIDTH, _lif_grad_loop, _lif_loop, _LIFSequence
 from ttsnn_cli.spiking.neurons import BETA, THRESHOLD, MultiStepLIF
 
+from tests.spiking.lif_cases import OTHER_INPUTS, TRAIN_A_NEURON, membranes, other_input
+
 MECHANISMS = (0, 1, 2)
 
 needs_compiler = pytest.mark.skipif(lif_kernel._compiler() is None, reason="no C compiler on this machine")
-
-
-def _membranes(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """Inputs that make neurons fire, stay silent and sit inside the surrogate's window, with exact
-    ties on the threshold and on both window edges."""
-    generator = torch.Generator().manual_seed(seed)
-    seq = torch.randn(shape, generator=generator) * 0.6 + 0.2
-    flat = seq.view(-1)
-    ties = torch.tensor([THRESHOLD, THRESHOLD + SURROGATE_WIDTH, THRESHOLD - SURROGATE_WIDTH, 0.0, -0.0])
-    flat[: min(flat.numel(), ties.numel())] = ties[: flat.numel()]
-    return seq
 
 
 def _both(seq: torch.Tensor, mechanism: int, grad: torch.Tensor):
@@ -52,7 +43,7 @@ def test_the_kernel_builds_here_and_passes_its_own_check() -> None:
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("steps", [1, 4])
 def test_kernel_equals_the_pytorch_loops_bitwise(mechanism: int, layout: str, steps: int) -> None:
-    seq = _membranes((steps * 3, 5, 7, 9), seed=mechanism)
+    seq = membranes((steps * 3, 5, 7, 9), seed=mechanism)
     if layout == "channels_last":
         seq = seq.contiguous(memory_format=torch.channels_last)
     seq = seq.unflatten(0, (steps, 3))
@@ -67,7 +58,7 @@ def test_kernel_equals_the_pytorch_loops_bitwise(mechanism: int, layout: str, st
 @needs_compiler
 def test_large_tensors_give_the_same_bits() -> None:
     n = 40 * 512 + 77  # many of the kernel's 512-neuron blocks, the last one partial
-    seq = _membranes((4, n), seed=3)
+    seq = membranes((4, n), seed=3)
     grad = torch.randn(seq.shape)
     for mechanism in MECHANISMS:
         (spikes, state), (fast_spikes, fast_state), grad_seq, fast_grad = _both(seq, mechanism, grad)
@@ -93,7 +84,7 @@ def test_the_kernel_runs_on_torchs_own_openmp_threads_here() -> None:
 @pytest.mark.parametrize("threads", [2, 3, 7])
 def test_splitting_the_neurons_over_threads_changes_no_bit(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
     n = 40 * 512 + 77  # whole blocks per thread, the last block partial
-    seq = _membranes((4, n), seed=5)
+    seq = membranes((4, n), seed=5)
     grad = torch.randn(seq.shape)
     monkeypatch.setattr(lif_kernel, "THREADS", 1)
     one = [lif_kernel.forward(seq, BETA, THRESHOLD, SURROGATE_WIDTH, m) for m in MECHANISMS]
@@ -113,7 +104,7 @@ def test_a_kernel_on_another_openmp_runtime_than_torchs_runs_on_the_calling_thre
     try:
         assert "on the calling thread" in lif_kernel.build_status()
         assert lif_kernel.threads() == 1
-        seq = _membranes((4, 3000), seed=6)
+        seq = membranes((4, 3000), seed=6)
         (spikes, state), (fast_spikes, fast_state), _, _ = _both(seq, 1, torch.randn(seq.shape))
         assert torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state)
     finally:
@@ -155,7 +146,7 @@ def test_kernel_equals_the_loops_on_random_sequences(steps: int, width: int, mec
 
 @needs_compiler
 def test_a_gradient_in_another_layout_is_read_in_the_states_layout() -> None:
-    seq = _membranes((8, 6, 5, 5), seed=4).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2))
+    seq = membranes((8, 6, 5, 5), seed=4).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2))
     x = seq.clone().requires_grad_()
     spikes, _ = _LIFSequence.apply(x, torch.tensor(BETA), torch.tensor(THRESHOLD), 1, True)
     grad = torch.randn(seq.shape)  # contiguous, unlike the channels-last state
@@ -171,21 +162,13 @@ def test_a_gradient_in_another_layout_is_read_in_the_states_layout() -> None:
     assert torch.equal(x.grad, reference.grad)
 
 
-@pytest.mark.parametrize("case", ["float64", "strided steps", "per-channel beta"])
+@pytest.mark.parametrize("case", OTHER_INPUTS)
 def test_other_inputs_run_the_pytorch_loop(case: str) -> None:
-    seq = _membranes((4, 3, 8), seed=5)
-    beta = torch.tensor(BETA)
-    if case == "float64":
-        seq, beta = seq.double(), beta.double()
-    elif case == "strided steps":
-        seq = seq[:, :, ::2]
-    else:
-        beta = torch.full((8,), BETA)
-    assert not fused._native_applies(seq, beta, torch.tensor(THRESHOLD, dtype=seq.dtype))
+    assert not fused._native_applies(*other_input(case))
 
 
 def test_the_multistep_neuron_gives_the_same_spikes_and_gradients_with_and_without_the_kernel() -> None:
-    seq = _membranes((4 * 2, 16, 6, 6), seed=6).contiguous(memory_format=torch.channels_last)
+    seq = membranes((4 * 2, 16, 6, 6), seed=6).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(seq.shape)
     results = []
     for native in (True, False):
@@ -212,7 +195,7 @@ def test_a_kernel_that_disagrees_with_the_loops_is_never_used(monkeypatch: pytes
     fused._native_verified.cache_clear()
     try:
         assert not fused._native_verified()
-        seq = _membranes((2, 3, 4), seed=7)
+        seq = membranes((2, 3, 4), seed=7)
         assert not fused._native_applies(seq, torch.tensor(BETA), torch.tensor(THRESHOLD))
     finally:
         monkeypatch.undo()
@@ -222,21 +205,12 @@ def test_a_kernel_that_disagrees_with_the_loops_is_never_used(monkeypatch: pytes
 def test_without_a_compiler_or_when_switched_off_everything_runs_the_pytorch_loop() -> None:
     """In fresh interpreters: CC naming no program or one that fails, and TTSNN_NATIVE=0, where the
     neuron still trains on the PyTorch loop; and CC with flags of its own, which builds."""
-    script = (
-        "import torch\n"
-        "from ttsnn_cli.spiking import lif_kernel\n"
-        "from ttsnn_cli.spiking.neurons import MultiStepLIF\n"
-        "x = torch.randn(8, 4, 5, requires_grad=True)\n"
-        "MultiStepLIF()(x, timesteps=4).sum().backward()\n"
-        "assert x.grad is not None\n"
-        "print(lif_kernel.build_status())\n"
-    )
     cases = (({"CC": "no-such-compiler-ttsnn"}, "no C compiler"), ({"TTSNN_NATIVE": "0"}, "switched off"),
              ({"CC": "false"}, "could not build it"))
     if shutil.which("cc"):
         cases += (({"CC": "cc -O1"}, "built with"),)
     for env, expected in cases:
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+        done = subprocess.run([sys.executable, "-c", TRAIN_A_NEURON], capture_output=True, text=True, timeout=300,
                               env={**_environment(), **env})
         assert done.returncode == 0, done.stderr
         assert expected in done.stdout

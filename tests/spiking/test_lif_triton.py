@@ -22,20 +22,11 @@ from ttsnn_cli.spiking.neurons import BETA, THRESHOLD, MultiStepLIF, freeze_for_
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.zoo.msresnet import MSResNet
 
+from tests.spiking.lif_cases import OTHER_INPUTS, membranes, other_input
+
 triton = pytest.importorskip("triton", reason="Triton is not installed")
 
 MECHANISMS = (0, 1, 2)
-
-
-def _membranes(shape: tuple[int, ...], seed: int, scale: float = 0.6) -> torch.Tensor:
-    """Inputs that make neurons fire, stay silent and sit inside the surrogate's window, with exact
-    ties on the threshold, on both window edges and on signed zeros."""
-    generator = torch.Generator().manual_seed(seed)
-    seq = torch.randn(shape, generator=generator) * scale + 0.2
-    flat = seq.view(-1)
-    ties = torch.tensor([THRESHOLD, THRESHOLD + SURROGATE_WIDTH, THRESHOLD - SURROGATE_WIDTH, 0.0, -0.0])
-    flat[: min(flat.numel(), ties.numel())] = ties[: flat.numel()]
-    return seq
 
 
 def _interpreted(seq: torch.Tensor, grad: torch.Tensor, mechanism: int, beta: float = BETA):
@@ -60,7 +51,7 @@ def _assert_same_bits(reference, fast) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("steps", [1, 4])
 def test_interpreted_kernels_equal_the_pytorch_loops_bitwise(mechanism: int, layout: str, steps: int) -> None:
-    seq = _membranes((steps * 3, 5, 7, 9), seed=mechanism)
+    seq = membranes((steps * 3, 5, 7, 9), seed=mechanism)
     if layout == "channels_last":
         seq = seq.contiguous(memory_format=torch.channels_last)
     seq = seq.unflatten(0, (steps, 3))
@@ -71,7 +62,7 @@ def test_interpreted_kernels_equal_the_pytorch_loops_bitwise(mechanism: int, lay
 
 def test_several_blocks_and_a_partial_last_one_give_the_same_bits() -> None:
     n = 3 * lif_triton.BLOCK + 77
-    seq = _membranes((4, n), seed=3)
+    seq = membranes((4, n), seed=3)
     grad = torch.randn(seq.shape)
     for mechanism in MECHANISMS:
         _assert_same_bits(*_interpreted(seq, grad, mechanism))
@@ -88,13 +79,13 @@ def test_several_blocks_and_a_partial_last_one_give_the_same_bits() -> None:
 )
 def test_any_sequence_gives_the_loops_bits(steps: int, width: int, mechanism: int, scale: float, beta: float,
                                            seed: int) -> None:
-    seq = _membranes((steps, width), seed=seed, scale=scale)
+    seq = membranes((steps, width), seed=seed, scale=scale)
     grad = torch.randn(steps, width, generator=torch.Generator().manual_seed(seed + 1)) * scale
     _assert_same_bits(*_interpreted(seq, grad, mechanism, beta=beta))
 
 
 def test_a_gradient_in_another_layout_is_read_in_the_states_layout() -> None:
-    seq = _membranes((8, 6, 5, 5), seed=4).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2))
+    seq = membranes((8, 6, 5, 5), seed=4).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2))
     beta, threshold = torch.tensor(BETA), torch.tensor(THRESHOLD)
     _spikes, state = _lif_loop(seq, beta, threshold, 1)
     for grad in (torch.randn(seq.shape), torch.ones(()).expand(seq.shape)):
@@ -139,7 +130,7 @@ def test_the_switch_reads_off_gpu_and_interpret(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.usefixtures("interpret")
 def test_the_one_node_lif_runs_the_kernels_and_matches_the_loops() -> None:
-    seq = _membranes((4 * 2, 16, 6, 6), seed=6).contiguous(memory_format=torch.channels_last)
+    seq = membranes((4 * 2, 16, 6, 6), seed=6).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(seq.shape)
     assert fused._triton_applies(seq.unflatten(0, (4, 2)), torch.tensor(BETA), torch.tensor(THRESHOLD))
     calls = []
@@ -163,18 +154,10 @@ def test_the_one_node_lif_runs_the_kernels_and_matches_the_loops() -> None:
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
-@pytest.mark.parametrize("case", ["float64", "strided steps", "per-channel beta"])
+@pytest.mark.parametrize("case", OTHER_INPUTS)
 @pytest.mark.usefixtures("interpret")
 def test_other_inputs_run_the_pytorch_loop(case: str) -> None:
-    seq = _membranes((4, 3, 8), seed=5)
-    beta = torch.tensor(BETA)
-    if case == "float64":
-        seq, beta = seq.double(), beta.double()
-    elif case == "strided steps":
-        seq = seq[:, :, ::2]
-    else:
-        beta = torch.full((8,), BETA)
-    assert not fused._triton_applies(seq, beta, torch.tensor(THRESHOLD, dtype=seq.dtype))
+    assert not fused._triton_applies(*other_input(case))
 
 
 @pytest.mark.usefixtures("interpret")
@@ -188,7 +171,7 @@ def test_kernels_that_disagree_with_the_loops_are_never_used(monkeypatch: pytest
         return out
 
     monkeypatch.setattr(lif_triton, "backward", a_wrong_gradient)
-    seq = _membranes((2, 3, 4), seed=7)
+    seq = membranes((2, 3, 4), seed=7)
     assert not fused._triton_applies(seq, torch.tensor(BETA), torch.tensor(THRESHOLD))
     x = seq.clone().requires_grad_()
     spikes, _ = _LIFSequence.apply(x, torch.tensor(BETA), torch.tensor(THRESHOLD), 1, True)
@@ -277,7 +260,7 @@ def test_the_kernels_compile_for_nvidia_gpus_without_fused_multiply_adds(capabil
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_on_cuda_the_kernels_are_checked_used_and_give_the_loops_bits(mechanism: int) -> None:
     device = torch.device("cuda")
-    seq = _membranes((4 * 8, 32, 12, 12), seed=mechanism).to(device).contiguous(memory_format=torch.channels_last)
+    seq = membranes((4 * 8, 32, 12, 12), seed=mechanism).to(device).contiguous(memory_format=torch.channels_last)
     seq = seq.unflatten(0, (4, 8))
     beta, threshold = torch.tensor(BETA, device=device), torch.tensor(THRESHOLD, device=device)
     assert fused._triton_applies(seq, beta, threshold), lif_triton.status()
