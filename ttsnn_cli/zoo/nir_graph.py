@@ -50,63 +50,65 @@ def _zero_now(neuron: snn.Leaky | snn.Synaptic) -> bool:
     return not neuron.reset_delay and neuron.reset_mechanism == "zero" and neuron.init_hidden
 
 
-class Leaky(snn.Leaky):
-    """snntorch's Leaky (same name, so every exporter maps it as one), stepping NIR's immediate zero
-    reset without a data-dependent python branch: snntorch's own reset_delay=False path compares a
-    buffer in python, which cannot run on the meta device that `report` counts FLOPs on. The update is
-    snntorch's, spike for spike: u = beta u + x; s = [u > thr]; u = u (1 - s)."""
+class _ZeroNow:
+    """The step of the neurons below when `_zero_now` holds: integrate, fire, and zero the membrane of
+    each neuron that fired, in one pass without a data-dependent python branch (snntorch's own
+    reset_delay=False path compares a buffer in python, which cannot run on the meta device that
+    `report` counts FLOPs on). Otherwise, or when called with explicit state, snntorch's own step."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.zero_now = _zero_now(self)
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         if not self.zero_now or args or kwargs:
-            return super().forward(x, *args, **kwargs)
+            return super().forward(x, *args, **kwargs)  # type: ignore[misc]
         if self.mem.shape != x.shape:
-            self.mem = torch.zeros_like(x)
-        mem = self.beta.clamp(0, 1) * self.mem + x
+            self._zero_state(x)
+        mem = self._integrate(x)
         spk = self.fire(mem)
         self.mem = mem - spk / self.graded_spikes_factor * mem
+        self._remember(spk)
         return spk
 
+    def _zero_state(self, x: torch.Tensor) -> None:
+        self.mem = torch.zeros_like(x)
 
-class Synaptic(snn.Synaptic):
+    def _integrate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.beta.clamp(0, 1) * self.mem + x
+
+    def _remember(self, spk: torch.Tensor) -> None:
+        """Keep what the next step reads besides the membrane (nothing, for most neurons)."""
+
+
+class Leaky(_ZeroNow, snn.Leaky):
+    """snntorch's Leaky (same name, so every exporter maps it as one), stepping NIR's immediate zero
+    reset (`_ZeroNow`). The update is snntorch's, spike for spike: u = beta u + x; s = [u > thr];
+    u = u (1 - s)."""
+
+
+class Synaptic(_ZeroNow, snn.Synaptic):
     """snntorch's Synaptic, as `Leaky` above: i = alpha i + x; u = beta u + i; s = [u > thr]; u = u (1 - s)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.zero_now = _zero_now(self)
+    def _zero_state(self, x: torch.Tensor) -> None:
+        self.syn, self.mem = torch.zeros_like(x), torch.zeros_like(x)
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if not self.zero_now or args or kwargs:
-            return super().forward(x, *args, **kwargs)
-        if self.mem.shape != x.shape:
-            self.syn, self.mem = torch.zeros_like(x), torch.zeros_like(x)
+    def _integrate(self, x: torch.Tensor) -> torch.Tensor:
         self.syn = self.alpha.clamp(0, 1) * self.syn + x
-        mem = self.beta.clamp(0, 1) * self.mem + self.syn
-        spk = self.fire(mem)
-        self.mem = mem - spk / self.graded_spikes_factor * mem
-        return spk
+        return self.beta.clamp(0, 1) * self.mem + self.syn
 
 
-class RLeaky(snn.RLeaky):
+class RLeaky(_ZeroNow, snn.RLeaky):
     """snntorch's RLeaky, as `Leaky` above: u = beta u + x + W s_{t-1}; s = [u > thr]; u = u (1 - s)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.zero_now = _zero_now(self)
+    def _zero_state(self, x: torch.Tensor) -> None:
+        self.spk, self.mem = torch.zeros_like(x), torch.zeros_like(x)
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if not self.zero_now or args or kwargs:
-            return super().forward(x, *args, **kwargs)
-        if self.mem.shape != x.shape:
-            self.spk, self.mem = torch.zeros_like(x), torch.zeros_like(x)
-        mem = self.beta.clamp(0, 1) * self.mem + x + self.recurrent(self.spk)
-        spk = self.fire(mem)
-        self.mem = mem - spk / self.graded_spikes_factor * mem
+    def _integrate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.beta.clamp(0, 1) * self.mem + x + self.recurrent(self.spk)
+
+    def _remember(self, spk: torch.Tensor) -> None:
         self.spk = spk
-        return spk
 
 
 class LeakyIntegrator(snn.Leaky):
