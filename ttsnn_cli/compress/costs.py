@@ -37,6 +37,7 @@ from torch import nn
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import kind_of, leaf_kind, needs_all_steps
 from ttsnn_cli.layers.conv2d import TTConv2d, conv_padding
+from ttsnn_cli.layers.hooks import watching
 from ttsnn_cli.maths.ranks import BUDGET_ON, GLOBAL_METHODS, Costs, Ranks
 from ttsnn_cli.maths.tt import max_tt_ranks
 from ttsnn_cli.spiking.runner import needs_values, prepare_run, run_timesteps
@@ -102,7 +103,6 @@ def probe(model: nn.Module, input_shape: tuple[int, ...], timesteps: int, watch:
 def _probe_run(model: nn.Module, inputs: torch.Tensor, watch: Iterable[str]) -> Probe:
     macs: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
     watched = set(watch)
 
     def leaf_hook(name: str, kind: Any) -> Callable[..., None]:
@@ -116,18 +116,11 @@ def _probe_run(model: nn.Module, inputs: torch.Tensor, watch: Iterable[str]) -> 
         return hook
 
     prepare_run(model, inputs)
-    for name, module in model.named_modules():
-        kind = leaf_kind(module)
-        if kind is not None:
-            handles.append(module.register_forward_hook(leaf_hook(name, kind)))
-        if name in watched:
-            handles.append(module.register_forward_pre_hook(shape_hook(name)))
-    try:
-        with torch.no_grad():
-            out = run_timesteps(model, inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    kinds = {name: (module, leaf_kind(module)) for name, module in model.named_modules()}
+    after = [(module, leaf_hook(name, kind)) for name, (module, kind) in kinds.items() if kind is not None]
+    before = [(module, shape_hook(name)) for name, (module, _) in kinds.items() if name in watched]
+    with watching(after, before), torch.no_grad():
+        out = run_timesteps(model, inputs)
     items = int(out.shape[0]) * int(inputs.shape[1])
     return Probe({name: value / items for name, value in macs.items()}, shapes)
 
@@ -150,7 +143,6 @@ def _layer_macs(layer: nn.Module, item_shape: tuple[int, ...], timesteps: int | 
     time-aware layer (HTT) is run over T folded steps and averaged, as `report` counts it."""
     steps = timesteps if getattr(layer, "mode", "stt") == "htt" and timesteps else 1
     total = 0
-    handles = []
 
     def hook(kind: Any) -> Callable[..., None]:
         def count(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
@@ -158,21 +150,16 @@ def _layer_macs(layer: nn.Module, item_shape: tuple[int, ...], timesteps: int | 
             total += kind.leaf_call(module, args[0], out).macs
         return count
 
-    for module in layer.modules():
-        kind = leaf_kind(module)
-        if kind is not None:
-            handles.append(module.register_forward_hook(hook(kind)))
+    kinds = [(module, leaf_kind(module)) for module in layer.modules()]
     previous = getattr(layer, "folded_timesteps", None)
     try:
         if steps > 1:
             layer.folded_timesteps = steps  # type: ignore[assignment]
-        with torch.no_grad():
+        with watching([(module, hook(kind)) for module, kind in kinds if kind is not None]), torch.no_grad():
             layer(torch.empty(steps, *item_shape, device="meta"))
     finally:
         if steps > 1:
             layer.folded_timesteps = previous  # type: ignore[assignment]
-        for handle in handles:
-            handle.remove()
     return total / steps
 
 

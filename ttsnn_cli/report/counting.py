@@ -32,6 +32,7 @@ from torch import nn
 
 from ttsnn_cli.kinds import LayerKind, is_tt_layer, kind_of, leaf_kind, needs_all_steps
 from ttsnn_cli.kinds.base import spatial
+from ttsnn_cli.layers.hooks import watching
 from ttsnn_cli.spiking.runner import needs_values, prepare_run, run_timesteps
 from ttsnn_cli.spiking.state import reset_states
 
@@ -79,7 +80,6 @@ def profile_model(model: nn.Module, inputs: torch.Tensor, exact_acs: bool = Fals
     (a ones-kernel conv over the nonzero mask: costs about one extra conv per layer)."""
     leaves: dict[str, LeafStats] = {}
     tt_out: dict[str, tuple[int, int]] = {}
-    handles = []
 
     def leaf_hook(stats: LeafStats, kind: LayerKind):
         def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
@@ -106,20 +106,16 @@ def profile_model(model: nn.Module, inputs: torch.Tensor, exact_acs: bool = Fals
         return hook
 
     prepare_run(model, inputs)  # an own-loop model's layout probe must not be counted
+    after = []
     for name, module in model.named_modules():
         kind = leaf_kind(module)
         if kind is not None:
-            stats = LeafStats(name, module)
-            leaves[name] = stats
-            handles.append(module.register_forward_hook(leaf_hook(stats, kind)))
+            leaves[name] = LeafStats(name, module)
+            after.append((module, leaf_hook(leaves[name], kind)))
         elif is_tt_layer(module):
-            handles.append(module.register_forward_hook(tt_hook(name)))
-    try:
-        with torch.no_grad():
-            out = run_timesteps(model, inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+            after.append((module, tt_hook(name)))
+    with watching(after), torch.no_grad():
+        out = run_timesteps(model, inputs)
     for name, stats in leaves.items():
         parent, _, leaf = name.rpartition(".")
         if parent in tt_out or (leaf.startswith("core") and parent and is_tt_layer(model.get_submodule(parent))):
