@@ -21,6 +21,7 @@ import json
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -101,14 +102,21 @@ def sweep(name: str, setup: dict[str, Any], dense: Path, out: Path, distilled: b
         out.mkdir(exist_ok=True)  # the same measured curves, hence the same ranks, with and without a teacher
         shutil.copyfile(curves, out / "sensitivity.json")
 
+    return run_sweep(job, progress=point_progress(f"{name} seed {seed} {'distilled' if distilled else 'plain'}", log))
+
+
+def point_progress(prefix: str, log: Callable[[str], None], macs: bool = False) -> Callable[[dict[str, Any]], None]:
+    """A sweep progress callback logging each finished (or kept) point in one line after `prefix`."""
+
     def progress(event: dict[str, Any]) -> None:
         if event["kind"] == "point":
             p = event["point"]
             how = "kept" if event["skipped"] else f"{p['seconds']:.0f} s"
-            log(f"{name} seed {seed} {'distilled' if distilled else 'plain'} {p['method']} {p['target']}: "
-                f"{p['weight_ratio']:.2f}x weights, {p['accuracy_before']:.2f} -> {p['accuracy_after']:.2f} % ({how})")
+            mac_ratio = f"{p['mac_ratio']:.2f}x MACs, " if macs else ""
+            log(f"{prefix} {p['method']} {p['target']:g}: {p['weight_ratio']:.2f}x weights, {mac_ratio}"
+                f"{p['accuracy_before']:.2f} -> {p['accuracy_after']:.2f} % ({how})")
 
-    return run_sweep(job, progress=progress)
+    return progress
 
 
 def mean_points(runs: list[dict[str, Any]]) -> dict[str, Any]:

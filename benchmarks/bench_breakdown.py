@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import statistics
 import sys
 import time
 import warnings

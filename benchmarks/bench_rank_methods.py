@@ -70,6 +70,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the nets and data below are imported by ttsnn as `bench_rank_methods:...`
     sys.path.insert(0, str(HERE))
 
+from bench_accuracy import point_progress  # noqa: E402
 from bench_layers import conv1d_net, mlp  # noqa: E402
 
 from ttsnn_cli.data import load_data  # noqa: E402
@@ -236,15 +237,8 @@ def sweep(net: str, setup: dict[str, Any], recipe: str, dense: Path, folder: Pat
             folder.mkdir(exist_ok=True)
             shutil.copyfile(siblings[0], folder / curves)
 
-    def progress(event: dict[str, Any]) -> None:
-        if event["kind"] == "point":
-            p = event["point"]
-            how = "kept" if event["skipped"] else f"{p['seconds']:.0f} s"
-            log(f"{net} {recipe} {folder.name} {p['method']} {p['target']:g}: {p['weight_ratio']:.2f}x weights, "
-                f"{p['mac_ratio']:.2f}x MACs, {p['accuracy_before']:.2f} -> {p['accuracy_after']:.2f} % ({how})")
-
     with trusting([setup["arch"]]):  # the bundles record this file's factories: the user named them here
-        return run_sweep(job, progress=progress)
+        return run_sweep(job, progress=point_progress(f"{net} {recipe} {folder.name}", log, macs=True))
 
 
 # ------------------------------------------------------------------------------ tables
