@@ -77,6 +77,8 @@ CONFIGS = {
     "PTT recompute": Config("tt", recompute=True),
     "dense bf16": Config("dense", precision="bf16"),
     "PTT bf16": Config("tt", precision="bf16"),
+    # BatchNorm after the TT layers as its own module, not through the rank bottleneck in float32
+    "PTT bf16 BN modules": Config("tt", precision="bf16", off=("lowrank_bn",)),
     "PTT bf16 auto": Config("tt", precision="bf16", kernel="auto"),
     "dense fp16": Config("dense", precision="fp16"),
     "PTT fp16": Config("tt", precision="fp16"),

@@ -132,6 +132,60 @@ def test_fused_keeps_no_output_sized_tensor_for_backward():
     assert kept[0] == 8 * 32 * 6 * 6 and kept[1] == m.numel()  # the conv's output, then only the input
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_under_autocast_the_fused_form_runs_in_float32_and_keeps_less(dtype, monkeypatch):
+    """As `--precision bf16|fp16` runs it: the autocast dtype out, the two modules' values and
+    gradients to half-precision tolerance (the fused form rounds once, at the end), and only the
+    r-channel input kept, in float32, where the modules keep the conv's half input and output."""
+    calls = _spy(monkeypatch)
+    conv, bn = _pair(6, 24, True, 0.1, torch.float32)
+    m = (torch.randn(4, 6, 8, 8) * 1.5 + 0.7).to(dtype)  # what core3 hands over under autocast
+    grad = torch.randn(4, 24, 8, 8)
+    results, kept = [], []
+    for fused in (False, True):
+        c, b = _copy(conv), _copy(bn)
+        x = m.clone().requires_grad_()
+        saved: dict[int, int] = {}
+
+        def pack(t, saved=saved):
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        params = {p.untyped_storage().data_ptr() for p in [*c.parameters(), *b.parameters()]}
+        with torch.autocast("cpu", dtype=dtype), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = lowrank_bn.conv1x1_bn(x, c, b, always=True) if fused else b(c(x))
+        assert out.dtype == dtype
+        out.float().backward(grad)
+        kept.append(sum(n for ptr, n in saved.items() if ptr not in params))
+        results.append([out.float(), x.grad.float(), c.weight.grad, b.weight.grad, b.bias.grad, b.running_mean,
+                        b.running_var])
+    assert calls == [1]
+    for name, plain, fused in zip(["out", "grad_m", "grad_w", "grad_gamma", "grad_beta", "mean", "var"], *results):
+        assert (plain - fused).abs().max() <= 2e-2 * plain.abs().max(), name
+    assert kept[1] < kept[0] and kept[1] <= m.numel() * 4 + 4096
+
+
+def test_on_the_cpu_under_autocast_only_the_memory_mode_takes_it():
+    m = torch.randn(32, 25, 32, 32)
+    assert lowrank_bn.pays(m, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not lowrank_bn.pays(m, 64)
+
+
+@pytest.mark.cuda
+def test_on_cuda_under_bf16_autocast_the_default_path_takes_it(monkeypatch):
+    calls = _spy(monkeypatch)
+    conv, bn = (module.cuda() for module in _pair(25, 64, True, 0.1, torch.float32))
+    m = (torch.randn(32, 25, 32, 32, device="cuda") * 1.5 + 0.7).contiguous(memory_format=torch.channels_last)
+    outs = []
+    for fused in (True, False):
+        c, b = _copy(conv), _copy(bn)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            outs.append(lowrank_bn.conv1x1_bn(m.bfloat16(), c, b) if fused else b(c(m.bfloat16())))
+    assert calls == [1] and outs[0].dtype == torch.bfloat16
+    assert (outs[0].float() - outs[1].float()).abs().max() <= 2e-2 * outs[1].float().abs().max()
+
+
 def _spy(monkeypatch) -> list:
     calls = []
     real = lowrank_bn._LowRankBatchNorm.apply
@@ -145,13 +199,12 @@ class _ScaledBatchNorm(nn.BatchNorm2d):
 
 
 @pytest.mark.parametrize("case", ["eval", "no_grad", "conv_hook", "bn_pre_hook", "global_hook", "not_affine",
-                                  "no_running_stats", "strided", "padded", "sync", "own_forward", "autocast"])
+                                  "no_running_stats", "strided", "padded", "sync", "own_forward"])
 def test_the_modules_run_where_the_fused_form_does_not_apply(case, monkeypatch):
     calls = _spy(monkeypatch)
     conv, bn = _pair(3, 6, True, 0.1, torch.float32)
     m = torch.randn(2, 3, 5, 5, requires_grad=True)
-    context = {"no_grad": torch.no_grad(), "autocast": torch.autocast("cpu", dtype=torch.bfloat16)}.get(
-        case, torch.enable_grad())
+    context = torch.no_grad() if case == "no_grad" else torch.enable_grad()
     handles = []
     if case == "eval":
         bn.eval()

@@ -110,6 +110,11 @@ class _LowRankBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
+        with torch.autocast(grad.device.type, enabled=False):  # in forward's precision, even under autocast
+            return _LowRankBatchNorm._backward(ctx, grad.to(ctx.saved_tensors[0].dtype))
+
+    @staticmethod
+    def _backward(ctx, grad):  # type: ignore[no-untyped-def]
         centred, w, scale, w_cov, invstd = ctx.saved_tensors
         count = centred.shape[0]
         g = _rows(grad)  # (P, C)
@@ -131,8 +136,8 @@ class _LowRankBatchNorm(torch.autograd.Function):
 def fused_applies(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> bool:
     """The fused form can stand for bn(conv(m)): training with gradients and running statistics, an
     affine BatchNorm2d after a plain 1x1 conv (neither with a forward of its own: a SyncBatchNorm's
-    statistics span processes), more than one value per channel, no hooks, no tracing, and no
-    autocast (it would run the covariance in half precision, where BatchNorm keeps float32)."""
+    statistics span processes), more than one value per channel, no hooks and no tracing. Under
+    autocast it applies too, in float32 (`conv1x1_bn`)."""
     return (
         isinstance(bn, nn.BatchNorm2d) and type(bn).forward is nn.BatchNorm2d.forward
         and isinstance(conv, nn.Conv2d) and type(conv).forward is nn.Conv2d.forward
@@ -142,14 +147,19 @@ def fused_applies(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> bool:
         and conv.groups == 1 and conv.padding_mode == "zeros"
         and m.shape[0] * m.shape[2] * m.shape[3] > 1
         and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-        and not torch.is_autocast_enabled(m.device.type)
         and not has_hooks(conv, bn)
     )
 
 
 def pays(m: torch.Tensor, out_channels: int) -> bool:
     """The fused form is the faster one for this input and output width (`MIN_ROWS`,
-    `MIN_ROWS_PER_RANK_SQUARED`, `MIN_OUT_CHANNELS`, `MIN_OUT_PER_RANK`)."""
+    `MIN_ROWS_PER_RANK_SQUARED`, `MIN_OUT_CHANNELS`, `MIN_OUT_PER_RANK`). Not under autocast on the
+    CPU, where its float32 arithmetic measured slower than the two modules' half precision (MS-ResNet18
+    PTT, bf16, batch 8: a step 0.166 s against 0.151 s, for 105 MB kept instead of 120 MB); there it runs
+    for its memory only (`--recompute-tt`). On CUDA it keeps the thresholds (`benchmarks/bench_cuda.py`
+    measures `PTT bf16` with and without it)."""
+    if m.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return False
     rows, rank = m.shape[0] * m.shape[2] * m.shape[3], m.shape[1]
     return (rows >= MIN_ROWS and rows >= MIN_ROWS_PER_RANK_SQUARED * rank * rank
             and out_channels >= MIN_OUT_CHANNELS and out_channels >= MIN_OUT_PER_RANK * rank)
@@ -159,9 +169,21 @@ def conv1x1_bn(m: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, always: boo
                input_scale: float = 1.0) -> torch.Tensor:
     """bn(conv(m * input_scale)) for a 1x1 stride-1 conv, in the fused form where it applies and pays
     (or `always`, for its memory), else as the two modules. The fused form folds `input_scale`
-    into the conv's small weight instead of scaling m (PTT's halving: `TTConv2d.core4_input_unscaled`)."""
+    into the conv's small weight instead of scaling m (PTT's halving: `TTConv2d.core4_input_unscaled`).
+
+    Under autocast (`--precision bf16|fp16`) the fused form runs in float32 and returns the autocast
+    dtype, as the two modules do: BatchNorm keeps its statistics in float32, and half precision would
+    take the r x r covariance, whose differences of large sums it cannot hold. It then keeps the
+    r-channel input in float32 (4r bytes a pixel) where the two modules keep the conv's half-precision
+    input and output (2r + 2 Cout bytes): less for every TT layer, whose r is below Cout."""
     if not (fused_applies(m, conv, bn) and (always or pays(m, conv.out_channels))):
         return bn(conv(m if input_scale == 1 else m * input_scale))
     momentum = running_stats.next_momentum(bn)
-    return _LowRankBatchNorm.apply(m, conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
-                                   bn.running_var, momentum, bn.eps, input_scale)
+    device = m.device.type
+    if not torch.is_autocast_enabled(device):
+        return _LowRankBatchNorm.apply(m, conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
+                                       bn.running_var, momentum, bn.eps, input_scale)
+    with torch.autocast(device, enabled=False):
+        out = _LowRankBatchNorm.apply(m.float(), conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
+                                      bn.running_var, momentum, bn.eps, input_scale)
+    return out.to(torch.get_autocast_dtype(device))
