@@ -188,3 +188,20 @@ def test_one_node_lif_backward_with_no_gradient_for_its_spikes(native):
     spikes = m(x, timesteps=4)
     (NoGradient.apply(spikes).sum() + x.sum()).backward()
     assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_a_graded_factor_set_after_the_first_step_is_seen() -> None:
+    """`_plain_factor` is remembered between steps (a host read per neuron per step on CUDA), so any
+    write to the factor must be seen: in place, by load_state_dict, or a new tensor."""
+    lif = MultiStepLIF()
+    x = torch.randn(4 * 3, 5) + 0.5
+    plain = lif(x, timesteps=4)
+    assert lif.binary_output()
+    with torch.no_grad():
+        lif.lif.graded_spikes_factor.fill_(2.0)
+    assert not lif.binary_output()
+    assert torch.equal(lif(x, timesteps=4), plain * 2)
+    lif.load_state_dict({**lif.state_dict(), "lif.graded_spikes_factor": torch.tensor(1.0)})
+    assert lif.binary_output() and torch.equal(lif(x, timesteps=4), plain)
+    lif.lif.graded_spikes_factor = torch.tensor(3.0)
+    assert torch.equal(lif(x, timesteps=4), plain * 3)

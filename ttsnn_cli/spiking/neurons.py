@@ -142,14 +142,31 @@ class MultiStepLIF(TimeAware, nn.Module):
     """`_plain_factor` as `freeze_for_compile` read it before compiling: a compiled graph cannot branch on
     a tensor's value. None (not frozen): a compiled call takes the op-by-op path, correct for any factor."""
 
+    _plain_seen: tuple[object, ...] | None = None
+    _plain_answer: bool = False
+
     def _plain_factor(self) -> bool:
-        """graded_spikes_factor == 1 (no data-dependent Python on meta or fake tensors: False there)."""
+        """graded_spikes_factor == 1 (no data-dependent Python on meta or fake tensors: False there).
+
+        Read once and remembered for as long as the factor is the same tensor, unmodified (its
+        version counter counts in-place writes such as `load_state_dict`'s): on CUDA every read of a
+        value on the host waits for all queued kernels, and this one ran for every neuron every step."""
         if torch.compiler.is_compiling():
             return bool(self.frozen_plain)
+        factor = self.lif.graded_spikes_factor
         try:
-            return not bool(self.lif.graded_spikes_factor.ne(1).any())
-        except RuntimeError:
-            return False
+            seen = (id(factor), factor._version, factor.data_ptr(), factor.device, factor.shape)
+        except RuntimeError:  # a tensor without storage (functional, fake): never remembered
+            seen = None
+        if seen is None or seen != self._plain_seen:
+            try:
+                answer = not bool(factor.ne(1).any())
+            except RuntimeError:
+                answer = False
+            if seen is None:
+                return answer
+            self._plain_seen, self._plain_answer = seen, answer
+        return self._plain_answer
 
     def _fused_loop(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """snntorch Leaky's recurrence over T with half its per-step ops, bitwise equal (tests check).

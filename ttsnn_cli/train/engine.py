@@ -75,6 +75,7 @@ from ttsnn_cli.train.layout import weights_in_activation_format
 from ttsnn_cli.train.logs import EpochLogs
 from ttsnn_cli.train.memory import recomputing_tt
 from ttsnn_cli.train.precision import autocast, check_precision, grad_scaler
+from ttsnn_cli.train.tally import EpochTally
 from ttsnn_cli.train.compiled import compile_step
 from ttsnn_cli.train.threads import limited_threads
 
@@ -337,15 +338,16 @@ def evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, device: to
     indices = list(range(len(data.test)))[dist_info.rank :: dist_info.world]
     if resident is None:
         resident = resident_data(data.test, device, config.data_on_device)
-    correct = total = 0
+    hits = torch.zeros((), dtype=torch.int64, device=device)  # read once at the end (train.tally says why)
+    total = 0
     for x, y in make_batches(data.test, resident, indices, max(config.batch_size, 64)):
         inputs = encode(x.to(device), config.timesteps, config.encoding, data.temporal)
         with autocast(config.precision, device):
             out = run_timesteps(model, inputs, fold=True)
-        correct += int((out.mean(0).argmax(-1) == y.to(device)).sum())
+        hits += (out.mean(0).argmax(-1) == y.to(device)).sum()
         total += len(y)
     model.train(was_training)
-    correct, total = _all_sum([correct, total], dist_info, device)
+    correct, total = _all_sum([float(hits), total], dist_info, device)
     return 100.0 * correct / max(total, 1)
 
 
@@ -435,9 +437,7 @@ def _fit(
         order = _epoch_order(len(data.train), config.seed, epoch)
         loader = _batches(data.train, order, config.batch_size, dist_info, train_resident)
         report({"kind": "epoch_start", "epoch": epoch + 1, "epochs": config.epochs, "batches": len(loader)})
-        loss_sum = correct = seen = 0.0
-        batch_losses: list[float] = []  # this epoch's, for the first epoch's "has the loss fallen" hint
-        spiked = False  # did the output ever spike this epoch (a silent network learns nothing)
+        tally = EpochTally(device, len(loader))  # read on the host only when shown (train.tally)
         epoch_start = time.perf_counter()
         for index, (x, y) in enumerate(loader):
             x, y = x.to(device), y.to(device)
@@ -452,21 +452,22 @@ def _fit(
                         loss = distiller.loss(loss, out, inputs)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-            if not torch.isfinite(loss.detach()).all():
-                raise BadInputError(_diverged(loss, epoch, index, config))
             scaler.step(optimizer)  # skips the step when fp16 gradients overflowed (the scale then drops)
             scaler.update()
             scheduler.step()
-            batch_losses.append(float(loss.detach()))
-            loss_sum += batch_losses[-1] * len(y)
-            correct += float((out.detach().mean(0).argmax(-1) == y).sum())
-            spiked = spiked or bool(out.detach().ne(0).any())
-            seen += len(y)
-            elapsed = time.perf_counter() - epoch_start
-            report({"kind": "batch", "epoch": epoch + 1, "batch": index + 1, "batches": len(loader),
-                    "loss": loss_sum / seen, "accuracy": 100.0 * correct / seen,
-                    "samples_per_s": seen * dist_info.world / max(elapsed, 1e-9)})
-        loss_sum, correct, seen, spiked_any = _all_sum([loss_sum, correct, seen, float(spiked)], dist_info, device)
+            tally.add(loss, out, y)
+            if tally.due(last=index + 1 == len(loader)):
+                figures = tally.read()
+                if figures.diverged_at is not None:
+                    raise BadInputError(_diverged(figures.diverged_loss, epoch, figures.diverged_at, config))
+                elapsed = time.perf_counter() - epoch_start
+                report({"kind": "batch", "epoch": epoch + 1, "batch": index + 1, "batches": len(loader),
+                        "loss": figures.loss_sum / tally.seen, "accuracy": 100.0 * figures.correct / tally.seen,
+                        "samples_per_s": tally.seen * dist_info.world / max(elapsed, 1e-9)})
+        figures = tally.read()
+        batch_losses = tally.losses() if epoch == 0 else []  # the first epoch's "has the loss fallen" hint
+        loss_sum, correct, seen, spiked_any = _all_sum(
+            [figures.loss_sum, figures.correct, float(tally.seen), float(figures.spiked)], dist_info, device)
         if not spiked_any:
             report({"kind": "warning", "epoch": epoch + 1, "message": (
                 f"epoch {epoch + 1}: the output never spiked (loss stays at ln(classes)); check the input scale and "
@@ -581,9 +582,9 @@ def _stalled_hint(losses: list[float], config: TrainConfig, model: nn.Module) ->
             + " (see docs/training.md)")
 
 
-def _diverged(loss: torch.Tensor | None, epoch: int, batch: int | None, config: TrainConfig) -> str:
+def _diverged(loss: float | None, epoch: int, batch: int | None, config: TrainConfig) -> str:
     where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
-    what = f"the loss became {float(loss.detach().float().mean())}" if loss is not None else "the weights became non-finite"
+    what = f"the loss became {loss}" if loss is not None else "the weights became non-finite"
     return (f"training diverged: {what} at {where}; lower the learning rate (--lr {config.lr:g} is too high?). "
             "Nothing of this epoch was written")
 
