@@ -112,3 +112,23 @@ def test_the_plain_stem_runs_where_the_shortcut_does_not_apply(case, monkeypatch
         frames = frames.to("meta")
     assert not static_stem.applies(model.stem, frames)
     assert static_stem.applies(model.stem, image.unsqueeze(0).expand(3, *image.shape)) == (case not in ("hooked", "sync_bn"))
+
+
+def test_repetition_is_read_from_the_strides_or_the_callers_word_before_the_values(monkeypatch):
+    """An expanded view repeats by construction, and the training engine vouches for direct encoding
+    (`repeated_frames`): neither compares values (a host read that waits for the GPU on CUDA)."""
+    stem = nn.Sequential()
+    stem.add_module("conv", nn.Conv2d(1, 4, 3, padding=1))
+    stem.add_module("bn", nn.BatchNorm2d(4))
+    image = torch.randn(2, 1, 6, 6)
+    compared = []
+    real_equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda a, b: compared.append(1) or real_equal(a, b))
+    assert static_stem.applies(stem, image.unsqueeze(0).expand(3, *image.shape)) and not compared
+    copies = image.unsqueeze(0).expand(3, *image.shape).contiguous()
+    with static_stem.repeated_frames():
+        assert static_stem.applies(stem, copies) and not compared
+    assert static_stem.applies(stem, copies) and compared  # no word given: the values decide
+    different = copies.clone()
+    different[1, 0, 0, 0, 0] += 1
+    assert not static_stem.applies(stem, different)

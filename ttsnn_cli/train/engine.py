@@ -78,6 +78,7 @@ from ttsnn_cli.train.precision import autocast, check_precision, grad_scaler
 from ttsnn_cli.train.tally import EpochTally
 from ttsnn_cli.train.compiled import compile_step
 from ttsnn_cli.train.threads import limited_threads
+from ttsnn_cli.zoo.static_stem import repeated_frames
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "ce_rate", "ce_count", "mse_count")
@@ -342,7 +343,7 @@ def evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, device: to
     total = 0
     for x, y in make_batches(data.test, resident, indices, max(config.batch_size, 64)):
         inputs = encode(x.to(device), config.timesteps, config.encoding, data.temporal)
-        with autocast(config.precision, device):
+        with autocast(config.precision, device), repeated_frames(config.encoding == "direct" and not data.temporal):
             out = run_timesteps(model, inputs, fold=True)
         hits += (out.mean(0).argmax(-1) == y.to(device)).sum()
         total += len(y)
@@ -437,18 +438,19 @@ def _fit(
         order = _epoch_order(len(data.train), config.seed, epoch)
         loader = _batches(data.train, order, config.batch_size, dist_info, train_resident)
         report({"kind": "epoch_start", "epoch": epoch + 1, "epochs": config.epochs, "batches": len(loader)})
+        repeats = config.encoding == "direct" and not data.temporal  # every step sees the same image
         tally = EpochTally(device, len(loader))  # read on the host only when shown (train.tally)
         epoch_start = time.perf_counter()
         for index, (x, y) in enumerate(loader):
             x, y = x.to(device), y.to(device)
             inputs = encode(x, config.timesteps, config.encoding, data.temporal)
             with recomputing_tt(model, config.recompute_tt), kernel_paths(model, plan, planned):
-                with autocast(config.precision, device):
+                with autocast(config.precision, device), repeated_frames(repeats):
                     out = runner(inputs)
                 out = out.float()  # the loss (and the distillation term) in float32 whatever the precision
                 loss = loss_fn(out, y)
                 if distiller is not None:
-                    with autocast(config.precision, device):
+                    with autocast(config.precision, device), repeated_frames(repeats):
                         loss = distiller.loss(loss, out, inputs)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

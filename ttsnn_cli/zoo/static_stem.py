@@ -14,6 +14,10 @@ the larger element-wise costs of a step), and kept 6 MB less for backward.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 import torch
 from torch import nn
 
@@ -21,10 +25,26 @@ from ttsnn_cli.layers import running_stats
 from ttsnn_cli.layers.hooks import has_hooks
 
 
+_REPEATED: ContextVar[bool] = ContextVar("ttsnn_frames_repeat", default=False)
+
+
+@contextlib.contextmanager
+def repeated_frames(declared: bool = True) -> Iterator[None]:
+    """Within the block, the caller vouches that every [T, B, ...] input repeats one image over T
+    (direct encoding: `data.encode` copies the expansion, so the strides no longer say so). `applies`
+    then need not compare the frames' values, a host read that waits for the GPU on CUDA."""
+    token = _REPEATED.set(declared)
+    try:
+        yield
+    finally:
+        _REPEATED.reset(token)
+
+
 def applies(stem: nn.Module, frames: torch.Tensor) -> bool:
     """`frames` [T, B, ...] repeats one image over T, and `stem` is a plain conv -> BatchNorm2d
     (a SyncBatchNorm's statistics span processes; hooks must see the plain calls; tracing and
-    compiling record the plain path; meta tensors have no values to compare)."""
+    compiling record the plain path; meta tensors have no values to compare). Repetition is read
+    from the strides (an expanded view), from `repeated_frames`, or else from the values."""
     if not (isinstance(stem, nn.Sequential) and list(stem._modules) == ["conv", "bn"]):
         return False
     conv, bn = stem.conv, stem.bn
@@ -33,7 +53,8 @@ def applies(stem: nn.Module, frames: torch.Tensor) -> bool:
         and type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d
         and not has_hooks(stem, conv, bn)
         and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-        and all(torch.equal(frames[0], frames[t]) for t in range(1, frames.shape[0]))
+        and (frames.stride(0) == 0 or _REPEATED.get()
+             or all(torch.equal(frames[0], frames[t]) for t in range(1, frames.shape[0])))
     )
 
 
