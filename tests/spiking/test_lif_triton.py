@@ -84,6 +84,24 @@ def test_any_sequence_gives_the_loops_bits(steps: int, width: int, mechanism: in
     _assert_same_bits(*_interpreted(seq, grad, mechanism, beta=beta))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_half_precision_is_read_as_it_is_and_integrated_in_float32(dtype: torch.dtype, mechanism: int) -> None:
+    """Under autocast the kernels read a bf16 / fp16 input and write the spikes in it; the membrane
+    integrates in float32, so everything equals the float32 loop on the upcast input, and the
+    gradient (float32) equals the loop's on the upcast incoming gradient."""
+    seq = membranes((4, 3, 5, 7), seed=mechanism).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(seq.shape).to(dtype)
+    beta, threshold = torch.tensor(BETA), torch.tensor(THRESHOLD)
+    spikes, state = _lif_loop(seq.float(), beta, threshold, mechanism)
+    fast_spikes, fast_state = lif_triton.forward(seq, beta, threshold, SURROGATE_WIDTH, mechanism, interpret=True)
+    assert fast_spikes.dtype == dtype and fast_spikes.stride() == seq.stride()
+    assert torch.equal(fast_spikes.float(), spikes) and torch.equal(fast_state, state)
+    fast_grad = lif_triton.backward(grad, state, beta, mechanism, interpret=True)
+    assert fast_grad.dtype == torch.float32
+    assert torch.equal(fast_grad, _lif_grad_loop(grad.float(), state, beta, mechanism))
+
+
 def test_a_gradient_in_another_layout_is_read_in_the_states_layout() -> None:
     seq = membranes((8, 6, 5, 5), seed=4).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2))
     beta, threshold = torch.tensor(BETA), torch.tensor(THRESHOLD)
@@ -152,6 +170,33 @@ def test_the_one_node_lif_runs_the_kernels_and_matches_the_loops() -> None:
         results.append((spikes, x.grad))
     assert calls == [1], "the kernel ran for the native neuron only"
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@pytest.mark.usefixtures("interpret")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_neuron_under_autocast_gives_the_casts_results_without_them(dtype: torch.dtype) -> None:
+    """The neuron hands a half-precision input to the one-node LIF as it is (no cast either side);
+    spikes and the input's gradient are bitwise those of the upcast path it replaces, with the
+    kernels (interpreted) and with the loops."""
+    seq = (membranes((4 * 2, 16, 6, 6), seed=6) * 2).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(seq.shape).to(dtype)
+    reference = MultiStepLIF()
+    reference.one_node = False  # the op-by-op path: float32 throughout, cast at both ends
+    results = []
+    for lif in (MultiStepLIF(), _with(MultiStepLIF(), native=False), reference):
+        x = seq.clone().requires_grad_()
+        spikes = lif(x, timesteps=4)
+        spikes.backward(grad)
+        assert spikes.dtype == dtype and x.grad.dtype == dtype
+        results.append((spikes, x.grad))
+    for spikes, x_grad in results[:2]:
+        assert torch.equal(spikes, results[2][0]) and torch.equal(x_grad, results[2][1])
+
+
+def _with(lif: MultiStepLIF, **flags: bool) -> MultiStepLIF:
+    for name, value in flags.items():
+        setattr(lif, name, value)
+    return lif
 
 
 @pytest.mark.parametrize("case", OTHER_INPUTS)
@@ -270,3 +315,18 @@ def test_on_cuda_the_kernels_are_checked_used_and_give_the_loops_bits(mechanism:
     assert torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state)
     assert torch.equal(_lif_grad_loop(grad, state, beta, mechanism), fused.lif_backward(grad, state, beta, mechanism, True))
     assert torch.equal(fused.spikes_of_state(state, torch.float32), spikes)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_on_cuda_the_neuron_reads_half_precision_and_matches_the_cast_path(dtype: torch.dtype) -> None:
+    seq = (membranes((4 * 8, 32, 12, 12), seed=9) * 2).to("cuda", dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(seq.shape, device="cuda").to(dtype)
+    results = []
+    for one_node in (True, False):
+        lif = _with(MultiStepLIF(), one_node=one_node).cuda()
+        x = seq.clone().requires_grad_()
+        spikes = lif(x, timesteps=4)
+        spikes.backward(grad)
+        results.append((spikes, x.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

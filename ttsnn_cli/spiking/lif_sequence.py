@@ -20,6 +20,8 @@ from ttsnn_cli.spiking import lif_kernel, lif_triton
 
 SURROGATE_WIDTH = 0.5  # half-width of the rectangle around the threshold
 MECHANISMS = {"subtract": 0, "zero": 1, "none": 2}  # snntorch's reset_mechanism_val codes
+HALF = (torch.bfloat16, torch.float16)
+"""Input precisions (autocast's) taken with float32 arithmetic: spikes come back in them, gradients as float32."""
 _PROBE_BETA, _PROBE_THRESHOLD = 0.25, 0.5  # the values the one-time kernel check runs with
 
 
@@ -66,16 +68,22 @@ def lif_forward(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, 
     the PyTorch loop (bitwise the same). Shared by the autograd node and the custom op (`lif_op`)."""
     if native and _triton_applies(seq, beta, threshold):
         return lif_triton.forward(seq, beta, threshold, SURROGATE_WIDTH, mechanism)
+    if seq.dtype in HALF:  # the membrane integrates in float32 on every path; the spikes come back as given
+        spikes, state = lif_forward(seq.float(), beta, threshold, mechanism, native)
+        return spikes.to(seq.dtype), state
     if native and _native_applies(seq, beta, threshold):
         return lif_kernel.forward(seq, float(beta), float(threshold), SURROGATE_WIDTH, mechanism)
     return _lif_loop(seq, beta, threshold, mechanism)
 
 
 def lif_backward(grad: torch.Tensor, state: torch.Tensor, beta: torch.Tensor, mechanism: int, native: bool) -> torch.Tensor:
-    """d loss / d seq of `_LIFSequence` from its state: a fused kernel where it applies, else the loop."""
-    if (native and beta.numel() == 1 and grad.dtype == torch.float32 and lif_triton.usable(grad, state)
+    """d loss / d seq of `_LIFSequence` from its state, in float32 for a half-precision gradient (autograd
+    rounds it to the input's dtype): a fused kernel where it applies, else the loop."""
+    if (native and beta.numel() == 1 and beta.dtype == torch.float32 and lif_triton.usable(grad, state)
             and _triton_verified(state.device)):
         return lif_triton.backward(grad, state, beta, mechanism)
+    if grad.dtype in HALF:
+        grad = grad.float()
     if (native and beta.numel() == 1 and lif_kernel.usable(grad, state) and lif_kernel.steps_are_dense(state)
             and _native_verified()):
         return lif_kernel.backward(grad, state, float(beta), mechanism)
@@ -125,11 +133,12 @@ def _lif_grad_loop(grad: torch.Tensor, state: torch.Tensor, beta: torch.Tensor, 
 
 
 def _triton_applies(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor) -> bool:
-    """The Triton kernels take this call: float32 with dense steps on a device they run on (CUDA, or
-    any in interpret mode), scalar float32 beta and threshold, and the kernels checked on that device."""
+    """The Triton kernels take this call: float32, bfloat16 or float16 with dense steps on a device they
+    run on (CUDA, or any in interpret mode), scalar float32 beta and threshold, and the kernels checked
+    on that device."""
     return (
         beta.numel() == 1 and threshold.numel() == 1
-        and seq.dtype == beta.dtype == threshold.dtype == torch.float32
+        and seq.dtype in (torch.float32, *HALF) and beta.dtype == threshold.dtype == torch.float32
         and lif_triton.usable(seq)
         and lif_kernel.steps_are_dense(seq)
         and _triton_verified(seq.device)
@@ -235,7 +244,7 @@ def lif_sequence_grad(grad: torch.Tensor, state: torch.Tensor, beta: torch.Tenso
 
 @lif_sequence_grad.register_fake
 def _(grad: torch.Tensor, state: torch.Tensor, beta: torch.Tensor, mechanism: int, native: bool) -> torch.Tensor:
-    return torch.empty_like(state, dtype=grad.dtype)
+    return torch.empty_like(state, dtype=torch.float32 if grad.dtype in HALF else grad.dtype)
 
 
 def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]

@@ -27,6 +27,8 @@ ENV_SWITCH = "TTSNN_TRITON"
 BLOCK = 1024
 """Neurons per program: a multiple of 32 * NUM_WARPS; big enough that a program's loads are wide."""
 NUM_WARPS = 4
+DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.uint8)
+"""What the kernels read: float inputs and gradients (the membrane is float32 whatever they are), the state."""
 
 
 def mode() -> str:
@@ -67,13 +69,13 @@ def status() -> str:
 
 
 def usable(*tensors: torch.Tensor) -> bool:
-    """True when the kernels may run on these tensors (float32, or the uint8 state, on one device): on
+    """True when the kernels may run on these tensors (`DTYPES`, on one device): on
     CUDA by default, anywhere in interpret mode; plain tensors only (fake and functional tensors under
     `torch.compile` have no memory behind them), and Triton installed."""
     current = mode()
     if current == "off" or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return False
-    if any(type(t) is not torch.Tensor or t.dtype not in (torch.float32, torch.uint8) for t in tensors):
+    if any(type(t) is not torch.Tensor or t.dtype not in DTYPES for t in tensors):
         return False
     device = tensors[0].device
     if any(t.device != device for t in tensors) or (current == "gpu" and device.type != "cuda"):
@@ -97,8 +99,8 @@ def _scalar(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def forward(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, width: float, mechanism: int,
             interpret: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spikes (float32, 0/1) and state bytes of the LIF over `seq` [T, ...] in `seq`'s layout; needs
-    `steps_are_dense(seq)` (`lif_kernel`) and scalar beta and threshold."""
+    """Spikes (0/1, in `seq`'s dtype) and state bytes of the LIF over `seq` [T, ...] in `seq`'s layout;
+    needs `steps_are_dense(seq)` (`lif_kernel`) and scalar beta and threshold."""
     kernels = _kernels(_interpret() if interpret is None else interpret)
     assert kernels is not None
     spikes = torch.empty_like(seq)
@@ -112,13 +114,13 @@ def forward(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, widt
 
 def backward(grad: torch.Tensor, state: torch.Tensor, beta: torch.Tensor, mechanism: int,
              interpret: bool | None = None) -> torch.Tensor:
-    """d loss / d seq from the spikes' gradient and the forward's state, in the state's layout (`grad`
-    is copied into it first when it arrives in another)."""
+    """d loss / d seq (float32) from the spikes' gradient (any float dtype) and the forward's state,
+    in the state's layout (`grad` is copied into it first when it arrives in another)."""
     kernels = _kernels(_interpret() if interpret is None else interpret)
     assert kernels is not None
     if grad.stride() != state.stride() or not steps_are_dense(grad):
         grad = torch.empty_like(state, dtype=grad.dtype).copy_(grad)
-    out = torch.empty_like(grad)
+    out = torch.empty_like(grad, dtype=torch.float32)
     steps, n = state.shape[0], state[0].numel()
     if n:
         _launch(kernels.backward, n, grad, state, out, _scalar(beta, grad), steps, n, MECHANISM=mechanism)

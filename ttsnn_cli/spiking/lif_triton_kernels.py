@@ -10,6 +10,11 @@ launches about eight kernels per step, each a pass over memory. Every float oper
 PyTorch loop performs, in the same order, in float32; compiled without FMA contraction
 (`enable_fp_fusion=False`, which `lif_triton` passes), the results are bitwise the loop's.
 
+Precision: the membrane integrates in float32 whatever the input's precision. Under autocast the
+input, the spikes and the incoming gradient may be bfloat16 or float16; they are read and written as
+such (upcasting is exact, and the spikes are 0 or 1), which saves the casts around the neuron. The
+gradient out is float32 (autograd rounds it to the input's dtype, as the cast it replaces did).
+
 Layout: the tensors hold T steps one after another, each a dense block of `n` neurons (any memory
 format, the same for every tensor), indexed as [T, n]. Offsets are 64-bit: T * n passes 2**31 at
 large batches. Beta and the threshold are read from one-element device tensors, so no value crosses
@@ -35,7 +40,7 @@ def lif_forward_kernel(seq, spikes, state, beta_ptr, threshold_ptr, steps, n, wi
     keep = tl.full([BLOCK], 0.0, tl.float32)  # 1 - the previous step's spike
     for t in range(steps):
         here = offsets + t * n
-        x = tl.load(seq + here, mask=inside, other=0.0)
+        x = tl.load(seq + here, mask=inside, other=0.0).to(tl.float32)  # exact from bf16 / fp16
         if MECHANISM == 1:  # (u * (1 - s)) * beta + x
             updated = (mem * keep) * beta + x
         elif MECHANISM == 0:  # (u * beta + x) - s * threshold
@@ -47,7 +52,7 @@ def lif_forward_kernel(seq, spikes, state, beta_ptr, threshold_ptr, steps, n, wi
         spike = tl.where(shift > 0.0, 1.0, 0.0)
         keep = 1.0 - spike
         window = tl.where(tl.abs(shift) < width, 1.0, 0.0)
-        tl.store(spikes + here, spike, mask=inside)
+        tl.store(spikes + here, spike.to(spikes.dtype.element_ty), mask=inside)  # 0 and 1: exact in any
         tl.store(state + here, (window + keep * 2.0).to(tl.uint8), mask=inside)
 
 
@@ -61,7 +66,7 @@ def lif_backward_kernel(grad, state, out, beta_ptr, steps, n, MECHANISM: tl.cons
     for i in range(steps):
         here = offsets + (steps - 1 - i) * n
         byte = tl.load(state + here, mask=inside, other=0)
-        value = tl.load(grad + here, mask=inside, other=0.0) * (byte & 1).to(tl.float32)
+        value = tl.load(grad + here, mask=inside, other=0.0).to(tl.float32) * (byte & 1).to(tl.float32)
         if MECHANISM == 1:
             carried = ((byte >> 1).to(tl.float32) * following) * beta
         else:

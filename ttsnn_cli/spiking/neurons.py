@@ -17,7 +17,7 @@ import torch
 from snntorch import Leaky
 from torch import nn
 
-from ttsnn_cli.spiking.lif_sequence import MECHANISMS, SURROGATE_WIDTH, _LIFSequence, lif_sequence
+from ttsnn_cli.spiking.lif_sequence import HALF, MECHANISMS, SURROGATE_WIDTH, _LIFSequence, lif_sequence
 from ttsnn_cli.spiking.state import TimeAware
 
 BETA = 0.25
@@ -58,9 +58,6 @@ def paper_lif(init_hidden: bool = False, output: bool = False) -> Leaky:
 _MECHANISMS = MECHANISMS
 
 
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
-
-
 class MultiStepLIF(TimeAware, nn.Module):
     """Loops one snntorch Leaky over time for layers that run folded.
 
@@ -84,7 +81,7 @@ class MultiStepLIF(TimeAware, nn.Module):
         """Spikes in the layout of `x`; with `with_state`, also the one-byte record the one-node LIF
         keeps for backward (`_LIFSequence`, in the same layout; None on every other path), which a
         layer reading the spikes can keep instead of its own copy (`saved.packed_spikes`)."""
-        if x.dtype in _LOW_PRECISION:
+        if x.dtype in HALF and not self._one_node_takes_half(timesteps, sequence):
             # Under autocast the membrane still integrates in float32: in bf16 its 8-bit mantissa
             # decides near-threshold spikes (and their surrogate gradients) by rounding. The spikes,
             # exactly 0 or 1, go back in the input's precision.
@@ -107,6 +104,15 @@ class MultiStepLIF(TimeAware, nn.Module):
             raise ValueError(f"folded input of {x.shape[0]} samples is not a multiple of T={steps}")
         spikes, state = self._loop(x.unflatten(0, (steps, -1)))
         return spikes.flatten(0, 1), None if state is None else state.flatten(0, 1)
+
+    def _one_node_takes_half(self, timesteps: int | None, sequence: bool) -> bool:
+        """The eager one-node LIF will take this half-precision input as it is: it integrates in float32
+        itself (`lif_sequence.lif_forward`), and on CUDA its Triton kernels read the input and write the
+        spikes in half precision, saving the casts either side (two passes over memory, and the cast of
+        the gradient back)."""
+        known_steps = sequence or timesteps is not None or self.folded_timesteps is not None
+        return (known_steps and self.one_node and self._fused() and not self._learnable() and self._plain_factor()
+                and not torch.compiler.is_compiling())
 
     def _fused(self) -> bool:
         """True when the neuron is a plain snntorch Leaky with our surrogate: `_fused_loop` applies."""
