@@ -272,14 +272,15 @@ def test_the_kernels_compile_for_nvidia_gpus_without_fused_multiply_adds(capabil
 
     kernels = lif_triton._kernels(False)
     assert kernels is not None
-    signatures = {
-        kernels.forward: {"seq": "*fp32", "spikes": "*fp32", "state": "*u8", "beta_ptr": "*fp32",
-                          "threshold_ptr": "*fp32", "steps": "i32", "n": "i32", "width": "fp32"},
-        kernels.backward: {"grad": "*fp32", "state": "*u8", "out": "*fp32", "beta_ptr": "*fp32", "steps": "i32",
-                           "n": "i32"},
-        kernels.spikes_of_state: {"state": "*u8", "spikes": "*fp32", "n": "i64"},
-    }
-    for kernel, signature in signatures.items():
+    forward = {"seq": "*fp32", "spikes": "*fp32", "state": "*u8", "beta_ptr": "*fp32", "threshold_ptr": "*fp32",
+               "steps": "i32", "n": "i32", "width": "fp32"}
+    backward = {"grad": "*fp32", "state": "*u8", "out": "*fp32", "beta_ptr": "*fp32", "steps": "i32", "n": "i32"}
+    builds = [  # (kernel, argument types): float32, and the half precision --precision bf16 hands over
+        (kernels.forward, forward), (kernels.forward, forward | {"seq": "*bf16", "spikes": "*bf16"}),
+        (kernels.backward, backward), (kernels.backward, backward | {"grad": "*bf16"}),
+        (kernels.spikes_of_state, {"state": "*u8", "spikes": "*fp32", "n": "i64"}),
+    ]
+    for kernel, signature in builds:
         for mechanism in (MECHANISMS if "MECHANISM" in kernel.arg_names else (None,)):
             constants = {"BLOCK": lif_triton.BLOCK} | ({} if mechanism is None else {"MECHANISM": mechanism})
             source = ASTSource(kernel, signature=signature | {name: "constexpr" for name in constants},

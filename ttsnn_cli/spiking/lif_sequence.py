@@ -180,30 +180,37 @@ def _triton_verified(device: torch.device) -> bool:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             return False
         try:
-            _triton_checked[device] = _matches_loops(
-                lambda seq, beta, threshold, mechanism: lif_triton.forward(seq, beta, threshold, SURROGATE_WIDTH,
-                                                                           mechanism),
-                lif_triton.backward, lif_triton.spikes_of_state, device)
+            _triton_checked[device] = all(_matches_loops(
+                lambda seq, beta, threshold, mechanism, half=half: lif_triton.forward(
+                    seq if half is None else seq.to(half), beta, threshold, SURROGATE_WIDTH, mechanism),
+                lambda grad, state, beta, mechanism, half=half: lif_triton.backward(
+                    grad if half is None else grad.to(half), state, beta, mechanism),
+                lif_triton.spikes_of_state, device, half) for half in (None, *HALF))
         except Exception:  # noqa: BLE001 - any failure to compile or launch means: do not use them
             _triton_checked[device] = False
     return _triton_checked[device]
 
 
-def _matches_loops(forward, backward, spikes_of_state, device: torch.device) -> bool:  # type: ignore[no-untyped-def]
+def _matches_loops(forward, backward, spikes_of_state, device: torch.device,  # type: ignore[no-untyped-def]
+                   half: torch.dtype | None = None) -> bool:
     """True when a kernel's forward, backward and spikes-from-state give the PyTorch loops' exact bits
     on `device`: every reset mechanism, a channels-last layout, membranes on the threshold and on both
-    edges of the surrogate's window."""
+    edges of the surrogate's window. With `half`, the kernel is handed the input and the gradient in
+    that precision (the loops then run on them upcast) and its spikes are compared as floats."""
     generator = torch.Generator().manual_seed(0)
     seq = torch.randn(3, 2, 5, 7, 3, generator=generator).contiguous(memory_format=torch.channels_last_3d)
     seq[0, 0, 0, 0] = torch.tensor([_PROBE_THRESHOLD, _PROBE_THRESHOLD + SURROGATE_WIDTH,
                                     _PROBE_THRESHOLD - SURROGATE_WIDTH])  # ties
     grad = torch.randn(seq.shape, generator=generator)
     seq, grad = seq.to(device), grad.to(device)
+    if half is not None:  # values the half precision holds exactly, so the loops see what the kernel reads
+        seq, grad = seq.to(half).float(), grad.to(half).float()
     beta = torch.tensor(_PROBE_BETA, device=device)
     threshold = torch.tensor(_PROBE_THRESHOLD, device=device)
     for mechanism in MECHANISMS.values():
         spikes, state = _lif_loop(seq, beta, threshold, mechanism)
         fast_spikes, fast_state = forward(seq, beta, threshold, mechanism)
+        fast_spikes = fast_spikes.float()
         grad_seq = _lif_grad_loop(grad, state, beta, mechanism)
         fast_grad = backward(grad, state, beta, mechanism)
         if not (torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state) and torch.equal(grad_seq, fast_grad)
