@@ -4,7 +4,7 @@ Runs the same `ttsnn train` N times one after another, then N at once, first wit
 threads (one per core, per process), then with `--threads K` (default: cores // N, at least 1).
 Reported per setting: the wall time of the N runs one after another, of the N at once, their ratio
 (at once / one after another), and the N at once against the N one after another with the default
-threads (the plain cost of the work; issue 22 asks for at most 1.25 with --threads).
+threads (the plain cost of the work; the target is at most 1.25 with --threads).
 
     python benchmarks/bench_threads.py [--processes 4] [--epochs 1] [--threads K] [--json out.json]
 

@@ -1,4 +1,4 @@
-"""What a global rank budget counts (`--budget-on weights|macs|time`, issue 24), and the ratios compress reports.
+"""What a global rank budget counts (`--budget-on weights|macs|time`), and the ratios compress reports.
 
 Why: a user who compresses to run or train faster pays MACs or seconds, not weights. At 21.5x fewer
 weights MS-ResNet18 computed only 5.7x fewer MACs, because a weight budget leaves the early

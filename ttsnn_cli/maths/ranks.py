@@ -25,7 +25,7 @@ share one weight budget X over all decomposed layers:
 The global methods allocate every layer whose kind allows it (Conv2d; Conv1d and TT-matrix Linear
 under a weight budget), through each layer's TT tensor (`LayerKind.tt_tensor`).
 
-What the budget counts (`--budget-on`, issue 24) is a `Costs`: the kernels' weights (`WeightCosts`, the
+What the budget counts (`--budget-on`) is a `Costs`: the kernels' weights (`WeightCosts`, the
 default), or a cost the caller measures per layer and rank (MACs per timestep at the shapes the model
 sees, measured step time: `ttsnn_cli.compress.costs`). The allocators only ever ask a `Costs` for a
 layer's dense cost and its cost at some ranks, so one allocator serves every budget.

@@ -20,7 +20,7 @@ Infinity never enter or leave them. Every refusal comes before the folder is cre
 an exclusive lock on the folder (`DIR/.sweep.lock`), so of two sweeps writing one folder the second
 is refused rather than both "succeeding" with one's points lost.
 
-Accuracy-aware search (`search` with `max_acc_drop`, issue 24): instead of the fixed `targets`, each
+Accuracy-aware search (`search` with `max_acc_drop`): instead of the fixed `targets`, each
 method with a target walks a grid of targets 2^(k/4) (quarter octaves, so 4, 8, 16, 32 lie on it and
 points of an earlier grid sweep are reused): doubling from the smallest of `targets` while the
 fine-tuned accuracy stays within `max_acc_drop` of dense, then bisecting on the log scale between the

@@ -2,8 +2,8 @@
 read sample by sample through a DataLoader.
 
 A DataLoader with no workers calls the dataset once per sample on the CPU (indexing, normalising,
-augmenting, then a collate and one host-to-device copy per batch): on a GPU that took about 40 % of an
-epoch of MS-ResNet18 on CIFAR-format data (issue 21). A split that can describe itself as whole tensors
+augmenting, then a collate and one host-to-device copy per batch): on an H200 that took about 40 % of
+an epoch of MS-ResNet18 on CIFAR-format data. A split that can describe itself as whole tensors
 (`data.ResidentSplit`: a CIFAR reader's bytes with their normalisation table and augmentation, a
 `TensorDataset`, a `Subset` of either) is instead moved to the device once, as it is stored (CIFAR:
 uint8), and every batch is made there: gathered by the epoch's order, decoded through the table,
@@ -116,7 +116,7 @@ class ResidentData:
         time slice (measured on 2 busy cores, a CIFAR epoch's batches of 64 made whole took 11-19x as
         long as the DataLoader's per-sample operations, all under the grain; made in parts, 0.6x;
         `benchmarks/bench_input.py`)."""
-        draws = _crop_flip_draws(len(index), self.padding).to(self.device) if self.padding is not None else None
+        draws = _to_device(_crop_flip_draws(len(index), self.padding), self.device) if self.padding is not None else None
         step = len(index)
         if self.device.type == "cpu":
             per_sample = self.frames[0].numel() if len(self.frames) else 1
@@ -155,6 +155,15 @@ class ResidentData:
         across = torch.arange(width, device=self.device)
         cols = left.view(-1, 1) + torch.where(flip.view(-1, 1).bool(), width - 1 - across, across)
         return picked.gather(3, cols.view(count, 1, 1, width).expand(count, channels, height, width))
+
+
+def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on `device` without stopping the host: on CUDA a copy from pageable memory
+    first waits for every queued kernel, a copy from pinned memory does not (torch's pinned-memory
+    cache keeps the buffer until the copy has run)."""
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
 
 
 def _crop_flip_draws(count: int, padding: int) -> torch.Tensor:
