@@ -72,12 +72,14 @@ CONFIGS = {
     # the neurons on their PyTorch loop, not the fused kernel (Triton on CUDA, C on the CPU)
     "dense LIF loop": Config("dense", off=("native",)),
     "PTT LIF loop": Config("tt", off=("native",)),
+    # BatchNorm after the TT layers as its own module, never through the rank bottleneck (more kernels
+    # launched there, less memory traffic): which pays on this GPU, and at which batch
+    "PTT BN modules": Config("tt", off=("lowrank_bn",)),
     "PTT rebuilt": Config("tt", kernel="rebuilt"),
     "PTT auto": Config("tt", kernel="auto"),
     "PTT recompute": Config("tt", recompute=True),
     "dense bf16": Config("dense", precision="bf16"),
     "PTT bf16": Config("tt", precision="bf16"),
-    # BatchNorm after the TT layers as its own module, not through the rank bottleneck in float32
     "PTT bf16 BN modules": Config("tt", precision="bf16", off=("lowrank_bn",)),
     "PTT bf16 auto": Config("tt", precision="bf16", kernel="auto"),
     "dense fp16": Config("dense", precision="fp16"),

@@ -252,3 +252,13 @@ def test_batches_made_on_the_gpu_are_the_cpu_loaders(augment: bool) -> None:
     made = [(x.cpu(), y.cpu()) for x, y in resident.batches(order, 64)]
     assert_same_batches(loaded, made)
 
+
+
+@pytest.mark.cuda
+def test_small_tensors_reach_cuda_through_pinned_memory_with_their_values() -> None:
+    from ttsnn_cli.train.batches import _to_device
+
+    values = torch.randint(0, 9, (3, 64))
+    moved = _to_device(values, torch.device("cuda"))
+    assert moved.is_cuda and torch.equal(moved.cpu(), values)
+    assert torch.equal(_to_device(values, torch.device("cpu")), values)
