@@ -1,5 +1,6 @@
 """The property-based fuzz tests' common form: each reader's property becomes two tests, a few
-examples in the default run and a campaign of FUZZ_EXAMPLES (2,000 by default) under `-m fuzz`."""
+examples in the default run and a campaign of FUZZ_EXAMPLES (2,000 by default) under `-m fuzz`;
+and the byte mutation the readers of files are fuzzed with."""
 
 from __future__ import annotations
 
@@ -9,11 +10,31 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 CAMPAIGN = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
 
 Properties = dict[str, tuple[Callable[[Any], None], SearchStrategy]]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, original: bytes, longest_delete: int) -> bytes:
+    """A genuine file after 1-8 flips, cuts, insertions or deletions (of up to `longest_delete` bytes):
+    close enough to valid that a reader gets past its first checks."""
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 8))):
+        kind = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if kind == "flip" and data:
+            data[at] ^= draw(st.integers(1, 255))
+        elif kind == "cut":
+            del data[at:]
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+        elif data:
+            del data[at : at + draw(st.integers(1, longest_delete))]
+    return bytes(data)
 
 
 def _property_test(name: str, check: Callable[[Any], None], strategy: SearchStrategy, examples: int,

@@ -32,9 +32,10 @@ from ttsnn_cli.data.idx import read_idx
 from ttsnn_cli.data.nmnist import SENSOR as NMNIST_SENSOR
 from ttsnn_cli.data.nmnist import decode_bin
 from ttsnn_cli.errors import TtsnnError
-from tests.fuzzing import property_tests
+from tests.fuzzing import mutated, property_tests
 
 SMALL = 15
+DELETE = 8  # the longest deletion a mutation makes (these genuine files are a few dozen bytes)
 _FOLDER = Path(tempfile.mkdtemp(prefix="ttsnn-fuzz-data-"))
 
 
@@ -42,23 +43,6 @@ def _file(name: str, content: bytes) -> Path:
     path = _FOLDER / name
     path.write_bytes(content)
     return path
-
-
-@st.composite
-def mutated(draw: st.DrawFn, original: bytes) -> bytes:
-    data = bytearray(original)
-    for _ in range(draw(st.integers(1, 8))):
-        kind = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        if kind == "flip" and data:
-            data[at] ^= draw(st.integers(1, 255))
-        elif kind == "cut":
-            del data[at:]
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=16))
-        elif data:
-            del data[at : at + draw(st.integers(1, 8))]
-    return bytes(data)
 
 
 _IDX = idx_bytes(np.arange(2 * 3 * 4).reshape(2, 3, 4))
@@ -178,10 +162,10 @@ def prop_user_returns(returned: Any) -> None:
 
 
 PROPERTIES: dict[str, tuple[Callable[[Any], None], st.SearchStrategy[Any]]] = {
-    "idx": (prop_idx, mutated(_IDX) | st.binary(max_size=64)),
-    "nmnist-bin": (prop_nmnist, mutated(nmnist_bytes(_EVENTS)) | st.binary(max_size=60)),
-    "aedat31": (prop_aedat31, mutated(aedat31_bytes(_DVS_EVENTS, per_packet=5)) | st.binary(max_size=80)),
-    "aedat2": (prop_aedat2, mutated(aedat2_bytes(_DVS_EVENTS)) | st.binary(max_size=80)),
+    "idx": (prop_idx, mutated(_IDX, DELETE) | st.binary(max_size=64)),
+    "nmnist-bin": (prop_nmnist, mutated(nmnist_bytes(_EVENTS), DELETE) | st.binary(max_size=60)),
+    "aedat31": (prop_aedat31, mutated(aedat31_bytes(_DVS_EVENTS, per_packet=5), DELETE) | st.binary(max_size=80)),
+    "aedat2": (prop_aedat2, mutated(aedat2_bytes(_DVS_EVENTS), DELETE) | st.binary(max_size=80)),
     "gesture-labels": (prop_labels, st.text(max_size=80) | st.builds(
         lambda rows: "class,startTime_usec,endTime_usec\n" + "\n".join(",".join(map(str, r)) for r in rows),
         st.lists(st.tuples(st.integers(-2, 14), st.integers(-5, 2**70), st.integers(-5, 2**70)), max_size=4))),

@@ -29,6 +29,7 @@ from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.nir import export_nir
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.spiking.state import reset_states
+from tests.export.snntorch_runs import run_unbatched
 
 nir = pytest.importorskip("nir")
 nirtorch = pytest.importorskip("nirtorch")
@@ -227,16 +228,7 @@ def _snntorch_run(path: Path, x: torch.Tensor) -> torch.Tensor:
 
     with contextlib.redirect_stdout(io.StringIO()):  # the importer prints progress
         net = import_from_nir(nir.read(str(path)))
-    outputs = []
-    with torch.no_grad():
-        for b in range(x.shape[1]):
-            reset_states(net)
-            state, steps = None, []
-            for t in range(x.shape[0]):
-                y, state = net(x[t, b], state)
-                steps.append(y)
-            outputs.append(torch.stack(steps))
-    return torch.stack(outputs, dim=1)
+    return run_unbatched(net, x)
 
 
 # ------------------------------------------------------------------------------------ round trips

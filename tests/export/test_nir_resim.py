@@ -17,7 +17,7 @@ import user_nets
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.export.nir import export_nir
 from ttsnn_cli.spiking.runner import run_timesteps
-from ttsnn_cli.spiking.state import reset_states
+from tests.export.snntorch_runs import run_unbatched
 
 nir = pytest.importorskip("nir")
 pytest.importorskip("nirtorch")
@@ -64,16 +64,7 @@ def _resimulate(path, x: torch.Tensor) -> torch.Tensor:
     graph = nir.read(str(path))
     net = _import(graph)
     _apply_metadata(net, graph)
-    outputs = []
-    with torch.no_grad():
-        for b in range(x.shape[1]):
-            reset_states(net)
-            state, steps = None, []
-            for t in range(x.shape[0]):
-                y, state = net(x[t, b], state)
-                steps.append(y)
-            outputs.append(torch.stack(steps))
-    return torch.stack(outputs, dim=1)
+    return run_unbatched(net, x)
 
 
 def _agreement(model: torch.nn.Module, path, seed: int = 0) -> float:

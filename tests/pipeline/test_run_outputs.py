@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -118,25 +119,21 @@ def test_an_output_may_not_be_another_output_even_with_force(world: Path, value:
     assert _tree(world) == before
 
 
-@pytest.mark.parametrize("value", ["d.tt", "r.yaml"])
-def test_an_output_may_not_be_an_input_even_with_force(world: Path, value: str) -> None:
-    """The run folder is the recipe's own folder (--force over it): the checkpoint and the recipe stay."""
+@pytest.mark.parametrize(("checkpoint", "sections", "needles"), [
+    ("d.tt", {"export": {"onnx": "d.tt", "verify": False}}, ("export.onnx", "the run's input")),
+    ("d.tt", {"export": {"onnx": "r.yaml", "verify": False}}, ("export.onnx", "the run's input")),
+    ("compressed.tt", {"compress": {"ranks": 2}}, ("compress output", "model.checkpoint")),
+], ids=["export-over-checkpoint", "export-over-recipe", "stage-output-over-checkpoint"])
+def test_an_output_may_not_be_an_input_even_with_force(world: Path, checkpoint: str, sections: dict[str, Any],
+                                                       needles: tuple[str, str]) -> None:
+    """The run folder is the recipe's own folder (--force over it): the checkpoint and the recipe stay,
+    whether an export names them or a stage's fixed output (compress's compressed.tt) is the checkpoint."""
     project = world / "project"
-    _bundle(project / "d.tt")
-    recipe = _recipe(project, export={"onnx": value, "verify": False})
-    recipe.write_text(recipe.read_text().replace("model:\n", "model:\n  checkpoint: d.tt\n"))
+    _bundle(project / checkpoint)
+    recipe = _recipe(project, **sections)
+    recipe.write_text(recipe.read_text().replace("model:\n", f"model:\n  checkpoint: {checkpoint}\n"))
     before = _tree(world)
-    _refused(["run", str(recipe), "--out", str(project), "--force"], "export.onnx", "the run's input")
-    assert _tree(world) == before
-
-
-def test_a_stage_output_may_not_be_the_checkpoint(world: Path) -> None:
-    project = world / "project"
-    _bundle(project / "compressed.tt")
-    recipe = _recipe(project, compress={"ranks": 2})
-    recipe.write_text(recipe.read_text().replace("model:\n", "model:\n  checkpoint: compressed.tt\n"))
-    before = _tree(world)
-    _refused(["run", str(recipe), "--out", str(project), "--force"], "compress output", "model.checkpoint")
+    _refused(["run", str(recipe), "--out", str(project), "--force"], *needles)
     assert _tree(world) == before
 
 

@@ -33,9 +33,9 @@ from ttsnn_cli.compress.decompose import CompressConfig, compress_model  # noqa:
 from ttsnn_cli.errors import BadInputError  # noqa: E402
 from ttsnn_cli.export.nir import build_nir_graph, export_nir  # noqa: E402
 from ttsnn_cli.report.inspection import describe_model  # noqa: E402
-from ttsnn_cli.spiking.runner import run_timesteps  # noqa: E402
 from ttsnn_cli.spiking.state import is_neuron, reset_states  # noqa: E402
 from ttsnn_cli.storage.nir_graph import load_nir  # noqa: E402
+from tests.sj.neuron_calls import neuron_calls  # noqa: E402
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,17 +71,10 @@ def _input(batch: int = 5, seed: int = 1) -> torch.Tensor:
 def _run(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The output and each neuron's spikes [T, B, ...], in the network's order, whatever order it steps in."""
     names = [n for n, m in net.named_modules() if is_neuron(m)]
-    record: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    hooks = [net.get_submodule(n).register_forward_hook(lambda _m, _i, out, n=n: record[n].append(out.detach().clone()))
-             for n in names]
     reset_states(net)
-    try:
-        with torch.no_grad():
-            y = run_timesteps(net.eval(), x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    spikes = [calls[0] if len(calls) == 1 else torch.stack(calls) for calls in record.values()]
+    y, record = neuron_calls(net, x)
+    by_name = [[out for called, out in record if called == name] for name in names]
+    spikes = [calls[0] if len(calls) == 1 else torch.stack(calls) for calls in by_name]
     return y, spikes
 
 

@@ -33,6 +33,7 @@ from ttsnn_cli.kinds.stepmode import StepModeTT  # noqa: E402
 from ttsnn_cli.layers.conv2d import TTConv2d  # noqa: E402
 from ttsnn_cli.spiking.runner import execution_style, run_timesteps  # noqa: E402
 from ttsnn_cli.spiking.state import is_neuron, reset_states  # noqa: E402
+from tests.sj.neuron_calls import neuron_calls  # noqa: E402
 
 runner = CliRunner()
 ARCH = "sj_nets:sew_ms_net"
@@ -52,16 +53,8 @@ def _input(batch: int = 6, seed: int = 0) -> torch.Tensor:
 
 def _spikes(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The output and every SpikingJelly neuron's spikes over the sequence, in call order."""
-    record: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: record.append(out.detach().clone()))
-             for m in net.modules() if is_neuron(m)]
-    try:
-        with torch.no_grad():
-            y = run_timesteps(net.eval(), x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return y, record
+    y, record = neuron_calls(net, x)
+    return y, [out for _name, out in record]
 
 
 def _firing(net: nn.Module, gain: float = 4.0) -> nn.Module:

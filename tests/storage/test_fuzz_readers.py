@@ -32,11 +32,13 @@ from ttsnn_cli.data.ncaltech import events_to_frames, read_events
 from ttsnn_cli.errors import TtsnnError
 from ttsnn_cli.pipeline.recipe import load_recipe
 from ttsnn_cli.storage.load import load_checkpoint
-from ttsnn_cli.train.engine import TrainConfig, make_optimizer, make_scheduler, model_fingerprint, rng_state
-from ttsnn_cli.train.engine import _resume as restore_resume_state
-from tests.fuzzing import property_tests
+from ttsnn_cli.train.engine import TrainConfig, make_optimizer, make_scheduler
+from ttsnn_cli.train.resume import model_fingerprint, rng_state
+from ttsnn_cli.train.resume import restore as restore_resume_state
+from tests.fuzzing import mutated, property_tests
 
 SMALL = 15
+DELETE = 64  # the longest deletion a mutation makes (a bundle is kilobytes)
 ARCH = "user_nets:sequential_net"
 _FOLDER = Path(tempfile.mkdtemp(prefix="ttsnn-fuzz-"))
 
@@ -62,23 +64,6 @@ json_values = st.recursive(
     max_leaves=12,
 )
 odd_values = json_values | st.builds(torch.zeros, st.integers(0, 3)) | st.binary(max_size=8) | st.tuples(st.integers())
-
-
-@st.composite
-def mutated(draw: st.DrawFn, original: bytes) -> bytes:
-    data = bytearray(original)
-    for _ in range(draw(st.integers(1, 8))):
-        kind = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        if kind == "flip" and data:
-            data[at] ^= draw(st.integers(1, 255))
-        elif kind == "cut":
-            del data[at:]
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=16))
-        elif data:
-            del data[at : at + draw(st.integers(1, 64))]
-    return bytes(data)
 
 
 BUNDLE_FIELDS = ["format_version", "ttsnn_version", "arch", "tt", "io", "state_dict", "state_sha256", "source", "history"]
@@ -117,7 +102,7 @@ def recipe_texts(draw: st.DrawFn) -> str:
             values[key] = draw(json_values)
     text = yaml.safe_dump(document) if draw(st.booleans()) else repr(document)
     if draw(st.booleans()):
-        text = draw(mutated(text.encode())).decode("utf-8", "replace")
+        text = draw(mutated(text.encode(), DELETE)).decode("utf-8", "replace")
     return text
 
 
@@ -203,7 +188,7 @@ def prop_resume(state: Any) -> None:
 
 
 def _config_key(optimizer_name: str = "sgd") -> dict[str, Any]:
-    from ttsnn_cli.train.engine import _config_key as options_key
+    from ttsnn_cli.train.resume import config_key as options_key
 
     return options_key(TrainConfig(epochs=2, optimizer=optimizer_name))  # type: ignore[arg-type]
 
@@ -262,7 +247,8 @@ def tampered_states(draw: st.DrawFn) -> dict[str, Any]:
 
 
 PROPERTIES: dict[str, tuple[Callable[[Any], None], st.SearchStrategy[Any]]] = {
-    "checkpoint-bytes": (prop_checkpoint_bytes, st.deferred(lambda: mutated(_bundle_bytes())) | st.binary(max_size=64)),
+    "checkpoint-bytes": (prop_checkpoint_bytes,
+                         st.deferred(lambda: mutated(_bundle_bytes(), DELETE)) | st.binary(max_size=64)),
     "crafted-bundle": (prop_crafted_bundle, crafted_bundles()),
     "recipe": (prop_recipe, recipe_texts()),
     "accelerator-yaml": (prop_accelerator, st.fixed_dictionaries({}, optional=ACCEL_KEYS) | st.binary(max_size=64)),

@@ -22,16 +22,9 @@ from typer.testing import CliRunner
 from ttsnn_cli.data import DataBundle, load_data
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.storage.bundle import get_meta
-from ttsnn_cli.train.engine import (
-    ORIGIN_ATTRIBUTE,
-    TrainConfig,
-    _resume,
-    fit,
-    make_optimizer,
-    make_scheduler,
-    model_fingerprint,
-    side_paths,
-)
+from ttsnn_cli.train.engine import TrainConfig, fit, make_optimizer, make_scheduler, side_paths
+from ttsnn_cli.train.resume import ORIGIN_ATTRIBUTE, model_fingerprint
+from ttsnn_cli.train.resume import restore as restore_state
 from ttsnn_cli.train.precision import grad_scaler
 from ttsnn_cli.zoo import zoo_entry
 
@@ -78,7 +71,7 @@ def state(request: pytest.FixtureRequest, tiny_digits: DataBundle, tmp_path_fact
 
 def restore(tmp_path: Path, state: dict[str, Any], optimizer_name: str, model: torch.nn.Module | None = None,
             precision: str = "fp32") -> tuple[list[dict[str, Any]], int]:
-    """`_resume` into fresh objects, then one training step: the loaded state must be usable."""
+    """`resume.restore` into fresh objects, then one training step: the loaded state must be usable."""
     model = model or tiny_model()
     cfg = config(optimizer_name)
     cfg.precision = precision
@@ -87,7 +80,7 @@ def restore(tmp_path: Path, state: dict[str, Any], optimizer_name: str, model: t
     scaler = grad_scaler(precision, torch.device("cpu"))
     path = tmp_path / "s.resume.pt"
     torch.save(state, path)
-    result = _resume(path, cfg, model, optimizer, scheduler, scaler)
+    result = restore_state(path, cfg, model, optimizer, scheduler, scaler)
     for param in model.parameters():
         param.grad = torch.ones_like(param)
     optimizer.step()

@@ -102,14 +102,14 @@ def load_teacher(job: TrainJob, student: nn.Module) -> nn.Module | None:
 
 def record_origin(job: TrainJob, model: nn.Module, teacher: nn.Module | None) -> None:
     """Mark `model` with checksums of the weights this run starts from (the checkpoint's, the
-    teacher's), which its resume states record (`engine.model_fingerprint`): resuming then refuses a
+    teacher's), which its resume states record (`resume.model_fingerprint`): resuming then refuses a
     state written while fine-tuning another checkpoint or distilling from another teacher, even one
     of the same architecture. Weights, not file bytes: a bundle saved again with other metadata (or
     the API's temporary copy of a module) is the same start. A checkpoint fine-tuned in place (`-o`
     naming it) changes every epoch, so it is left out."""
     from ttsnn_cli.storage.bundle import state_checksum
     from ttsnn_cli.storage.outputs import same_file
-    from ttsnn_cli.train.engine import ORIGIN_ATTRIBUTE
+    from ttsnn_cli.train.resume import ORIGIN_ATTRIBUTE
 
     def checksum(path: Path | None, module: nn.Module | None) -> str | None:
         if path is None or module is None or same_file(path, job.output):
