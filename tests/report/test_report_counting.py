@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from report_models import dense_model, r18, r34, tt_model
+from report_models import dense_model, r18, r34
 from torch import nn
 
 from ttsnn_cli.report.counting import count_model, profile_model
