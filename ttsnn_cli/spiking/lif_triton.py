@@ -15,6 +15,7 @@ interpreter (slow: for tests and debugging, which is how the CPU test suite chec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from types import SimpleNamespace
@@ -88,8 +89,11 @@ def _interpret() -> bool:
 
 
 def _launch(kernel, n: int, *args, **constants) -> None:  # type: ignore[no-untyped-def]
-    """Run `kernel` over n neurons on the tensors' device, FMA contraction off (bitwise equality)."""
-    kernel[(-(-n // BLOCK),)](*args, BLOCK=BLOCK, num_warps=NUM_WARPS, enable_fp_fusion=False, **constants)
+    """Run `kernel` over n neurons on the tensors' device (Triton launches on the current one: made
+    the tensors' for the call, so cuda:1 works too), FMA contraction off (bitwise equality)."""
+    device = args[0].device
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        kernel[(-(-n // BLOCK),)](*args, BLOCK=BLOCK, num_warps=NUM_WARPS, enable_fp_fusion=False, **constants)
 
 
 def _scalar(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
