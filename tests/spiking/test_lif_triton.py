@@ -310,6 +310,7 @@ def test_on_cuda_the_kernels_are_checked_used_and_give_the_loops_bits(mechanism:
     seq = seq.unflatten(0, (4, 8))
     beta, threshold = torch.tensor(BETA, device=device), torch.tensor(THRESHOLD, device=device)
     assert fused._triton_applies(seq, beta, threshold), lif_triton.status()
+    assert fused.fused_kernel(device) == "triton"
     grad = torch.randn(seq.shape, device=device)
     spikes, state = _lif_loop(seq, beta, threshold, mechanism)
     fast_spikes, fast_state = fused.lif_forward(seq, beta, threshold, mechanism, True)
@@ -331,3 +332,15 @@ def test_on_cuda_the_neuron_reads_half_precision_and_matches_the_cast_path(dtype
         spikes.backward(grad)
         results.append((spikes, x.grad))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_a_run_can_say_which_kernel_computed_its_neurons(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(lif_triton.ENV_SWITCH, "interpret")
+    fused._triton_checked.clear()
+    assert fused.fused_kernel(cpu) == "triton"
+    monkeypatch.setenv(lif_triton.ENV_SWITCH, "1")
+    assert fused.fused_kernel(cpu) in ("c", "pytorch loop (C kernel: no C compiler found (set CC))")
+    monkeypatch.setenv("TTSNN_NATIVE", "0")
+    assert fused.fused_kernel(cpu) == "pytorch loop (C kernel: switched off (TTSNN_NATIVE=0))"
+    fused._triton_checked.clear()

@@ -219,6 +219,20 @@ def _matches_loops(forward, backward, spikes_of_state, device: torch.device,  # 
     return True
 
 
+def fused_kernel(device: torch.device) -> str:
+    """Which kernel the one-node LIF runs on `device` (float32 or half inputs, dense steps): "triton",
+    "c", or "pytorch loop (why)". For reports: a run says how its neurons were computed."""
+    if lif_triton.mode() == "interpret" or device.type == "cuda":
+        if not lif_triton.usable(torch.empty(0, device=device)):
+            return f"pytorch loop (Triton kernels: {lif_triton.status()})"
+        return "triton" if _triton_verified(device) else "pytorch loop (the Triton kernels failed their check)"
+    if device.type == "cpu":
+        if lif_kernel.library() is not None and _native_verified():
+            return "c"
+        return f"pytorch loop (C kernel: {lif_kernel.build_status()})"
+    return "pytorch loop"
+
+
 def spikes_of_state(state: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The 0/1 spikes recorded in a `_LIFSequence` state byte (2 * (1 - spike) + window), as `dtype`."""
     if (dtype == torch.float32 and lif_triton.usable(state) and lif_kernel.is_dense(state)

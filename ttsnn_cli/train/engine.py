@@ -58,6 +58,7 @@ from torch import nn
 from ttsnn_cli.data import DataBundle, Encoding, encode
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import is_tt_layer
+from ttsnn_cli.spiking.lif_sequence import fused_kernel
 from ttsnn_cli.spiking.runner import model_readout, run_timesteps
 from ttsnn_cli.storage.outputs import atomic_torch_save, atomic_write_text, standard_json
 from ttsnn_cli.train.batches import Batches, ResidentData, check_data_on_device, make_batches, resident_data
@@ -511,6 +512,7 @@ def _fit(
         "resume_state": str(state_path),
         "log_dir": str(logs.folder) if logs is not None else None,
         "tt_kernels": kernels,
+        "neuron_kernel": fused_kernel(device),
     }
 
 
