@@ -64,10 +64,12 @@ class EpochTally:
 
     def read(self) -> Figures:
         self._last_read = time.perf_counter()
+        if not self.batches:
+            return Figures(0.0, 0.0, False, None, 0.0)
         losses = self._losses[: self.batches]
         bad = ~torch.isfinite(losses)
         first_bad = torch.where(bad.any(), bad.to(torch.uint8).argmax(), -1).to(self._dtype)
-        bad_loss = losses[first_bad.clamp_min(0).long()] if self.batches else self._sums[0]
+        bad_loss = losses[first_bad.clamp_min(0).long()]
         loss_sum, correct, spiked, at, value = torch.stack([*self._sums, first_bad, bad_loss]).tolist()
         return Figures(loss_sum, correct, bool(spiked), None if at < 0 else int(at), value)
 
