@@ -66,7 +66,7 @@ def lif_forward(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, 
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(spikes, state) of `_LIFSequence`: a fused kernel where `native` asks and one applies, else
     the PyTorch loop (bitwise the same). Shared by the autograd node and the custom op (`lif_op`)."""
-    if native and _triton_applies(seq, beta, threshold):
+    if native and _triton_applies(seq, beta, threshold, mechanism):
         return lif_triton.forward(seq, beta, threshold, SURROGATE_WIDTH, mechanism)
     if seq.dtype in HALF:  # the membrane integrates in float32 on every path; the spikes come back as given
         spikes, state = lif_forward(seq.float(), beta, threshold, mechanism, native)
@@ -80,7 +80,7 @@ def lif_backward(grad: torch.Tensor, state: torch.Tensor, beta: torch.Tensor, me
     """d loss / d seq of `_LIFSequence` from its state, in float32 for a half-precision gradient (autograd
     rounds it to the input's dtype): a fused kernel where it applies, else the loop."""
     if (native and beta.numel() == 1 and beta.dtype == torch.float32 and lif_triton.usable(grad, state)
-            and _triton_verified(state.device)):
+            and _triton_verified(state.device, mechanism, grad.dtype)):
         return lif_triton.backward(grad, state, beta, mechanism)
     if grad.dtype in HALF:
         grad = grad.float()
@@ -132,7 +132,7 @@ def _lif_grad_loop(grad: torch.Tensor, state: torch.Tensor, beta: torch.Tensor, 
     return grad_seq
 
 
-def _triton_applies(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor) -> bool:
+def _triton_applies(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, mechanism: int = 1) -> bool:
     """The Triton kernels take this call: float32, bfloat16 or float16 with dense steps on a device they
     run on (CUDA, or any in interpret mode), scalar float32 beta and threshold, and the kernels checked
     on that device."""
@@ -141,7 +141,7 @@ def _triton_applies(seq: torch.Tensor, beta: torch.Tensor, threshold: torch.Tens
         and seq.dtype in (torch.float32, *HALF) and beta.dtype == threshold.dtype == torch.float32
         and lif_triton.usable(seq)
         and lif_kernel.steps_are_dense(seq)
-        and _triton_verified(seq.device)
+        and _triton_verified(seq.device, mechanism, seq.dtype)
     )
 
 
@@ -168,33 +168,36 @@ def _native_verified() -> bool:
         lif_kernel.spikes_of_state, torch.device("cpu"))
 
 
-_triton_checked: dict[torch.device, bool] = {}
+_triton_checked: dict[tuple[torch.device, int, torch.dtype], bool] = {}
 
 
-def _triton_verified(device: torch.device) -> bool:
-    """Once per device: the Triton kernels reproduce the PyTorch loops bitwise (`_matches_loops`); a
-    Triton that cannot compile or launch here, or gives other bits, leaves the loops in charge. Not
-    while a CUDA graph is being captured (the check reads results on the host): that call takes the
-    loop, and a later one checks."""
-    if device not in _triton_checked:
+def _triton_verified(device: torch.device, mechanism: int = 1, dtype: torch.dtype = torch.float32) -> bool:
+    """Once per device, reset mechanism and input precision: the Triton kernels reproduce the PyTorch
+    loops bitwise (`_matches_loops`); a Triton that cannot compile or launch here, or gives other
+    bits, leaves the loops in charge. Each variant is a kernel Triton compiles (about a second, then
+    cached on disk), so only the variants a run uses are checked. Not while a CUDA graph is being
+    captured (the check reads results on the host): that call takes the loop, and a later one checks."""
+    key = (device, mechanism, dtype)
+    if key not in _triton_checked:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             return False
+        half = dtype if dtype in HALF else None
         try:
-            _triton_checked[device] = all(_matches_loops(
-                lambda seq, beta, threshold, mechanism, half=half: lif_triton.forward(
+            _triton_checked[key] = _matches_loops(
+                lambda seq, beta, threshold, mechanism: lif_triton.forward(
                     seq if half is None else seq.to(half), beta, threshold, SURROGATE_WIDTH, mechanism),
-                lambda grad, state, beta, mechanism, half=half: lif_triton.backward(
+                lambda grad, state, beta, mechanism: lif_triton.backward(
                     grad if half is None else grad.to(half), state, beta, mechanism),
-                lif_triton.spikes_of_state, device, half) for half in (None, *HALF))
+                lif_triton.spikes_of_state, device, half, mechanisms=(mechanism,))
         except Exception:  # noqa: BLE001 - any failure to compile or launch means: do not use them
-            _triton_checked[device] = False
-    return _triton_checked[device]
+            _triton_checked[key] = False
+    return _triton_checked[key]
 
 
 def _matches_loops(forward, backward, spikes_of_state, device: torch.device,  # type: ignore[no-untyped-def]
-                   half: torch.dtype | None = None) -> bool:
+                   half: torch.dtype | None = None, mechanisms: tuple[int, ...] = tuple(MECHANISMS.values())) -> bool:
     """True when a kernel's forward, backward and spikes-from-state give the PyTorch loops' exact bits
-    on `device`: every reset mechanism, a channels-last layout, membranes on the threshold and on both
+    on `device`: each of `mechanisms` (the reset rules), a channels-last layout, membranes on the threshold and on both
     edges of the surrogate's window. With `half`, the kernel is handed the input and the gradient in
     that precision (the loops then run on them upcast) and its spikes are compared as floats."""
     generator = torch.Generator().manual_seed(0)
@@ -207,7 +210,7 @@ def _matches_loops(forward, backward, spikes_of_state, device: torch.device,  # 
         seq, grad = seq.to(half).float(), grad.to(half).float()
     beta = torch.tensor(_PROBE_BETA, device=device)
     threshold = torch.tensor(_PROBE_THRESHOLD, device=device)
-    for mechanism in MECHANISMS.values():
+    for mechanism in mechanisms:
         spikes, state = _lif_loop(seq, beta, threshold, mechanism)
         fast_spikes, fast_state = forward(seq, beta, threshold, mechanism)
         fast_spikes = fast_spikes.float()
@@ -236,7 +239,7 @@ def fused_kernel(device: torch.device) -> str:
 def spikes_of_state(state: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The 0/1 spikes recorded in a `_LIFSequence` state byte (2 * (1 - spike) + window), as `dtype`."""
     if (dtype == torch.float32 and lif_triton.usable(state) and lif_kernel.is_dense(state)
-            and _triton_verified(state.device)):
+            and _triton_verified(state.device)):  # checked with the zero reset: the state byte is the same for all
         return lif_triton.spikes_of_state(state)
     if dtype == torch.float32 and lif_kernel.usable(state) and lif_kernel.is_dense(state) and _native_verified():
         return lif_kernel.spikes_of_state(state)
