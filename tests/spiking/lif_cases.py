@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ttsnn_cli.spiking.lif_sequence import SURROGATE_WIDTH
-from ttsnn_cli.spiking.neurons import BETA, THRESHOLD
+from ttsnn_cli.spiking.neurons import BETA, THRESHOLD, MultiStepLIF
 
 TRAIN_A_NEURON = (
     "import torch\n"
@@ -33,6 +33,18 @@ def membranes(shape: tuple[int, ...], seed: int, scale: float = 0.6) -> torch.Te
     return seq
 
 
+def laid_out(mechanism: int, layout: str, steps: int) -> torch.Tensor:
+    """A [steps, 3, 5, 7, 9] sequence whose steps are dense blocks in `layout` ("contiguous" or
+    "channels_last", as a folded [T*B, C, H, W] tensor is laid out before it is unfolded)."""
+    seq = membranes((steps * 3, 5, 7, 9), seed=mechanism)
+    if layout == "channels_last":
+        seq = seq.contiguous(memory_format=torch.channels_last)
+    return seq.unflatten(0, (steps, 3))
+
+
+LAYOUTS = ("contiguous", "channels_last")
+
+
 def other_input(case: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(seq, beta, threshold) of one of `OTHER_INPUTS`."""
     seq = membranes((4, 3, 8), seed=5)
@@ -44,3 +56,15 @@ def other_input(case: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     else:
         beta = torch.full((8,), BETA)
     return seq, beta, torch.tensor(THRESHOLD, dtype=seq.dtype)
+
+
+def spikes_and_grads(neurons: list[MultiStepLIF], seq: torch.Tensor, grad: torch.Tensor, timesteps: int = 4
+                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each neuron's spikes over the folded `seq` and the input's gradient for `grad` on them."""
+    results = []
+    for lif in neurons:
+        x = seq.clone().requires_grad_()
+        spikes = lif(x, timesteps=timesteps)
+        spikes.backward(grad)
+        results.append((spikes, x.grad))
+    return results

@@ -17,7 +17,15 @@ from ttsnn_cli.spiking import lif_sequence as fused
 from ttsnn_cli.spiking.lif_sequence import SURROGATE_WIDTH, _lif_grad_loop, _lif_loop, _LIFSequence
 from ttsnn_cli.spiking.neurons import BETA, THRESHOLD, MultiStepLIF
 
-from tests.spiking.lif_cases import OTHER_INPUTS, TRAIN_A_NEURON, membranes, other_input
+from tests.spiking.lif_cases import (
+    LAYOUTS,
+    OTHER_INPUTS,
+    TRAIN_A_NEURON,
+    laid_out,
+    membranes,
+    other_input,
+    spikes_and_grads,
+)
 
 MECHANISMS = (0, 1, 2)
 
@@ -40,13 +48,10 @@ def test_the_kernel_builds_here_and_passes_its_own_check() -> None:
 
 @needs_compiler
 @pytest.mark.parametrize("mechanism", MECHANISMS)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("steps", [1, 4])
 def test_kernel_equals_the_pytorch_loops_bitwise(mechanism: int, layout: str, steps: int) -> None:
-    seq = membranes((steps * 3, 5, 7, 9), seed=mechanism)
-    if layout == "channels_last":
-        seq = seq.contiguous(memory_format=torch.channels_last)
-    seq = seq.unflatten(0, (steps, 3))
+    seq = laid_out(mechanism, layout, steps)
     grad = torch.randn(seq.shape)
     (spikes, state), (fast_spikes, fast_state), grad_seq, fast_grad = _both(seq, mechanism, grad)
     assert torch.equal(spikes, fast_spikes) and torch.equal(state, fast_state)
@@ -170,14 +175,9 @@ def test_other_inputs_run_the_pytorch_loop(case: str) -> None:
 def test_the_multistep_neuron_gives_the_same_spikes_and_gradients_with_and_without_the_kernel() -> None:
     seq = membranes((4 * 2, 16, 6, 6), seed=6).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(seq.shape)
-    results = []
-    for native in (True, False):
-        lif = MultiStepLIF()
-        lif.native = native
-        x = seq.clone().requires_grad_()
-        spikes = lif(x, timesteps=4)
-        spikes.backward(grad)
-        results.append((spikes, x.grad))
+    native, loops = MultiStepLIF(), MultiStepLIF()
+    loops.native = False
+    results = spikes_and_grads([native, loops], seq, grad)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 

@@ -22,7 +22,7 @@ from ttsnn_cli.spiking.neurons import BETA, THRESHOLD, MultiStepLIF, freeze_for_
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.zoo.msresnet import MSResNet
 
-from tests.spiking.lif_cases import OTHER_INPUTS, membranes, other_input
+from tests.spiking.lif_cases import LAYOUTS, OTHER_INPUTS, laid_out, membranes, other_input, spikes_and_grads
 
 triton = pytest.importorskip("triton", reason="Triton is not installed")
 
@@ -48,13 +48,10 @@ def _assert_same_bits(reference, fast) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("steps", [1, 4])
 def test_interpreted_kernels_equal_the_pytorch_loops_bitwise(mechanism: int, layout: str, steps: int) -> None:
-    seq = membranes((steps * 3, 5, 7, 9), seed=mechanism)
-    if layout == "channels_last":
-        seq = seq.contiguous(memory_format=torch.channels_last)
-    seq = seq.unflatten(0, (steps, 3))
+    seq = laid_out(mechanism, layout, steps)
     reference, fast = _interpreted(seq, torch.randn(seq.shape), mechanism)
     _assert_same_bits(reference, fast)
     assert torch.equal(lif_triton.spikes_of_state(fast[1], interpret=True), reference[0])
@@ -182,13 +179,8 @@ def test_the_neuron_under_autocast_gives_the_casts_results_without_them(dtype: t
     grad = torch.randn(seq.shape).to(dtype)
     reference = MultiStepLIF()
     reference.one_node = False  # the op-by-op path: float32 throughout, cast at both ends
-    results = []
-    for lif in (MultiStepLIF(), _with(MultiStepLIF(), native=False), reference):
-        x = seq.clone().requires_grad_()
-        spikes = lif(x, timesteps=4)
-        spikes.backward(grad)
-        assert spikes.dtype == dtype and x.grad.dtype == dtype
-        results.append((spikes, x.grad))
+    results = spikes_and_grads([MultiStepLIF(), _with(MultiStepLIF(), native=False), reference], seq, grad)
+    assert all(spikes.dtype == dtype and x_grad.dtype == dtype for spikes, x_grad in results)
     for spikes, x_grad in results[:2]:
         assert torch.equal(spikes, results[2][0]) and torch.equal(x_grad, results[2][1])
 
@@ -324,13 +316,7 @@ def test_on_cuda_the_kernels_are_checked_used_and_give_the_loops_bits(mechanism:
 def test_on_cuda_the_neuron_reads_half_precision_and_matches_the_cast_path(dtype: torch.dtype) -> None:
     seq = (membranes((4 * 8, 32, 12, 12), seed=9) * 2).to("cuda", dtype).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(seq.shape, device="cuda").to(dtype)
-    results = []
-    for one_node in (True, False):
-        lif = _with(MultiStepLIF(), one_node=one_node).cuda()
-        x = seq.clone().requires_grad_()
-        spikes = lif(x, timesteps=4)
-        spikes.backward(grad)
-        results.append((spikes, x.grad))
+    results = spikes_and_grads([MultiStepLIF().cuda(), _with(MultiStepLIF(), one_node=False).cuda()], seq, grad)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
