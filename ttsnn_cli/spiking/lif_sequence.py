@@ -80,7 +80,7 @@ def lif_backward(grad: torch.Tensor, state: torch.Tensor, beta: torch.Tensor, me
     """d loss / d seq of `_LIFSequence` from its state, in float32 for a half-precision gradient (autograd
     rounds it to the input's dtype): a fused kernel where it applies, else the loop."""
     if (native and beta.numel() == 1 and beta.dtype == torch.float32 and lif_triton.usable(grad, state)
-            and _triton_verified(state.device, mechanism, grad.dtype)):
+            and lif_kernel.steps_are_dense(state) and _triton_verified(state.device, mechanism, grad.dtype)):
         return lif_triton.backward(grad, state, beta, mechanism)
     if grad.dtype in HALF:
         grad = grad.float()

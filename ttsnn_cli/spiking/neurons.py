@@ -55,9 +55,6 @@ def paper_lif(init_hidden: bool = False, output: bool = False) -> Leaky:
     )
 
 
-_MECHANISMS = MECHANISMS
-
-
 class MultiStepLIF(TimeAware, nn.Module):
     """Loops one snntorch Leaky over time for layers that run folded.
 
@@ -123,7 +120,7 @@ class MultiStepLIF(TimeAware, nn.Module):
             and lif.reset_delay
             and not lif.state_quant
             and not lif.inhibition
-            and getattr(lif, "_reset_mechanism", None) in _MECHANISMS
+            and getattr(lif, "_reset_mechanism", None) in MECHANISMS
         )
 
     one_node: bool = True
@@ -187,7 +184,7 @@ class MultiStepLIF(TimeAware, nn.Module):
         lif = self.lif
         beta = lif.beta.clamp(0, 1)
         threshold, factor = lif.threshold, lif.graded_spikes_factor
-        mechanism = _MECHANISMS[lif._reset_mechanism]
+        mechanism = MECHANISMS[lif._reset_mechanism]
         if self.one_node and not self._learnable() and self._plain_factor():
             if torch.compiler.is_compiling():  # one opaque node the compiler keeps whole (`lif_op`)
                 return lif_sequence(seq, beta, threshold, mechanism, self.native)
