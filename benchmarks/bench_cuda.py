@@ -10,7 +10,9 @@ compiled as `--compile` runs them (torch.compile; CUDA graphs on CUDA; two warm-
   relative to ttsnn's dense fp32 step;
 - step peak memory: `torch.cuda.max_memory_allocated` over one step minus what was allocated before
   it (weights, gradients and optimiser state are already there);
-- kernels per step: the CUDA kernels torch.profiler records over one step;
+- kernels per step: the CUDA kernels torch.profiler records over one step; ops per step: the ATen
+  ops that do work dispatched in one eager step (`op_count`), on any device: on the CPU the one view
+  of what the host will launch on a GPU;
 - one neuron layer alone, forward and backward: the fused kernel (Triton on CUDA) against its
   PyTorch loop (`dense LIF loop` and `PTT LIF loop` are the whole steps with the loop).
 `--epoch N` also times one epoch through the command line on N CIFAR-format images written to a
@@ -45,6 +47,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_training import build, levers, loss_of, sgd  # noqa: E402
+from op_count import work_ops  # noqa: E402
 
 from ttsnn_cli.spiking import lif_kernel, lif_triton  # noqa: E402
 from ttsnn_cli.spiking.lif_sequence import _LIFSequence  # noqa: E402
@@ -108,6 +111,7 @@ class Step:
         kind, kernel, self.recompute, self.precision, self.off = (config.kind, config.kernel, config.recompute,
                                                                   config.precision, config.off)
         self.model = models[kind]
+        self.compiled = config.compiled
         self.loss: Callable[..., torch.Tensor] = loss_of
         if config.compiled:  # the step as `--compile` runs it (compiled on its first call)
             freeze_for_compile(self.model)
@@ -171,6 +175,11 @@ def kernels_per_step(step: Step, image: torch.Tensor, y: torch.Tensor) -> int | 
         step(image, y)
         _sync(image.device)
     return sum(1 for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def ops_per_step(step: Step, image: torch.Tensor, y: torch.Tensor) -> int | None:
+    """The ATen ops that do work in one eager step (`op_count`); None for a compiled step."""
+    return None if step.compiled else sum(work_ops(lambda: step(image, y)).values())
 
 
 def _write_cifar(folder: Path, images: int) -> Path:
@@ -255,17 +264,19 @@ def run(device: torch.device, batches: list[int], rounds: int, timesteps: int, n
                        "measured faster rebuilt")
         seconds = time_steps(steps, image, y, rounds)
         rows = {name: {"ms": 1000 * seconds[name], "peak_mb": step_peak(steps[name], image, y),
-                       "kernels": kernels_per_step(steps[name], image, y)} for name in names}
+                       "kernels": kernels_per_step(steps[name], image, y),
+                       "ops": ops_per_step(steps[name], image, y)} for name in names}
         dense = seconds.get("dense")
         for name, row in rows.items():
             row["speed_vs_dense"] = dense / seconds[name] if dense else None
         results["batches"][batch] = rows
-        report(f"\nbatch {batch}: {'configuration':<21} {'step ms':>9} {'vs dense':>9} {'peak MB':>9} {'kernels':>8}")
+        report(f"\nbatch {batch}: {'configuration':<21} {'step ms':>9} {'vs dense':>9} {'peak MB':>9} {'kernels':>8} {'ops':>6}")
         for name, row in rows.items():
             peak = f"{row['peak_mb']:.0f}" if row["peak_mb"] is not None else "-"
             kernels = str(row["kernels"]) if row["kernels"] is not None else "-"
+            ops = str(row["ops"]) if row["ops"] is not None else "-"
             speed = f"{row['speed_vs_dense']:.2f}x" if row["speed_vs_dense"] else "-"
-            report(f"{'':9}{name:<21} {row['ms']:>9.1f} {speed:>9} {peak:>9} {kernels:>8}")
+            report(f"{'':9}{name:<21} {row['ms']:>9.1f} {speed:>9} {peak:>9} {kernels:>8} {ops:>6}")
         del steps
         gc.collect()
     return results

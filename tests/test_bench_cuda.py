@@ -30,6 +30,7 @@ def test_the_cuda_benchmark_runs_on_the_cpu_and_writes_its_figures(tmp_path: Pat
     rows = results["batches"]["2"]
     assert set(rows) == {"dense", "PTT LIF loop"}
     assert rows["dense"]["speed_vs_dense"] == 1.0 and rows["PTT LIF loop"]["ms"] > 0
+    assert 0 < rows["dense"]["ops"] < rows["PTT LIF loop"]["ops"]  # the loop dispatches ops per time step
     assert set(results["lif_ms"]["2"]) == {"fused", "loop"}
 
 

@@ -16,6 +16,7 @@ from ttsnn_cli.maths.ranks import RankSpec
 from ttsnn_cli.spiking import lif_sequence as fused
 from ttsnn_cli.spiking.neurons import BETA, THRESHOLD, MultiStepLIF, freeze_for_compile
 from ttsnn_cli.spiking.runner import run_timesteps
+from ttsnn_cli.train.kernel_plan import kernel_paths, uniform_plan
 from ttsnn_cli.zoo.msresnet import MSResNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,14 +35,18 @@ def _loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return run_timesteps(model, x, fold=True).mean(0).square().sum()
 
 
-@pytest.mark.parametrize("mode", ["dense", "stt", "ptt", "htt"])
-def test_the_step_compiles_whole_and_matches_eager(mode: str) -> None:
+@pytest.mark.parametrize("mode,path", [("dense", "factored"), ("stt", "factored"), ("ptt", "factored"),
+                                       ("htt", "factored"), ("stt", "rebuilt"), ("ptt", "rebuilt"), ("htt", "rebuilt")])
+def test_the_step_compiles_whole_and_matches_eager(mode: str, path: str) -> None:
+    """Also with every TT layer on its rebuilt kernel (`--tt-kernel rebuilt`), compiled against the
+    eager factored step: the placement matrix the cross is built with is made inside the graph."""
     eager, compiled = _model(mode), _model(mode)
     x = torch.randn(T, 4, 1, 12, 12)
     freeze_for_compile(compiled)
-    step = torch.compile(lambda inputs: _loss(compiled, inputs), fullgraph=True, backend="aot_eager")
-    loss = step(x)
-    loss.backward()
+    with kernel_paths(compiled, uniform_plan(compiled, path)):
+        step = torch.compile(lambda inputs: _loss(compiled, inputs), fullgraph=True, backend="aot_eager")
+        loss = step(x)
+        loss.backward()
     reference = _loss(eager, x)
     reference.backward()
     torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)

@@ -230,24 +230,36 @@ class TTConv2d(TimeAware, nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.core4(self.core4_input(x))
 
-    def dense_kernel(self) -> torch.Tensor:
+    def dense_kernel(self, channels_last: bool = False) -> torch.Tensor:
         """The (Cout, Cin, kh, kw) kernel the cores compute (the STT chain, or the cross of PTT and of
         HTT's early steps), differentiable, in the cores' dtype and device: `effective_kernel` is its
-        detached float64 twin."""
-        g1 = self.core1.weight[:, :, 0, 0]  # (r1, Cin)
-        g2 = self.core2.weight[:, :, :, 0]  # (r2, r1, kh)
-        g3 = self.core3.weight[:, :, 0, :]  # (r3, r2, kw)   (PTT: r2 = r1, core3 reads A)
-        g4 = self.core4.weight[:, :, 0, 0]  # (Cout, r3)
-        if self.mode == "stt":
-            return torch.einsum("or,rsb,sqa,qi->oiab", g4, g3, g2, g1)
+        detached float64 twin. Built as G4 (M G1), M the middle cores as one (r3, kh*kw, r1) tensor:
+        three small matrix products and no other work on kernel-sized tensors (why: on a GPU each
+        op is a launch, and this runs every step). `channels_last`: the kernel in that memory format,
+        which the products give as they are (a channels-last convolution would reorder it otherwise)."""
+        g1 = self.core1.weight.flatten(1)  # (r1, Cin)
+        g4 = self.core4.weight.flatten(1)  # (Cout, r3)
+        middle = self._middle_core()  # (r3, kh*kw, r1)
+        rank3, taps, rank1 = middle.shape
+        outer = g4 @ (middle.reshape(rank3 * taps, rank1) @ g1).view(rank3, taps * g1.shape[1])
+        kernel = outer.view(g4.shape[0], *self.kernel_size, g1.shape[1]).permute(0, 3, 1, 2)
+        return kernel if channels_last else kernel.contiguous()
+
+    def _middle_core(self) -> torch.Tensor:
+        """core2 and core3 as one (r3, kh*kw, r1) tensor: their chain (STT), or the cross of the two
+        branches at the kernel's centre row and column, halved (PTT, HTT), as one product with a
+        constant placement matrix (`tt.cross_placement`)."""
         kh, kw = self.kernel_size
-        row_tap = torch.zeros(kh, dtype=g1.dtype, device=g1.device)
-        column_tap = torch.zeros(kw, dtype=g1.dtype, device=g1.device)
-        row_tap[tt.centre_tap(kh)] = 0.5  # PTT halves the branch sum
-        column_tap[tt.centre_tap(kw)] = 0.5
-        column = torch.einsum("or,rpa,pi->oia", g4, g2, g1)
-        row = torch.einsum("or,rpb,pi->oib", g4, g3, g1)
-        return torch.einsum("oia,b->oiab", column, column_tap) + torch.einsum("oib,a->oiab", row, row_tap)
+        if self.mode == "stt":
+            g2 = self.core2.weight.flatten(1)  # (r2, r1*kh)
+            g3 = self.core3.weight.flatten(2)  # (r3, r2, kw)
+            chain = g3.transpose(1, 2).reshape(-1, g2.shape[0]) @ g2  # (r3*kw, r1*kh)
+            rank3, rank1 = g3.shape[0], self.core2.weight.shape[1]
+            return chain.view(rank3, kw, rank1, kh).permute(0, 3, 1, 2).reshape(rank3, kh * kw, rank1)
+        # (r3, kh+kw, r1): core2's column taps, then core3's row taps
+        branches = torch.cat([self.core2.weight.flatten(2), self.core3.weight.flatten(2)], dim=2).transpose(1, 2)
+        placement = tt.cross_placement(kh, kw, branches.dtype, branches.device)  # (kh*kw, kh+kw)
+        return torch.matmul(placement, branches)
 
     def _rebuilt(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "htt":
@@ -259,7 +271,7 @@ class TTConv2d(TimeAware, nn.Module):
         (the 1x1 first core commutes with padding, cropping and striding)."""
         if self._mode_pad is not None:
             x = F.pad(x, self._mode_pad, mode=self.padding_mode)
-        matrix = self.core4.weight[:, :, 0, 0] @ self.core1.weight[:, :, 0, 0]
+        matrix = self.core4.weight.flatten(1) @ self.core1.weight.flatten(1)  # flatten: a view also backward
         return F.conv2d(self._reduced(x), matrix[:, :, None, None], self.core4.bias)
 
     def _rebuilt_full(self, x: torch.Tensor) -> torch.Tensor:
@@ -272,9 +284,8 @@ class TTConv2d(TimeAware, nn.Module):
             padding = (top, left)
         else:
             x, padding = F.pad(x, self.padding), (0, 0)
-        kernel = self.dense_kernel()
-        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            kernel = kernel.contiguous(memory_format=torch.channels_last)  # else the conv reorders its input
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        kernel = self.dense_kernel(channels_last)  # else the conv reorders its input
         return F.conv2d(x, kernel, self.core4.bias, self.stride, padding, self.dilation)
 
     def core4_input(self, x: torch.Tensor) -> torch.Tensor:

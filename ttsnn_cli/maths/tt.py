@@ -9,6 +9,8 @@ G1 (1, Cin, r1), G2 (r1, kh, r2), G3 (r2, kw, r3), G4 (r3, Cout, 1).
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass
 
@@ -153,6 +155,28 @@ def reduced_kernel(cores: TTCores) -> torch.Tensor:
 def centre_tap(size: int) -> int:
     """The tap a 1-wide branch stands for: the middle, or the left of the two middles when even."""
     return (size - 1) // 2
+
+
+def cross_placement(kh: int, kw: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The constant (kh*kw, kh+kw) matrix that places a PTT layer's two branch taps into its cross
+    kernel, halved: column tap a at (a, centre column), row tap b at (centre row, b). One product
+    with it builds the cross (`TTConv2d.dense_kernel`), where pads and adds would be four launches.
+    Eager runs reuse one per shape, dtype and device; a compiled graph makes its own on the device
+    (the compiler folds it; a cached tensor made on the host would keep a CUDA graph from forming)."""
+    if torch.compiler.is_compiling():
+        return _placement(kh, kw, dtype, device)
+    return _cached_placement(kh, kw, dtype, device)
+
+
+def _placement(kh: int, kw: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    placement = torch.zeros(kh, kw, kh + kw, dtype=dtype, device=device)
+    rows, columns = torch.arange(kh, device=device), torch.arange(kw, device=device)
+    placement[rows, centre_tap(kw), rows] = 0.5
+    placement[centre_tap(kh), columns, kh + columns] = 0.5
+    return placement.reshape(kh * kw, kh + kw)
+
+
+_cached_placement = functools.lru_cache(maxsize=64)(_placement)
 
 
 def relative_error(approx: torch.Tensor, target: torch.Tensor) -> float:
