@@ -255,10 +255,13 @@ def test_batches_made_on_the_gpu_are_the_cpu_loaders(augment: bool) -> None:
 
 
 @pytest.mark.cuda
-def test_small_tensors_reach_cuda_through_pinned_memory_with_their_values() -> None:
-    from ttsnn_cli.train.batches import _to_device
+def test_cpu_tensors_reach_cuda_through_pinned_memory_with_their_values() -> None:
+    from ttsnn_cli.train.batches import to_device
 
     values = torch.randint(0, 9, (3, 64))
-    moved = _to_device(values, torch.device("cuda"))
+    moved = to_device(values, torch.device("cuda"))
     assert moved.is_cuda and torch.equal(moved.cpu(), values)
-    assert torch.equal(_to_device(values, torch.device("cpu")), values)
+    assert torch.equal(to_device(values, torch.device("cpu")), values)
+    assert to_device(moved, torch.device("cuda")) is moved  # a batch made on the device stays as it is
+    batch = torch.rand(128, 3, 32, 32)  # a DataLoader's batch, then the step's first kernel reading it
+    torch.testing.assert_close(to_device(batch, torch.device("cuda")).sum().cpu(), batch.sum())

@@ -93,6 +93,27 @@ def test_a_valid_state_restores(tmp_path: Path, state: dict[str, Any]) -> None:
     assert epoch == 1 and [r["epoch"] for r in history] == [1]
 
 
+@pytest.mark.parametrize("fused,foreach", [(None, None), (False, True), (True, None)])
+def test_a_state_of_any_update_implementation_restores_into_this_runs(tmp_path: Path, state: dict[str, Any],
+                                                                       fused: bool | None, foreach: bool | None) -> None:
+    """A state written by an unfused update (an earlier ttsnn, or a device without the fused kernel)
+    resumes here, and this run keeps its own implementation (`engine.fusable`)."""
+    other = copy.deepcopy(state["state"])
+    assert other["optimizer"]["param_groups"][0]["fused"] is True  # this run's own update is fused
+    other["optimizer"]["param_groups"][0].update(fused=fused, foreach=foreach)
+    model = tiny_model()
+    cfg = config(state["optimizer_name"])
+    optimizer = make_optimizer(list(model.parameters()), cfg)
+    path = tmp_path / "s.resume.pt"
+    torch.save(other, path)
+    _, epoch = restore_state(path, cfg, model, optimizer, make_scheduler(optimizer, cfg, cfg.epochs * STEPS))
+    assert epoch == 1
+    assert optimizer.param_groups[0]["fused"] is True and optimizer.param_groups[0]["foreach"] is None
+    for param in model.parameters():
+        param.grad = torch.ones_like(param)
+    optimizer.step()  # Adam's loaded step count sits where the fused kernel wants it
+
+
 def _key(node: Any, part: str) -> Any:
     if isinstance(node, list) or (part not in node and part.isdigit() and int(part) in node):
         return int(part)
@@ -133,6 +154,8 @@ BAD: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "lr-negative": (_at("optimizer.param_groups.0.lr", -1.0), "lr"),
     "lr-tensor": (_at("optimizer.param_groups.0.lr", torch.ones(3)), "lr"),
     "weight-decay-other": (_at("optimizer.param_groups.0.weight_decay", 0.5), "weight_decay"),
+    "fused-string": (_at("optimizer.param_groups.0.fused", "x"), "fused"),
+    "foreach-tensor": (_at("optimizer.param_groups.0.foreach", torch.ones(2)), "foreach"),
     "initial-lr-string": (_at("optimizer.param_groups.0.initial_lr", "x"), "initial_lr"),
     "group-extra-field": (_at("optimizer.param_groups.0.evil", 1), "other fields"),
     "group-missing-field": (_at("optimizer.param_groups.0.weight_decay", "~"), "other fields"),

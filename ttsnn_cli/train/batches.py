@@ -116,7 +116,7 @@ class ResidentData:
         time slice (measured on 2 busy cores, a CIFAR epoch's batches of 64 made whole took 11-19x as
         long as the DataLoader's per-sample operations, all under the grain; made in parts, 0.6x;
         `benchmarks/bench_input.py`)."""
-        draws = _to_device(_crop_flip_draws(len(index), self.padding), self.device) if self.padding is not None else None
+        draws = to_device(_crop_flip_draws(len(index), self.padding), self.device) if self.padding is not None else None
         step = len(index)
         if self.device.type == "cpu":
             per_sample = self.frames[0].numel() if len(self.frames) else 1
@@ -157,11 +157,12 @@ class ResidentData:
         return picked.gather(3, cols.view(count, 1, 1, width).expand(count, channels, height, width))
 
 
-def _to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small CPU tensor on `device` without stopping the host: on CUDA a copy from pageable memory
-    first waits for every queued kernel, a copy from pinned memory does not (torch's pinned-memory
-    cache keeps the buffer until the copy has run)."""
-    if device.type != "cuda":
+def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor (a batch from a DataLoader, random draws) on `device` without stopping the host:
+    on CUDA a copy from pageable memory first waits for every queued kernel, a copy from pinned
+    memory does not (torch's pinned-memory cache keeps the buffer until the copy has run). A tensor
+    already on a device goes as `.to` takes it."""
+    if device.type != "cuda" or values.device.type != "cpu":
         return values.to(device)
     return values.pin_memory().to(device, non_blocking=True)
 

@@ -61,7 +61,14 @@ from ttsnn_cli.kinds import is_tt_layer
 from ttsnn_cli.spiking.lif_sequence import fused_kernel
 from ttsnn_cli.spiking.runner import model_readout, run_timesteps
 from ttsnn_cli.storage.outputs import atomic_torch_save, atomic_write_text, standard_json
-from ttsnn_cli.train.batches import Batches, ResidentData, check_data_on_device, make_batches, resident_data
+from ttsnn_cli.train.batches import (
+    Batches,
+    ResidentData,
+    check_data_on_device,
+    make_batches,
+    resident_data,
+    to_device,
+)
 from ttsnn_cli.train.distill import Distiller
 from ttsnn_cli.train.kernel_plan import (
     PATHS,
@@ -236,11 +243,26 @@ def trainable_parameters(model: nn.Module, which: str) -> list[nn.Parameter]:
 
 
 def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or Adam, fused where torch has a fused kernel for every parameter (`fusable`)."""
+    fused = fusable(params)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                               fused=fused)
     return torch.optim.Adam(
-        params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay
+        params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay, fused=fused
     )
+
+
+def fusable(params: list[nn.Parameter]) -> bool:
+    """Whether the update can run as torch's fused kernel: every parameter floating point on the CPU
+    or CUDA. Why fused: a TT model has four small tensors per layer, and an update op by op costs a
+    launch (or a dispatch) per tensor and op; fused, it is a few multi-tensor kernels (MS-ResNet18
+    PTT on the CPU, SGD: 1.1 ms a step against 1.8 ms, bitwise the same; Adam: 1.4 against 4.8 ms,
+    equal to float rounding). Under fp16 the loss scaler then hands its overflow flag to the kernel,
+    where the unfused update reads it on the host every step, waiting for the GPU."""
+    floats = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    kinds = {p.device.type for p in params}
+    return bool(params) and len(kinds) == 1 and kinds <= {"cpu", "cuda"} and all(p.dtype in floats for p in params)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
@@ -323,10 +345,10 @@ def evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, device: to
     hits = torch.zeros((), dtype=torch.int64, device=device)  # read once at the end (train.tally says why)
     total = 0
     for x, y in make_batches(data.test, resident, indices, max(config.batch_size, 64)):
-        inputs = encode(x.to(device), config.timesteps, config.encoding, data.temporal)
+        inputs = encode(to_device(x, device), config.timesteps, config.encoding, data.temporal)
         with autocast(config.precision, device), repeated_frames(config.encoding == "direct" and not data.temporal):
             out = run_timesteps(model, inputs, fold=True)
-        hits += (out.mean(0).argmax(-1) == y.to(device)).sum()
+        hits += (out.mean(0).argmax(-1) == to_device(y, device)).sum()
         total += len(y)
     model.train(was_training)
     correct, total = _all_sum([float(hits), total], dist_info, device)
@@ -423,7 +445,7 @@ def _fit(
         tally = EpochTally(device, len(loader))  # read on the host only when shown (train.tally)
         epoch_start = time.perf_counter()
         for index, (x, y) in enumerate(loader):
-            x, y = x.to(device), y.to(device)
+            x, y = to_device(x, device), to_device(y, device)  # from a DataLoader: through pinned memory
             inputs = encode(x, config.timesteps, config.encoding, data.temporal)
             with recomputing_tt(model, config.recompute_tt), kernel_paths(model, plan, planned):
                 with autocast(config.precision, device), repeated_frames(repeats):

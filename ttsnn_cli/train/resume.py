@@ -75,7 +75,7 @@ def restore(state_path: Path, config: TrainConfig, model: nn.Module, optimizer: 
         raise BadInputError(f"--resume: {state_path} is not a valid resume state ({_one_line(error)})") from None
     try:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(_as_this_run(state["optimizer"], optimizer))
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and scaler.is_enabled() and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
@@ -219,6 +219,19 @@ def _check_buffer(field: str, tensor: Any, shape: tuple[int, ...] | None, floati
         raise ValueError(f"{field}: below {low}")
 
 
+#: how the update runs, not what it computes: a state written by a fused update (CUDA, `engine.fusable`)
+#: resumes unfused and the other way round, each run keeping its own
+_IMPLEMENTATION = frozenset({"fused", "foreach"})
+
+
+def _as_this_run(given: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """`given` (checked) with this run's implementation fields, set before loading: torch places the
+    buffers it loads (Adam's step count) for the implementation the loaded groups name."""
+    groups = [{**group, **{name: live[name] for name in _IMPLEMENTATION if name in live}}
+              for group, live in zip(given["param_groups"], optimizer.param_groups)]
+    return {**given, "param_groups": groups}
+
+
 def _check_optimizer(given: Any, optimizer: torch.optim.Optimizer) -> None:
     fresh = optimizer.state_dict()
     if not isinstance(given, dict) or set(given) != {"state", "param_groups"}:
@@ -234,6 +247,9 @@ def _check_optimizer(given: Any, optimizer: torch.optim.Optimizer) -> None:
             if name == "lr":
                 if not (_is_number(group["lr"]) and group["lr"] >= 0):
                     raise ValueError(f"optimizer lr: {_show(group['lr'])}")
+            elif name in _IMPLEMENTATION:
+                if not any(group[name] is allowed for allowed in (None, True, False)):
+                    raise ValueError(f"optimizer {name}: {_show(group[name])}")
             elif not _same(group[name], value):
                 raise ValueError(f"optimizer {name}: {_show(group[name])}, this run has {_show(value)}")
         params.update(zip(own["params"], live["params"]))
