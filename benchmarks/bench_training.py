@@ -55,7 +55,8 @@ from ttsnn_cli.spiking.neurons import MultiStepLIF
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.storage.trust import build_arch
 from ttsnn_cli.train.allocator import keep_freed_memory
-from ttsnn_cli.train.engine import TrainConfig, make_optimizer
+from ttsnn_cli.train.engine import TrainConfig
+from ttsnn_cli.train.optimizers import make_optimizer
 from ttsnn_cli.train.layout import match_weights_to_activations, restore_weights
 from ttsnn_cli.train.memory import recomputing_tt
 from ttsnn_cli.zoo.msresnet import MSBlock, MSResNet
@@ -148,7 +149,7 @@ def train_step(model, optimizer, image, y, timesteps: int) -> None:
 
 
 def sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The training commands' SGD (lr 0.1, momentum 0.9, weight decay 1e-4; fused where it can be)."""
+    """The training commands' SGD (lr 0.1, momentum 0.9, weight decay 1e-4; fused on CUDA)."""
     return make_optimizer(list(model.parameters()), TrainConfig())
 
 

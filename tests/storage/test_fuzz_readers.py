@@ -32,7 +32,8 @@ from ttsnn_cli.data.ncaltech import events_to_frames, read_events
 from ttsnn_cli.errors import TtsnnError
 from ttsnn_cli.pipeline.recipe import load_recipe
 from ttsnn_cli.storage.load import load_checkpoint
-from ttsnn_cli.train.engine import TrainConfig, make_optimizer, make_scheduler
+from ttsnn_cli.train.engine import TrainConfig
+from ttsnn_cli.train.optimizers import make_optimizer, make_scheduler
 from ttsnn_cli.train.resume import model_fingerprint, rng_state
 from ttsnn_cli.train.resume import restore as restore_resume_state
 from tests.fuzzing import mutated, property_tests

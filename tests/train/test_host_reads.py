@@ -21,7 +21,8 @@ from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.maths.ranks import RankSpec
 from ttsnn_cli.spiking.runner import run_timesteps
 from ttsnn_cli.train import tally
-from ttsnn_cli.train.engine import TrainConfig, fit, make_optimizer, side_paths
+from ttsnn_cli.train.engine import TrainConfig, fit, side_paths
+from ttsnn_cli.train.optimizers import make_optimizer
 from ttsnn_cli.train.precision import autocast, grad_scaler
 from ttsnn_cli.zoo import zoo_entry
 from ttsnn_cli.zoo.msresnet import MSResNet
@@ -77,13 +78,13 @@ def test_a_training_step_reads_nothing_on_the_host(mode: str) -> None:
 @pytest.mark.usefixtures("cuda_path")
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
 def test_an_fp16_step_with_its_loss_scaler_reads_nothing_on_the_host(optimizer_name: str) -> None:
-    """The scaler hands its overflow flag to the fused update (`engine.fusable`); unfused, torch's
-    scaler reads it on the host every step to decide whether to step."""
+    """The scaler hands its overflow flag to the fused update, which runs on CUDA (`optimizers.fusable`)
+    and is forced here; unfused, torch's scaler reads the flag on the host every step."""
     torch.manual_seed(0)
     model, _ = compress_model(MSResNet((1, 1, 1, 1), in_channels=1, num_classes=5, channels=(8, 8, 16, 16)),
                               CompressConfig(RankSpec("fixed", (3, 3, 3)), mode="ptt"))
     config = TrainConfig(optimizer=optimizer_name, precision="fp16")  # type: ignore[arg-type]
-    optimizer = make_optimizer(list(model.parameters()), config)
+    optimizer = make_optimizer(list(model.parameters()), config, fused=True)
     scaler = grad_scaler("fp16", torch.device("cpu"))
     x = torch.randn(4, 1, 12, 12).unsqueeze(0).expand(2, 4, 1, 12, 12)
 

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from ttsnn_cli.data import DataBundle, load_data
 from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.storage.bundle import get_meta
-from ttsnn_cli.train.engine import TrainConfig, fit, make_optimizer, make_scheduler, side_paths
+from ttsnn_cli.train.engine import TrainConfig, fit, side_paths
+from ttsnn_cli.train.optimizers import make_optimizer, make_scheduler
 from ttsnn_cli.train.resume import ORIGIN_ATTRIBUTE, model_fingerprint
 from ttsnn_cli.train.resume import restore as restore_state
 from ttsnn_cli.train.precision import grad_scaler
@@ -94,21 +95,22 @@ def test_a_valid_state_restores(tmp_path: Path, state: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("fused,foreach", [(None, None), (False, True), (True, None)])
-def test_a_state_of_any_update_implementation_restores_into_this_runs(tmp_path: Path, state: dict[str, Any],
-                                                                       fused: bool | None, foreach: bool | None) -> None:
-    """A state written by an unfused update (an earlier ttsnn, or a device without the fused kernel)
-    resumes here, and this run keeps its own implementation (`engine.fusable`)."""
+@pytest.mark.parametrize("fuse_here", [False, True])
+def test_a_state_of_any_update_implementation_restores_into_this_runs(
+        tmp_path: Path, state: dict[str, Any], fused: bool | None, foreach: bool | None, fuse_here: bool) -> None:
+    """A state written by a fused update (on CUDA, `optimizers.fusable`) resumes unfused (on the CPU) and
+    the other way round: each run keeps its own implementation."""
     other = copy.deepcopy(state["state"])
-    assert other["optimizer"]["param_groups"][0]["fused"] is True  # this run's own update is fused
     other["optimizer"]["param_groups"][0].update(fused=fused, foreach=foreach)
     model = tiny_model()
     cfg = config(state["optimizer_name"])
-    optimizer = make_optimizer(list(model.parameters()), cfg)
+    optimizer = make_optimizer(list(model.parameters()), cfg, fused=fuse_here)
     path = tmp_path / "s.resume.pt"
     torch.save(other, path)
     _, epoch = restore_state(path, cfg, model, optimizer, make_scheduler(optimizer, cfg, cfg.epochs * STEPS))
     assert epoch == 1
-    assert optimizer.param_groups[0]["fused"] is True and optimizer.param_groups[0]["foreach"] is None
+    assert optimizer.param_groups[0]["fused"] is (True if fuse_here else None)
+    assert optimizer.param_groups[0]["foreach"] is None
     for param in model.parameters():
         param.grad = torch.ones_like(param)
     optimizer.step()  # Adam's loaded step count sits where the fused kernel wants it

@@ -83,6 +83,7 @@ from ttsnn_cli.train.kernel_plan import (
 from ttsnn_cli.train.layout import weights_in_activation_format
 from ttsnn_cli.train.logs import EpochLogs
 from ttsnn_cli.train.memory import recomputing_tt
+from ttsnn_cli.train.optimizers import make_optimizer, make_scheduler
 from ttsnn_cli.train.precision import autocast, check_precision, grad_scaler
 from ttsnn_cli.train.resume import config_key, model_fingerprint, republish, restore, rng_state
 from ttsnn_cli.train.tally import EpochTally
@@ -240,35 +241,6 @@ def trainable_parameters(model: nn.Module, which: str) -> list[nn.Parameter]:
         if id(p) in core_ids:
             chosen.append(p)
     return chosen
-
-
-def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD or Adam, fused where torch has a fused kernel for every parameter (`fusable`)."""
-    fused = fusable(params)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                               fused=fused)
-    return torch.optim.Adam(
-        params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay, fused=fused
-    )
-
-
-def fusable(params: list[nn.Parameter]) -> bool:
-    """Whether the update can run as torch's fused kernel: every parameter floating point on the CPU
-    or CUDA. Why fused: a TT model has four small tensors per layer, and an update op by op costs a
-    launch (or a dispatch) per tensor and op; fused, it is a few multi-tensor kernels (MS-ResNet18
-    PTT on the CPU, SGD: 1.1 ms a step against 1.8 ms, bitwise the same; Adam: 1.4 against 4.8 ms,
-    equal to float rounding). Under fp16 the loss scaler then hands its overflow flag to the kernel,
-    where the unfused update reads it on the host every step, waiting for the GPU."""
-    floats = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-    kinds = {p.device.type for p in params}
-    return bool(params) and len(kinds) == 1 and kinds <= {"cpu", "cuda"} and all(p.dtype in floats for p in params)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
 def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -219,7 +219,7 @@ def _check_buffer(field: str, tensor: Any, shape: tuple[int, ...] | None, floati
         raise ValueError(f"{field}: below {low}")
 
 
-#: how the update runs, not what it computes: a state written by a fused update (CUDA, `engine.fusable`)
+#: how the update runs, not what it computes: a state written by a fused update (CUDA, `optimizers.fusable`)
 #: resumes unfused and the other way round, each run keeping its own
 _IMPLEMENTATION = frozenset({"fused", "foreach"})
 
