@@ -195,3 +195,33 @@ def test_the_rebuild_is_a_few_small_products(mode: str, most: int, monkeypatch: 
         work = dict(work_ops(lambda: layer(x).backward(grad)))
     assert work.pop("convolution") == work.pop("convolution_backward") == 1
     assert sum(work.values()) <= most, work
+
+
+def test_measure_plan_times_an_ms_resnet_layer_with_its_batchnorm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A factored MS-ResNet layer trains with BatchNorm folded into its last core, a rebuilt one with
+    BatchNorm after it: the plan times each way as it trains, and leaves the statistics as they were."""
+    from ttsnn_cli.zoo import msresnet
+
+    from ttsnn_cli.compress.decompose import CompressConfig, compress_model
+    from ttsnn_cli.maths.ranks import RankSpec
+
+    torch.manual_seed(0)
+    dense = msresnet.MSResNet((1, 1, 1, 1), in_channels=1, num_classes=5, channels=(8, 16, 16, 16))
+    model, _ = compress_model(dense, CompressConfig(RankSpec("fixed", (3, 3, 3)), mode="ptt"))
+    model.train()
+    folded = []
+    real = msresnet.conv1x1_bn
+    monkeypatch.setattr(msresnet, "conv1x1_bn", lambda m, conv, bn, **kw: folded.append(bn) or real(m, conv, bn, **kw))
+    layers = rebuildable_layers(model)
+    units = model.plan_units()
+    assert set(units) == {name for name in layers if name.startswith("layer")} and len(units) == 8  # the stem: alone
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    x = torch.rand(2, 16, 1, 12, 12)  # T 2, batch 16: enough pixels for the fold to pay
+    folded.clear()
+    timings = measure_plan(model, lambda: run_timesteps(model, x), repeats=1)
+    assert set(timings) == set(layers)
+    bns = {id(bn) for bn in folded}
+    assert bns == {id(modules[1]) for _, modules in units.values()}  # every layer's own BatchNorm, factored
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name  # running statistics too
+    assert all(p.grad is None for p in model.parameters())

@@ -90,7 +90,9 @@ class LayerTiming:
 def _inputs_seen(model: nn.Module, layers: dict[str, nn.Module], run: Callable[[], object]
                  ) -> dict[str, torch.Tensor]:
     """One input of each layer as `run()` (one forward of the model) feeds it: its shape, dtype,
-    device and memory format are what the timing must reproduce."""
+    device and memory format are what the timing must reproduce. The forward runs in training mode,
+    as training will, and the running statistics it moves are put back: probing trains nothing."""
+    kept = {name: buffer.clone() for name, buffer in model.named_buffers()}
     seen: dict[str, torch.Tensor] = {}
     handles = []
     for name, layer in layers.items():
@@ -106,6 +108,10 @@ def _inputs_seen(model: nn.Module, layers: dict[str, nn.Module], run: Callable[[
         for handle in handles:
             handle.remove()
         model.train(was_training)
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                if name in kept and buffer.shape == kept[name].shape:
+                    buffer.copy_(kept[name])
     return seen
 
 
@@ -114,17 +120,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_layer(layer: nn.Module, x: torch.Tensor, repeats: int, context: Callable[[], ContextManager]) -> float:
+Unit = tuple[Callable[[torch.Tensor], torch.Tensor], list[nn.Module]]
+"""How a TT layer runs in training, when more than the layer (`plan_units`), and the modules it uses."""
+
+
+def plan_units(model: nn.Module) -> dict[str, Unit]:
+    """What to time for each layer: the model's own `plan_units()` where it has one (a model that
+    runs a TT layer with what follows it differently on each path: `zoo.msresnet` folds BatchNorm
+    into a factored layer's last core, and runs it as a module after a rebuilt one), else nothing:
+    the layer alone."""
+    units = getattr(model, "plan_units", None)
+    return units() if callable(units) else {}
+
+
+def _time_unit(unit: Unit, x: torch.Tensor, repeats: int, context: Callable[[], ContextManager]) -> float:
     """Median ms of `repeats` forward + backward passes after one warm-up (cuDNN's autotuning, the
-    allocator's first blocks). The layer's gradients are restored afterwards."""
-    grads = [(p, p.grad) for p in layer.parameters()]
+    allocator's first blocks). The modules' gradients and buffers (a BatchNorm's running statistics)
+    are restored afterwards: timing trains nothing."""
+    run, modules = unit
+    grads = [(p, p.grad) for module in modules for p in module.parameters()]
+    buffers = [(b, b.clone()) for module in modules for b in module.buffers()]
     times = []
     try:
         for index in range(repeats + 1):
             _sync(x.device)
             start = time.perf_counter()
             with context():
-                y = layer(x)
+                y = run(x)
             y.backward(torch.ones_like(y))
             _sync(x.device)
             if index:
@@ -132,17 +154,22 @@ def _time_layer(layer: nn.Module, x: torch.Tensor, repeats: int, context: Callab
     finally:
         for parameter, grad in grads:
             parameter.grad = grad
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
     return statistics.median(times)
 
 
 def measure_plan(model: nn.Module, run: Callable[[], object], repeats: int = 5,
                  context: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, LayerTiming]:
     """Each rebuildable layer timed both ways on the input `run()` (one forward of `model` on a
-    training batch) feeds it, under `context` (autocast, when training runs under it). The input is
-    made of random 0/1 spikes of that shape: the cost does not depend on the values."""
+    training batch) feeds it, under `context` (autocast, when training runs under it), with what the
+    model runs it with (`plan_units`). The input is made of random 0/1 spikes of that shape: the
+    cost does not depend on the values."""
     layers = rebuildable_layers(model)
     if not layers:
         return {}
+    units = plan_units(model)
     seen = _inputs_seen(model, layers, run)
     timings: dict[str, LayerTiming] = {}
     for name, layer in layers.items():
@@ -155,7 +182,7 @@ def measure_plan(model: nn.Module, run: Callable[[], object], repeats: int = 5,
         measured = {}
         for path in PATHS:
             with kernel_paths(model, {name: path}):
-                measured[path] = _time_layer(layer, x, repeats, context)
+                measured[path] = _time_unit(units.get(name, (layer, [layer])), x, repeats, context)
         timings[name] = LayerTiming(measured["factored"], measured["rebuilt"])
     return timings
 

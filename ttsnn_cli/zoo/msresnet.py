@@ -21,7 +21,9 @@ classes] with membranes kept between calls (per-step execution; reset with `stat
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -96,10 +98,24 @@ class MSBlock(PacksSpikes, nn.Module):
                 and isinstance(lif, MultiStepLIF) and lif.binary_output())  # export swaps the neurons
         spikes, state = lif(x, with_state=True) if pack else (lif(x), None)
         with packed_spikes(spikes, enabled=pack, state=state):
-            if isinstance(conv, TTConv2d) and torch.is_grad_enabled() and not has_hooks(conv) and not conv.rebuilds():
-                m, scale = conv.core4_input_unscaled(spikes)
-                return conv1x1_bn(m, conv.core4, bn, always=conv.recompute, input_scale=scale)
-            return bn(conv(spikes))
+            return conv_bn(conv, bn, spikes)
+
+    def plan_units(self, prefix: str = "") -> dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], list[nn.Module]]]:
+        """Each TT conv with the BatchNorm it trains with (`conv_bn`), by the conv's name: what
+        `train.kernel_plan` times, since the factored path folds BatchNorm into its last core where
+        the rebuilt one runs it as a module."""
+        return {f"{prefix}{name}": (functools.partial(conv_bn, conv, bn), [conv, bn])
+                for name, conv, bn in (("conv1", self.conv1, self.bn1), ("conv2", self.conv2, self.bn2))
+                if isinstance(conv, TTConv2d)}
+
+
+def conv_bn(conv: nn.Module, bn: nn.BatchNorm2d, spikes: torch.Tensor) -> torch.Tensor:
+    """bn(conv(spikes)); after a factored TT layer, through its rank bottleneck where that applies
+    and pays (`lowrank_bn.conv1x1_bn`, always under --recompute-tt)."""
+    if isinstance(conv, TTConv2d) and torch.is_grad_enabled() and not has_hooks(conv) and not conv.rebuilds():
+        m, scale = conv.core4_input_unscaled(spikes)
+        return conv1x1_bn(m, conv.core4, bn, always=conv.recompute, input_scale=scale)
+    return bn(conv(spikes))
 
 
 class MSResNet(nn.Module):
@@ -160,6 +176,14 @@ class MSResNet(nn.Module):
     def forward_step(self, x: torch.Tensor) -> torch.Tensor:
         with time_folded(self, None):  # type: ignore[arg-type]
             return self._body(x)
+
+    def plan_units(self) -> dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], list[nn.Module]]]:
+        """Every block's `MSBlock.plan_units`, by the TT convs' full names (`train.kernel_plan`)."""
+        units = {}
+        for name, module in self.named_modules():
+            if isinstance(module, MSBlock):
+                units.update(module.plan_units(f"{name}."))
+        return units
 
 
 def _shape(kw: dict) -> tuple[int, int, int]:
