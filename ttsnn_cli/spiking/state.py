@@ -14,8 +14,10 @@ Two layouts of time exist in this project:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -71,6 +73,52 @@ def neuron_state_names(neuron: nn.Module) -> list[str]:
     return [name for name in neuron._buffers if name in skip]
 
 
+class _Parts(NamedTuple):
+    """What `reset_states` and `time_folded` touch in a model, found by one walk of its modules."""
+
+    time_aware: tuple[TimeAware, ...]
+    memory: tuple[nn.Module, ...]  # SpikingJelly stateful modules (reset by their own `reset()`)
+    neurons: tuple[tuple[nn.Module, tuple[str, ...]], ...]  # snntorch neurons, with their state names
+
+
+def _walk(model: nn.Module) -> _Parts:
+    time_aware, memory, neurons = [], [], []
+    for module in model.modules():
+        if isinstance(module, TimeAware):
+            time_aware.append(module)
+        if spikingjelly.is_memory_module(module):
+            memory.append(module)
+        elif is_neuron(module):
+            neurons.append((module, tuple(neuron_state_names(module))))
+    return _Parts(tuple(time_aware), tuple(memory), tuple(neurons))
+
+
+_FIXED: contextvars.ContextVar[dict[int, tuple[nn.Module, _Parts]]] = contextvars.ContextVar("ttsnn_fixed_structure")
+
+
+def _parts(model: nn.Module) -> _Parts:
+    """`model`'s parts: walked once per `fixed_structure` block, else walked now."""
+    if not torch.compiler.is_compiling():  # a compiled graph walks once, as it traces
+        known = _FIXED.get(None)
+        if known is not None and id(model) in known and known[id(model)][0] is model:
+            return known[id(model)][1]
+    return _walk(model)
+
+
+@contextlib.contextmanager
+def fixed_structure(*models: nn.Module) -> Iterator[None]:
+    """Within the block the module trees of `models` do not change (a training loop): the walk of a
+    model's modules that `reset_states` and `time_folded` make every step is made once, here (on
+    MS-ResNet18 the two walks cost 0.4 ms of host time a step, which a GPU step waits on)."""
+    known = dict(_FIXED.get(None) or {})
+    known.update({id(model): (model, _walk(model)) for model in models})
+    token = _FIXED.set(known)
+    try:
+        yield
+    finally:
+        _FIXED.reset(token)
+
+
 def reset_states(model: nn.Module) -> None:
     """Reset every neuron state and every timestep counter found anywhere in `model`.
 
@@ -81,22 +129,22 @@ def reset_states(model: nn.Module) -> None:
     stateful module (its neurons, synapse filters) is reset by its own `reset()`, module by module
     (not `functional.reset_net`, whose per-network cache can miss modules swapped in by compress).
     """
-    for module in model.modules():
-        if isinstance(module, TimeAware):
-            module.reset_time()
-        if spikingjelly.is_memory_module(module):
-            spikingjelly.reset_memory(module)
-        elif is_neuron(module):
-            for state_name in neuron_state_names(module):
-                value = getattr(module, state_name, None)
-                if isinstance(value, torch.Tensor):
-                    setattr(module, state_name, torch.zeros(0, device=value.device, dtype=value.dtype))
+    parts = _parts(model)
+    for layer in parts.time_aware:
+        layer.reset_time()
+    for module in parts.memory:
+        spikingjelly.reset_memory(module)
+    for neuron, state_names in parts.neurons:
+        for state_name in state_names:
+            value = getattr(neuron, state_name, None)
+            if isinstance(value, torch.Tensor):
+                setattr(neuron, state_name, torch.zeros(0, device=value.device, dtype=value.dtype))
 
 
 @contextlib.contextmanager
 def time_folded(model: nn.Module, timesteps: int) -> Iterator[None]:
     """Within the block, time-aware layers of `model` read their input as [T*B, ...], time-major."""
-    layers = [m for m in model.modules() if isinstance(m, TimeAware)]
+    layers = _parts(model).time_aware
     previous = [m.folded_timesteps for m in layers]
     for layer in layers:
         layer.folded_timesteps = timesteps

@@ -60,6 +60,7 @@ from ttsnn_cli.errors import BadInputError
 from ttsnn_cli.kinds import is_tt_layer
 from ttsnn_cli.spiking.lif_sequence import fused_kernel
 from ttsnn_cli.spiking.runner import model_readout, run_timesteps
+from ttsnn_cli.spiking.state import fixed_structure
 from ttsnn_cli.storage.outputs import atomic_torch_save, atomic_write_text, standard_json
 from ttsnn_cli.train.batches import (
     Batches,
@@ -316,12 +317,13 @@ def evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, device: to
         resident = resident_data(data.test, device, config.data_on_device)
     hits = torch.zeros((), dtype=torch.int64, device=device)  # read once at the end (train.tally says why)
     total = 0
-    for x, y in make_batches(data.test, resident, indices, max(config.batch_size, 64)):
-        inputs = encode(to_device(x, device), config.timesteps, config.encoding, data.temporal)
-        with autocast(config.precision, device), repeated_frames(config.encoding == "direct" and not data.temporal):
-            out = run_timesteps(model, inputs, fold=True)
-        hits += (out.mean(0).argmax(-1) == to_device(y, device)).sum()
-        total += len(y)
+    with fixed_structure(model):
+        for x, y in make_batches(data.test, resident, indices, max(config.batch_size, 64)):
+            inputs = encode(to_device(x, device), config.timesteps, config.encoding, data.temporal)
+            with autocast(config.precision, device), repeated_frames(config.encoding == "direct" and not data.temporal):
+                out = run_timesteps(model, inputs, fold=True)
+            hits += (out.mean(0).argmax(-1) == to_device(y, device)).sum()
+            total += len(y)
     model.train(was_training)
     correct, total = _all_sum([float(hits), total], dist_info, device)
     return 100.0 * correct / max(total, 1)
@@ -416,31 +418,32 @@ def _fit(
         repeats = config.encoding == "direct" and not data.temporal  # every step sees the same image
         tally = EpochTally(device, len(loader))  # read on the host only when shown (train.tally)
         epoch_start = time.perf_counter()
-        for index, (x, y) in enumerate(loader):
-            x, y = to_device(x, device), to_device(y, device)  # from a DataLoader: through pinned memory
-            inputs = encode(x, config.timesteps, config.encoding, data.temporal)
-            with recomputing_tt(model, config.recompute_tt), kernel_paths(model, plan, planned):
-                with autocast(config.precision, device), repeated_frames(repeats):
-                    out = runner(inputs)
-                out = out.float()  # the loss (and the distillation term) in float32 whatever the precision
-                loss = loss_fn(out, y)
-                if distiller is not None:
+        with fixed_structure(model, *([distiller.teacher] if distiller is not None else [])):  # walked once
+            for index, (x, y) in enumerate(loader):
+                x, y = to_device(x, device), to_device(y, device)  # from a DataLoader: through pinned memory
+                inputs = encode(x, config.timesteps, config.encoding, data.temporal)
+                with recomputing_tt(model, config.recompute_tt), kernel_paths(model, plan, planned):
                     with autocast(config.precision, device), repeated_frames(repeats):
-                        loss = distiller.loss(loss, out, inputs)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-            scaler.step(optimizer)  # skips the step when fp16 gradients overflowed (the scale then drops)
-            scaler.update()
-            scheduler.step()
-            tally.add(loss, out, y)
-            if tally.due(last=index + 1 == len(loader)):
-                figures = tally.read()
-                if figures.diverged_at is not None:
-                    raise BadInputError(_diverged(figures.diverged_loss, epoch, figures.diverged_at, config))
-                elapsed = time.perf_counter() - epoch_start
-                report({"kind": "batch", "epoch": epoch + 1, "batch": index + 1, "batches": len(loader),
-                        "loss": figures.loss_sum / tally.seen, "accuracy": 100.0 * figures.correct / tally.seen,
-                        "samples_per_s": tally.seen * dist_info.world / max(elapsed, 1e-9)})
+                        out = runner(inputs)
+                    out = out.float()  # the loss (and the distillation term) in float32 whatever the precision
+                    loss = loss_fn(out, y)
+                    if distiller is not None:
+                        with autocast(config.precision, device), repeated_frames(repeats):
+                            loss = distiller.loss(loss, out, inputs)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                scaler.step(optimizer)  # skips the step when fp16 gradients overflowed (the scale then drops)
+                scaler.update()
+                scheduler.step()
+                tally.add(loss, out, y)
+                if tally.due(last=index + 1 == len(loader)):
+                    figures = tally.read()
+                    if figures.diverged_at is not None:
+                        raise BadInputError(_diverged(figures.diverged_loss, epoch, figures.diverged_at, config))
+                    elapsed = time.perf_counter() - epoch_start
+                    report({"kind": "batch", "epoch": epoch + 1, "batch": index + 1, "batches": len(loader),
+                            "loss": figures.loss_sum / tally.seen, "accuracy": 100.0 * figures.correct / tally.seen,
+                            "samples_per_s": tally.seen * dist_info.world / max(elapsed, 1e-9)})
         figures = tally.read()
         batch_losses = tally.losses() if epoch == 0 else []  # the first epoch's "has the loss fallen" hint
         loss_sum, correct, seen, spiked_any = _all_sum(
