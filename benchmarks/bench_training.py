@@ -24,6 +24,7 @@ time goes; `--layers` times one 3x3 layer per stage, TT against dense, in both m
 `--fused-bn` times a TT layer's last core and BatchNorm per stage, fused (`lowrank_bn`) or not.
 
     PYTHONPATH=. python benchmarks/bench_training.py --batch 8 [--steps 5] [--processes 2] [--levers] [--profile] [--layers] [--fused-bn]
+    PYTHONPATH=. python benchmarks/bench_training.py --batch 128 --exact-only fp32,bf16   (memory only, exact counts)
 
 Targets: ttsnn PTT >= 2.5x faster than the paper code's PTT step and than ttsnn's dense
 step; its step peak at batch 32 <= 0.45x the paper PTT's and below ttsnn dense's.
@@ -57,6 +58,7 @@ from ttsnn_cli.storage.trust import build_arch
 from ttsnn_cli.train.allocator import keep_freed_memory
 from ttsnn_cli.train.engine import TrainConfig
 from ttsnn_cli.train.optimizers import make_optimizer
+from ttsnn_cli.train.precision import autocast
 from ttsnn_cli.train.layout import match_weights_to_activations, restore_weights
 from ttsnn_cli.train.memory import recomputing_tt
 from ttsnn_cli.zoo.msresnet import MSBlock, MSResNet
@@ -410,6 +412,9 @@ def main() -> None:
     parser.add_argument("--fused-bn", action="store_true",
                         help="a TT layer's last core + BatchNorm per stage, through the rank bottleneck against the modules")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--exact-only", default="",
+                        help="only the exact counts of what a step keeps, no timing, in these comma-separated "
+                             "precisions (fp32, bf16: autocast as --precision runs it)")
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--off", default="", help=argparse.SUPPRESS)
@@ -437,6 +442,9 @@ def main() -> None:
         return
     if args.fused_bn:
         fused_bn_table(args)
+        return
+    if args.exact_only:
+        exact_table(args, image, y)
         return
 
     kinds = {"paper dense": "paper-dense", "paper PTT": "paper-ptt", "dense": "dense", "PTT": "tt"}
@@ -493,6 +501,32 @@ def main() -> None:
         for name in MAIN:
             with levers(models[name], recompute=name == "PTT recompute"):
                 profile(lambda n=name: train_step(models[n], optimizers[n], image, y, T), name)
+
+
+def exact_table(args, image, y) -> None:
+    """What one step keeps, counted exactly (`autograd_memory`), per precision: device-independent
+    but for what a device adds (cuDNN workspaces, the allocator's rounding). Under CPU autocast the
+    default path takes the rank-bottleneck BatchNorm only with --recompute-tt (`lowrank_bn.pays`),
+    where CUDA takes it by its thresholds: a half precision gets a second column counted CUDA's way
+    (`lowrank_bn.FUSE_UNDER_CPU_AUTOCAST`)."""
+    models = {"paper dense": build("paper-dense", args.timesteps), "paper PTT": build("paper-ptt", args.timesteps),
+              "dense": build("dense", args.timesteps), "PTT": build("tt", args.timesteps)}
+    models["PTT recompute"] = models["PTT"]
+    columns = [(p, False) for p in args.exact_only.split(",")]
+    columns += [(p, True) for p in args.exact_only.split(",") if p != "fp32"]
+    counts: dict[str, list[int]] = {name: [] for name in MAIN}
+    for precision, as_cuda in columns:
+        lowrank_bn.FUSE_UNDER_CPU_AUTOCAST = as_cuda
+        try:
+            for name in MAIN:
+                with levers(models[name], recompute=name == "PTT recompute"), autocast(precision, image.device):
+                    counts[name].append(autograd_memory(models[name].train(), image, y, args.timesteps)["total"])
+        finally:
+            lowrank_bn.FUSE_UNDER_CPU_AUTOCAST = False
+    print(f"{'configuration':<16}" + "".join(f"{p + (' as CUDA' if c else '') + ' MB':>18}{'vs dense':>9}"
+                                            for p, c in columns))
+    for name in MAIN:
+        print(f"{name:<16}" + "".join(f"{n / 2**20:>18.0f}{n / d:>8.2f}x" for n, d in zip(counts[name], counts["dense"])))
 
 
 STAGES = [(64, 32, 2), (128, 16, 6), (256, 8, 10), (512, 4, 14)]  # channels, size, a stride-1 conv's rank index

@@ -136,7 +136,8 @@ def test_fused_keeps_no_output_sized_tensor_for_backward():
 def test_under_autocast_the_fused_form_runs_in_float32_and_keeps_less(dtype, monkeypatch):
     """As `--precision bf16|fp16` runs it: the autocast dtype out, the two modules' values and
     gradients to half-precision tolerance (the fused form rounds once, at the end), and only the
-    r-channel input kept, in float32, where the modules keep the conv's half input and output."""
+    r-channel input kept, as it came in half precision, where the modules keep the conv's half
+    input and output."""
     calls = _spy(monkeypatch)
     conv, bn = _pair(6, 24, True, 0.1, torch.float32)
     m = (torch.randn(4, 6, 8, 8) * 1.5 + 0.7).to(dtype)  # what core3 hands over under autocast
@@ -162,7 +163,26 @@ def test_under_autocast_the_fused_form_runs_in_float32_and_keeps_less(dtype, mon
     assert calls == [1]
     for name, plain, fused in zip(["out", "grad_m", "grad_w", "grad_gamma", "grad_beta", "mean", "var"], *results):
         assert (plain - fused).abs().max() <= 2e-2 * plain.abs().max(), name
-    assert kept[1] < kept[0] and kept[1] <= m.numel() * 4 + 4096
+    assert kept[1] < kept[0] and kept[1] <= m.numel() * m.element_size() + 4096
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_keeping_the_half_input_gives_the_gradients_of_keeping_the_centred_rows(dtype):
+    """Backward centres the kept half-precision input again with forward's operations: bitwise the
+    gradients it had when forward kept its float32 centred rows."""
+    conv, bn = _pair(6, 24, True, 0.1, torch.float32)
+    m = (torch.randn(4, 6, 8, 8) * 1.5 + 0.7).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(4, 24, 8, 8)
+    results = []
+    for keep_half in (False, True):
+        c, b = _copy(conv), _copy(bn)
+        x = m.clone().requires_grad_()
+        out = lowrank_bn._LowRankBatchNorm.apply(x.float(), c.weight, c.bias, b.weight, b.bias, b.running_mean,
+                                                 b.running_var, 0.1, b.eps, 0.5, x.detach() if keep_half else None)
+        out.backward(grad)
+        results.append([out, x.grad, c.weight.grad, b.weight.grad, b.bias.grad])
+    for plain, kept in zip(*results):
+        assert torch.equal(plain, kept)
 
 
 def test_on_the_cpu_under_autocast_only_the_memory_mode_takes_it():
