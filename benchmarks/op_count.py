@@ -17,6 +17,7 @@ NO_WORK = frozenset({
     "view", "_unsafe_view", "permute", "unsqueeze", "squeeze", "t", "transpose", "expand", "select", "slice",
     "detach", "alias", "as_strided", "unflatten", "flatten", "reshape", "_reshape_alias", "lift_fresh",
     "empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided",
+    "squeeze_", "unsqueeze_", "t_", "transpose_", "as_strided_", "detach_",
 })
 
 

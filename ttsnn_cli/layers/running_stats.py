@@ -23,5 +23,5 @@ def next_momentum(bn: nn.BatchNorm2d) -> float:
 def update(running_mean: torch.Tensor, running_var: torch.Tensor, mean: torch.Tensor, biased_var: torch.Tensor,
            count: int, momentum: float) -> None:
     """Moves the running estimates towards this batch's mean and unbiased variance of `count` samples."""
-    running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-    running_var.mul_(1 - momentum).add_(biased_var * (count / max(count - 1, 1)), alpha=momentum)
+    running_mean.lerp_(mean, momentum)  # one launch each, not two
+    running_var.lerp_(biased_var * (count / max(count - 1, 1)), momentum)
