@@ -10,7 +10,6 @@ G1 (1, Cin, r1), G2 (r1, kh, r2), G3 (r2, kw, r3), G4 (r3, Cout, 1).
 from __future__ import annotations
 
 import functools
-
 import math
 from dataclasses import dataclass
 
