@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,9 @@ if str(TESTS) not in sys.path:
 import user_nets  # noqa: E402
 
 
-#: whether this machine really has a CUDA device (read once, before any test hides it)
+#: whether this machine really has a CUDA device (read once, before any test hides it), and which it shows
 CUDA_PRESENT = torch.cuda.is_available()
+_VISIBLE = os.environ.get("CUDA_VISIBLE_DEVICES")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -28,16 +31,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(autouse=True)
-def _cpu_unless_marked_cuda(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test not marked `cuda` runs as on a machine without a GPU, in this process and in the
-    ones it starts: `--device auto` then means the CPU, so the default suite checks the same numbers
-    (the compiled CPU neuron, bitwise comparisons) with or without a GPU present. The `cuda` tests
-    compare the GPU paths against these."""
-    if "cuda" in request.keywords or not CUDA_PRESENT:
+_REAL_IS_AVAILABLE = torch.cuda.is_available
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cpu_by_default() -> Iterator[None]:
+    """The whole session runs as on a machine without a GPU, in this process and in the ones it
+    starts: `--device auto` then means the CPU, so the default suite checks the same numbers (the
+    compiled CPU neuron, bitwise comparisons) with or without a GPU present. Session-wide, so the
+    module-scoped fixtures that train or export (set up before any test's own fixtures) run on the
+    CPU too. The `cuda` tests get the GPU back (`_gpu_for_cuda_tests`) and compare its paths with
+    these."""
+    if not CUDA_PRESENT:
+        yield
         return
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        patch.setenv("CUDA_VISIBLE_DEVICES", "")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _gpu_for_cuda_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "cuda" in request.keywords and CUDA_PRESENT:
+        monkeypatch.setattr(torch.cuda, "is_available", _REAL_IS_AVAILABLE)
+        if _VISIBLE is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", _VISIBLE)
 
 
 @pytest.fixture(autouse=True)
