@@ -56,3 +56,28 @@ def test_an_unknown_path_is_one_line(ptt_bundle: Path, tmp_path: Path) -> None:
     assert result.exit_code == 3 and len(result.stderr.splitlines()) == 1
     assert "--tt-kernel must be one of auto, factored, rebuilt" in result.stderr
     assert not (tmp_path / "x.tt").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("recompute", [False, True])
+def test_auto_on_cuda_times_the_layers_as_they_train(ptt_bundle: Path, tmp_path: Path, recompute: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA `auto` times every layer, under `--recompute-tt` in that mode, and reports the timings."""
+    from ttsnn_cli.layers.conv2d import TTConv2d
+    from ttsnn_cli.train import engine
+
+    modes = []
+    real = engine.measure_plan
+
+    def spy(model, *args, **kwargs):
+        modes.append({m.recompute for m in model.modules() if isinstance(m, TTConv2d)})
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "measure_plan", spy)
+    args = ["finetune", str(ptt_bundle), "-o", str(tmp_path / "a.tt"), "--data", "digits", "--epochs", "1",
+            "--timesteps", "2", "--device", "cuda", "--json"] + (["--recompute-tt"] if recompute else [])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    kernels = json.loads(result.stdout)["tt_kernels"]
+    assert kernels["factored"] + kernels["rebuilt"] == 4 and len(kernels["layers"]) == 4
+    assert modes == [{recompute}]

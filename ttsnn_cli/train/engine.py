@@ -533,8 +533,9 @@ def _kernel_plan(model: nn.Module, data: DataBundle, config: TrainConfig, device
     was_training = model.training
     model.train()
     try:
-        timings = measure_plan(model, lambda: run_timesteps(model, inputs, fold=True),
-                               context=lambda: autocast(config.precision, device))
+        with recomputing_tt(model, config.recompute_tt):  # timed as the layers will train
+            timings = measure_plan(model, lambda: run_timesteps(model, inputs, fold=True),
+                                   context=lambda: autocast(config.precision, device))
     finally:
         model.train(was_training)
     plan = choose(timings)
